@@ -1,0 +1,374 @@
+//! Turning a client's SDP offer into a ready `Rtc` and an answer, before the session ever
+//! reaches a shard.
+//!
+//! Building an `Rtc` and answering an offer costs about a millisecond of CPU, so the control
+//! plane calls this off the media threads and hands the finished session to a shard. The
+//! functions here are pure: no sockets, and the caller supplies the time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use manifold_api::{MediaKind, SessionKind};
+use str0m::change::SdpOffer;
+use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::media::{Direction, Mid};
+use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
+
+/// Longest SDP offer accepted, in bytes, unless the caller sets its own limit lower.
+pub const DEFAULT_MAX_SDP_BYTES: usize = 64 * 1024;
+
+/// Most m-lines accepted in one offer: a WHIP or WHEP session needs two or three.
+pub const MAX_MEDIA_LINES: usize = 16;
+
+/// Why an offer could not be answered. Every variant is the client's fault and maps to a
+/// 4xx answer; the message is safe to show to the client.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NegotiateError {
+    /// The offer is larger than the limit.
+    #[error("SDP offer is {size} bytes, the limit is {limit}")]
+    TooLarge {
+        /// Offer size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The offer could not be parsed as SDP.
+    #[error("malformed SDP: {0}")]
+    Malformed(String),
+    /// The offer parsed but WebRTC rejected it (no fingerprint, no ICE credentials, ...).
+    #[error("unacceptable SDP offer: {0}")]
+    Rejected(String),
+    /// Nothing in the offer can be used for this kind of session.
+    #[error("{0}")]
+    NoUsableMedia(String),
+}
+
+/// One negotiated m-line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NegotiatedMedia {
+    /// Its mid.
+    pub mid: Mid,
+    /// Audio or video.
+    pub kind: MediaKind,
+}
+
+/// A session ready to be handed to a shard.
+pub struct Negotiated {
+    /// The WebRTC state machine, with the offer applied.
+    pub rtc: Rtc,
+    /// The local ICE ufrag: the key a shard indexes the session by until its address is known.
+    pub ufrag: String,
+    /// The SDP answer for the client.
+    pub answer: String,
+    /// The m-lines that carry media for this session's purpose: received media for WHIP,
+    /// sent media for WHEP.
+    pub media: Vec<NegotiatedMedia>,
+}
+
+impl std::fmt::Debug for Negotiated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Negotiated")
+            .field("ufrag", &self.ufrag)
+            .field("media", &self.media)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds `Rtc` instances that share one crypto provider and one DTLS certificate, so that
+/// a new session costs no key generation.
+#[derive(Clone)]
+pub struct RtcFactory {
+    crypto: Arc<CryptoProvider>,
+    cert: DtlsCert,
+    max_sdp_bytes: usize,
+}
+
+impl RtcFactory {
+    /// A factory with a freshly generated certificate.
+    pub fn new(max_sdp_bytes: usize) -> Self {
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        // The aws-lc-rs provider always generates certificates; a build without it does
+        // not compile, so this cannot fail at run time.
+        let cert = crypto
+            .dtls_provider
+            .generate_certificate()
+            .expect("the compiled-in crypto provider generates DTLS certificates");
+        Self::with_certificate(crypto, cert, max_sdp_bytes)
+    }
+
+    /// A factory with a given provider and certificate (tests use RSA and ECDSA peers).
+    pub fn with_certificate(
+        crypto: Arc<CryptoProvider>,
+        cert: DtlsCert,
+        max_sdp_bytes: usize,
+    ) -> Self {
+        RtcFactory {
+            crypto,
+            cert,
+            max_sdp_bytes,
+        }
+    }
+
+    /// The configuration every server-side `Rtc` starts from: ICE-lite, RTP mode, the
+    /// codecs an SFU can forward untouched.
+    fn rtc_config(&self, creds: IceCreds) -> RtcConfig {
+        Rtc::builder()
+            .set_crypto_provider(self.crypto.clone())
+            .set_dtls_cert(self.cert.clone())
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_local_ice_credentials(creds)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .enable_vp9(true)
+            .enable_av1(true)
+    }
+
+    /// Answer `offer` for a session of `kind`, advertising `candidates` (the owning shard's
+    /// announced addresses) as host candidates.
+    pub fn accept(
+        &self,
+        kind: SessionKind,
+        offer: &str,
+        candidates: &[SocketAddr],
+        now: Instant,
+    ) -> Result<Negotiated, NegotiateError> {
+        if offer.len() > self.max_sdp_bytes {
+            return Err(NegotiateError::TooLarge {
+                size: offer.len(),
+                limit: self.max_sdp_bytes,
+            });
+        }
+        let mids = offered_mids(offer)?;
+        let parsed = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| NegotiateError::Malformed(e.to_string()))?;
+
+        let creds = IceCreds::new();
+        let ufrag = creds.ufrag.clone();
+        let mut rtc = self.rtc_config(creds).build(now);
+        for addr in candidates {
+            let c = Candidate::host(*addr, "udp")
+                .map_err(|e| NegotiateError::Rejected(format!("local candidate {addr}: {e}")))?;
+            rtc.add_local_candidate(c);
+        }
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(parsed)
+            .map_err(|e| NegotiateError::Rejected(e.to_string()))?;
+
+        let media = usable_media(&rtc, kind, &mids);
+        if media.is_empty() {
+            let what = match kind {
+                SessionKind::Whip => {
+                    "the offer has no sendonly/sendrecv audio or video m-line \
+                    with a codec this server forwards (opus, VP8, H264, VP9, AV1)"
+                }
+                SessionKind::Whep => {
+                    "the offer has no recvonly/sendrecv audio or video m-line \
+                    with a codec this server forwards (opus, VP8, H264, VP9, AV1)"
+                }
+            };
+            return Err(NegotiateError::NoUsableMedia(what.into()));
+        }
+
+        Ok(Negotiated {
+            rtc,
+            ufrag,
+            answer: answer.to_sdp_string(),
+            media,
+        })
+    }
+}
+
+/// The `a=mid:` values of an offer, in order. str0m does not list the media of a session,
+/// so the offer tells us which mids to look up afterwards.
+fn offered_mids(offer: &str) -> Result<Vec<Mid>, NegotiateError> {
+    let mut mids = Vec::new();
+    for line in offer.lines() {
+        let Some(mid) = line.trim_end().strip_prefix("a=mid:") else {
+            continue;
+        };
+        if mids.len() == MAX_MEDIA_LINES {
+            return Err(NegotiateError::Rejected(format!(
+                "more than {MAX_MEDIA_LINES} m-lines"
+            )));
+        }
+        // str0m's Mid holds at most 16 bytes; longer values are not valid offers for us.
+        if mid.is_empty() || mid.len() > 16 {
+            return Err(NegotiateError::Malformed(format!(
+                "a=mid must be 1 to 16 bytes, got {}",
+                mid.len()
+            )));
+        }
+        mids.push(Mid::from(mid));
+    }
+    Ok(mids)
+}
+
+fn usable_media(rtc: &Rtc, kind: SessionKind, mids: &[Mid]) -> Vec<NegotiatedMedia> {
+    mids.iter()
+        .filter_map(|&mid| {
+            let media = rtc.media(mid)?;
+            let direction = media.direction();
+            let wanted = match kind {
+                SessionKind::Whip => matches!(direction, Direction::RecvOnly | Direction::SendRecv),
+                SessionKind::Whep => matches!(direction, Direction::SendOnly | Direction::SendRecv),
+            };
+            if !wanted || media.disabled() || media.remote_pts().is_empty() {
+                return None;
+            }
+            let kind = match media.kind() {
+                str0m::media::MediaKind::Audio => MediaKind::Audio,
+                str0m::media::MediaKind::Video => MediaKind::Video,
+            };
+            Some(NegotiatedMedia { mid, kind })
+        })
+        .collect()
+}
+
+/// Parsed body of a trickle-ICE / ICE-restart PATCH (`application/trickle-ice-sdpfrag`,
+/// RFC 8840): the client's ICE credentials, if it sent them, and its candidates.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SdpFragment {
+    /// `a=ice-ufrag`, when present.
+    pub ufrag: Option<String>,
+    /// `a=ice-pwd`, when present.
+    pub pwd: Option<String>,
+    /// Candidate lines, without the `a=` prefix.
+    pub candidates: Vec<String>,
+    /// The client signalled `a=end-of-candidates`.
+    pub end_of_candidates: bool,
+}
+
+/// Most candidates accepted in one fragment.
+pub const MAX_FRAGMENT_CANDIDATES: usize = 64;
+
+impl SdpFragment {
+    /// Parse a fragment. Unknown lines (`a=mid`, `m=`, ...) are ignored, as RFC 8840 allows.
+    pub fn parse(body: &str, max_bytes: usize) -> Result<Self, NegotiateError> {
+        if body.len() > max_bytes {
+            return Err(NegotiateError::TooLarge {
+                size: body.len(),
+                limit: max_bytes,
+            });
+        }
+        let mut frag = SdpFragment::default();
+        for line in body.lines() {
+            let line = line.trim_end();
+            if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
+                frag.ufrag = Some(check_ice_token(v, 4, 256, "ice-ufrag")?);
+            } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
+                frag.pwd = Some(check_ice_token(v, 22, 256, "ice-pwd")?);
+            } else if let Some(v) = line.strip_prefix("a=") {
+                if v.starts_with("candidate:") {
+                    if frag.candidates.len() == MAX_FRAGMENT_CANDIDATES {
+                        return Err(NegotiateError::Rejected(format!(
+                            "more than {MAX_FRAGMENT_CANDIDATES} candidates"
+                        )));
+                    }
+                    frag.candidates.push(v.to_owned());
+                } else if v == "end-of-candidates" {
+                    frag.end_of_candidates = true;
+                }
+            }
+        }
+        if frag.ufrag.is_some() != frag.pwd.is_some() {
+            return Err(NegotiateError::Malformed(
+                "a=ice-ufrag and a=ice-pwd must come together".into(),
+            ));
+        }
+        Ok(frag)
+    }
+}
+
+fn check_ice_token(v: &str, min: usize, max: usize, what: &str) -> Result<String, NegotiateError> {
+    // RFC 8839 ice-char: ALPHA / DIGIT / "+" / "/".
+    let ok = (min..=max).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err(NegotiateError::Malformed(format!(
+            "a={what} must be {min} to {max} ice-chars"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mids_are_listed_and_bounded() {
+        let sdp = "v=0\r\na=mid:0\r\nm=video\r\na=mid:video1\r\n";
+        assert_eq!(
+            offered_mids(sdp).unwrap(),
+            vec![Mid::from("0"), Mid::from("video1")]
+        );
+        let many: String = (0..20).map(|i| format!("a=mid:{i}\r\n")).collect();
+        assert!(matches!(
+            offered_mids(&many),
+            Err(NegotiateError::Rejected(_))
+        ));
+        assert!(matches!(
+            offered_mids("a=mid:\r\n"),
+            Err(NegotiateError::Malformed(_))
+        ));
+        assert!(matches!(
+            offered_mids(&format!("a=mid:{}\r\n", "x".repeat(17))),
+            Err(NegotiateError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn fragment_parses_candidates_and_credentials() {
+        let body = "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\nm=audio 9 RTP/AVP 0\r\n\
+                    a=mid:0\r\na=candidate:1 1 udp 2113937151 127.0.0.1 5000 typ host\r\n\
+                    a=end-of-candidates\r\n";
+        let f = SdpFragment::parse(body, 4096).unwrap();
+        assert_eq!(f.ufrag.as_deref(), Some("abcd"));
+        assert_eq!(f.candidates.len(), 1);
+        assert!(f.end_of_candidates);
+    }
+
+    #[test]
+    fn fragment_rejects_bad_input() {
+        assert!(matches!(
+            SdpFragment::parse(&"x".repeat(5000), 4096),
+            Err(NegotiateError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            SdpFragment::parse("a=ice-ufrag:abcd\r\n", 4096),
+            Err(NegotiateError::Malformed(_))
+        ));
+        assert!(matches!(
+            SdpFragment::parse(
+                "a=ice-ufrag:a b\r\na=ice-pwd:0123456789012345678901\r\n",
+                4096
+            ),
+            Err(NegotiateError::Malformed(_))
+        ));
+        let many: String = (0..65)
+            .map(|i| {
+                format!(
+                    "a=candidate:{i} 1 udp 1 127.0.0.1 {} typ host\r\n",
+                    5000 + i
+                )
+            })
+            .collect();
+        assert!(matches!(
+            SdpFragment::parse(&many, 1 << 20),
+            Err(NegotiateError::Rejected(_))
+        ));
+        // Garbage is not an error: nothing in it is a fragment line.
+        assert_eq!(
+            SdpFragment::parse("\u{0}\u{1}garbage", 4096).unwrap(),
+            SdpFragment::default()
+        );
+    }
+}

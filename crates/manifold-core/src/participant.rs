@@ -1,0 +1,153 @@
+//! One participant on a shard: its `Rtc`, the tracks it publishes, the m-lines it receives
+//! on (slots), and the rules for driving its `Rtc` safely.
+//!
+//! Every call into the `Rtc` goes through [`Participant::with_rtc`], which contains a panic
+//! to this participant: the `Rtc` holds no locks, so a panicking one is simply discarded
+//! and the shard goes on.
+
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use manifold_api::{
+    Identity, LeaveReason, MediaKind, ParticipantId, RoomName, SessionKind, Source,
+};
+use str0m::format::PayloadParams;
+use str0m::media::{Mid, Pt};
+use str0m::rtp::Ssrc;
+use str0m::{Output as RtcOutput, Rtc};
+
+use crate::forwarder::Forwarder;
+use crate::shard::Outbox;
+
+/// Index of a participant in the shard's slab.
+pub(crate) type PKey = usize;
+/// Index of a track in the shard's slab.
+pub(crate) type TKey = usize;
+
+/// Most remote addresses remembered per participant (ICE may probe from several).
+pub(crate) const MAX_ADDRS: usize = 8;
+
+/// An m-line this participant receives media on, and the forwarder that keeps its
+/// outgoing stream continuous across sources.
+pub(crate) struct Slot {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    /// Our send SSRC on this m-line.
+    pub tx_ssrc: Option<Ssrc>,
+    /// The track feeding it, if any.
+    pub source: Option<TKey>,
+    /// Publisher PT → this subscriber's PT for the same codec.
+    pub pt_map: Vec<(Pt, Pt)>,
+    pub forwarder: Forwarder,
+}
+
+impl Slot {
+    pub fn map_pt(&self, pt: Pt) -> Option<Pt> {
+        self.pt_map.iter().find(|(i, _)| *i == pt).map(|(_, o)| *o)
+    }
+}
+
+pub(crate) struct Participant {
+    pub id: ParticipantId,
+    pub identity: Identity,
+    pub room: RoomName,
+    pub kind: SessionKind,
+    /// Which publisher this participant's slots follow.
+    pub source: Option<Source>,
+    pub rtc: Rtc,
+    /// Current local ICE ufrag (changes on ICE restart).
+    pub ufrag: String,
+    /// Remote addresses the demultiplexer routes to this participant.
+    pub addrs: Vec<SocketAddr>,
+    /// Tracks this participant publishes.
+    pub tracks: Vec<TKey>,
+    /// SSRC → track cache, filled on first packet of each SSRC.
+    pub ssrc_tracks: Vec<(Ssrc, TKey)>,
+    pub slots: Vec<Slot>,
+    /// The `Rtc` timeout currently scheduled in the shard's timer heap.
+    pub timer: Option<Instant>,
+    pub connected: bool,
+    pub joined_at: Instant,
+    pub disconnected_since: Option<Instant>,
+    /// Set when the participant must be removed at the end of the current input.
+    pub doomed: Option<LeaveReason>,
+}
+
+impl Participant {
+    /// Run `f` on the `Rtc`, then drain it to its next timeout, queueing transmits and
+    /// events in `out`. A panic anywhere in there dooms this participant only.
+    pub fn with_rtc<R>(
+        &mut self,
+        key: PKey,
+        out: &mut Outbox,
+        f: impl FnOnce(&mut Rtc) -> R,
+    ) -> Option<R> {
+        if self.doomed.is_some() {
+            return None;
+        }
+        let rtc = &mut self.rtc;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let r = f(rtc);
+            loop {
+                match rtc.poll_output() {
+                    Ok(RtcOutput::Timeout(t)) => break Ok((r, t)),
+                    Ok(RtcOutput::Transmit(t)) => out.transmit(t),
+                    Ok(RtcOutput::Event(e)) => out.events.push_back((key, e)),
+                    Err(e) => break Err(e),
+                }
+            }
+        }));
+        match result {
+            Ok(Ok((r, timeout))) => {
+                if self.timer != Some(timeout) {
+                    self.timer = Some(timeout);
+                    out.schedule(timeout, key);
+                }
+                Some(r)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(participant = %self.id, error = %e, "WebRTC session failed");
+                self.doom(LeaveReason::Failed);
+                None
+            }
+            Err(_) => {
+                out.counters.panics += 1;
+                tracing::error!(participant = %self.id, "WebRTC session panicked; removing it");
+                self.doom(LeaveReason::Failed);
+                None
+            }
+        }
+    }
+
+    pub fn doom(&mut self, reason: LeaveReason) {
+        if self.doomed.is_none() {
+            self.doomed = Some(reason);
+        }
+    }
+
+    /// Remember `addr` as one of ours; the oldest is forgotten past [`MAX_ADDRS`]. Returns
+    /// the forgotten address, which the caller removes from its index.
+    pub fn learn_addr(&mut self, addr: SocketAddr) -> Option<SocketAddr> {
+        if self.addrs.contains(&addr) {
+            return None;
+        }
+        let evicted = (self.addrs.len() == MAX_ADDRS).then(|| self.addrs.remove(0));
+        self.addrs.push(addr);
+        evicted
+    }
+
+    /// The negotiated payload parameters of `mid`, in this participant's PT numbering.
+    pub fn params_of(&self, mid: Mid) -> Vec<PayloadParams> {
+        let Some(media) = self.rtc.media(mid) else {
+            return Vec::new();
+        };
+        self.rtc
+            .codec_config()
+            .params()
+            .iter()
+            .filter(|p| media.remote_pts().contains(&p.pt()))
+            .copied()
+            .collect()
+    }
+}

@@ -1,0 +1,1033 @@
+//! The shard: every room, participant and track one media worker owns, as one sans-IO state
+//! machine. `handle_input(now, input)` mutates it; `poll_output()` drains transmits and
+//! events until it returns the next timeout. No sockets, no clock, no locks.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use manifold_api::{
+    CommandError, CoreEvent, Identity, LeaveReason, MediaKind, ParticipantId, ReplyValue,
+    RequestId, RoomName, SessionKind, ShardStats, Source, TrackId,
+};
+use manifold_rtp::{DropReason, PacketClass};
+use slab::Slab;
+use str0m::media::KeyframeRequestKind;
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds};
+
+use crate::config::ShardConfig;
+use crate::forwarder::{Decision, Forwarder, PacketMeta};
+use crate::negotiate::{Negotiated, SdpFragment};
+use crate::participant::{PKey, Participant, Slot, TKey};
+use crate::stats::Counters;
+use crate::track::{SSRC_TAKEOVER_SILENCE, Subscriber, Track};
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// What.
+    pub contents: Vec<u8>,
+}
+
+/// Input to [`Shard::handle_input`].
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A datagram arrived on the shard's socket.
+    Datagram {
+        /// The sender.
+        source: SocketAddr,
+        /// The local address it arrived at (as announced to clients).
+        destination: SocketAddr,
+        /// Its bytes.
+        contents: &'a [u8],
+    },
+    /// The time passed the last [`Output::Timeout`].
+    Timeout,
+    /// The control plane wants something.
+    Command(Command),
+}
+
+/// Output of [`Shard::poll_output`].
+#[derive(Debug)]
+pub enum Output {
+    /// Send this datagram.
+    Transmit(Transmit),
+    /// Tell the control plane.
+    Event(CoreEvent),
+    /// Nothing more now; call again with [`Input::Timeout`] at this time (or earlier input).
+    Timeout(Instant),
+}
+
+/// A negotiated session joining a room on this shard.
+#[derive(Debug)]
+pub struct NewSession {
+    /// Its id.
+    pub id: ParticipantId,
+    /// Who it is.
+    pub identity: Identity,
+    /// The room.
+    pub room: RoomName,
+    /// WHIP or WHEP.
+    pub kind: SessionKind,
+    /// For receiving sessions: which publisher to follow.
+    pub source: Option<Source>,
+    /// The `Rtc` with the offer applied.
+    pub negotiated: Negotiated,
+}
+
+/// What the control plane can ask of a shard.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Command {
+    /// Add a session. Replies `Done`, or `LimitReached`.
+    Join {
+        /// Reply correlation.
+        request: RequestId,
+        /// The session.
+        session: Box<NewSession>,
+    },
+    /// Remove a participant. No reply; a `ParticipantLeft` event follows.
+    Leave {
+        /// Who.
+        participant: ParticipantId,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// Trickled candidates, or an ICE restart when the fragment carries new credentials.
+    /// Replies `Done` or `IceRestarted`.
+    Trickle {
+        /// Reply correlation.
+        request: RequestId,
+        /// Who.
+        participant: ParticipantId,
+        /// The parsed PATCH body.
+        fragment: SdpFragment,
+    },
+    /// Replies `Stats`.
+    Stats {
+        /// Reply correlation.
+        request: RequestId,
+    },
+    /// Remove everyone (server shutting down).
+    Shutdown,
+}
+
+/// Queues shared by everything that drives an `Rtc`: outputs for the I/O layer, `Rtc`
+/// events still to be handled, the timer heap and the counters.
+pub(crate) struct Outbox {
+    pub outputs: VecDeque<Output>,
+    pub events: VecDeque<(PKey, Event)>,
+    timers: BinaryHeap<Reverse<(Instant, PKey)>>,
+    pub counters: Counters,
+    /// Some participant was doomed since the last reap.
+    pub reap: bool,
+}
+
+impl Outbox {
+    pub fn transmit(&mut self, t: str0m::net::Transmit) {
+        let contents: Vec<u8> = t.contents.into();
+        self.counters.datagrams_out += 1;
+        self.counters.bytes_out += contents.len() as u64;
+        self.outputs.push_back(Output::Transmit(Transmit {
+            destination: t.destination,
+            contents,
+        }));
+    }
+
+    pub fn schedule(&mut self, at: Instant, key: PKey) {
+        self.timers.push(Reverse((at, key)));
+    }
+
+    fn event(&mut self, e: CoreEvent) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    fn reply(&mut self, request: RequestId, result: Result<ReplyValue, CommandError>) {
+        self.event(CoreEvent::Reply { request, result });
+    }
+}
+
+struct Room {
+    /// Everyone in the room, in join order.
+    members: Vec<PKey>,
+    /// Members that publish, in the order they started: the first is the room's current
+    /// publisher.
+    publishers: Vec<PKey>,
+}
+
+/// One worker's rooms, participants and tracks.
+pub struct Shard {
+    config: ShardConfig,
+    participants: Slab<Participant>,
+    tracks: Slab<Track>,
+    rooms: HashMap<RoomName, Room>,
+    by_id: HashMap<ParticipantId, PKey>,
+    // Keys an attacker controls live in std's SipHash maps, which resist hash flooding.
+    by_addr: HashMap<SocketAddr, PKey>,
+    by_ufrag: HashMap<String, PKey>,
+    out: Outbox,
+    next_housekeeping: Instant,
+    next_track: u64,
+    // Reused scratch space for timer processing.
+    due: Vec<PKey>,
+}
+
+impl Shard {
+    /// An empty shard starting at `now`. `shard_index` keeps track ids unique across
+    /// shards.
+    pub fn new(config: ShardConfig, now: Instant, shard_index: u16) -> Self {
+        Shard {
+            next_housekeeping: now + config.housekeeping_interval,
+            config,
+            participants: Slab::new(),
+            tracks: Slab::new(),
+            rooms: HashMap::new(),
+            by_id: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            out: Outbox {
+                outputs: VecDeque::new(),
+                events: VecDeque::new(),
+                timers: BinaryHeap::new(),
+                counters: Counters::default(),
+                reap: false,
+            },
+            next_track: u64::from(shard_index) << 48,
+            due: Vec::new(),
+        }
+    }
+
+    /// Feed one input. Afterwards drain [`Shard::poll_output`] until it returns a timeout.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        match input {
+            Input::Datagram {
+                source,
+                destination,
+                contents,
+            } => self.handle_datagram(now, source, destination, contents),
+            Input::Timeout => self.handle_timeout(now),
+            Input::Command(c) => self.handle_command(now, c),
+        }
+        loop {
+            while let Some((key, event)) = self.out.events.pop_front() {
+                self.handle_rtc_event(now, key, event);
+            }
+            if !self.reap(now) {
+                break;
+            }
+        }
+    }
+
+    /// The next output: transmits and events first, then the time of the next timeout.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(o) = self.out.outputs.pop_front() {
+            return o;
+        }
+        // Stale timer entries (the participant rescheduled or left) are dropped here so
+        // the worker does not wake up for them.
+        while let Some(Reverse((at, key))) = self.out.timers.peek() {
+            let live = self
+                .participants
+                .get(*key)
+                .is_some_and(|p| p.timer == Some(*at));
+            if live {
+                break;
+            }
+            self.out.timers.pop();
+        }
+        let next_rtc = self.out.timers.peek().map(|Reverse((at, _))| *at);
+        let next = match next_rtc {
+            Some(at) => at.min(self.next_housekeeping),
+            None => self.next_housekeeping,
+        };
+        Output::Timeout(next)
+    }
+
+    /// A snapshot of the counters and of what the shard holds.
+    pub fn stats(&self) -> ShardStats {
+        let mut s = self.out.counters.snapshot();
+        s.rooms = self.rooms.len() as u64;
+        s.participants = self.participants.len() as u64;
+        s.tracks = self.tracks.len() as u64;
+        s.subscriptions = self
+            .tracks
+            .iter()
+            .map(|(_, t)| t.subscribers.len() as u64)
+            .sum();
+        s
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) {
+        let counters = &mut self.out.counters;
+        counters.datagrams_in += 1;
+        counters.bytes_in += contents.len() as u64;
+
+        let class = manifold_rtp::classify(contents);
+        let key = match class {
+            PacketClass::Unknown => {
+                counters.drop(DropReason::Malformed);
+                return;
+            }
+            // A STUN request names its session by ufrag, whatever address it comes from.
+            PacketClass::Stun => manifold_rtp::local_ufrag(contents)
+                .and_then(|u| self.by_ufrag.get(u))
+                .or_else(|| self.by_addr.get(&source)),
+            _ => self.by_addr.get(&source),
+        };
+        let Some(&key) = key else {
+            counters.drop(DropReason::UnknownSource);
+            return;
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, contents) else {
+            counters.drop(DropReason::Malformed);
+            return;
+        };
+        let input = str0m::Input::Receive(now, receive);
+        let Some(p) = self.participants.get_mut(key) else {
+            counters.drop(DropReason::UnknownSource);
+            return;
+        };
+        // The index found one candidate; the Rtc confirms it (for STUN: the message
+        // integrity under its ICE password).
+        let accepted =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.rtc.accepts(&input)))
+                .unwrap_or(false);
+        if !accepted {
+            counters.drop(DropReason::Rejected);
+            return;
+        }
+        if class == PacketClass::Stun {
+            if let Some(evicted) = p.learn_addr(source)
+                && self.by_addr.get(&evicted) == Some(&key)
+            {
+                self.by_addr.remove(&evicted);
+            }
+            self.by_addr.insert(source, key);
+        }
+        let rtp_ssrc = (class == PacketClass::Rtp && contents.len() >= 12).then(|| {
+            Ssrc::from(u32::from_be_bytes([
+                contents[8],
+                contents[9],
+                contents[10],
+                contents[11],
+            ]))
+        });
+        if rtp_ssrc.is_some() && p.kind != SessionKind::Whip {
+            // Players send no media; RTP from one is for an SSRC nobody owns.
+            self.out.counters.drop(DropReason::UnknownSsrc);
+            return;
+        }
+        let result = p.with_rtc(key, &mut self.out, |rtc| rtc.handle_input(input));
+        match result {
+            Some(Err(e)) => {
+                tracing::debug!(participant = %p.id, error = %e, "input rejected");
+                self.out.counters.drop(DropReason::Rejected);
+            }
+            None => self.out.reap = true,
+            Some(Ok(())) => {
+                if let Some(ssrc) = rtp_ssrc {
+                    let known = p.ssrc_tracks.iter().any(|(s, _)| *s == ssrc)
+                        || p.rtc.direct_api().stream_rx(&ssrc).is_some();
+                    if !known {
+                        self.out.counters.drop(DropReason::UnknownSsrc);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        // Collect first: an Rtc may return a timeout that is already due, and it must wait
+        // for the next call rather than spin here.
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(Reverse((at, key))) = self.out.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.out.timers.pop();
+            if let Some(p) = self.participants.get_mut(key)
+                && p.timer == Some(at)
+            {
+                p.timer = None;
+                due.push(key);
+            }
+        }
+        for key in due.drain(..) {
+            let Some(p) = self.participants.get_mut(key) else {
+                continue;
+            };
+            let input = str0m::Input::Timeout(now);
+            if p.with_rtc(key, &mut self.out, |rtc| rtc.handle_input(input))
+                .is_none()
+            {
+                self.out.reap = true;
+            }
+        }
+        self.due = due;
+
+        if now >= self.next_housekeeping {
+            self.housekeeping(now);
+            self.next_housekeeping = now + self.config.housekeeping_interval;
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        for (_, p) in self.participants.iter_mut() {
+            let expired = if p.connected {
+                p.disconnected_since.is_some_and(|t| {
+                    now.saturating_duration_since(t) >= self.config.disconnect_grace
+                })
+            } else {
+                now.saturating_duration_since(p.joined_at) >= self.config.connect_timeout
+            };
+            if expired {
+                tracing::info!(participant = %p.id, connected = p.connected, "ICE timed out");
+                p.doom(LeaveReason::Timeout);
+                self.out.reap = true;
+            }
+        }
+        // Keep asking while someone waits: a lost PLI must not freeze a subscriber.
+        let waiting: Vec<TKey> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| {
+                t.kind == MediaKind::Video
+                    && t.subscribers.iter().any(|s| {
+                        self.participants.get(s.participant).is_some_and(|p| {
+                            p.connected && p.slots[s.slot].forwarder.wants_keyframe()
+                        })
+                    })
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for tk in waiting {
+            self.request_keyframe(now, tk);
+        }
+    }
+
+    fn handle_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Join { request, session } => {
+                let result = self.join(now, *session);
+                self.out.reply(request, result.map(|()| ReplyValue::Done));
+            }
+            Command::Leave {
+                participant,
+                reason,
+            } => {
+                if let Some(&key) = self.by_id.get(&participant) {
+                    self.participants[key].doom(reason);
+                    self.out.reap = true;
+                }
+            }
+            Command::Trickle {
+                request,
+                participant,
+                fragment,
+            } => {
+                let result = self.trickle(participant, fragment);
+                self.out.reply(request, result);
+            }
+            Command::Stats { request } => {
+                let stats = self.stats();
+                self.out.reply(request, Ok(ReplyValue::Stats(stats)));
+            }
+            Command::Shutdown => {
+                for (_, p) in self.participants.iter_mut() {
+                    p.doom(LeaveReason::Shutdown);
+                }
+                self.out.reap = true;
+            }
+        }
+    }
+
+    fn join(&mut self, now: Instant, session: NewSession) -> Result<(), CommandError> {
+        let NewSession {
+            id,
+            identity,
+            room,
+            kind,
+            source,
+            negotiated,
+        } = session;
+        if self.by_id.contains_key(&id) {
+            return Err(CommandError::Rejected(format!("{id} already joined")));
+        }
+        // One identity, one session of each kind per room: the newer replaces the older.
+        let replaced = self.rooms.get(&room).and_then(|r| {
+            r.members.iter().copied().find(|&k| {
+                let p = &self.participants[k];
+                p.identity == identity && p.kind == kind && p.doomed.is_none()
+            })
+        });
+        let members =
+            self.rooms.get(&room).map_or(0, |r| r.members.len()) - usize::from(replaced.is_some());
+        if members >= self.config.max_participants_per_room {
+            return Err(CommandError::LimitReached(format!(
+                "room {room} has {members} participants, the limit is {}",
+                self.config.max_participants_per_room
+            )));
+        }
+        if kind == SessionKind::Whip
+            && negotiated.media.len() > self.config.max_tracks_per_participant
+        {
+            return Err(CommandError::LimitReached(format!(
+                "{} tracks offered, the limit is {}",
+                negotiated.media.len(),
+                self.config.max_tracks_per_participant
+            )));
+        }
+        if let Some(old) = replaced {
+            tracing::info!(participant = %self.participants[old].id, %identity, "replaced by a newer session");
+            self.remove(now, old, LeaveReason::Replaced);
+        }
+
+        let Negotiated {
+            rtc, ufrag, media, ..
+        } = negotiated;
+        let key = self.participants.insert(Participant {
+            id,
+            identity: identity.clone(),
+            room: room.clone(),
+            kind,
+            source,
+            rtc,
+            ufrag: ufrag.clone(),
+            addrs: Vec::new(),
+            tracks: Vec::new(),
+            ssrc_tracks: Vec::new(),
+            slots: Vec::new(),
+            timer: None,
+            connected: false,
+            joined_at: now,
+            disconnected_since: None,
+            doomed: None,
+        });
+        self.by_id.insert(id, key);
+        self.by_ufrag.insert(ufrag, key);
+        self.rooms
+            .entry(room.clone())
+            .or_insert_with(|| Room {
+                members: Vec::new(),
+                publishers: Vec::new(),
+            })
+            .members
+            .push(key);
+        self.out.event(CoreEvent::ParticipantJoined {
+            room: room.clone(),
+            participant: id,
+            identity,
+        });
+
+        let p = &mut self.participants[key];
+        match kind {
+            SessionKind::Whip => {
+                for m in &media {
+                    let params = p.params_of(m.mid);
+                    let track_id = TrackId(self.next_track);
+                    self.next_track += 1;
+                    let tk = self
+                        .tracks
+                        .insert(Track::new(track_id, key, m.mid, m.kind, params));
+                    p.tracks.push(tk);
+                    self.out.event(CoreEvent::TrackPublished {
+                        room: room.clone(),
+                        participant: id,
+                        track: track_id,
+                        kind: m.kind,
+                    });
+                }
+                if !p.tracks.is_empty()
+                    && let Some(r) = self.rooms.get_mut(&room)
+                {
+                    r.publishers.push(key);
+                }
+            }
+            SessionKind::Whep => {
+                for (i, m) in media.iter().enumerate() {
+                    let tx_ssrc = p
+                        .rtc
+                        .direct_api()
+                        .stream_tx_by_mid(m.mid, None)
+                        .map(|s| s.ssrc());
+                    let seed = splitmix64(id.0 ^ (i as u64).wrapping_mul(0x9e37_79b9));
+                    p.slots.push(Slot {
+                        mid: m.mid,
+                        kind: m.kind,
+                        tx_ssrc,
+                        source: None,
+                        pt_map: Vec::new(),
+                        // Start below 2^15 / 2^31: a fresh SRTP stream must not begin with
+                        // a non-zero rollover counter.
+                        forwarder: Forwarder::new(
+                            m.kind,
+                            seed & 0x7fff,
+                            (seed >> 16) & 0x7fff_ffff,
+                        ),
+                    });
+                }
+            }
+        }
+        // Drain what accepting the offer queued and arm the first timeout.
+        if p.with_rtc(key, &mut self.out, |_| ()).is_none() {
+            self.out.reap = true;
+        }
+        self.retarget(now, &room);
+        Ok(())
+    }
+
+    fn trickle(
+        &mut self,
+        participant: ParticipantId,
+        fragment: SdpFragment,
+    ) -> Result<ReplyValue, CommandError> {
+        let key = *self
+            .by_id
+            .get(&participant)
+            .ok_or(CommandError::UnknownParticipant)?;
+        let mut candidates = Vec::with_capacity(fragment.candidates.len());
+        for line in &fragment.candidates {
+            let c = Candidate::from_sdp_string(line)
+                .map_err(|e| CommandError::Rejected(format!("bad candidate: {e}")))?;
+            candidates.push(c);
+        }
+        let p = &mut self.participants[key];
+        let restart = match (&fragment.ufrag, &fragment.pwd) {
+            (Some(ufrag), Some(pwd)) => Some(IceCreds {
+                ufrag: ufrag.clone(),
+                pass: pwd.clone(),
+            }),
+            _ => None,
+        };
+        let local = restart.as_ref().map(|_| IceCreds::new());
+        let applied = p.with_rtc(key, &mut self.out, |rtc| {
+            let mut api = rtc.direct_api();
+            if let (Some(remote), Some(local)) = (&restart, &local) {
+                api.set_local_ice_credentials(local.clone());
+                api.set_remote_ice_credentials(remote.clone());
+            }
+            for c in candidates {
+                rtc.add_remote_candidate(c);
+            }
+        });
+        if applied.is_none() {
+            self.out.reap = true;
+            return Err(CommandError::UnknownParticipant);
+        }
+        match local {
+            Some(local) => {
+                let old = std::mem::replace(&mut p.ufrag, local.ufrag.clone());
+                if self.by_ufrag.get(&old) == Some(&key) {
+                    self.by_ufrag.remove(&old);
+                }
+                self.by_ufrag.insert(local.ufrag.clone(), key);
+                Ok(ReplyValue::IceRestarted {
+                    ufrag: local.ufrag,
+                    pwd: local.pass,
+                })
+            }
+            None => Ok(ReplyValue::Done),
+        }
+    }
+
+    fn handle_rtc_event(&mut self, now: Instant, key: PKey, event: Event) {
+        let Some(p) = self.participants.get_mut(key) else {
+            return;
+        };
+        if p.doomed.is_some() {
+            return;
+        }
+        match event {
+            Event::Connected => {
+                p.connected = true;
+                p.disconnected_since = None;
+                tracing::info!(participant = %p.id, room = %p.room, "connected");
+                self.out.event(CoreEvent::ParticipantConnected {
+                    room: p.room.clone(),
+                    participant: p.id,
+                });
+                let sources: Vec<TKey> = p.slots.iter().filter_map(|s| s.source).collect();
+                for tk in sources {
+                    self.request_keyframe(now, tk);
+                }
+            }
+            Event::IceConnectionStateChange(state) => match state {
+                IceConnectionState::Disconnected => {
+                    p.disconnected_since.get_or_insert(now);
+                }
+                IceConnectionState::Connected | IceConnectionState::Completed => {
+                    p.disconnected_since = None;
+                }
+                _ => {}
+            },
+            Event::RtpPacket(packet) => self.forward(now, key, packet),
+            Event::KeyframeRequest(req) => {
+                let source = p
+                    .slots
+                    .iter()
+                    .find(|s| s.mid == req.mid)
+                    .and_then(|s| s.source);
+                if let Some(tk) = source {
+                    self.request_keyframe(now, tk);
+                }
+            }
+            Event::Closed => {
+                p.doom(LeaveReason::PeerClosed);
+                self.out.reap = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// The hot path: one packet from a publisher to every subscriber of its track.
+    fn forward(&mut self, now: Instant, key: PKey, packet: RtpPacket) {
+        self.out.counters.rtp_in += 1;
+        let ssrc = packet.header.ssrc;
+        let Some(tk) = self.track_for(key, ssrc) else {
+            self.out.counters.drop(DropReason::UnknownSsrc);
+            return;
+        };
+        let Shard {
+            tracks,
+            participants,
+            out,
+            config,
+            ..
+        } = self;
+        let track = &mut tracks[tk];
+
+        if track.ssrc != Some(ssrc) {
+            let silent = track
+                .last_packet_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= SSRC_TAKEOVER_SILENCE);
+            if !silent {
+                out.counters.drop(DropReason::UnknownSsrc);
+                return;
+            }
+            if track.ssrc.replace(ssrc).is_some() {
+                // The encoder restarted under a new SSRC: a new numbering space.
+                for s in &track.subscribers {
+                    if let Some(p) = participants.get_mut(s.participant) {
+                        p.slots[s.slot].forwarder.switch_source();
+                    }
+                }
+            }
+        }
+        track.last_packet_at = Some(now);
+
+        let pt = packet.header.payload_type;
+        let Some(info) = track.pt_info(pt) else {
+            out.counters.drop(DropReason::CodecMismatch);
+            return;
+        };
+        let keyframe = info
+            .video
+            .is_some_and(|c| manifold_rtp::is_keyframe(c, &packet.payload));
+        if keyframe {
+            track.keyframes.satisfied();
+        }
+        if track.subscribers.is_empty() {
+            out.counters.drop(DropReason::NoSubscriber);
+            return;
+        }
+        let meta = PacketMeta {
+            seq: *packet.seq_no,
+            ts: packet.time.numer(),
+            clock_rate: info.clock_rate,
+            keyframe,
+        };
+        let ext = ExtensionValues {
+            audio_level: packet.header.ext_vals.audio_level,
+            voice_activity: packet.header.ext_vals.voice_activity,
+            video_orientation: packet.header.ext_vals.video_orientation,
+            ..Default::default()
+        };
+        let nackable = track.kind == MediaKind::Video;
+        let mut wants_keyframe = false;
+
+        for s in &track.subscribers {
+            let Some(p) = participants.get_mut(s.participant) else {
+                continue;
+            };
+            if !p.connected || p.doomed.is_some() {
+                out.counters.drop(DropReason::SubscriberNotReady);
+                continue;
+            }
+            let slot = &mut p.slots[s.slot];
+            let (seq, ts) = match slot.forwarder.decide(&meta, now) {
+                Decision::Drop(reason) => {
+                    wants_keyframe |= reason == DropReason::WaitingForKeyframe;
+                    out.counters.drop(reason);
+                    continue;
+                }
+                Decision::Forward { seq, ts, .. } => (seq, ts),
+            };
+            let (Some(out_pt), Some(tx)) = (slot.map_pt(pt), slot.tx_ssrc) else {
+                out.counters.drop(DropReason::CodecMismatch);
+                continue;
+            };
+            let write = RtpWrite::new(
+                out_pt,
+                seq.into(),
+                ts,
+                packet.timestamp,
+                packet.payload.clone(),
+            )
+            .marker(packet.header.marker)
+            .nackable(nackable)
+            .ext_vals(ext.clone());
+            let sent = p.with_rtc(s.participant, out, |rtc| {
+                let mut api = rtc.direct_api();
+                let stream = api.stream_tx(&tx)?;
+                stream.write_rtp(write);
+                Some(())
+            });
+            match sent {
+                Some(Some(())) => out.counters.rtp_out += 1,
+                Some(None) => out.counters.drop(DropReason::SubscriberNotReady),
+                None => out.reap = true,
+            }
+        }
+        if wants_keyframe && track.keyframes.ask(now, config.keyframe_request_interval) {
+            send_keyframe_request(track, participants, out);
+        }
+    }
+
+    /// The track a publisher's SSRC belongs to, learning the mapping on first sight.
+    fn track_for(&mut self, key: PKey, ssrc: Ssrc) -> Option<TKey> {
+        let p = self.participants.get_mut(key)?;
+        if let Some((_, tk)) = p.ssrc_tracks.iter().find(|(s, _)| *s == ssrc) {
+            return Some(*tk);
+        }
+        let mid = p.rtc.direct_api().stream_rx(&ssrc)?.mid();
+        let tk = p
+            .tracks
+            .iter()
+            .copied()
+            .find(|&tk| self.tracks[tk].mid == mid)?;
+        // Bounded: a publisher has few m-lines and few SSRCs per m-line.
+        if p.ssrc_tracks.len() < 32 {
+            p.ssrc_tracks.push((ssrc, tk));
+        }
+        Some(tk)
+    }
+
+    fn request_keyframe(&mut self, now: Instant, tk: TKey) {
+        let Some(track) = self.tracks.get_mut(tk) else {
+            return;
+        };
+        if track.kind != MediaKind::Video {
+            return;
+        }
+        if track
+            .keyframes
+            .ask(now, self.config.keyframe_request_interval)
+        {
+            send_keyframe_request(track, &mut self.participants, &mut self.out);
+        }
+    }
+
+    /// Point every following participant's slots at the tracks they should receive now.
+    fn retarget(&mut self, now: Instant, room: &RoomName) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let mut changes: Vec<(PKey, usize, Option<TKey>)> = Vec::new();
+        for &m in &r.members {
+            let p = &self.participants[m];
+            let Some(source) = &p.source else {
+                continue;
+            };
+            let publisher = r.publishers.iter().copied().find(|&k| {
+                let q = &self.participants[k];
+                q.doomed.is_none()
+                    && match source {
+                        Source::RoomCurrent => true,
+                        Source::Identity(id) => q.identity == *id,
+                    }
+            });
+            for (i, slot) in p.slots.iter().enumerate() {
+                // The n-th slot of a kind receives the publisher's n-th track of that kind.
+                let nth = p.slots[..i].iter().filter(|s| s.kind == slot.kind).count();
+                let wanted = publisher.and_then(|k| {
+                    self.participants[k]
+                        .tracks
+                        .iter()
+                        .copied()
+                        .filter(|&tk| self.tracks[tk].kind == slot.kind)
+                        .nth(nth)
+                });
+                if wanted != slot.source {
+                    changes.push((m, i, wanted));
+                }
+            }
+        }
+        for (m, i, wanted) in changes {
+            self.detach(m, i);
+            if let Some(tk) = wanted {
+                self.attach(now, m, i, tk);
+            }
+        }
+    }
+
+    fn attach(&mut self, now: Instant, key: PKey, slot_index: usize, tk: TKey) {
+        let track = &mut self.tracks[tk];
+        let p = &mut self.participants[key];
+        let remote_pts: Vec<_> = p
+            .rtc
+            .media(p.slots[slot_index].mid)
+            .map(|m| m.remote_pts().to_vec())
+            .unwrap_or_default();
+        let config = p.rtc.codec_config();
+        let pt_map = track
+            .params
+            .iter()
+            .filter_map(|theirs| {
+                let ours = config.match_params(*theirs)?;
+                remote_pts
+                    .contains(&ours.pt())
+                    .then(|| (theirs.pt(), ours.pt()))
+            })
+            .collect();
+        let slot = &mut p.slots[slot_index];
+        slot.pt_map = pt_map;
+        slot.source = Some(tk);
+        slot.forwarder.switch_source();
+        track.subscribers.push(Subscriber {
+            participant: key,
+            slot: slot_index,
+        });
+        tracing::debug!(participant = %p.id, track = %track.id, "attached");
+        if p.connected {
+            self.request_keyframe(now, tk);
+        }
+    }
+
+    fn detach(&mut self, key: PKey, slot_index: usize) {
+        let slot = &mut self.participants[key].slots[slot_index];
+        slot.forwarder.detach();
+        if let Some(tk) = slot.source.take()
+            && let Some(t) = self.tracks.get_mut(tk)
+        {
+            t.subscribers
+                .retain(|s| !(s.participant == key && s.slot == slot_index));
+        }
+    }
+
+    /// Remove every doomed participant. Returns whether anything was removed.
+    fn reap(&mut self, now: Instant) -> bool {
+        if !std::mem::take(&mut self.out.reap) {
+            return false;
+        }
+        let doomed: Vec<(PKey, LeaveReason)> = self
+            .participants
+            .iter()
+            .filter_map(|(k, p)| p.doomed.map(|r| (k, r)))
+            .collect();
+        for (key, reason) in &doomed {
+            self.remove(now, *key, *reason);
+        }
+        !doomed.is_empty()
+    }
+
+    fn remove(&mut self, now: Instant, key: PKey, reason: LeaveReason) {
+        if !self.participants.contains(key) {
+            return;
+        }
+        for i in 0..self.participants[key].slots.len() {
+            self.detach(key, i);
+        }
+        let mut p = self.participants.remove(key);
+        for tk in p.tracks.drain(..) {
+            let track = self.tracks.remove(tk);
+            for s in track.subscribers {
+                if let Some(q) = self.participants.get_mut(s.participant) {
+                    let slot = &mut q.slots[s.slot];
+                    slot.source = None;
+                    slot.forwarder.detach();
+                }
+            }
+            self.out.event(CoreEvent::TrackUnpublished {
+                room: p.room.clone(),
+                participant: p.id,
+                track: track.id,
+            });
+        }
+        self.by_id.remove(&p.id);
+        if self.by_ufrag.get(&p.ufrag) == Some(&key) {
+            self.by_ufrag.remove(&p.ufrag);
+        }
+        for a in &p.addrs {
+            if self.by_addr.get(a) == Some(&key) {
+                self.by_addr.remove(a);
+            }
+        }
+        p.rtc.disconnect();
+        tracing::info!(participant = %p.id, room = %p.room, reason = reason.as_str(), "left");
+        self.out.event(CoreEvent::ParticipantLeft {
+            room: p.room.clone(),
+            participant: p.id,
+            reason,
+        });
+        let empty = match self.rooms.get_mut(&p.room) {
+            Some(r) => {
+                r.members.retain(|&k| k != key);
+                r.publishers.retain(|&k| k != key);
+                r.members.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            self.rooms.remove(&p.room);
+            self.out.event(CoreEvent::RoomClosed { room: p.room });
+        } else {
+            self.retarget(now, &p.room);
+        }
+    }
+}
+
+fn send_keyframe_request(
+    track: &mut Track,
+    participants: &mut Slab<Participant>,
+    out: &mut Outbox,
+) {
+    let Some(ssrc) = track.ssrc else {
+        // Nothing received yet: the first packets of a new publisher start with a keyframe
+        // anyway; ask again at the next interval.
+        track.keyframes.pending = true;
+        return;
+    };
+    let Some(p) = participants.get_mut(track.publisher) else {
+        return;
+    };
+    let sent = p.with_rtc(track.publisher, out, |rtc| {
+        let mut api = rtc.direct_api();
+        let rx = api.stream_rx(&ssrc)?;
+        rx.request_keyframe(KeyframeRequestKind::Pli);
+        Some(())
+    });
+    match sent {
+        Some(Some(())) => out.counters.keyframe_requests += 1,
+        Some(None) => {}
+        None => out.reap = true,
+    }
+}
+
+/// A well-mixed 64-bit function of a seed: deterministic starting numbers per slot.
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}

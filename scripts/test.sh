@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and virtual-time tests, real-socket
+# integration tests against the server binary, and the headless-Chromium end-to-end test.
+# Installs what a fresh machine lacks; fails loudly when it cannot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (-D warnings)"
+cargo clippy --workspace --all-targets -j2 -- -D warnings
+
+step "cargo test"
+cargo test --workspace -j2
