@@ -1,1 +1,123 @@
+//! Manifold's control plane: the HTTP surface (WHIP, WHEP, stats, health, the embedded web
+//! pages), access tokens, and the directory of rooms and sessions that routes each request
+//! to the media worker owning its room.
 #![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod error;
+pub mod sessions;
+pub mod state;
+mod web;
+
+use std::future::Future;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::cors::{Any, CorsLayer};
+
+pub use auth::{Access, Auth, Claims};
+pub use error::ApiError;
+pub use state::{AppState, ChannelSink, ControlConfig, EventReceiver, event_channel};
+
+/// The full HTTP application.
+pub fn router(state: AppState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            HeaderName::from_static("accept-patch"),
+        ]);
+    Router::new()
+        .route(
+            "/whip/{room}",
+            post(sessions::whip_post).options(sessions::options),
+        )
+        .route(
+            "/whip/{room}/{session}",
+            axum::routing::delete(sessions::session_delete)
+                .patch(sessions::session_patch)
+                .options(sessions::options),
+        )
+        .route(
+            "/whep/{room}",
+            post(sessions::whep_post).options(sessions::options),
+        )
+        .route(
+            "/whep/{room}/{id}",
+            post(sessions::whep_post_named)
+                .delete(sessions::session_delete)
+                .patch(sessions::session_patch)
+                .options(sessions::options),
+        )
+        .route("/stats", get(stats))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(web::serve)
+        .layer(cors)
+        .with_state(state)
+}
+
+/// Serve `router(state)` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false, "reason": "draining"})),
+        )
+            .into_response()
+    } else {
+        Json(serde_json::json!({"ready": true})).into_response()
+    }
+}
+
+async fn stats(
+    State(state): State<AppState>,
+    Query(query): Query<sessions::SessionQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let access = state
+        .auth
+        .verify(sessions::bearer(&headers).or(query.access_token.as_deref()))?;
+    access.check_grant(|g| g.admin, "admin")?;
+    let total = state.stats().await?;
+    let mut value =
+        serde_json::to_value(&total).map_err(|e| ApiError::Internal(format!("stats: {e}")))?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("workers".into(), state.workers.len().into());
+        obj.insert("sessions".into(), state.session_count().into());
+        obj.insert("draining".into(), state.is_draining().into());
+    }
+    Ok(Json(value).into_response())
+}

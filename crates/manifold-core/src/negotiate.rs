@@ -145,7 +145,7 @@ impl RtcFactory {
         }
         let mids = offered_mids(offer)?;
         let parsed = SdpOffer::from_sdp_string(offer)
-            .map_err(|e| NegotiateError::Malformed(e.to_string()))?;
+            .map_err(|e| NegotiateError::Malformed(describe_parse_error(&e.to_string())))?;
 
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
@@ -207,6 +207,21 @@ fn offered_mids(offer: &str) -> Result<Vec<Mid>, NegotiateError> {
         mids.push(Mid::from(mid));
     }
     Ok(mids)
+}
+
+/// str0m's parse errors span several lines and include a pointer value; clients get the
+/// readable part on one line.
+fn describe_parse_error(text: &str) -> String {
+    let parts: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim().trim_start_matches("SDP parse:").trim())
+        .filter(|l| !l.is_empty() && !l.contains("PointerOffset"))
+        .collect();
+    if parts.is_empty() {
+        "unreadable SDP".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 fn usable_media(rtc: &Rtc, kind: SessionKind, mids: &[Mid]) -> Vec<NegotiatedMedia> {
@@ -323,6 +338,15 @@ mod tests {
             offered_mids(&format!("a=mid:{}\r\n", "x".repeat(17))),
             Err(NegotiateError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn parse_errors_read_well() {
+        let msg = describe_parse_error(
+            "SDP parse: Parse error at PointerOffset(0x7f35)\nUnexpected `g`\nExpected `v`\nsdp line\n",
+        );
+        assert_eq!(msg, "Unexpected `g`; Expected `v`; sdp line");
+        assert_eq!(describe_parse_error(""), "unreadable SDP");
     }
 
     #[test]

@@ -1,1 +1,79 @@
-#![forbid(unsafe_code)]
+//! Manifold's media worker threads: the UDP sockets, batched receive and send, timers and
+//! the loop that drives one sans-IO [`manifold_core::Shard`] per worker.
+//!
+//! Each worker is a plain OS thread (`manifold-media-<i>`) owning one non-blocking UDP
+//! socket on its own port and one shard. The control plane talks to a worker through a
+//! [`WorkerHandle`]: commands go down a bounded channel (a full channel is an explicit,
+//! counted [`Overloaded`], never a stall), events come up through an [`EventSink`] that
+//! must not block either.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use manifold_io::{EventSink, MediaConfig, MediaWorkers};
+//! use manifold_api::{CoreEvent, RequestId};
+//! use manifold_core::Command;
+//!
+//! struct Log;
+//! impl EventSink for Log {
+//!     fn deliver(&self, worker: u16, event: CoreEvent) -> bool {
+//!         println!("worker {worker}: {event:?}");
+//!         true
+//!     }
+//! }
+//!
+//! let workers = MediaWorkers::start(MediaConfig::default(), Arc::new(Log))?;
+//! for h in workers.handles() {
+//!     println!("worker {} listens on {} and announces {:?}", h.index(), h.local_addr(), h.candidates());
+//!     h.send(Command::Stats { request: RequestId(1) })?;
+//! }
+//! workers.shutdown();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+// The crate needs no unsafe code: quinn-udp, socket2 and mio hold the syscalls. Should some
+// become necessary, each block carries a `// SAFETY:` comment.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+mod config;
+mod handle;
+mod socket;
+mod worker;
+mod workers;
+
+pub use config::MediaConfig;
+pub use handle::{OverloadCounters, Overloaded, WorkerHandle};
+pub use workers::MediaWorkers;
+
+use std::net::SocketAddr;
+
+/// Where workers deliver the events their shards report.
+///
+/// Called on the media thread for every event, so it must return quickly and never block:
+/// a bounded `try_send` into a channel is the intended shape.
+pub trait EventSink: Send + Sync + 'static {
+    /// Hand over one event from `worker`. Returns false when the receiver is full (or
+    /// gone): the worker counts the event as dropped and carries on.
+    fn deliver(&self, worker: u16, event: manifold_api::CoreEvent) -> bool;
+}
+
+/// Why the media workers could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IoError {
+    /// A worker's UDP socket could not be created, configured or bound (for example: the
+    /// port is in use, or the address is not local).
+    #[error("cannot bind the media socket {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The [`MediaConfig`] is inconsistent.
+    #[error("invalid media configuration: {0}")]
+    Config(String),
+    /// A worker thread, or its event loop, could not be created.
+    #[error("cannot start a media worker: {0}")]
+    Spawn(std::io::Error),
+}

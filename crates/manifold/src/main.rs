@@ -1,1 +1,292 @@
-fn main() {}
+//! The `manifold` binary: `serve` runs the SFU, `token` mints access tokens.
+#![forbid(unsafe_code)]
+
+mod config;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use manifold_api::{Grants, Identity, RoomName};
+use manifold_control::{AppState, Auth};
+use manifold_core::RtcFactory;
+use manifold_io::MediaWorkers;
+
+use crate::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "manifold",
+    version,
+    about = "A WebRTC SFU: WHIP in, WHEP out, rooms for people."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Mint an access token with the configured key.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// HS256 signing key (overrides auth.key; prefer MANIFOLD_AUTH__KEY).
+    #[arg(long, hide_env_values = true)]
+    auth_key: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// HTTP listen address (http.listen).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// IP the media sockets bind to (media.bind_ip).
+    #[arg(long)]
+    media_bind: Option<IpAddr>,
+    /// IP announced to clients; repeat for several (media.announce_ips).
+    #[arg(long = "announce-ip")]
+    announce_ips: Vec<IpAddr>,
+    /// First UDP port; worker i uses port-base + i; 0 = OS-chosen (media.port_base).
+    #[arg(long)]
+    port_base: Option<u16>,
+    /// Media worker threads; 0 = one per core (media.workers).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Log filter, e.g. `info` or `manifold_core=debug` (log.level; RUST_LOG wins).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Validate the configuration, print it and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Room the token is for; omit for every room (admin tokens).
+    #[arg(long)]
+    room: Option<String>,
+    /// Identity of the bearer.
+    #[arg(long)]
+    identity: String,
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Grant publishing.
+    #[arg(long)]
+    publish: bool,
+    /// Grant subscribing.
+    #[arg(long)]
+    subscribe: bool,
+    /// Grant admin (stats, admin API).
+    #[arg(long)]
+    admin: bool,
+    /// Lifetime, e.g. 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Serve(args) => serve(args),
+        Cmd::Token(args) => token(args),
+    }
+}
+
+fn token(args: TokenArgs) -> ExitCode {
+    let overrides = Overrides {
+        auth_key: args.config.auth_key.clone(),
+        ..Default::default()
+    };
+    let result = (|| -> Result<String, String> {
+        let config = Config::load(args.config.config.as_deref(), &overrides)?;
+        let auth = Auth::new(config.auth.key.as_deref())?;
+        let identity = Identity::parse(&args.identity).map_err(|e| format!("identity {e}"))?;
+        let room = args
+            .room
+            .as_deref()
+            .map(RoomName::parse)
+            .transpose()
+            .map_err(|e| format!("room {e}"))?;
+        if !(args.publish || args.subscribe || args.admin) {
+            return Err("grant at least one of --publish, --subscribe, --admin".into());
+        }
+        let grants = Grants {
+            publish: args.publish,
+            subscribe: args.subscribe,
+            admin: args.admin,
+        };
+        auth.mint(
+            &identity,
+            room.as_ref(),
+            grants,
+            args.name.as_deref(),
+            args.ttl,
+        )
+    })();
+    match result {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("manifold token: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let overrides = Overrides {
+        listen: args.listen,
+        media_bind: args.media_bind,
+        announce_ips: args.announce_ips,
+        port_base: args.port_base,
+        workers: args.workers,
+        auth_key: args.config.auth_key,
+        log_level: args.log_level,
+    };
+    let config = match Config::load(args.config.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("manifold: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        println!("configuration is valid:\n{config:#?}");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config.log.level);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("manifold: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+fn run(config: Config) -> Result<(), String> {
+    let auth = Auth::new(config.auth.key.as_deref())?;
+    if auth.is_dev() {
+        tracing::warn!(
+            "DEV MODE: no auth.key is configured, so anyone who can reach this server may \
+             publish, subscribe and read stats without a token. Set MANIFOLD_AUTH__KEY \
+             (32+ bytes) before exposing it."
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("manifold-control")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the control runtime: {e}"))?;
+
+    let (sink, events) = manifold_control::event_channel(4096);
+    let workers = MediaWorkers::start(config.media_config(), sink)
+        .map_err(|e| format!("cannot start the media workers: {e}"))?;
+    let factory = RtcFactory::new(config.limits.max_body_bytes);
+    let state = AppState::new(
+        config.control_config(),
+        workers.handles().to_vec(),
+        factory,
+        auth,
+    );
+
+    let drain_timeout = Duration::from_secs(config.http.drain_timeout_secs);
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.http.listen))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("listener address: {e}"))?;
+        for w in workers.handles() {
+            tracing::info!(worker = w.index(), bind = %w.local_addr(), candidates = ?w.candidates(), "media worker ready");
+        }
+        tracing::info!("listening on http://{addr}");
+        // Tests and scripts read this line to find the port when listening on port 0.
+        println!("manifold: listening on http://{addr}");
+        tokio::spawn(state.clone().run_events(events));
+        let drain_state = state.clone();
+        manifold_control::serve(listener, state, async move {
+            shutdown_signal().await;
+            drain(&drain_state, drain_timeout).await;
+        })
+        .await
+        .map_err(|e| format!("http server: {e}"))
+    });
+    tracing::info!("stopping media workers");
+    workers.shutdown();
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// Stop taking sessions and give the existing ones `timeout` to end; a second signal cuts
+/// it short.
+async fn drain(state: &AppState, timeout: Duration) {
+    state.start_drain();
+    let sessions = state.session_count();
+    if sessions == 0 {
+        return;
+    }
+    tracing::info!(
+        sessions,
+        ?timeout,
+        "draining: waiting for sessions to end (signal again to stop now)"
+    );
+    let deadline = Instant::now() + timeout;
+    let wait = async {
+        while state.session_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        () = wait => {}
+        () = shutdown_signal() => tracing::info!("second signal: stopping now"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

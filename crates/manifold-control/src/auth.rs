@@ -1,0 +1,304 @@
+//! Access tokens: HS256 JWTs carrying a room, an identity, grants and an expiry. Minting
+//! (for `manifold token`) and verification (for every endpoint) live together so the two
+//! can never disagree on the format.
+//!
+//! With no key configured the server runs in dev mode: a token is optional, and without one
+//! the caller gets every grant in every room.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use manifold_api::{Grants, Identity, RoomName};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// Shortest signing key accepted: HS256 is only as strong as its key.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// Longest token accepted, in bytes (tokens come from outside).
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// The claims of a Manifold access token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The identity.
+    pub sub: String,
+    /// The room the token is for; absent means every room (admin tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// What the bearer may do.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Display name, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Issued at (seconds since the Unix epoch).
+    pub iat: u64,
+    /// Expires at (seconds since the Unix epoch).
+    pub exp: u64,
+}
+
+/// What a verified request may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// The identity the token names, if there was a token.
+    pub identity: Option<Identity>,
+    /// The room the token is limited to, if any.
+    pub room: Option<RoomName>,
+    /// Its grants.
+    pub grants: Grants,
+}
+
+impl Access {
+    /// Fail unless this access covers `room`.
+    pub fn check_room(&self, room: &RoomName) -> Result<(), ApiError> {
+        match &self.room {
+            Some(r) if r != room => Err(ApiError::Forbidden(format!(
+                "the token is for room {r}, not {room}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fail unless this access has the grant `pick` selects.
+    pub fn check_grant(&self, pick: fn(&Grants) -> bool, name: &str) -> Result<(), ApiError> {
+        if pick(&self.grants) || self.grants.admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "the token lacks the {name} grant"
+            )))
+        }
+    }
+}
+
+/// Verifies tokens, or lets everything through in dev mode.
+#[derive(Clone)]
+pub struct Auth {
+    key: Option<(EncodingKey, DecodingKey)>,
+}
+
+impl Auth {
+    /// Auth with `key`, or dev mode with `None`. Keys shorter than [`MIN_KEY_BYTES`] are
+    /// refused.
+    pub fn new(key: Option<&str>) -> Result<Self, String> {
+        let key = match key {
+            None => None,
+            Some(k) if k.len() < MIN_KEY_BYTES => {
+                return Err(format!(
+                    "the auth key must be at least {MIN_KEY_BYTES} bytes long"
+                ));
+            }
+            Some(k) => Some((
+                EncodingKey::from_secret(k.as_bytes()),
+                DecodingKey::from_secret(k.as_bytes()),
+            )),
+        };
+        Ok(Auth { key })
+    }
+
+    /// Is this dev mode (no key)?
+    pub fn is_dev(&self) -> bool {
+        self.key.is_none()
+    }
+
+    /// Mint a token. Fails in dev mode.
+    pub fn mint(
+        &self,
+        identity: &Identity,
+        room: Option<&RoomName>,
+        grants: Grants,
+        name: Option<&str>,
+        ttl: Duration,
+    ) -> Result<String, String> {
+        let (enc, _) = self
+            .key
+            .as_ref()
+            .ok_or("no auth key is configured; set auth.key (MANIFOLD_AUTH__KEY)")?;
+        let now = unix_now();
+        let claims = Claims {
+            sub: identity.as_str().to_owned(),
+            room: room.map(|r| r.as_str().to_owned()),
+            grants,
+            name: name.map(str::to_owned),
+            iat: now,
+            exp: now.saturating_add(ttl.as_secs().max(1)),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, enc)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Verify an optional bearer token. In dev mode every request gets every grant and a
+    /// token is ignored: without a key it cannot be verified, and trusting an unverified
+    /// token would be a trap once a key is configured.
+    pub fn verify(&self, token: Option<&str>) -> Result<Access, ApiError> {
+        let Some((_, dec)) = &self.key else {
+            return Ok(Access {
+                identity: None,
+                room: None,
+                grants: Grants::ALL,
+            });
+        };
+        let token = token.ok_or_else(|| {
+            ApiError::Unauthorized(
+                "an access token is required (Authorization: Bearer <token>)".into(),
+            )
+        })?;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(ApiError::Unauthorized(
+                "the access token is too long".into(),
+            ));
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, dec, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => {
+                    ApiError::Unauthorized("the access token has expired".into())
+                }
+                ErrorKind::InvalidSignature => {
+                    ApiError::Unauthorized("the access token's signature is invalid".into())
+                }
+                _ => ApiError::Unauthorized(format!("the access token is invalid: {e}")),
+            }
+        })?;
+        let c = data.claims;
+        let identity = Identity::parse(&c.sub)
+            .map_err(|e| ApiError::Unauthorized(format!("the token's identity {e}")))?;
+        let room = c
+            .room
+            .as_deref()
+            .map(RoomName::parse)
+            .transpose()
+            .map_err(|e| ApiError::Unauthorized(format!("the token's room {e}")))?;
+        Ok(Access {
+            identity: Some(identity),
+            room,
+            grants: c.grants,
+        })
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    fn mint(auth: &Auth, room: &str, grants: Grants, ttl: Duration) -> String {
+        auth.mint(
+            &Identity::parse("alice").unwrap(),
+            Some(&RoomName::parse(room).unwrap()),
+            grants,
+            None,
+            ttl,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn round_trip() {
+        let auth = Auth::new(Some(KEY)).unwrap();
+        let t = mint(
+            &auth,
+            "r1",
+            Grants {
+                publish: true,
+                ..Default::default()
+            },
+            Duration::from_secs(60),
+        );
+        let a = auth.verify(Some(&t)).unwrap();
+        assert_eq!(a.identity.unwrap().as_str(), "alice");
+        assert!(a.grants.publish && !a.grants.subscribe);
+        let room = RoomName::parse("r1").unwrap();
+        a_ok(&auth, &t, &room);
+        let other = RoomName::parse("r2").unwrap();
+        assert!(matches!(
+            auth.verify(Some(&t)).unwrap().check_room(&other),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(
+            auth.verify(Some(&t))
+                .unwrap()
+                .check_grant(|g| g.subscribe, "subscribe"),
+            Err(ApiError::Forbidden(_))
+        ));
+    }
+
+    fn a_ok(auth: &Auth, t: &str, room: &RoomName) {
+        let a = auth.verify(Some(t)).unwrap();
+        a.check_room(room).unwrap();
+        a.check_grant(|g| g.publish, "publish").unwrap();
+    }
+
+    #[test]
+    fn rejects_missing_bad_and_foreign_tokens() {
+        let auth = Auth::new(Some(KEY)).unwrap();
+        assert!(matches!(auth.verify(None), Err(ApiError::Unauthorized(_))));
+        assert!(matches!(
+            auth.verify(Some("garbage")),
+            Err(ApiError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            auth.verify(Some(&"a".repeat(10_000))),
+            Err(ApiError::Unauthorized(_))
+        ));
+        let other = Auth::new(Some("another-key-another-key-another-key")).unwrap();
+        let t = mint(&other, "r1", Grants::ALL, Duration::from_secs(60));
+        assert!(matches!(
+            auth.verify(Some(&t)),
+            Err(ApiError::Unauthorized(m)) if m.contains("signature")
+        ));
+    }
+
+    #[test]
+    fn rejects_expired_tokens() {
+        let auth = Auth::new(Some(KEY)).unwrap();
+        let (enc, _) = auth.key.as_ref().unwrap();
+        let claims = Claims {
+            sub: "alice".into(),
+            room: None,
+            grants: Grants::ALL,
+            name: None,
+            iat: 1,
+            exp: 2,
+        };
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, enc).unwrap();
+        assert!(matches!(
+            auth.verify(Some(&t)),
+            Err(ApiError::Unauthorized(m)) if m.contains("expired")
+        ));
+    }
+
+    #[test]
+    fn dev_mode_grants_everything_and_refuses_to_mint() {
+        let auth = Auth::new(None).unwrap();
+        assert!(auth.is_dev());
+        assert_eq!(auth.verify(None).unwrap().grants, Grants::ALL);
+        assert!(
+            auth.mint(
+                &Identity::parse("a").unwrap(),
+                None,
+                Grants::ALL,
+                None,
+                Duration::from_secs(1)
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn short_keys_are_refused() {
+        assert!(Auth::new(Some("short")).is_err());
+    }
+}

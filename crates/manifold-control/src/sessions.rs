@@ -1,0 +1,399 @@
+//! WHIP (RFC 9725) and WHEP: create a session from an SDP offer, end it with DELETE, trickle
+//! candidates or restart ICE with PATCH.
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use manifold_api::{
+    Identity, LeaveReason, ParticipantId, ReplyValue, RoomName, SessionKind, Source,
+};
+use manifold_core::str0m::Candidate;
+use manifold_core::{Command, NewSession, SdpFragment};
+use serde::Deserialize;
+
+use crate::auth::Access;
+use crate::error::ApiError;
+use crate::state::{AppState, SessionEntry};
+
+const SDP: &str = "application/sdp";
+const SDP_FRAG: &str = "application/trickle-ice-sdpfrag";
+
+/// Query parameters accepted on session creation.
+#[derive(Debug, Default, Deserialize)]
+pub struct SessionQuery {
+    /// Token, for clients that cannot set headers.
+    pub access_token: Option<String>,
+    /// Identity to use in dev mode (tokens carry it otherwise).
+    pub identity: Option<String>,
+}
+
+/// `POST /whip/{room}`
+pub async fn whip_post(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    create(state, SessionKind::Whip, room, None, query, headers, body).await
+}
+
+/// `POST /whep/{room}`: play the room's current publisher.
+pub async fn whep_post(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    create(
+        state,
+        SessionKind::Whep,
+        room,
+        Some(Source::RoomCurrent),
+        query,
+        headers,
+        body,
+    )
+    .await
+}
+
+/// `POST /whep/{room}/{participant}`: play a named publisher (its identity, which for a
+/// tokenless dev-mode publisher is its participant id).
+pub async fn whep_post_named(
+    State(state): State<AppState>,
+    Path((room, participant)): Path<(String, String)>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let who = Identity::parse(&participant)
+        .map_err(|e| ApiError::BadRequest(format!("participant {e}")))?;
+    create(
+        state,
+        SessionKind::Whep,
+        room,
+        Some(Source::Identity(who)),
+        query,
+        headers,
+        body,
+    )
+    .await
+}
+
+async fn create(
+    state: AppState,
+    kind: SessionKind,
+    room: String,
+    source: Option<Source>,
+    query: SessionQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let room =
+        RoomName::parse(&room).map_err(|e| ApiError::BadRequest(format!("room name {e}")))?;
+    require_content_type(&headers, SDP)?;
+    let access = authorize(&state, &headers, query.access_token.as_deref(), &room, kind)?;
+    let offer = read_body(&headers, body, state.config.max_body_bytes).await?;
+    let offer = String::from_utf8(offer.to_vec())
+        .map_err(|_| ApiError::BadSdp("the SDP offer is not UTF-8".into()))?;
+
+    let id = ParticipantId(rand::random());
+    let identity = match (&access.identity, query.identity.as_deref()) {
+        (Some(i), _) => i.clone(),
+        (None, Some(requested)) => {
+            Identity::parse(requested).map_err(|e| ApiError::BadRequest(format!("identity {e}")))?
+        }
+        (None, None) => {
+            Identity::parse(&id.to_string()).expect("participant ids are valid identities")
+        }
+    };
+    let etag = new_etag();
+    let worker = state.reserve(id, |worker| SessionEntry {
+        room: room.clone(),
+        worker,
+        kind,
+        etag: etag.clone(),
+        remote_ufrag: ice_ufrag(&offer),
+    })?;
+    let result = join(
+        &state,
+        worker,
+        id,
+        identity,
+        room.clone(),
+        kind,
+        source,
+        offer,
+    )
+    .await;
+    let answer = match result {
+        Ok(answer) => answer,
+        Err(e) => {
+            state.forget(id);
+            return Err(e);
+        }
+    };
+    let location = format!("/{}/{}/{}", path_prefix(kind), room, id);
+    tracing::info!(participant = %id, %room, kind = ?kind, worker, "session created");
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, SDP.to_owned()),
+            (header::LOCATION, location),
+            (header::ETAG, format!("\"{etag}\"")),
+            (
+                header::HeaderName::from_static("accept-patch"),
+                SDP_FRAG.to_owned(),
+            ),
+        ],
+        answer,
+    )
+        .into_response())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn join(
+    state: &AppState,
+    worker: u16,
+    id: ParticipantId,
+    identity: manifold_api::Identity,
+    room: RoomName,
+    kind: SessionKind,
+    source: Option<Source>,
+    offer: String,
+) -> Result<String, ApiError> {
+    let factory = state.factory.clone();
+    let candidates = state
+        .workers
+        .get(usize::from(worker))
+        .ok_or_else(|| ApiError::Internal(format!("no worker {worker}")))?
+        .candidates()
+        .to_vec();
+    // Building an Rtc costs about a millisecond of CPU: keep it off the async workers.
+    let negotiated = tokio::task::spawn_blocking(move || {
+        factory.accept(kind, &offer, &candidates, Instant::now())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("negotiation task failed: {e}")))??;
+    let answer = negotiated.answer.clone();
+    let session = Box::new(NewSession {
+        id,
+        identity,
+        room,
+        kind,
+        source,
+        negotiated,
+    });
+    match state
+        .request(worker, |request| Command::Join { request, session })
+        .await?
+    {
+        ReplyValue::Done => Ok(answer),
+        other => Err(ApiError::Internal(format!(
+            "unexpected reply to join: {other:?}"
+        ))),
+    }
+}
+
+/// `DELETE /whip/{room}/{session}` and `/whep/{room}/{session}`
+pub async fn session_delete(
+    State(state): State<AppState>,
+    Path((room, session)): Path<(String, String)>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (id, entry) = find_session(&state, &room, &session)?;
+    authorize(
+        &state,
+        &headers,
+        query.access_token.as_deref(),
+        &entry.room,
+        entry.kind,
+    )?;
+    state.tell(
+        entry.worker,
+        Command::Leave {
+            participant: id,
+            reason: LeaveReason::Requested,
+        },
+    )?;
+    // Forget it now so a second DELETE is a 404; the worker's ParticipantLeft follows.
+    state.forget(id);
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `PATCH /whip/{room}/{session}` and `/whep/{room}/{session}`: trickle ICE or ICE restart.
+pub async fn session_patch(
+    State(state): State<AppState>,
+    Path((room, session)): Path<(String, String)>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (id, entry) = find_session(&state, &room, &session)?;
+    authorize(
+        &state,
+        &headers,
+        query.access_token.as_deref(),
+        &entry.room,
+        entry.kind,
+    )?;
+    require_content_type(&headers, SDP_FRAG)?;
+    if let Some(tag) = headers.get(header::IF_MATCH) {
+        let tag = tag.to_str().unwrap_or("").trim();
+        if tag != "*" && tag.trim_matches('"') != entry.etag {
+            return Err(ApiError::PreconditionFailed(
+                "If-Match does not match the session's current ETag".into(),
+            ));
+        }
+    }
+    let body = read_body(&headers, body, state.config.max_body_bytes).await?;
+    let body = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("the fragment is not UTF-8".into()))?;
+    let mut fragment = SdpFragment::parse(body, state.config.max_body_bytes)?;
+    // The same credentials as before mean plain trickle; new ones mean an ICE restart.
+    let restart_ufrag = fragment.ufrag.clone();
+    if fragment.ufrag.is_some() && fragment.ufrag == entry.remote_ufrag {
+        fragment.ufrag = None;
+        fragment.pwd = None;
+    }
+    let reply = state
+        .request(entry.worker, |request| Command::Trickle {
+            request,
+            participant: id,
+            fragment,
+        })
+        .await?;
+    match reply {
+        ReplyValue::Done => Ok(StatusCode::NO_CONTENT.into_response()),
+        ReplyValue::IceRestarted { ufrag, pwd } => {
+            let etag = new_etag();
+            state.update_session(id, |s| {
+                s.etag = etag.clone();
+                s.remote_ufrag = restart_ufrag;
+            });
+            let mut frag = format!("a=ice-lite\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
+            if let Some(w) = state.workers.get(usize::from(entry.worker)) {
+                for addr in w.candidates() {
+                    if let Ok(c) = Candidate::host(*addr, "udp") {
+                        frag.push_str(&format!("a={}\r\n", c.to_sdp_string()));
+                    }
+                }
+            }
+            frag.push_str("a=end-of-candidates\r\n");
+            Ok((
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, SDP_FRAG.to_owned()),
+                    (header::ETAG, format!("\"{etag}\"")),
+                ],
+                frag,
+            )
+                .into_response())
+        }
+        other => Err(ApiError::Internal(format!(
+            "unexpected reply to patch: {other:?}"
+        ))),
+    }
+}
+
+/// `OPTIONS` on the WHIP/WHEP endpoints (CORS preflights are answered by the CORS layer).
+pub async fn options() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert("accept-post", HeaderValue::from_static(SDP));
+    h.insert("accept-patch", HeaderValue::from_static(SDP_FRAG));
+    r
+}
+
+fn find_session(
+    state: &AppState,
+    room: &str,
+    session: &str,
+) -> Result<(ParticipantId, SessionEntry), ApiError> {
+    let not_found = || ApiError::NotFound(format!("no session {session} in room {room}"));
+    let id: ParticipantId = session.parse().map_err(|_| not_found())?;
+    let entry = state.session(id).ok_or_else(not_found)?;
+    if entry.room.as_str() != room {
+        return Err(not_found());
+    }
+    Ok((id, entry))
+}
+
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+    room: &RoomName,
+    kind: SessionKind,
+) -> Result<Access, ApiError> {
+    let access = state.auth.verify(bearer(headers).or(query_token))?;
+    access.check_room(room)?;
+    match kind {
+        SessionKind::Whip => access.check_grant(|g| g.publish, "publish")?,
+        SessionKind::Whep => access.check_grant(|g| g.subscribe, "subscribe")?,
+    }
+    Ok(access)
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+fn require_content_type(headers: &HeaderMap, wanted: &str) -> Result<(), ApiError> {
+    let got = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = got.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case(wanted) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "expected Content-Type {wanted}, got {:?}",
+            if got.is_empty() { "nothing" } else { got }
+        )))
+    }
+}
+
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large =
+        || ApiError::TooLarge(format!("the request body is over the {limit}-byte limit"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    // Without (or despite) a Content-Length, reading stops at the limit.
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
+}
+
+fn ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+        .map(str::to_owned)
+}
+
+fn new_etag() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn path_prefix(kind: SessionKind) -> &'static str {
+    match kind {
+        SessionKind::Whip => "whip",
+        SessionKind::Whep => "whep",
+    }
+}

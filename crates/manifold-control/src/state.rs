@@ -1,0 +1,321 @@
+//! The control plane's shared state: which worker owns which room, which sessions exist,
+//! and the replies the HTTP handlers are waiting for from the media workers.
+//!
+//! None of this is on the media path; a mutex per map is plenty.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use manifold_api::{
+    CommandError, CoreEvent, ParticipantId, ReplyValue, RequestId, RoomName, SessionKind,
+    ShardStats,
+};
+use manifold_core::{Command, RtcFactory};
+use manifold_io::{EventSink, WorkerHandle};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::Auth;
+use crate::error::ApiError;
+
+/// Settings of the HTTP surface.
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    /// Largest request body accepted (SDP offers, PATCH fragments), in bytes.
+    pub max_body_bytes: usize,
+    /// Rooms the whole server may hold.
+    pub max_rooms: usize,
+    /// How long a handler waits for a media worker's reply.
+    pub reply_timeout: Duration,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            max_body_bytes: 64 * 1024,
+            max_rooms: 1000,
+            reply_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A WHIP or WHEP session the control plane knows about.
+#[derive(Clone, Debug)]
+pub struct SessionEntry {
+    /// Its room.
+    pub room: RoomName,
+    /// The worker that owns the room.
+    pub worker: u16,
+    /// WHIP or WHEP.
+    pub kind: SessionKind,
+    /// Current ETag (changes on ICE restart).
+    pub etag: String,
+    /// The client's current ICE ufrag, to tell trickle from restart.
+    pub remote_ufrag: Option<String>,
+}
+
+struct RoomEntry {
+    worker: u16,
+    /// Sessions in the room, counting ones still joining.
+    sessions: usize,
+}
+
+#[derive(Default)]
+struct Directory {
+    rooms: HashMap<RoomName, RoomEntry>,
+    sessions: HashMap<ParticipantId, SessionEntry>,
+}
+
+type Pending = HashMap<RequestId, oneshot::Sender<Result<ReplyValue, CommandError>>>;
+
+/// Everything the handlers share.
+pub struct Inner {
+    /// Settings.
+    pub config: ControlConfig,
+    /// Media workers.
+    pub workers: Vec<WorkerHandle>,
+    /// Builds `Rtc`s for new sessions.
+    pub factory: RtcFactory,
+    /// Token verification.
+    pub auth: Auth,
+    directory: Mutex<Directory>,
+    pending: Mutex<Pending>,
+    next_request: AtomicU64,
+    draining: AtomicBool,
+}
+
+/// Cheap-to-clone handle on the shared state.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Receives the workers' events; hand it to [`AppState::run_events`].
+pub struct EventReceiver(mpsc::Receiver<(u16, CoreEvent)>);
+
+/// An [`EventSink`] feeding a bounded tokio channel. A full channel drops the event and
+/// the worker counts it; the media thread never waits.
+pub struct ChannelSink(mpsc::Sender<(u16, CoreEvent)>);
+
+impl EventSink for ChannelSink {
+    fn deliver(&self, worker: u16, event: CoreEvent) -> bool {
+        self.0.try_send((worker, event)).is_ok()
+    }
+}
+
+/// A bounded channel from the workers to the control plane.
+pub fn event_channel(capacity: usize) -> (Arc<ChannelSink>, EventReceiver) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (Arc::new(ChannelSink(tx)), EventReceiver(rx))
+}
+
+impl AppState {
+    /// Shared state over `workers`.
+    pub fn new(
+        config: ControlConfig,
+        workers: Vec<WorkerHandle>,
+        factory: RtcFactory,
+        auth: Auth,
+    ) -> Self {
+        AppState(Arc::new(Inner {
+            config,
+            workers,
+            factory,
+            auth,
+            directory: Mutex::new(Directory::default()),
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    /// Process worker events until every sender is gone: resolve replies, forget sessions
+    /// that ended.
+    pub async fn run_events(self, mut rx: EventReceiver) {
+        while let Some((worker, event)) = rx.0.recv().await {
+            match event {
+                CoreEvent::Reply { request, result } => {
+                    let waiter = lock(&self.pending).remove(&request);
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(result);
+                    }
+                }
+                CoreEvent::ParticipantLeft {
+                    participant,
+                    reason,
+                    ..
+                } => {
+                    tracing::debug!(%participant, worker, reason = reason.as_str(), "session ended");
+                    self.forget(participant);
+                }
+                CoreEvent::ParticipantConnected { participant, .. } => {
+                    tracing::debug!(%participant, worker, "session connected");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Send `command` to `worker` and wait for its reply.
+    pub async fn request(
+        &self,
+        worker: u16,
+        command: impl FnOnce(RequestId) -> Command,
+    ) -> Result<ReplyValue, ApiError> {
+        let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        let handle = self
+            .workers
+            .get(usize::from(worker))
+            .ok_or_else(|| ApiError::Internal(format!("no worker {worker}")))?;
+        if let Err(e) = handle.send(command(id)) {
+            lock(&self.pending).remove(&id);
+            return Err(ApiError::Unavailable(e.to_string()));
+        }
+        match tokio::time::timeout(self.config.reply_timeout, rx).await {
+            Ok(Ok(result)) => result.map_err(ApiError::from),
+            Ok(Err(_)) => Err(ApiError::Unavailable("the media worker stopped".into())),
+            Err(_) => {
+                lock(&self.pending).remove(&id);
+                Err(ApiError::Unavailable(
+                    "the media worker did not answer in time".into(),
+                ))
+            }
+        }
+    }
+
+    /// Send a command that has no reply.
+    pub fn tell(&self, worker: u16, command: Command) -> Result<(), ApiError> {
+        let handle = self
+            .workers
+            .get(usize::from(worker))
+            .ok_or_else(|| ApiError::Internal(format!("no worker {worker}")))?;
+        handle
+            .send(command)
+            .map_err(|e| ApiError::Unavailable(e.to_string()))
+    }
+
+    /// Reserve a place for a new session in `room`: picks the room's worker (the least
+    /// loaded one for a new room) and records the session, so events about it can never
+    /// arrive before it is known.
+    pub fn reserve(
+        &self,
+        id: ParticipantId,
+        entry_for: impl FnOnce(u16) -> SessionEntry,
+    ) -> Result<u16, ApiError> {
+        if self.is_draining() {
+            return Err(ApiError::Unavailable(
+                "the server is draining and accepts no new sessions".into(),
+            ));
+        }
+        let mut dir = lock(&self.directory);
+        let probe = entry_for(0);
+        let worker = match dir.rooms.get(&probe.room) {
+            Some(r) => r.worker,
+            None => {
+                if dir.rooms.len() >= self.config.max_rooms {
+                    return Err(ApiError::Unavailable(format!(
+                        "the server holds {} rooms, its limit",
+                        self.config.max_rooms
+                    )));
+                }
+                least_loaded(&dir, self.workers.len())
+            }
+        };
+        dir.rooms
+            .entry(probe.room.clone())
+            .or_insert(RoomEntry {
+                worker,
+                sessions: 0,
+            })
+            .sessions += 1;
+        dir.sessions.insert(id, SessionEntry { worker, ..probe });
+        Ok(worker)
+    }
+
+    /// Forget a session (it ended, or never started).
+    pub fn forget(&self, id: ParticipantId) {
+        let mut dir = lock(&self.directory);
+        let Some(s) = dir.sessions.remove(&id) else {
+            return;
+        };
+        if let Some(r) = dir.rooms.get_mut(&s.room) {
+            r.sessions = r.sessions.saturating_sub(1);
+            if r.sessions == 0 {
+                dir.rooms.remove(&s.room);
+            }
+        }
+    }
+
+    /// A session, if it exists.
+    pub fn session(&self, id: ParticipantId) -> Option<SessionEntry> {
+        lock(&self.directory).sessions.get(&id).cloned()
+    }
+
+    /// Update a session in place.
+    pub fn update_session(&self, id: ParticipantId, f: impl FnOnce(&mut SessionEntry)) {
+        if let Some(s) = lock(&self.directory).sessions.get_mut(&id) {
+            f(s);
+        }
+    }
+
+    /// Sessions known to the control plane.
+    pub fn session_count(&self) -> usize {
+        lock(&self.directory).sessions.len()
+    }
+
+    /// Stop accepting new sessions.
+    pub fn start_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Is the server draining?
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Statistics of every worker, summed.
+    pub async fn stats(&self) -> Result<ShardStats, ApiError> {
+        let mut total = ShardStats::default();
+        for w in 0..self.workers.len() {
+            match self
+                .request(w as u16, |request| Command::Stats { request })
+                .await?
+            {
+                ReplyValue::Stats(s) => total.merge(&s),
+                other => {
+                    return Err(ApiError::Internal(format!(
+                        "unexpected reply to stats: {other:?}"
+                    )));
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+fn least_loaded(dir: &Directory, workers: usize) -> u16 {
+    let mut load = vec![0usize; workers.max(1)];
+    for r in dir.rooms.values() {
+        if let Some(l) = load.get_mut(usize::from(r.worker)) {
+            *l += r.sessions;
+        }
+    }
+    load.iter()
+        .enumerate()
+        .min_by_key(|(_, l)| **l)
+        .map_or(0, |(i, _)| i as u16)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A handler that panicked while holding the lock left the map consistent (every
+    // update is a single insert or remove), so poisoning carries no information here.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,270 @@
+//! The control plane's end of one worker: its addresses, its command channel and the
+//! overload counters it shares with the worker thread.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel::{Sender, TrySendError};
+use manifold_core::Command;
+
+/// A command was refused because the worker's command queue is full (or the worker has
+/// stopped). The command was not delivered; the caller decides whether to retry, answer
+/// 503, or give up.
+#[derive(Debug, thiserror::Error)]
+#[error("media worker {worker} is overloaded: its command queue is full")]
+pub struct Overloaded {
+    /// The worker that refused.
+    pub worker: u16,
+}
+
+/// Work the media workers refused or lost because something was full. Every count is an
+/// explicit overload, never a stall.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OverloadCounters {
+    /// Commands refused by [`WorkerHandle::send`] because a command queue was full.
+    pub commands_rejected: u64,
+    /// Events the [`EventSink`](crate::EventSink) refused.
+    pub events_dropped: u64,
+    /// Datagrams that could not be sent: the socket's send buffer was full, or the
+    /// operating system reported an error. UDP loss is normal; media carries on.
+    pub send_errors: u64,
+}
+
+impl OverloadCounters {
+    /// Add another set of counters into this one.
+    pub fn merge(&mut self, other: &OverloadCounters) {
+        self.commands_rejected += other.commands_rejected;
+        self.events_dropped += other.events_dropped;
+        self.send_errors += other.send_errors;
+    }
+}
+
+/// The live counters of one worker, bumped by its thread (events, sends) and by whoever
+/// holds a handle (commands).
+#[derive(Debug, Default)]
+pub(crate) struct SharedCounters {
+    commands_rejected: AtomicU64,
+    events_dropped: AtomicU64,
+    send_errors: AtomicU64,
+}
+
+impl SharedCounters {
+    pub fn command_rejected(&self) {
+        self.commands_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn event_dropped(&self) {
+        self.events_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn send_errors(&self, datagrams: u64) {
+        self.send_errors.fetch_add(datagrams, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> OverloadCounters {
+        OverloadCounters {
+            commands_rejected: self.commands_rejected.load(Ordering::Relaxed),
+            events_dropped: self.events_dropped.load(Ordering::Relaxed),
+            send_errors: self.send_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The control plane's handle to one media worker. Cheap to clone; every clone talks to
+/// the same worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    index: u16,
+    local_addr: SocketAddr,
+    candidates: Arc<[SocketAddr]>,
+    commands: Sender<Command>,
+    waker: Arc<mio::Waker>,
+    counters: Arc<SharedCounters>,
+}
+
+impl WorkerHandle {
+    pub(crate) fn new(
+        index: u16,
+        local_addr: SocketAddr,
+        candidates: Arc<[SocketAddr]>,
+        commands: Sender<Command>,
+        waker: Arc<mio::Waker>,
+        counters: Arc<SharedCounters>,
+    ) -> Self {
+        WorkerHandle {
+            index,
+            local_addr,
+            candidates,
+            commands,
+            waker,
+            counters,
+        }
+    }
+
+    /// Queue a command for the worker and wake it. Never blocks: when the queue is full the
+    /// command is dropped, the refusal counted in [`OverloadCounters::commands_rejected`]
+    /// and `Err(Overloaded)` returned. A worker that has stopped refuses the same way.
+    ///
+    /// `Command::Shutdown` sent here ends the worker once its participants are gone, as
+    /// [`MediaWorkers::shutdown`](crate::MediaWorkers::shutdown) does for all of them.
+    pub fn send(&self, command: Command) -> Result<(), Overloaded> {
+        match self.commands.try_send(command) {
+            Ok(()) => {
+                if let Err(e) = self.waker.wake() {
+                    // The command is queued; the worker still finds it within its longest
+                    // poll timeout.
+                    tracing::warn!(worker = self.index, error = %e, "cannot wake media worker");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.counters.command_rejected();
+                if matches!(e, TrySendError::Disconnected(_)) {
+                    tracing::debug!(worker = self.index, "command for a stopped media worker");
+                }
+                Err(Overloaded { worker: self.index })
+            }
+        }
+    }
+
+    /// The worker's index, `0..workers`.
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// The address the worker's socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The addresses clients are told to send to: each announced IP with this worker's
+    /// port. The first one is the address the worker's shard knows itself by.
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
+    }
+
+    /// This worker's overload counters.
+    pub fn overload(&self) -> OverloadCounters {
+        self.counters.snapshot()
+    }
+
+    /// Queue a command even when the queue is full, waiting up to `timeout` for room:
+    /// shutdown must reach the worker, and is not on any media path.
+    pub(crate) fn send_blocking(
+        &self,
+        command: Command,
+        timeout: std::time::Duration,
+    ) -> Result<(), Overloaded> {
+        let sent = self.commands.send_timeout(command, timeout).is_ok();
+        // Wake even on failure: the worker then sees the stop flag.
+        let _ = self.waker.wake();
+        if sent {
+            Ok(())
+        } else {
+            Err(Overloaded { worker: self.index })
+        }
+    }
+
+    pub(crate) fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle")
+            .field("index", &self.index)
+            .field("local_addr", &self.local_addr)
+            .field("candidates", &self.candidates)
+            .field("queued", &self.commands.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use manifold_api::RequestId;
+
+    fn handle(
+        capacity: usize,
+    ) -> (
+        WorkerHandle,
+        crossbeam_channel::Receiver<Command>,
+        mio::Poll,
+    ) {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(1)).unwrap());
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let h = WorkerHandle::new(3, addr, Arc::from(vec![addr]), tx, waker, Arc::default());
+        (h, rx, poll)
+    }
+
+    fn stats(n: u64) -> Command {
+        Command::Stats {
+            request: RequestId(n),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_is_refused_and_counted() {
+        let (h, rx, _poll) = handle(1);
+        h.send(stats(1)).unwrap();
+        let err = h.send(stats(2)).unwrap_err();
+        assert_eq!(err.worker, 3);
+        assert_eq!(
+            err.to_string(),
+            "media worker 3 is overloaded: its command queue is full"
+        );
+        assert!(h.clone().send(stats(3)).is_err());
+        assert_eq!(h.overload().commands_rejected, 2);
+        assert_eq!(rx.len(), 1);
+        // Room again once the worker took the first command.
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Command::Stats {
+                request: RequestId(1)
+            })
+        ));
+        h.send(stats(4)).unwrap();
+        assert_eq!(h.overload().commands_rejected, 2);
+    }
+
+    #[test]
+    fn a_stopped_worker_refuses_commands() {
+        let (h, rx, _poll) = handle(4);
+        drop(rx);
+        assert!(h.send(stats(1)).is_err());
+        assert_eq!(h.overload().commands_rejected, 1);
+    }
+
+    #[test]
+    fn send_wakes_the_worker() {
+        let (h, _rx, mut poll) = handle(4);
+        h.send(stats(1)).unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        poll.poll(&mut events, Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        assert!(events.iter().any(|e| e.token() == mio::Token(1)));
+    }
+
+    #[test]
+    fn counters_merge() {
+        let mut a = OverloadCounters {
+            commands_rejected: 1,
+            events_dropped: 2,
+            send_errors: 3,
+        };
+        a.merge(&a.clone());
+        assert_eq!(
+            a,
+            OverloadCounters {
+                commands_rejected: 2,
+                events_dropped: 4,
+                send_errors: 6
+            }
+        );
+    }
+}

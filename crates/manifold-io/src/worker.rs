@@ -1,0 +1,682 @@
+//! The media worker loop: one thread that owns one socket and one shard, and moves
+//! datagrams, commands, timeouts and events between them without ever blocking on anything
+//! but its own poll.
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use manifold_core::{Command, Input, Output, Shard, ShardConfig, Transmit};
+use mio::{Events, Interest, Poll, Token};
+use quinn_udp::RecvMeta;
+
+use crate::EventSink;
+use crate::handle::SharedCounters;
+use crate::socket::{BATCH, MediaSocket, RECV_SLOT_BYTES};
+
+/// The poll token of the socket.
+pub(crate) const SOCKET: Token = Token(0);
+/// The poll token of the waker that signals queued commands.
+pub(crate) const WAKER: Token = Token(1);
+
+/// Longest sleep, even when the shard has nothing scheduled: bounds how late a stop flag
+/// or a missed wake-up is noticed.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Receive system calls per turn at most, so that a flooded socket cannot starve timers
+/// and commands (quinn's `WorkLimiter` idea, by count).
+const MAX_RECV_BATCHES_PER_TURN: usize = 64;
+/// Commands handled per turn at most, for the same reason.
+const MAX_COMMANDS_PER_TURN: usize = 256;
+/// How long a worker keeps serving after `Command::Shutdown` while participants remain
+/// (their goodbyes still need to be sent).
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
+/// A worker whose loop panics this many turns in a row gives up.
+const MAX_CONSECUTIVE_PANICS: u32 = 16;
+/// Largest GSO send: below the 64 KiB an IP packet can carry.
+const MAX_GSO_BYTES: usize = 60_000;
+/// Largest datagram coalesced into a GSO send. The kernel rejects GSO segments larger
+/// than the device MTU allows, and quinn-udp then turns GSO off for good; media datagrams
+/// are far smaller (str0m keeps them near 1150 bytes).
+const MAX_GSO_SEGMENT: usize = 1400;
+/// At most one log line per this interval for a recurring I/O error.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Everything a worker thread starts with.
+pub(crate) struct WorkerSetup {
+    pub index: u16,
+    pub socket: MediaSocket,
+    pub poll: Poll,
+    /// The first announced candidate: the local address the shard's sessions know.
+    pub local: SocketAddr,
+    pub commands: Receiver<Command>,
+    pub counters: Arc<SharedCounters>,
+    pub sink: Arc<dyn EventSink>,
+    pub stop: Arc<AtomicBool>,
+    pub shard: ShardConfig,
+}
+
+impl WorkerSetup {
+    /// Register the socket with the poll. The waker is registered when it is created.
+    pub fn register(&mut self) -> io::Result<()> {
+        self.poll
+            .registry()
+            .register(self.socket.source(), SOCKET, Interest::READABLE)
+    }
+
+    /// The thread body: run until shut down or stopped.
+    pub fn run(self) {
+        let span = tracing::info_span!("media_worker", worker = self.index);
+        let _entered = span.enter();
+        let mut worker = Worker::new(self);
+        tracing::info!(
+            local_addr = %worker.io.socket.local_addr(),
+            announced = %worker.core.local,
+            "media worker started"
+        );
+        let mut panics = 0;
+        loop {
+            match catch_unwind(AssertUnwindSafe(|| worker.turn())) {
+                Ok(Flow::Continue) => panics = 0,
+                Ok(Flow::Exit) => break,
+                Err(payload) => {
+                    panics += 1;
+                    tracing::error!(
+                        panic = panic_message(&*payload),
+                        consecutive = panics,
+                        "media worker loop panicked"
+                    );
+                    if panics >= MAX_CONSECUTIVE_PANICS {
+                        tracing::error!("media worker keeps panicking; stopping it");
+                        break;
+                    }
+                    worker.recover();
+                }
+            }
+        }
+        tracing::info!("media worker stopped");
+    }
+}
+
+enum Flow {
+    Continue,
+    Exit,
+}
+
+struct Worker {
+    poll: Poll,
+    events: Events,
+    commands: Receiver<Command>,
+    stop: Arc<AtomicBool>,
+    io: Io,
+    core: Core,
+    /// The socket may hold datagrams not read yet. Readiness is edge-triggered, so a turn
+    /// that stops reading before `WouldBlock` must come back without waiting.
+    readable: bool,
+    /// The command queue may hold commands not handled yet.
+    commands_pending: bool,
+    /// Set by `Command::Shutdown`: exit once the shard is empty, or at this time.
+    draining_until: Option<Instant>,
+}
+
+/// The socket side of a worker.
+struct Io {
+    socket: MediaSocket,
+    recv_buf: Box<[u8]>,
+    recv_meta: [RecvMeta; BATCH],
+    recv_log: RateLimit,
+    sender: Sender,
+}
+
+/// The shard side of a worker: the shard, what it wants sent and when it wants to be
+/// called again.
+struct Core {
+    index: u16,
+    shard: Shard,
+    local: SocketAddr,
+    transmits: Vec<Transmit>,
+    deadline: Instant,
+    sink: Arc<dyn EventSink>,
+    counters: Arc<SharedCounters>,
+}
+
+/// Batched sending, with a scratch buffer for GSO.
+struct Sender {
+    gso_buf: Vec<u8>,
+    log: RateLimit,
+}
+
+impl Worker {
+    fn new(setup: WorkerSetup) -> Self {
+        let now = Instant::now();
+        let WorkerSetup {
+            index,
+            socket,
+            poll,
+            local,
+            commands,
+            counters,
+            sink,
+            stop,
+            shard,
+        } = setup;
+        let mut core = Core {
+            index,
+            shard: Shard::new(shard, now, index),
+            local,
+            transmits: Vec::with_capacity(BATCH),
+            deadline: now,
+            sink,
+            counters,
+        };
+        core.drain();
+        Worker {
+            poll,
+            events: Events::with_capacity(16),
+            commands,
+            stop,
+            io: Io {
+                socket,
+                recv_buf: vec![0; BATCH * RECV_SLOT_BYTES].into_boxed_slice(),
+                recv_meta: [RecvMeta::default(); BATCH],
+                recv_log: RateLimit::default(),
+                sender: Sender {
+                    gso_buf: Vec::with_capacity(MAX_GSO_BYTES),
+                    log: RateLimit::default(),
+                },
+            },
+            core,
+            // Datagrams may have arrived between bind and registration.
+            readable: true,
+            commands_pending: true,
+            draining_until: None,
+        }
+    }
+
+    /// One wake-up: wait for the socket, a command or the next deadline, then handle a
+    /// bounded amount of each.
+    fn turn(&mut self) -> Flow {
+        let now = Instant::now();
+        let timeout = if self.readable || self.commands_pending {
+            Duration::ZERO
+        } else {
+            let mut until = self.core.deadline;
+            if let Some(drain) = self.draining_until {
+                until = until.min(drain);
+            }
+            until.saturating_duration_since(now).min(MAX_WAIT)
+        };
+        if let Err(e) = self.poll.poll(&mut self.events, Some(timeout))
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            // Not expected to happen; do not spin on it.
+            tracing::error!(error = %e, "poll failed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.events.iter().any(|e| e.token() == SOCKET) {
+            self.readable = true;
+        }
+        // The waker needs no handling of its own: commands are checked on every turn.
+
+        self.handle_commands();
+        if self.readable {
+            self.receive();
+        }
+        let now = Instant::now();
+        if now >= self.core.deadline {
+            self.core.input(now, Input::Timeout);
+        }
+        self.io.sender.flush(
+            &self.io.socket,
+            &mut self.core.transmits,
+            &self.core.counters,
+        );
+
+        if self.stop.load(Ordering::Relaxed) {
+            return Flow::Exit;
+        }
+        if let Some(until) = self.draining_until
+            && (Instant::now() >= until || self.core.shard.stats().participants == 0)
+        {
+            return Flow::Exit;
+        }
+        Flow::Continue
+    }
+
+    fn handle_commands(&mut self) {
+        for _ in 0..MAX_COMMANDS_PER_TURN {
+            match self.commands.try_recv() {
+                Ok(command) => {
+                    let now = Instant::now();
+                    if matches!(command, Command::Shutdown) {
+                        tracing::info!("shutting down");
+                        self.draining_until.get_or_insert(now + SHUTDOWN_DRAIN);
+                    }
+                    self.core.input(now, Input::Command(command));
+                }
+                Err(TryRecvError::Empty) => {
+                    self.commands_pending = false;
+                    return;
+                }
+                Err(TryRecvError::Disconnected) => {
+                    // Every handle is gone: nobody can command or stop this worker again.
+                    self.commands_pending = false;
+                    self.draining_until.get_or_insert_with(Instant::now);
+                    return;
+                }
+            }
+        }
+        self.commands_pending = true;
+    }
+
+    fn receive(&mut self) {
+        let Io {
+            socket,
+            recv_buf,
+            recv_meta,
+            recv_log,
+            sender,
+        } = &mut self.io;
+        let core = &mut self.core;
+        let mut slots = recv_buf.chunks_mut(RECV_SLOT_BYTES);
+        let mut bufs: [IoSliceMut<'_>; BATCH] =
+            std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
+
+        for _ in 0..MAX_RECV_BATCHES_PER_TURN {
+            let n = match socket.recv(&mut bufs, recv_meta) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if recv_log.allow() {
+                        tracing::warn!(error = %e, suppressed = recv_log.take_suppressed(), "receive failed");
+                    }
+                    // The next datagram to arrive raises a new readiness event.
+                    self.readable = false;
+                    return;
+                }
+            };
+            // One clock read per batch: every datagram of a batch arrived together.
+            let now = Instant::now();
+            for (buf, meta) in bufs.iter().zip(recv_meta.iter()).take(n) {
+                let data = &buf[..meta.len.min(buf.len())];
+                if data.is_empty() {
+                    // Garbage, but counted like any other datagram.
+                    core.input(now, core.datagram(meta.addr, &[]));
+                    continue;
+                }
+                // With GRO one buffer holds several datagrams of `stride` bytes each.
+                let stride = match meta.stride {
+                    0 => data.len(),
+                    s => s,
+                };
+                for datagram in data.chunks(stride) {
+                    core.input(now, core.datagram(meta.addr, datagram));
+                }
+            }
+            sender.flush(socket, &mut core.transmits, &core.counters);
+        }
+        // Work cap reached with data possibly left: `readable` stays set, the next turn
+        // comes back at once after timers and commands had their go.
+    }
+
+    /// Pick up after a panic in `turn`: whatever was half-sent is lost, and the shard is
+    /// called again soon so that its queued outputs drain.
+    fn recover(&mut self) {
+        self.core.transmits.clear();
+        self.core.deadline = Instant::now();
+    }
+}
+
+impl Core {
+    fn datagram<'a>(&self, source: SocketAddr, contents: &'a [u8]) -> Input<'a> {
+        Input::Datagram {
+            source,
+            destination: self.local,
+            contents,
+        }
+    }
+
+    /// Feed one input and drain what it produced.
+    fn input(&mut self, now: Instant, input: Input<'_>) {
+        self.shard.handle_input(now, input);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        loop {
+            match self.shard.poll_output() {
+                Output::Transmit(t) => self.transmits.push(t),
+                Output::Event(event) => {
+                    if !self.sink.deliver(self.index, event) {
+                        self.counters.event_dropped();
+                    }
+                }
+                Output::Timeout(at) => {
+                    self.deadline = at;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Sender {
+    /// Send everything queued, coalescing runs of datagrams to one destination into GSO
+    /// sends where the platform allows. Never blocks: a full socket buffer drops the
+    /// datagram (and counts it), as a congested link would.
+    fn flush(
+        &mut self,
+        socket: &MediaSocket,
+        transmits: &mut Vec<Transmit>,
+        counters: &SharedCounters,
+    ) {
+        let mut rest = &transmits[..];
+        while !rest.is_empty() {
+            let run = gso_run(rest, socket.max_gso_segments());
+            let (batch, tail) = rest.split_at(run);
+            rest = tail;
+            if let [single] = batch {
+                self.send(
+                    socket,
+                    single.destination,
+                    &single.contents,
+                    None,
+                    1,
+                    counters,
+                );
+                continue;
+            }
+            self.gso_buf.clear();
+            for t in batch {
+                self.gso_buf.extend_from_slice(&t.contents);
+            }
+            let segment = batch[0].contents.len();
+            let buf = std::mem::take(&mut self.gso_buf);
+            let sent = self.send(
+                socket,
+                batch[0].destination,
+                &buf,
+                Some(segment),
+                batch.len() as u64,
+                counters,
+            );
+            self.gso_buf = buf;
+            if !sent && socket.max_gso_segments() == 1 {
+                // The device refused segmentation offload (quinn-udp has now turned it
+                // off for good): this batch goes out one datagram at a time.
+                for t in batch {
+                    self.send(socket, t.destination, &t.contents, None, 1, counters);
+                }
+            }
+        }
+        transmits.clear();
+    }
+
+    /// One system call. Returns whether it was sent; failures are counted and logged
+    /// (rate-limited), never fatal.
+    fn send(
+        &mut self,
+        socket: &MediaSocket,
+        destination: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+        datagrams: u64,
+        counters: &SharedCounters,
+    ) -> bool {
+        match socket.send(destination, contents, segment_size) {
+            Ok(()) => true,
+            Err(e) => {
+                counters.send_errors(datagrams);
+                // A full send buffer is congestion, not a fault: counted only.
+                if e.kind() != io::ErrorKind::WouldBlock && self.log.allow() {
+                    tracing::debug!(
+                        %destination,
+                        bytes = contents.len(),
+                        ?segment_size,
+                        error = %e,
+                        suppressed = self.log.take_suppressed(),
+                        "send failed"
+                    );
+                }
+                false
+            }
+        }
+    }
+}
+
+/// How many transmits from the front of `queue` can go out as one GSO send: a run to one
+/// destination, all of the first one's size except possibly a shorter last one (GSO's own
+/// rule), within the segment and byte limits.
+fn gso_run(queue: &[Transmit], max_segments: usize) -> usize {
+    let Some(first) = queue.first() else {
+        return 0;
+    };
+    let segment = first.contents.len();
+    if max_segments <= 1 || segment == 0 || segment > MAX_GSO_SEGMENT {
+        return 1;
+    }
+    let mut total = segment;
+    let mut n = 1;
+    for t in &queue[1..] {
+        let len = t.contents.len();
+        if n == max_segments
+            || t.destination != first.destination
+            || len == 0
+            || len > segment
+            || total + len > MAX_GSO_BYTES
+        {
+            break;
+        }
+        total += len;
+        n += 1;
+        if len < segment {
+            break;
+        }
+    }
+    n
+}
+
+/// Lets a recurring log line through at most once per [`ERROR_LOG_INTERVAL`], counting
+/// what it held back.
+#[derive(Default)]
+struct RateLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < ERROR_LOG_INTERVAL)
+        {
+            self.suppressed += 1;
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+
+    fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.suppressed)
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(not a string)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use manifold_api::CoreEvent;
+
+    struct NoSink;
+
+    impl EventSink for NoSink {
+        fn deliver(&self, _: u16, _: CoreEvent) -> bool {
+            true
+        }
+    }
+
+    /// A worker on loopback, driven turn by turn from the test thread.
+    fn worker() -> (
+        Worker,
+        Arc<SharedCounters>,
+        crossbeam_channel::Sender<Command>,
+    ) {
+        let socket = MediaSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let local = socket.local_addr();
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let counters = Arc::new(SharedCounters::default());
+        let mut setup = WorkerSetup {
+            index: 0,
+            socket,
+            poll: Poll::new().unwrap(),
+            local,
+            commands: rx,
+            counters: counters.clone(),
+            sink: Arc::new(NoSink),
+            stop: Arc::default(),
+            shard: ShardConfig::default(),
+        };
+        setup.register().unwrap();
+        (Worker::new(setup), counters, tx)
+    }
+
+    #[test]
+    fn coalesced_sends_arrive_as_separate_datagrams() {
+        let (mut w, counters, _commands) = worker();
+        let sender = MediaSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = w.io.socket.local_addr();
+        // Equal sizes to one destination: one GSO send where the platform has it (and one
+        // GRO-coalesced buffer at the receiver), else one send each.
+        let mut queue: Vec<Transmit> = (0..10u8)
+            .map(|i| Transmit {
+                destination: to,
+                contents: vec![0xff, i, 0, 0, 0, 0, 0, 0, 0, 0],
+            })
+            .collect();
+        queue.push(Transmit {
+            destination: to,
+            contents: vec![0xff; 4],
+        });
+        let mut out = Sender {
+            gso_buf: Vec::new(),
+            log: RateLimit::default(),
+        };
+        out.flush(&sender, &mut queue, &counters);
+        assert!(queue.is_empty());
+        assert_eq!(counters.snapshot().send_errors, 0);
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while w.core.shard.stats().datagrams_in < 11 {
+            assert!(Instant::now() < deadline, "{:?}", w.core.shard.stats());
+            assert!(matches!(w.turn(), Flow::Continue));
+        }
+        let stats = w.core.shard.stats();
+        assert_eq!(stats.datagrams_in, 11);
+        assert_eq!(stats.bytes_in, 104);
+        assert_eq!(stats.drops_for("malformed"), 11);
+    }
+
+    #[test]
+    fn a_shutdown_command_ends_an_empty_worker() {
+        let (mut w, _, tx) = worker();
+        tx.send(Command::Shutdown).unwrap();
+        assert!(matches!(w.turn(), Flow::Exit));
+    }
+
+    #[test]
+    fn a_worker_nobody_can_command_ends() {
+        let (mut w, _, tx) = worker();
+        drop(tx);
+        assert!(matches!(w.turn(), Flow::Exit));
+    }
+
+    #[test]
+    fn the_stop_flag_ends_a_worker() {
+        let (mut w, _, _commands) = worker();
+        assert!(matches!(w.turn(), Flow::Continue));
+        w.stop.store(true, Ordering::Relaxed);
+        assert!(matches!(w.turn(), Flow::Exit));
+    }
+
+    fn t(dest: &str, len: usize) -> Transmit {
+        Transmit {
+            destination: dest.parse().unwrap(),
+            contents: vec![0; len],
+        }
+    }
+
+    const A: &str = "192.0.2.1:5000";
+    const B: &str = "192.0.2.2:5000";
+
+    #[test]
+    fn runs_of_equal_sizes_to_one_destination_coalesce() {
+        let q = [t(A, 100), t(A, 100), t(A, 100), t(B, 100)];
+        assert_eq!(gso_run(&q, 64), 3);
+        assert_eq!(gso_run(&q[3..], 64), 1);
+        assert_eq!(gso_run(&[], 64), 0);
+    }
+
+    #[test]
+    fn without_gso_every_datagram_goes_alone() {
+        let q = [t(A, 100), t(A, 100)];
+        assert_eq!(gso_run(&q, 1), 1);
+    }
+
+    #[test]
+    fn a_shorter_datagram_ends_a_run_and_a_longer_one_breaks_it() {
+        let q = [t(A, 100), t(A, 100), t(A, 60), t(A, 100)];
+        assert_eq!(gso_run(&q, 64), 3);
+        let q = [t(A, 100), t(A, 120)];
+        assert_eq!(gso_run(&q, 64), 1);
+        let q = [t(A, 100), t(A, 0)];
+        assert_eq!(gso_run(&q, 64), 1);
+    }
+
+    #[test]
+    fn runs_respect_segment_and_byte_limits() {
+        let q: Vec<Transmit> = (0..100).map(|_| t(A, 1000)).collect();
+        assert_eq!(gso_run(&q, 64), MAX_GSO_BYTES / 1000);
+        assert_eq!(gso_run(&q, 8), 8);
+        let big = [t(A, 1500), t(A, 1500)];
+        assert_eq!(gso_run(&big, 64), 1);
+        let empty = [t(A, 0), t(A, 0)];
+        assert_eq!(gso_run(&empty, 64), 1);
+    }
+
+    #[test]
+    fn rate_limit_counts_what_it_holds_back() {
+        let mut r = RateLimit::default();
+        assert!(r.allow());
+        assert!(!r.allow());
+        assert!(!r.allow());
+        assert_eq!(r.take_suppressed(), 2);
+        assert_eq!(r.take_suppressed(), 0);
+    }
+
+    #[test]
+    fn panic_messages_are_read_from_both_payload_kinds() {
+        let a = catch_unwind(|| panic!("static")).unwrap_err();
+        assert_eq!(panic_message(&*a), "static");
+        let n = 7;
+        let b = catch_unwind(|| panic!("formatted {n}")).unwrap_err();
+        assert_eq!(panic_message(&*b), "formatted 7");
+    }
+}

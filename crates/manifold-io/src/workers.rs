@@ -1,0 +1,169 @@
+//! The set of media workers: starting them (every socket bound before any thread runs) and
+//! stopping them (graceful shutdown, then a forced stop, then join).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use manifold_core::Command;
+
+use crate::config::MediaConfig;
+use crate::handle::{OverloadCounters, SharedCounters, WorkerHandle};
+use crate::socket::MediaSocket;
+use crate::worker::{WAKER, WorkerSetup};
+use crate::{EventSink, IoError};
+
+/// How long [`MediaWorkers::shutdown`] lets workers remove their participants and say
+/// goodbye before stopping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// How long a stopped worker may take to notice (its longest poll is 100 ms).
+const STOP_GRACE: Duration = Duration::from_secs(1);
+/// How long shutdown waits for room in a full command queue.
+const SHUTDOWN_ENQUEUE: Duration = Duration::from_millis(50);
+
+/// The running media workers. Dropping this stops them abruptly (no goodbyes) and joins
+/// them; call [`MediaWorkers::shutdown`] for a graceful end.
+pub struct MediaWorkers {
+    handles: Vec<WorkerHandle>,
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl MediaWorkers {
+    /// Bind every worker's socket, then start one thread per worker. A socket that cannot
+    /// be bound (port in use, address not local) fails the whole start with
+    /// [`IoError::Bind`] before any thread runs.
+    pub fn start(config: MediaConfig, sink: Arc<dyn EventSink>) -> Result<MediaWorkers, IoError> {
+        let plan = config.plan()?;
+        let sockets = plan
+            .binds
+            .iter()
+            .map(|addr| MediaSocket::bind(*addr))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = MediaWorkers {
+            handles: Vec::with_capacity(sockets.len()),
+            threads: Vec::with_capacity(sockets.len()),
+            stop: stop.clone(),
+        };
+        for (i, socket) in sockets.into_iter().enumerate() {
+            // `plan` caps the count at u16::MAX.
+            let index = u16::try_from(i).unwrap_or(u16::MAX);
+            let port = socket.local_addr().port();
+            let candidates: Arc<[SocketAddr]> = plan
+                .announce_ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port))
+                .collect();
+            let poll = mio::Poll::new().map_err(IoError::Spawn)?;
+            let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(IoError::Spawn)?);
+            let (tx, rx) = crossbeam_channel::bounded(config.command_queue);
+            let counters = Arc::new(SharedCounters::default());
+            let local_addr = socket.local_addr();
+            let mut setup = WorkerSetup {
+                index,
+                socket,
+                poll,
+                // `plan` never leaves the announced IPs empty.
+                local: candidates[0],
+                commands: rx,
+                counters: counters.clone(),
+                sink: sink.clone(),
+                stop: stop.clone(),
+                shard: config.shard.clone(),
+            };
+            setup.register().map_err(IoError::Spawn)?;
+            let thread = std::thread::Builder::new()
+                .name(format!("manifold-media-{index}"))
+                .spawn(move || setup.run())
+                .map_err(IoError::Spawn)?;
+            // Any error above drops `workers`, which stops the threads already running.
+            workers.threads.push(thread);
+            workers.handles.push(WorkerHandle::new(
+                index, local_addr, candidates, tx, waker, counters,
+            ));
+        }
+        tracing::info!(workers = workers.handles.len(), "media workers started");
+        Ok(workers)
+    }
+
+    /// Shut down gracefully: every worker gets `Command::Shutdown` (its participants leave
+    /// with `LeaveReason::Shutdown`, their events are delivered and goodbyes sent), and has
+    /// up to about a second to finish; then the rest are stopped and every thread joined.
+    /// A worker that still does not stop (a bug) is logged and left detached rather than
+    /// hanging the caller.
+    pub fn shutdown(mut self) {
+        self.stop_all(true);
+    }
+
+    /// One handle per worker, in index order.
+    pub fn handles(&self) -> &[WorkerHandle] {
+        &self.handles
+    }
+
+    /// Overload counters summed over every worker.
+    pub fn overload(&self) -> OverloadCounters {
+        let mut total = OverloadCounters::default();
+        for h in &self.handles {
+            total.merge(&h.overload());
+        }
+        total
+    }
+
+    fn stop_all(&mut self, graceful: bool) {
+        let threads = std::mem::take(&mut self.threads);
+        if threads.is_empty() {
+            return;
+        }
+        if graceful {
+            for h in &self.handles {
+                if h.send_blocking(Command::Shutdown, SHUTDOWN_ENQUEUE)
+                    .is_err()
+                {
+                    tracing::warn!(worker = h.index(), "cannot queue shutdown; stopping it");
+                }
+            }
+            wait_for(&threads, SHUTDOWN_GRACE);
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for h in &self.handles {
+            h.wake();
+        }
+        wait_for(&threads, STOP_GRACE);
+        for (i, thread) in threads.into_iter().enumerate() {
+            if !thread.is_finished() {
+                tracing::error!(worker = i, "media worker did not stop; leaving it detached");
+                continue;
+            }
+            if thread.join().is_err() {
+                tracing::error!(worker = i, "media worker thread panicked");
+            }
+        }
+        tracing::info!("media workers stopped");
+    }
+}
+
+impl Drop for MediaWorkers {
+    fn drop(&mut self) {
+        self.stop_all(false);
+    }
+}
+
+impl std::fmt::Debug for MediaWorkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaWorkers")
+            .field("handles", &self.handles)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Wait until every thread has finished or `limit` has passed.
+fn wait_for(threads: &[JoinHandle<()>], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

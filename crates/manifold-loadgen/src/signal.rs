@@ -1,0 +1,226 @@
+//! Signaling for generated clients: build a str0m `Rtc` with a real UDP socket, offer over
+//! WHIP or WHEP, apply the answer, and end the session with DELETE.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Instant;
+
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::{Candidate, Rtc};
+
+/// Largest answer accepted from a server.
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// Why a client could not join. The variant names are the failure reasons the reports count.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignalError {
+    /// The HTTP request failed (connection refused, timeout...).
+    #[error("http: {0}")]
+    Http(String),
+    /// The server answered with an error status.
+    #[error("status {status}: {body}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Response body (truncated).
+        body: String,
+    },
+    /// The answer was not usable SDP.
+    #[error("sdp: {0}")]
+    Sdp(String),
+    /// A local socket problem.
+    #[error("io: {0}")]
+    Io(String),
+}
+
+impl SignalError {
+    /// A short reason for reports: `http`, `status_503`, `sdp`, `io`.
+    pub fn reason(&self) -> String {
+        match self {
+            SignalError::Http(_) => "http".into(),
+            SignalError::Status { status, .. } => format!("status_{status}"),
+            SignalError::Sdp(_) => "sdp".into(),
+            SignalError::Io(_) => "io".into(),
+        }
+    }
+}
+
+/// What a client publishes.
+#[derive(Clone, Copy, Debug)]
+pub struct MediaSpec {
+    /// Send Opus.
+    pub audio: bool,
+    /// Send VP8.
+    pub video: bool,
+}
+
+/// A negotiated client, ready for the media engine.
+pub struct Joined {
+    /// The WebRTC session, answer applied.
+    pub rtc: Rtc,
+    /// Its socket (bound, blocking mode untouched).
+    pub socket: UdpSocket,
+    /// Absolute URL of the session resource (for DELETE).
+    pub resource: String,
+    /// Negotiated m-lines and their kinds.
+    pub media: Vec<(Mid, MediaKind)>,
+    /// When the offer was sent.
+    pub started: Instant,
+}
+
+/// Create a session: `url` is the full WHIP or WHEP endpoint; `publish` selects sendonly
+/// (WHIP) media, `None` recvonly audio+video (WHEP).
+pub async fn join(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    bind_ip: std::net::IpAddr,
+    publish: Option<MediaSpec>,
+) -> Result<Joined, SignalError> {
+    let started = Instant::now();
+    let socket =
+        UdpSocket::bind(SocketAddr::new(bind_ip, 0)).map_err(|e| SignalError::Io(e.to_string()))?;
+    let local = socket
+        .local_addr()
+        .map_err(|e| SignalError::Io(e.to_string()))?;
+    let mut rtc = Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .build(Instant::now());
+    let candidate = Candidate::host(local, "udp").map_err(|e| SignalError::Io(e.to_string()))?;
+    rtc.add_local_candidate(candidate);
+
+    let mut change = rtc.sdp_api();
+    let mut media = Vec::new();
+    match publish {
+        Some(spec) => {
+            if spec.audio {
+                media.push((
+                    change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None),
+                    MediaKind::Audio,
+                ));
+            }
+            if spec.video {
+                media.push((
+                    change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None),
+                    MediaKind::Video,
+                ));
+            }
+        }
+        None => {
+            media.push((
+                change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None),
+                MediaKind::Audio,
+            ));
+            media.push((
+                change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None),
+                MediaKind::Video,
+            ));
+        }
+    }
+    let (offer, pending) = change
+        .apply()
+        .ok_or_else(|| SignalError::Sdp("nothing to offer".into()))?;
+
+    let mut req = http
+        .post(url)
+        .header("content-type", "application/sdp")
+        .body(offer.to_sdp_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| SignalError::Http(e.to_string()))?;
+    let status = resp.status();
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| SignalError::Http(e.to_string()))?;
+    if status.as_u16() != 201 {
+        let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+        return Err(SignalError::Status {
+            status: status.as_u16(),
+            body: text,
+        });
+    }
+    if body.len() > MAX_ANSWER_BYTES {
+        return Err(SignalError::Sdp("answer too large".into()));
+    }
+    let location = location.ok_or_else(|| SignalError::Sdp("201 without Location".into()))?;
+    let resource = resolve(url, &location);
+    let text =
+        std::str::from_utf8(&body).map_err(|_| SignalError::Sdp("answer is not UTF-8".into()))?;
+    let answer = SdpAnswer::from_sdp_string(text).map_err(|e| SignalError::Sdp(e.to_string()))?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| SignalError::Sdp(e.to_string()))?;
+    Ok(Joined {
+        rtc,
+        socket,
+        resource,
+        media,
+        started,
+    })
+}
+
+/// End a session.
+pub async fn leave(
+    http: &reqwest::Client,
+    resource: &str,
+    token: Option<&str>,
+) -> Result<(), SignalError> {
+    let mut req = http.delete(resource);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| SignalError::Http(e.to_string()))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(SignalError::Status {
+            status: resp.status().as_u16(),
+            body: resp.text().await.unwrap_or_default(),
+        })
+    }
+}
+
+/// Resolve a Location (absolute, or a path) against the endpoint URL.
+fn resolve(endpoint: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_owned();
+    }
+    // scheme://host:port is everything before the third '/'.
+    let origin_end = endpoint
+        .match_indices('/')
+        .nth(2)
+        .map_or(endpoint.len(), |(i, _)| i);
+    format!("{}{}", &endpoint[..origin_end], location)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_resolve_against_the_endpoint() {
+        assert_eq!(
+            resolve("http://127.0.0.1:8080/whip/r", "/whip/r/p1"),
+            "http://127.0.0.1:8080/whip/r/p1"
+        );
+        assert_eq!(resolve("http://a/whip/r", "http://b/x"), "http://b/x");
+        assert_eq!(resolve("http://h:1", "/x"), "http://h:1/x");
+    }
+}

@@ -1,0 +1,355 @@
+//! Configuration: built-in defaults, then a TOML file (`--config`), then `MANIFOLD_*`
+//! environment variables (`__` separates levels: `MANIFOLD_HTTP__LISTEN`), then command-line
+//! flags. Each layer overrides the one before.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Sections a `MANIFOLD_` variable may address; other `MANIFOLD_*` variables (a test's
+/// `MANIFOLD_URL`, say) are not configuration.
+const SECTIONS: [&str; 5] = ["http", "media", "auth", "limits", "log"];
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP surface.
+    pub http: Http,
+    /// Media workers.
+    pub media: Media,
+    /// Access tokens.
+    pub auth: AuthSection,
+    /// Limits.
+    pub limits: Limits,
+    /// Logging.
+    pub log: Log,
+}
+
+/// `[http]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// On shutdown, how long to wait for sessions to end before closing them.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            drain_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[media]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Media {
+    /// IP the media sockets bind to.
+    pub bind_ip: IpAddr,
+    /// IPs announced in ICE candidates (NAT 1:1 or public IPs); empty means `bind_ip`.
+    pub announce_ips: Vec<IpAddr>,
+    /// Worker i listens on UDP port `port_base + i`; 0 lets the OS choose.
+    pub port_base: u16,
+    /// Media worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Shortest time between two keyframe requests to one source.
+    pub keyframe_interval_ms: u64,
+    /// A session must connect within this many seconds.
+    pub connect_timeout_secs: u64,
+    /// A disconnected session is removed after this many seconds.
+    pub disconnect_grace_secs: u64,
+    /// Commands queued per worker before callers are told it is overloaded.
+    pub command_queue: usize,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Media {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            announce_ips: Vec::new(),
+            port_base: 40000,
+            workers: 0,
+            keyframe_interval_ms: 500,
+            connect_timeout_secs: 30,
+            disconnect_grace_secs: 10,
+            command_queue: 1024,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// HS256 signing key (at least 32 bytes). Unset: dev mode, tokens optional.
+    pub key: Option<String>,
+}
+
+impl std::fmt::Debug for AuthSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("AuthSection")
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `[limits]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Rooms on this server.
+    pub max_rooms: usize,
+    /// Participants per room.
+    pub max_participants_per_room: usize,
+    /// Tracks one participant may publish.
+    pub max_tracks_per_participant: usize,
+    /// Largest HTTP request body (SDP offers), in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_rooms: 1000,
+            max_participants_per_room: 100,
+            max_tracks_per_participant: 8,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A `tracing` filter such as `info` or `manifold_core=debug,info`. `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+        }
+    }
+}
+
+/// Command-line values that override everything else.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub media_bind: Option<IpAddr>,
+    pub announce_ips: Vec<IpAddr>,
+    pub port_base: Option<u16>,
+    pub workers: Option<usize>,
+    pub auth_key: Option<String>,
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Load the layers in order. A missing `--config` file is an error.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, String> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(
+            Env::prefixed("MANIFOLD_")
+                .filter(|k| {
+                    let k = k.as_str();
+                    SECTIONS.iter().any(|s| k.starts_with(&format!("{s}__")))
+                })
+                .split("__"),
+        );
+        if let Some(v) = overrides.listen {
+            fig = fig.merge(("http.listen", v));
+        }
+        if let Some(v) = overrides.media_bind {
+            fig = fig.merge(("media.bind_ip", v));
+        }
+        if !overrides.announce_ips.is_empty() {
+            fig = fig.merge(("media.announce_ips", &overrides.announce_ips));
+        }
+        if let Some(v) = overrides.port_base {
+            fig = fig.merge(("media.port_base", v));
+        }
+        if let Some(v) = overrides.workers {
+            fig = fig.merge(("media.workers", v));
+        }
+        if let Some(v) = &overrides.auth_key {
+            fig = fig.merge(("auth.key", v));
+        }
+        if let Some(v) = &overrides.log_level {
+            fig = fig.merge(("log.level", v));
+        }
+        let config: Config = fig.extract().map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reject settings the server could not run with.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(k) = &self.auth.key
+            && k.len() < manifold_control::auth::MIN_KEY_BYTES
+        {
+            return Err(format!(
+                "auth.key must be at least {} bytes",
+                manifold_control::auth::MIN_KEY_BYTES
+            ));
+        }
+        if self.media.bind_ip.is_unspecified() && self.media.announce_ips.is_empty() {
+            return Err(format!(
+                "media.bind_ip is {} (every interface): set media.announce_ips to the \
+                 address(es) clients should use",
+                self.media.bind_ip
+            ));
+        }
+        if let Some(ip) = self
+            .media
+            .announce_ips
+            .iter()
+            .find(|ip| ip.is_unspecified())
+        {
+            return Err(format!(
+                "media.announce_ips contains {ip}, which no client can reach"
+            ));
+        }
+        let workers = self.worker_count();
+        if self.media.port_base != 0 && usize::from(self.media.port_base) + workers > 65536 {
+            return Err(format!(
+                "media.port_base {} leaves no room for {workers} workers",
+                self.media.port_base
+            ));
+        }
+        for (name, v) in [
+            ("limits.max_rooms", self.limits.max_rooms),
+            (
+                "limits.max_participants_per_room",
+                self.limits.max_participants_per_room,
+            ),
+            (
+                "limits.max_tracks_per_participant",
+                self.limits.max_tracks_per_participant,
+            ),
+            ("media.command_queue", self.media.command_queue),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.limits.max_body_bytes < 1024 {
+            return Err("limits.max_body_bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+
+    /// Media workers to start.
+    pub fn worker_count(&self) -> usize {
+        if self.media.workers > 0 {
+            self.media.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Settings for the media workers.
+    pub fn media_config(&self) -> manifold_io::MediaConfig {
+        manifold_io::MediaConfig {
+            workers: self.worker_count(),
+            bind_ip: self.media.bind_ip,
+            port_base: self.media.port_base,
+            announce_ips: self.media.announce_ips.clone(),
+            shard: manifold_core::ShardConfig {
+                max_participants_per_room: self.limits.max_participants_per_room,
+                max_tracks_per_participant: self.limits.max_tracks_per_participant,
+                keyframe_request_interval: Duration::from_millis(self.media.keyframe_interval_ms),
+                connect_timeout: Duration::from_secs(self.media.connect_timeout_secs),
+                disconnect_grace: Duration::from_secs(self.media.disconnect_grace_secs),
+                ..Default::default()
+            },
+            command_queue: self.media.command_queue,
+        }
+    }
+
+    /// Settings for the HTTP surface.
+    pub fn control_config(&self) -> manifold_control::ControlConfig {
+        manifold_control::ControlConfig {
+            max_body_bytes: self.limits.max_body_bytes,
+            max_rooms: self.limits.max_rooms,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.media.bind_ip.is_loopback());
+        assert!(c.auth.key.is_none());
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("manifold-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.toml");
+        let mut f = std::fs::File::create(&path).unwrap();
+        writeln!(
+            f,
+            "[http]\nlisten = \"127.0.0.1:9000\"\n[media]\nworkers = 3\nport_base = 41000\n[limits]\nmax_rooms = 5"
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(c.http.listen.port(), 9000);
+        assert_eq!(c.media.workers, 3);
+        assert_eq!(c.limits.max_rooms, 5);
+        let o = Overrides {
+            workers: Some(1),
+            ..Default::default()
+        };
+        let c = Config::load(Some(&path), &o).unwrap();
+        assert_eq!(c.media.workers, 1, "flags override the file");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn bad_settings_are_reported() {
+        let dir = std::env::temp_dir().join(format!("manifold-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[http]\nlisten_on = 1\n").unwrap();
+        let e = Config::load(Some(&path), &Overrides::default()).unwrap_err();
+        assert!(e.contains("listen_on"), "{e}");
+        assert!(Config::load(Some(&dir.join("missing.toml")), &Overrides::default()).is_err());
+        let o = Overrides {
+            media_bind: Some("0.0.0.0".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(Config::load(None, &o).unwrap_err().contains("announce_ips"));
+        let o = Overrides {
+            auth_key: Some("short".into()),
+            ..Default::default()
+        };
+        assert!(Config::load(None, &o).unwrap_err().contains("32 bytes"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
