@@ -15,3 +15,6 @@ cargo clippy --workspace --all-targets -j2 -- -D warnings
 
 step "cargo test"
 cargo test --workspace -j2
+
+step "browser end-to-end (chromium + playwright-core)"
+bash scripts/browser-test.sh
