@@ -118,6 +118,18 @@ async fn stats(
         obj.insert("workers".into(), state.workers.len().into());
         obj.insert("sessions".into(), state.session_count().into());
         obj.insert("draining".into(), state.is_draining().into());
+        let mut overload = manifold_io::OverloadCounters::default();
+        for w in &state.workers {
+            overload.merge(&w.overload());
+        }
+        obj.insert(
+            "overload".into(),
+            serde_json::json!({
+                "commands_rejected": overload.commands_rejected,
+                "events_dropped": overload.events_dropped,
+                "send_errors": overload.send_errors,
+            }),
+        );
     }
     Ok(Json(value).into_response())
 }

@@ -67,6 +67,10 @@ pub struct Joined {
     pub media: Vec<(Mid, MediaKind)>,
     /// When the offer was sent.
     pub started: Instant,
+    /// The server's host candidates from the answer.
+    pub server_candidates: Vec<SocketAddr>,
+    /// The answer as received.
+    pub answer: String,
 }
 
 /// Create a session: `url` is the full WHIP or WHEP endpoint; `publish` selects sendonly
@@ -170,6 +174,8 @@ pub async fn join(
         resource,
         media,
         started,
+        server_candidates: host_candidates(text),
+        answer: text.to_owned(),
     })
 }
 
@@ -197,6 +203,21 @@ pub async fn leave(
     }
 }
 
+/// The UDP host candidates of an SDP: `a=candidate:<f> <c> udp <prio> <ip> <port> typ host`.
+pub fn host_candidates(sdp: &str) -> Vec<SocketAddr> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=candidate:"))
+        .filter_map(|c| {
+            let f: Vec<&str> = c.split_whitespace().collect();
+            let udp = f.get(2)?.eq_ignore_ascii_case("udp");
+            let host = f.get(6) == Some(&"typ") && f.get(7) == Some(&"host");
+            let ip: std::net::IpAddr = f.get(4)?.parse().ok()?;
+            let port: u16 = f.get(5)?.parse().ok()?;
+            (udp && host).then_some(SocketAddr::new(ip, port))
+        })
+        .collect()
+}
+
 /// Resolve a Location (absolute, or a path) against the endpoint URL.
 fn resolve(endpoint: &str, location: &str) -> String {
     if location.starts_with("http://") || location.starts_with("https://") {
@@ -213,6 +234,16 @@ fn resolve(endpoint: &str, location: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_candidates_are_found() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706175 127.0.0.1 40000 typ host\r\n\
+                   a=candidate:2 1 tcp 1 127.0.0.1 9 typ host\r\na=candidate:bad\r\n";
+        assert_eq!(
+            host_candidates(sdp),
+            vec!["127.0.0.1:40000".parse().unwrap()]
+        );
+    }
 
     #[test]
     fn locations_resolve_against_the_endpoint() {

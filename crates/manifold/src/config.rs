@@ -169,7 +169,7 @@ impl Config {
         fig = fig.merge(
             Env::prefixed("MANIFOLD_")
                 .filter(|k| {
-                    let k = k.as_str();
+                    let k = k.as_str().to_ascii_lowercase();
                     SECTIONS.iter().any(|s| k.starts_with(&format!("{s}__")))
                 })
                 .split("__"),
