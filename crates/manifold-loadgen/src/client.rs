@@ -317,6 +317,24 @@ impl Client {
         }
     }
 
+    /// Apply a change to the `Rtc` (an ICE restart, say) and drain it, as str0m requires.
+    pub fn with_rtc<R>(&mut self, f: impl FnOnce(&mut Rtc) -> R) -> R {
+        let r = f(&mut self.rtc);
+        self.drain(Instant::now());
+        r
+    }
+
+    /// Drive this client from the calling thread for `duration` (tests that need to touch
+    /// the `Rtc` between steps use this instead of an [`crate::Engine`]).
+    pub fn run_for(&mut self, duration: Duration) {
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            self.handle_readable();
+            self.handle_time(Instant::now());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Stop: disconnect the `Rtc`.
     pub fn stop(&mut self) {
         self.rtc.disconnect();
