@@ -122,6 +122,14 @@ impl Forwarder {
         }
     }
 
+    /// `pkt` will not be forwarded although it could have been (the subscriber cannot take
+    /// its codec): later packets close the gap it would leave in the outgoing numbering.
+    pub fn skip(&mut self, pkt: &PacketMeta) {
+        if self.state == State::Forwarding {
+            self.seq.drop_input(pkt.seq);
+        }
+    }
+
     /// Is the forwarder waiting for a keyframe before it can forward video?
     pub fn wants_keyframe(&self) -> bool {
         self.state == State::WaitingForKeyframe
@@ -242,6 +250,24 @@ mod tests {
         // Late packets of the new source from before its start are dropped.
         assert_eq!(
             f.decide(&pkt(40_000, 7_777_777, false), t1),
+            Decision::Drop(DropReason::TooOld)
+        );
+    }
+
+    #[test]
+    fn skipped_packets_leave_no_gap() {
+        let mut f = Forwarder::new(MediaKind::Video, 0, 0);
+        let now = Instant::now();
+        // Before the start there is nothing to close.
+        f.skip(&pkt(9, 0, false));
+        f.switch_source();
+        assert_eq!(fwd(f.decide(&pkt(10, 0, true), now)).0, 0);
+        f.skip(&pkt(11, 0, false));
+        f.skip(&pkt(12, 0, false));
+        assert_eq!(fwd(f.decide(&pkt(13, 3000, false), now)).0, 1);
+        // A skipped packet stays skipped if it shows up again.
+        assert_eq!(
+            f.decide(&pkt(11, 0, false), now),
             Decision::Drop(DropReason::TooOld)
         );
     }

@@ -28,6 +28,9 @@ pub(crate) type TKey = usize;
 /// Most remote addresses remembered per participant (ICE may probe from several).
 pub(crate) const MAX_ADDRS: usize = 8;
 
+/// Most outputs drained from an `Rtc` being closed.
+const MAX_CLOSE_OUTPUTS: usize = 64;
+
 /// An m-line this participant receives media on, and the forwarder that keeps its
 /// outgoing stream continuous across sources.
 pub(crate) struct Slot {
@@ -72,6 +75,8 @@ pub(crate) struct Participant {
     pub disconnected_since: Option<Instant>,
     /// Set when the participant must be removed at the end of the current input.
     pub doomed: Option<LeaveReason>,
+    /// Test hook: the next call into the `Rtc` panics (see `Shard::inject_rtc_panic`).
+    pub panic_next: bool,
 }
 
 impl Participant {
@@ -87,7 +92,11 @@ impl Participant {
             return None;
         }
         let rtc = &mut self.rtc;
+        let injected = std::mem::take(&mut self.panic_next);
         let result = catch_unwind(AssertUnwindSafe(|| {
+            if injected {
+                panic!("injected panic (test hook)");
+            }
             let r = f(rtc);
             loop {
                 match rtc.poll_output() {
@@ -118,6 +127,31 @@ impl Participant {
                 None
             }
         }
+    }
+
+    /// End the session politely: RTCP BYE and a DTLS close_notify tell the client at once,
+    /// rather than after its ICE consent checks time out. Whatever else the `Rtc` says is
+    /// dropped: the participant is gone.
+    pub fn close(&mut self, out: &mut Outbox) {
+        let rtc = &mut self.rtc;
+        let closed = catch_unwind(AssertUnwindSafe(|| {
+            if rtc.close().is_err() {
+                return;
+            }
+            // Closing queues a handful of datagrams; the bound only guards against a loop.
+            for _ in 0..MAX_CLOSE_OUTPUTS {
+                match rtc.poll_output() {
+                    Ok(RtcOutput::Transmit(t)) => out.transmit(t),
+                    Ok(RtcOutput::Event(_)) => {}
+                    Ok(RtcOutput::Timeout(_)) | Err(_) => break,
+                }
+            }
+        }));
+        if closed.is_err() {
+            out.counters.panics += 1;
+            tracing::error!(participant = %self.id, "WebRTC session panicked while closing");
+        }
+        self.rtc.disconnect();
     }
 
     pub fn doom(&mut self, reason: LeaveReason) {

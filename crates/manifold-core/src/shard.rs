@@ -23,7 +23,10 @@ use crate::forwarder::{Decision, Forwarder, PacketMeta};
 use crate::negotiate::{Negotiated, SdpFragment};
 use crate::participant::{PKey, Participant, Slot, TKey};
 use crate::stats::Counters;
-use crate::track::{SSRC_TAKEOVER_SILENCE, Subscriber, Track};
+use crate::track::{HISTORY_PACKETS, Kept, SSRC_TAKEOVER_SILENCE, Subscriber, Track};
+
+/// Most SSRCs (main and repair) cached per publisher: a few m-lines, a few SSRCs each.
+const MAX_SSRCS_PER_PUBLISHER: usize = 32;
 
 /// A datagram to send.
 #[derive(Debug)]
@@ -248,6 +251,18 @@ impl Shard {
         Output::Timeout(next)
     }
 
+    /// Make the next call into this participant's `Rtc` panic, as a bug in the WebRTC stack
+    /// would. Returns whether the participant is here. Exists to test the panic containment
+    /// from outside the crate: no input makes str0m panic on purpose.
+    #[doc(hidden)]
+    pub fn inject_rtc_panic(&mut self, participant: ParticipantId) -> bool {
+        let Some(&key) = self.by_id.get(&participant) else {
+            return false;
+        };
+        self.participants[key].panic_next = true;
+        true
+    }
+
     /// A snapshot of the counters and of what the shard holds.
     pub fn stats(&self) -> ShardStats {
         let mut s = self.out.counters.snapshot();
@@ -336,12 +351,10 @@ impl Shard {
             }
             None => self.out.reap = true,
             Some(Ok(())) => {
-                if let Some(ssrc) = rtp_ssrc {
-                    let known = p.ssrc_tracks.iter().any(|(s, _)| *s == ssrc)
-                        || p.rtc.direct_api().stream_rx(&ssrc).is_some();
-                    if !known {
-                        self.out.counters.drop(DropReason::UnknownSsrc);
-                    }
+                if let Some(ssrc) = rtp_ssrc
+                    && !publisher_owns(p, &self.tracks, ssrc)
+                {
+                    self.out.counters.drop(DropReason::UnknownSsrc);
                 }
             }
         }
@@ -397,17 +410,20 @@ impl Shard {
                 self.out.reap = true;
             }
         }
-        // Keep asking while someone waits: a lost PLI must not freeze a subscriber.
+        // Keep asking while someone waits: a lost PLI must not freeze a subscriber. And send
+        // what was coalesced: a request that came within the interval after the last one is
+        // pending until the interval has passed, whether or not a forwarder waits.
         let waiting: Vec<TKey> = self
             .tracks
             .iter()
             .filter(|(_, t)| {
                 t.kind == MediaKind::Video
-                    && t.subscribers.iter().any(|s| {
-                        self.participants.get(s.participant).is_some_and(|p| {
-                            p.connected && p.slots[s.slot].forwarder.wants_keyframe()
-                        })
-                    })
+                    && (t.keyframes.pending
+                        || t.subscribers.iter().any(|s| {
+                            self.participants.get(s.participant).is_some_and(|p| {
+                                p.connected && p.slots[s.slot].forwarder.wants_keyframe()
+                            })
+                        }))
             })
             .map(|(k, _)| k)
             .collect();
@@ -488,9 +504,16 @@ impl Shard {
                 self.config.max_tracks_per_participant
             )));
         }
+        // The newer session is the same person: it takes the older one's place among the
+        // room's publishers, and the room does not close in between, even if it was alone.
+        let mut publisher_place = None;
         if let Some(old) = replaced {
             tracing::info!(participant = %self.participants[old].id, %identity, "replaced by a newer session");
-            self.remove(now, old, LeaveReason::Replaced);
+            publisher_place = self
+                .rooms
+                .get(&room)
+                .and_then(|r| r.publishers.iter().position(|&k| k == old));
+            self.unlink(old, LeaveReason::Replaced);
         }
 
         let Negotiated {
@@ -513,6 +536,7 @@ impl Shard {
             joined_at: now,
             disconnected_since: None,
             doomed: None,
+            panic_next: false,
         });
         self.by_id.insert(id, key);
         self.by_ufrag.insert(ufrag, key);
@@ -551,7 +575,10 @@ impl Shard {
                 if !p.tracks.is_empty()
                     && let Some(r) = self.rooms.get_mut(&room)
                 {
-                    r.publishers.push(key);
+                    match publisher_place {
+                        Some(i) if i <= r.publishers.len() => r.publishers.insert(i, key),
+                        _ => r.publishers.push(key),
+                    }
                 }
             }
             SessionKind::Whep => {
@@ -716,7 +743,9 @@ impl Shard {
                 return;
             }
             if track.ssrc.replace(ssrc).is_some() {
-                // The encoder restarted under a new SSRC: a new numbering space.
+                // The encoder restarted under a new SSRC: a new numbering space, and the
+                // packets kept from the old one are no use to anyone.
+                track.history.clear();
                 for s in &track.subscribers {
                     if let Some(p) = participants.get_mut(s.participant) {
                         p.slots[s.slot].forwarder.switch_source();
@@ -737,25 +766,30 @@ impl Shard {
         if keyframe {
             track.keyframes.satisfied();
         }
-        if track.subscribers.is_empty() {
-            out.counters.drop(DropReason::NoSubscriber);
-            return;
-        }
-        let meta = PacketMeta {
-            seq: *packet.seq_no,
-            ts: packet.time.numer(),
-            clock_rate: info.clock_rate,
-            keyframe,
+        let video = track.kind == MediaKind::Video;
+        let this = Kept {
+            meta: PacketMeta {
+                seq: *packet.seq_no,
+                ts: packet.time.numer(),
+                clock_rate: info.clock_rate,
+                keyframe,
+            },
+            pt,
+            marker: packet.header.marker,
+            timestamp: packet.timestamp,
+            ext: ExtensionValues {
+                audio_level: packet.header.ext_vals.audio_level,
+                voice_activity: packet.header.ext_vals.voice_activity,
+                video_orientation: packet.header.ext_vals.video_orientation,
+                ..Default::default()
+            },
+            payload: packet.payload,
         };
-        let ext = ExtensionValues {
-            audio_level: packet.header.ext_vals.audio_level,
-            voice_activity: packet.header.ext_vals.voice_activity,
-            video_orientation: packet.header.ext_vals.video_orientation,
-            ..Default::default()
-        };
-        let nackable = track.kind == MediaKind::Video;
         let mut wants_keyframe = false;
 
+        if track.subscribers.is_empty() {
+            out.counters.drop(DropReason::NoSubscriber);
+        }
         for s in &track.subscribers {
             let Some(p) = participants.get_mut(s.participant) else {
                 continue;
@@ -764,40 +798,34 @@ impl Shard {
                 out.counters.drop(DropReason::SubscriberNotReady);
                 continue;
             }
-            let slot = &mut p.slots[s.slot];
-            let (seq, ts) = match slot.forwarder.decide(&meta, now) {
-                Decision::Drop(reason) => {
+            let switched = match forward_one(p, s, &this, video, now, out) {
+                Ok(switched) => switched,
+                Err(reason) => {
                     wants_keyframe |= reason == DropReason::WaitingForKeyframe;
-                    out.counters.drop(reason);
                     continue;
                 }
-                Decision::Forward { seq, ts, .. } => (seq, ts),
             };
-            let (Some(out_pt), Some(tx)) = (slot.map_pt(pt), slot.tx_ssrc) else {
-                out.counters.drop(DropReason::CodecMismatch);
-                continue;
-            };
-            let write = RtpWrite::new(
-                out_pt,
-                seq.into(),
-                ts,
-                packet.timestamp,
-                packet.payload.clone(),
-            )
-            .marker(packet.header.marker)
-            .nackable(nackable)
-            .ext_vals(ext.clone());
-            let sent = p.with_rtc(s.participant, out, |rtc| {
-                let mut api = rtc.direct_api();
-                let stream = api.stream_tx(&tx)?;
-                stream.write_rtp(write);
-                Some(())
-            });
-            match sent {
-                Some(Some(())) => out.counters.rtp_out += 1,
-                Some(None) => out.counters.drop(DropReason::SubscriberNotReady),
-                None => out.reap = true,
+            if switched && video {
+                // This subscriber starts on this keyframe. Packets after it that arrived
+                // before it (reordered, or it was itself a retransmission) were dropped while
+                // it waited; without them the keyframe cannot be decoded.
+                let mut later: Vec<&Kept> = track
+                    .history
+                    .iter()
+                    .filter(|k| k.meta.seq > this.meta.seq)
+                    .collect();
+                later.sort_by_key(|k| k.meta.seq);
+                for k in later {
+                    // Errors are counted inside; the rest of the replay goes on.
+                    let _ = forward_one(p, s, k, video, now, out);
+                }
             }
+        }
+        if video {
+            if track.history.len() == HISTORY_PACKETS {
+                track.history.pop_front();
+            }
+            track.history.push_back(this);
         }
         if wants_keyframe && track.keyframes.ask(now, config.keyframe_request_interval) {
             send_keyframe_request(track, participants, out);
@@ -817,7 +845,7 @@ impl Shard {
             .copied()
             .find(|&tk| self.tracks[tk].mid == mid)?;
         // Bounded: a publisher has few m-lines and few SSRCs per m-line.
-        if p.ssrc_tracks.len() < 32 {
+        if p.ssrc_tracks.len() < MAX_SSRCS_PER_PUBLISHER {
             p.ssrc_tracks.push((ssrc, tk));
         }
         Some(tk)
@@ -942,8 +970,23 @@ impl Shard {
     }
 
     fn remove(&mut self, now: Instant, key: PKey, reason: LeaveReason) {
-        if !self.participants.contains(key) {
+        let Some(room) = self.unlink(key, reason) else {
             return;
+        };
+        if self.rooms.get(&room).is_some_and(|r| r.members.is_empty()) {
+            self.rooms.remove(&room);
+            self.out.event(CoreEvent::RoomClosed { room });
+        } else {
+            self.retarget(now, &room);
+        }
+    }
+
+    /// Take a participant and what it owns out of the shard and its room, and report it.
+    /// Whether the room closes and whom its followers follow next is left to the caller, so
+    /// a replacement can take the participant's place first. Returns the participant's room.
+    fn unlink(&mut self, key: PKey, reason: LeaveReason) -> Option<RoomName> {
+        if !self.participants.contains(key) {
+            return None;
         }
         for i in 0..self.participants[key].slots.len() {
             self.detach(key, i);
@@ -973,28 +1016,96 @@ impl Shard {
                 self.by_addr.remove(a);
             }
         }
-        p.rtc.disconnect();
+        if reason == LeaveReason::Failed {
+            // Its Rtc is what failed: touch it no more.
+            p.rtc.disconnect();
+        } else {
+            p.close(&mut self.out);
+        }
         tracing::info!(participant = %p.id, room = %p.room, reason = reason.as_str(), "left");
         self.out.event(CoreEvent::ParticipantLeft {
             room: p.room.clone(),
             participant: p.id,
             reason,
         });
-        let empty = match self.rooms.get_mut(&p.room) {
-            Some(r) => {
-                r.members.retain(|&k| k != key);
-                r.publishers.retain(|&k| k != key);
-                r.members.is_empty()
-            }
-            None => false,
+        if let Some(r) = self.rooms.get_mut(&p.room) {
+            r.members.retain(|&k| k != key);
+            r.publishers.retain(|&k| k != key);
+        }
+        Some(p.room)
+    }
+}
+
+/// Decide for one kept packet and one subscriber, and write it to the subscriber's `Rtc` if
+/// it goes. `Ok(switched)` when it went (`switched`: it started a new source), otherwise the
+/// reason it did not, already counted.
+fn forward_one(
+    p: &mut Participant,
+    s: &Subscriber,
+    k: &Kept,
+    video: bool,
+    now: Instant,
+    out: &mut Outbox,
+) -> Result<bool, DropReason> {
+    let slot = &mut p.slots[s.slot];
+    let (Some(out_pt), Some(tx)) = (slot.map_pt(k.pt), slot.tx_ssrc) else {
+        // It cannot go out, so it must not take a sequence number either: the subscriber
+        // would wait for it, NACK it and never get it.
+        slot.forwarder.skip(&k.meta);
+        out.counters.drop(DropReason::CodecMismatch);
+        return Err(DropReason::CodecMismatch);
+    };
+    let (seq, ts, switched) = match slot.forwarder.decide(&k.meta, now) {
+        Decision::Drop(reason) => {
+            out.counters.drop(reason);
+            return Err(reason);
+        }
+        Decision::Forward { seq, ts, switched } => (seq, ts, switched),
+    };
+    let write = RtpWrite::new(out_pt, seq.into(), ts, k.timestamp, k.payload.clone())
+        .marker(k.marker)
+        .nackable(video)
+        .ext_vals(k.ext.clone());
+    let sent = p.with_rtc(s.participant, out, |rtc| {
+        let mut api = rtc.direct_api();
+        let stream = api.stream_tx(&tx)?;
+        stream.write_rtp(write);
+        Some(())
+    });
+    match sent {
+        Some(Some(())) => out.counters.rtp_out += 1,
+        Some(None) => out.counters.drop(DropReason::SubscriberNotReady),
+        None => out.reap = true,
+    }
+    Ok(switched)
+}
+
+/// Whether `ssrc` is one of the publisher's: the main or the repair (RTX) SSRC of one of its
+/// m-lines. Retransmissions arrive on the repair SSRC, which str0m does not look streams up
+/// by; one found here is remembered so the next is a cache hit.
+fn publisher_owns(p: &mut Participant, tracks: &Slab<Track>, ssrc: Ssrc) -> bool {
+    if p.ssrc_tracks.iter().any(|(s, _)| *s == ssrc) {
+        return true;
+    }
+    let mut api = p.rtc.direct_api();
+    if api.stream_rx(&ssrc).is_some() {
+        return true;
+    }
+    for &tk in &p.tracks {
+        let Some(track) = tracks.get(tk) else {
+            continue;
         };
-        if empty {
-            self.rooms.remove(&p.room);
-            self.out.event(CoreEvent::RoomClosed { room: p.room });
-        } else {
-            self.retarget(now, &p.room);
+        let repair = api
+            .stream_rx_by_mid(track.mid, None)
+            .and_then(|rx| rx.rtx());
+        if repair == Some(ssrc) {
+            if p.ssrc_tracks.len() < MAX_SSRCS_PER_PUBLISHER {
+                p.ssrc_tracks.push((ssrc, tk));
+            }
+            return true;
         }
     }
+    false
 }
 
 fn send_keyframe_request(

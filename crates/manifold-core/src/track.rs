@@ -1,15 +1,22 @@
 //! A published track: where its packets come from, which codecs its payload types mean,
 //! who receives it, and when it last asked its publisher for a keyframe.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use manifold_api::{MediaKind, TrackId};
 use manifold_rtp::VideoCodec;
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Mid, Pt};
-use str0m::rtp::Ssrc;
+use str0m::rtp::{ExtensionValues, Ssrc};
 
+use crate::forwarder::PacketMeta;
 use crate::participant::PKey;
+
+/// Recent packets a video track keeps (payloads shared, not copied): enough for a keyframe
+/// and what arrives while its first packet is retransmitted.
+pub(crate) const HISTORY_PACKETS: usize = 128;
 
 /// How long a track's SSRC must be silent before another SSRC on the same m-line may take
 /// over (an encoder restart). Shorter than that, a second SSRC is a stray (or simulcast,
@@ -35,7 +42,7 @@ pub(crate) struct KeyframeRequests {
 
 impl KeyframeRequests {
     /// Someone needs a keyframe. Returns true when a request should be sent now; otherwise
-    /// it is left pending for [`KeyframeRequests::due`].
+    /// it is left pending, and the shard's housekeeping sends it once the interval passed.
     pub fn ask(&mut self, now: Instant, interval: Duration) -> bool {
         match self.last_sent {
             Some(at) if now.saturating_duration_since(at) < interval => {
@@ -56,6 +63,18 @@ impl KeyframeRequests {
     }
 }
 
+/// One packet of a track as every subscriber gets it: computed once, payload shared.
+#[derive(Clone, Debug)]
+pub(crate) struct Kept {
+    pub meta: PacketMeta,
+    pub pt: Pt,
+    pub marker: bool,
+    /// When it arrived.
+    pub timestamp: Instant,
+    pub ext: ExtensionValues,
+    pub payload: Arc<[u8]>,
+}
+
 pub(crate) struct Subscriber {
     pub participant: PKey,
     pub slot: usize,
@@ -74,6 +93,9 @@ pub(crate) struct Track {
     pub last_packet_at: Option<Instant>,
     pub subscribers: Vec<Subscriber>,
     pub keyframes: KeyframeRequests,
+    /// The last [`HISTORY_PACKETS`] packets of a video track, in arrival order, so a
+    /// subscriber that starts on a keyframe also gets the rest of it when that arrived first.
+    pub history: VecDeque<Kept>,
 }
 
 impl Track {
@@ -106,6 +128,7 @@ impl Track {
             last_packet_at: None,
             subscribers: Vec::new(),
             keyframes: KeyframeRequests::default(),
+            history: VecDeque::new(),
         }
     }
 

@@ -1,0 +1,122 @@
+//! One publisher, three WHEP players following the room: every player receives one continuous
+//! stream per kind, as the publisher sent it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{ClientSpec, Harness, check_stream, config};
+use manifold_api::Source;
+use manifold_core::str0m::media::MediaKind;
+
+#[test]
+fn one_publisher_three_subscribers() {
+    let mut h = Harness::new(config(), 1);
+    let publisher = h.add(ClientSpec::publisher("alice", "room"));
+    let subs: Vec<usize> = (0..3)
+        .map(|i| {
+            h.add(ClientSpec::subscriber(
+                &format!("viewer{i}"),
+                "room",
+                Source::RoomCurrent,
+            ))
+        })
+        .collect();
+    let all: Vec<usize> = std::iter::once(publisher)
+        .chain(subs.iter().copied())
+        .collect();
+    h.connect(&all, Duration::from_secs(5));
+    h.run_for(Duration::from_secs(10));
+
+    let stats = h.stats();
+    assert_eq!(stats.rooms, 1);
+    assert_eq!(stats.participants, 4);
+    assert_eq!(stats.tracks, 2);
+    assert_eq!(stats.subscriptions, 6, "3 players x (audio + video)");
+    assert!(stats.rtp_in > 0 && stats.rtp_out > 0, "{stats:?}");
+
+    let p = h.clients[publisher].publisher();
+    let sent_audio = p.sent_of(MediaKind::Audio).count();
+    let sent_video = p.sent_of(MediaKind::Video).count();
+    assert!(
+        sent_audio >= 490 && sent_video >= 900,
+        "{sent_audio} {sent_video}"
+    );
+    // Everything the publisher sent reached the shard, and went out once per subscriber
+    // (minus what arrived before a subscriber was ready).
+    assert!(stats.rtp_in >= (sent_audio + sent_video) as u64 * 99 / 100);
+    assert!(stats.rtp_out >= stats.rtp_in * 3 * 9 / 10, "{stats:?}");
+
+    for &s in &subs {
+        let c = &h.clients[s];
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            let rx = c.received_of(kind);
+            assert!(!rx.is_empty(), "{} got no {kind:?}", c.identity);
+            let check = check_stream(c, kind);
+            assert_eq!(check.ssrcs.len(), 1, "{} {kind:?}: one SSRC", c.identity);
+            assert_eq!(
+                check.holes, 0,
+                "{} {kind:?}: continuous sequence numbers on a lossless network",
+                c.identity
+            );
+            assert_eq!(check.ts_backwards, 0, "{} {kind:?}", c.identity);
+            assert_eq!(
+                rx.len(),
+                check.seqs.len(),
+                "{} {kind:?}: no duplicates",
+                c.identity
+            );
+        }
+
+        // Video starts on a keyframe.
+        let video = c.received_of(MediaKind::Video);
+        assert!(
+            video[0].is_keyframe_start(),
+            "{}: first video packet starts a keyframe",
+            c.identity
+        );
+
+        // Everything sent after the subscriber's first keyframe arrived, in order, with the
+        // original spacing of sequence numbers and timestamps.
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            let rx = c.received_of(kind);
+            let first = rx[0].record().expect("a synthetic payload").counter;
+            let expected: Vec<_> = p.sent_of(kind).filter(|s| s.counter >= first).collect();
+            let got: HashMap<u64, (u64, u32)> = rx
+                .iter()
+                .map(|r| (r.record().unwrap().counter, (r.seq_no, r.ts)))
+                .collect();
+            let delivered = expected
+                .iter()
+                .filter(|s| got.contains_key(&s.counter))
+                .count();
+            // The last few may still be in flight when the run stops.
+            assert!(
+                delivered * 100 >= expected.len() * 95,
+                "{} {kind:?}: {delivered} of {} delivered",
+                c.identity,
+                expected.len()
+            );
+            let base = got[&first];
+            let sent_base = expected[0];
+            for s in &expected {
+                if let Some(&(seq, ts)) = got.get(&s.counter) {
+                    assert_eq!(
+                        seq - base.0,
+                        s.seq_no - sent_base.seq_no,
+                        "{} {kind:?}: sequence spacing kept",
+                        c.identity
+                    );
+                    assert_eq!(
+                        ts.wrapping_sub(base.1),
+                        s.ts.wrapping_sub(sent_base.ts),
+                        "{} {kind:?}: timestamp spacing kept",
+                        c.identity
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(h.stats().panics, 0);
+}

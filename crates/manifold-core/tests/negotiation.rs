@@ -1,0 +1,214 @@
+//! Offers the negotiation must refuse, with the error that says why, and offers it must
+//! accept although they are unusual: an RTX SSRC named only in its FID group, every DTLS
+//! role, certificates of other kinds.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{ClientSpec, Harness, JoinError, Link, check_stream, config, sdp_value};
+use manifold_api::{SessionKind, Source};
+use manifold_core::str0m::Rtc;
+use manifold_core::str0m::config::DtlsCert;
+use manifold_core::str0m::media::MediaKind;
+use manifold_core::{NegotiateError, RtcFactory};
+
+fn negotiate_error(h: &mut Harness, spec: ClientSpec) -> NegotiateError {
+    match h.join(spec) {
+        Err(JoinError::Negotiate(e)) => e,
+        Err(e) => panic!("expected a negotiation error, got {e:?}"),
+        Ok(_) => panic!("expected a negotiation error, the offer was accepted"),
+    }
+}
+
+#[test]
+fn offer_with_only_unsupported_codecs() {
+    let mut h = Harness::new(config(), 41);
+    let mut spec =
+        ClientSpec::publisher("p", "room").configure(|c| c.clear_codecs().enable_pcmu(true, false));
+    spec.video = false;
+    let e = negotiate_error(&mut h, spec);
+    assert!(matches!(e, NegotiateError::NoUsableMedia(_)), "{e:?}");
+    // The same holds for a player that can only receive PCMU.
+    let mut spec = ClientSpec::subscriber("s", "room", Source::RoomCurrent)
+        .configure(|c| c.clear_codecs().enable_pcmu(true, false));
+    spec.video = false;
+    let e = negotiate_error(&mut h, spec);
+    assert!(matches!(e, NegotiateError::NoUsableMedia(_)), "{e:?}");
+    assert_eq!(h.stats().participants, 0);
+}
+
+#[test]
+fn garbage_sdp_is_malformed() {
+    let mut h = Harness::new(config(), 42);
+    for garbage in [
+        String::new(),
+        "hello".to_owned(),
+        "v=0\r\nm=\r\n".to_owned(),
+        "\u{0}\u{1}\u{2}\u{fffd}".repeat(100),
+    ] {
+        let spec = ClientSpec::publisher("p", "room").edit_offer(move |_| garbage);
+        let e = negotiate_error(&mut h, spec);
+        assert!(matches!(e, NegotiateError::Malformed(_)), "{e:?}");
+    }
+}
+
+#[test]
+fn offer_without_fingerprint_is_rejected() {
+    let mut h = Harness::new(config(), 43);
+    let spec = ClientSpec::publisher("p", "room").edit_offer(|o| {
+        o.lines()
+            .filter(|l| !l.starts_with("a=fingerprint"))
+            .map(|l| format!("{l}\r\n"))
+            .collect()
+    });
+    let e = negotiate_error(&mut h, spec);
+    assert!(matches!(e, NegotiateError::Rejected(_)), "{e:?}");
+}
+
+#[test]
+fn megabyte_offer_is_too_large() {
+    let mut h = Harness::new(config(), 44);
+    let spec = ClientSpec::publisher("p", "room").edit_offer(|o| {
+        let pad = format!("a=x-padding:{}\r\n", "x".repeat(1 << 20));
+        o + &pad
+    });
+    let e = negotiate_error(&mut h, spec);
+    assert!(
+        matches!(e, NegotiateError::TooLarge { size, limit } if size > 1 << 20 && limit < size),
+        "{e:?}"
+    );
+}
+
+/// Remove the `a=ssrc:` lines of every RTX SSRC (the second of an `a=ssrc-group:FID`).
+fn without_rtx_ssrc_lines(offer: String) -> String {
+    let rtx: Vec<String> = offer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=ssrc-group:FID "))
+        .filter_map(|g| g.split_whitespace().nth(1).map(|s| format!("a=ssrc:{s} ")))
+        .collect();
+    assert!(!rtx.is_empty(), "the offer has an FID group");
+    offer
+        .lines()
+        .filter(|l| !rtx.iter().any(|r| l.starts_with(r.as_str())))
+        .map(|l| format!("{l}\r\n"))
+        .collect()
+}
+
+#[test]
+fn fid_group_naming_an_undeclared_rtx_ssrc_is_accepted() {
+    let mut h = Harness::new(config(), 45);
+    let p = h.add(ClientSpec::publisher("p", "room").edit_offer(without_rtx_ssrc_lines));
+    let s = h.add(ClientSpec::subscriber("s", "room", Source::RoomCurrent));
+    h.connect(&[p, s], Duration::from_secs(2));
+    // Retransmissions on that RTX SSRC must be understood as the publisher's.
+    h.clients[p].uplink = Link::lossy(0.05, Duration::from_millis(10), Duration::ZERO);
+    h.run_for(Duration::from_secs(5));
+    h.clients[p].uplink = Link::default();
+    h.pause_media(p, true);
+    h.run_for(Duration::from_secs(1));
+    let stats = h.stats();
+    assert_eq!(stats.drops_for("unknown_ssrc"), 0, "{stats:?}");
+    let video = check_stream(&h.clients[s], MediaKind::Video);
+    assert!(
+        video.seqs.len() as u64 * 100 >= video.range * 99,
+        "recovered through RTX: {} of {}",
+        video.seqs.len(),
+        video.range
+    );
+}
+
+#[test]
+fn every_dtls_role_connects() {
+    for (offered, answered) in [
+        ("actpass", "passive"),
+        ("active", "passive"),
+        ("passive", "active"),
+    ] {
+        let mut h = Harness::new(config(), 46);
+        let setup = format!("a=setup:{offered}");
+        let p = h.add(
+            ClientSpec::publisher("p", "room")
+                .edit_offer(move |o| o.replace("a=setup:actpass", &setup)),
+        );
+        assert_eq!(
+            sdp_value(&h.clients[p].answer, "a=setup:").as_deref(),
+            Some(answered),
+            "offer {offered}"
+        );
+        let s = h.add(ClientSpec::subscriber("s", "room", Source::RoomCurrent));
+        h.run_for(Duration::from_secs(3));
+        assert!(
+            h.clients[p].connected_at.is_some(),
+            "offer {offered}: connects ({:?}, {:?})",
+            h.clients[p].error,
+            h.events
+        );
+        h.run_for(Duration::from_secs(1));
+        assert!(
+            !h.clients[s].received_of(MediaKind::Video).is_empty(),
+            "offer {offered}: media flows"
+        );
+    }
+}
+
+/// A self-signed certificate for `alg`, in the form str0m takes.
+fn certificate(alg: &'static rcgen::SignatureAlgorithm) -> DtlsCert {
+    let key = rcgen::KeyPair::generate_for(alg).expect("key generation");
+    let cert = rcgen::CertificateParams::new(vec!["manifold-test".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("self-signed certificate");
+    DtlsCert {
+        certificate: cert.der().to_vec(),
+        private_key: key.serialize_der(),
+    }
+}
+
+#[test]
+fn ecdsa_certificates_connect() {
+    for alg in [
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+    ] {
+        let mut h = Harness::new(config(), 47);
+        // The server presents one kind, the client the same kind.
+        let crypto = Arc::new(manifold_core::str0m::crypto::from_feature_flags());
+        h.factory = RtcFactory::with_certificate(
+            crypto,
+            certificate(alg),
+            manifold_core::negotiate::DEFAULT_MAX_SDP_BYTES,
+        );
+        let cert = certificate(alg);
+        let p = h.add(ClientSpec::publisher("p", "room").configure(move |c| c.set_dtls_cert(cert)));
+        let s = h.add(ClientSpec::subscriber("s", "room", Source::RoomCurrent));
+        h.connect(&[p, s], Duration::from_secs(3));
+        h.run_for(Duration::from_secs(1));
+        assert!(!h.clients[s].received_of(MediaKind::Video).is_empty());
+    }
+}
+
+/// RSA cannot be tested end to end: str0m 0.25's only DTLS stack, dimpl 0.9, loads ECDSA
+/// P-256/P-384 private keys only (`KeyProvider::load_private_key`) and verifies ECDSA
+/// signatures only (`SignatureVerifier` answers `UnsupportedSignatureAlgorithm` for RSA), in
+/// both its aws-lc-rs and RustCrypto backends. An `Rtc` given an RSA certificate panics when
+/// it is built, and a browser presenting one fails the handshake. This test pins that down,
+/// so it fails (and can be turned into a connect test) when RSA support arrives.
+#[test]
+fn rsa_certificates_are_not_supported_by_the_dtls_stack() {
+    let rsa = certificate(&rcgen::PKCS_RSA_SHA256);
+    assert!(rsa.certificate.len() > 500, "an RSA certificate was made");
+    let built = std::panic::catch_unwind(move || {
+        Rtc::builder()
+            .set_rtp_mode(true)
+            .set_dtls_cert(rsa)
+            .build(Instant::now())
+    });
+    assert!(
+        built.is_err(),
+        "dimpl rejects RSA keys when the Rtc is built"
+    );
+    // Nothing of that reaches a shard: the session never exists.
+    let _ = SessionKind::Whip;
+}
