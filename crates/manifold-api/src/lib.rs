@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod ids;
+pub mod protocol;
 mod stats;
 
 pub use ids::{IdError, Identity, ParticipantId, RoomName, TrackId};
@@ -45,6 +46,9 @@ pub enum SessionKind {
     Whip,
     /// A WHEP player: receives, publishes nothing.
     Whep,
+    /// A room-protocol participant: publishes and receives over one peer connection whose
+    /// offers always come from the server.
+    Room,
 }
 
 /// Which publisher a receiving participant follows.
@@ -87,6 +91,8 @@ pub enum LeaveReason {
     Failed,
     /// The server is shutting down.
     Shutdown,
+    /// An administrator closed the room.
+    RoomClosed,
 }
 
 impl LeaveReason {
@@ -100,6 +106,7 @@ impl LeaveReason {
             LeaveReason::Kicked => "kicked",
             LeaveReason::Failed => "failed",
             LeaveReason::Shutdown => "shutdown",
+            LeaveReason::RoomClosed => "room_closed",
         }
     }
 }
@@ -119,6 +126,12 @@ pub enum CommandError {
     UnknownParticipant,
     /// The participant's WebRTC session rejected the change.
     Rejected(String),
+    /// An answer came with no offer outstanding, or for an older offer.
+    NoOfferPending(String),
+    /// An SDP could not be used.
+    BadSdp(String),
+    /// A track or participant the command names does not exist here.
+    NotFound(String),
 }
 
 impl std::fmt::Display for CommandError {
@@ -127,6 +140,9 @@ impl std::fmt::Display for CommandError {
             CommandError::LimitReached(m) => write!(f, "limit reached: {m}"),
             CommandError::UnknownParticipant => f.write_str("unknown participant"),
             CommandError::Rejected(m) => write!(f, "rejected: {m}"),
+            CommandError::NoOfferPending(m)
+            | CommandError::BadSdp(m)
+            | CommandError::NotFound(m) => f.write_str(m),
         }
     }
 }
@@ -171,6 +187,8 @@ pub enum CoreEvent {
         participant: ParticipantId,
         /// Identity.
         identity: Identity,
+        /// How it entered.
+        kind: SessionKind,
     },
     /// ICE and DTLS are up: media can flow.
     ParticipantConnected {
@@ -198,6 +216,25 @@ pub enum CoreEvent {
         track: TrackId,
         /// Kind.
         kind: MediaKind,
+        /// Where it comes from.
+        source: protocol::TrackSource,
+        /// The publisher's label.
+        name: String,
+        /// Muted from the start.
+        muted: bool,
+        /// The client's name for it (room protocol), answering its `publish`.
+        cid: Option<String>,
+    },
+    /// A room participant must answer this offer.
+    Offer {
+        /// Who.
+        participant: ParticipantId,
+        /// Its id, to be echoed in the answer.
+        offer_id: u64,
+        /// SDP.
+        sdp: String,
+        /// What each m-line is for.
+        mids: Vec<protocol::MidInfo>,
     },
     /// A track went away.
     TrackUnpublished {

@@ -3,7 +3,8 @@
 //! can never disagree on the format.
 //!
 //! With no key configured the server runs in dev mode: a token is optional, and without one
-//! the caller gets every grant in every room.
+//! the caller gets every grant in every room. Dev mode signs with a random key made at start,
+//! so the dev-only token endpoint can hand out tokens that carry an identity and a name.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,6 +49,8 @@ pub struct Access {
     pub room: Option<RoomName>,
     /// Its grants.
     pub grants: Grants,
+    /// Display name from the token.
+    pub name: Option<String>,
 }
 
 impl Access {
@@ -76,34 +79,38 @@ impl Access {
 /// Verifies tokens, or lets everything through in dev mode.
 #[derive(Clone)]
 pub struct Auth {
-    key: Option<(EncodingKey, DecodingKey)>,
+    key: (EncodingKey, DecodingKey),
+    dev: bool,
 }
 
 impl Auth {
     /// Auth with `key`, or dev mode with `None`. Keys shorter than [`MIN_KEY_BYTES`] are
     /// refused.
     pub fn new(key: Option<&str>) -> Result<Self, String> {
-        let key = match key {
-            None => None,
+        let (secret, dev) = match key {
+            None => (rand::random::<[u8; 32]>().to_vec(), true),
             Some(k) if k.len() < MIN_KEY_BYTES => {
                 return Err(format!(
                     "the auth key must be at least {MIN_KEY_BYTES} bytes long"
                 ));
             }
-            Some(k) => Some((
-                EncodingKey::from_secret(k.as_bytes()),
-                DecodingKey::from_secret(k.as_bytes()),
-            )),
+            Some(k) => (k.as_bytes().to_vec(), false),
         };
-        Ok(Auth { key })
+        Ok(Auth {
+            key: (
+                EncodingKey::from_secret(&secret),
+                DecodingKey::from_secret(&secret),
+            ),
+            dev,
+        })
     }
 
     /// Is this dev mode (no key)?
     pub fn is_dev(&self) -> bool {
-        self.key.is_none()
+        self.dev
     }
 
-    /// Mint a token. Fails in dev mode.
+    /// Mint a token (in dev mode, with the random key of this process).
     pub fn mint(
         &self,
         identity: &Identity,
@@ -112,10 +119,7 @@ impl Auth {
         name: Option<&str>,
         ttl: Duration,
     ) -> Result<String, String> {
-        let (enc, _) = self
-            .key
-            .as_ref()
-            .ok_or("no auth key is configured; set auth.key (MANIFOLD_AUTH__KEY)")?;
+        let (enc, _) = &self.key;
         let now = unix_now();
         let claims = Claims {
             sub: identity.as_str().to_owned(),
@@ -129,17 +133,18 @@ impl Auth {
             .map_err(|e| e.to_string())
     }
 
-    /// Verify an optional bearer token. In dev mode every request gets every grant and a
-    /// token is ignored: without a key it cannot be verified, and trusting an unverified
-    /// token would be a trap once a key is configured.
+    /// Verify an optional bearer token. In dev mode a request without one gets every
+    /// grant; a token that is present must be valid in either mode.
     pub fn verify(&self, token: Option<&str>) -> Result<Access, ApiError> {
-        let Some((_, dec)) = &self.key else {
+        let (_, dec) = &self.key;
+        if token.is_none() && self.dev {
             return Ok(Access {
                 identity: None,
                 room: None,
                 grants: Grants::ALL,
+                name: None,
             });
-        };
+        }
         let token = token.ok_or_else(|| {
             ApiError::Unauthorized(
                 "an access token is required (Authorization: Bearer <token>)".into(),
@@ -178,6 +183,7 @@ impl Auth {
             identity: Some(identity),
             room,
             grants: c.grants,
+            name: c.name,
         })
     }
 }
@@ -264,7 +270,7 @@ mod tests {
     #[test]
     fn rejects_expired_tokens() {
         let auth = Auth::new(Some(KEY)).unwrap();
-        let (enc, _) = auth.key.as_ref().unwrap();
+        let (enc, _) = &auth.key;
         let claims = Claims {
             sub: "alice".into(),
             room: None,
@@ -281,19 +287,22 @@ mod tests {
     }
 
     #[test]
-    fn dev_mode_grants_everything_and_refuses_to_mint() {
+    fn dev_mode_grants_everything_and_checks_its_own_tokens() {
         let auth = Auth::new(None).unwrap();
         assert!(auth.is_dev());
         assert_eq!(auth.verify(None).unwrap().grants, Grants::ALL);
+        let t = mint(&auth, "r", Grants::default(), Duration::from_secs(60));
+        let a = auth.verify(Some(&t)).unwrap();
+        assert_eq!(a.identity.unwrap().as_str(), "alice");
+        assert_eq!(a.grants, Grants::default());
+        assert!(matches!(
+            auth.verify(Some("garbage")),
+            Err(ApiError::Unauthorized(_))
+        ));
+        let other = Auth::new(None).unwrap();
         assert!(
-            auth.mint(
-                &Identity::parse("a").unwrap(),
-                None,
-                Grants::ALL,
-                None,
-                Duration::from_secs(1)
-            )
-            .is_err()
+            other.verify(Some(&t)).is_err(),
+            "each process has its own dev key"
         );
     }
 

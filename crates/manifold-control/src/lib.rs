@@ -5,6 +5,8 @@
 
 pub mod auth;
 pub mod error;
+pub mod roster;
+pub mod rtc;
 pub mod sessions;
 pub mod state;
 mod web;
@@ -67,6 +69,8 @@ pub fn router(state: AppState) -> Router {
                 .patch(sessions::session_patch)
                 .options(sessions::options),
         )
+        .route("/rtc", get(rtc::upgrade))
+        .route("/dev/token", get(dev_token))
         .route("/stats", get(stats))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -84,6 +88,52 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Query of `GET /dev/token`.
+#[derive(Debug, serde::Deserialize)]
+struct DevTokenQuery {
+    room: String,
+    identity: Option<String>,
+    name: Option<String>,
+}
+
+/// `GET /dev/token`: in dev mode only, a token for the demo app (signed with this
+/// process's random key; publish and subscribe in one room, one hour).
+async fn dev_token(
+    State(state): State<AppState>,
+    Query(q): Query<DevTokenQuery>,
+) -> Result<Response, ApiError> {
+    if !state.auth.is_dev() {
+        return Err(ApiError::NotFound(
+            "tokens are only handed out in dev mode; ask your administrator for one".into(),
+        ));
+    }
+    let room = manifold_api::RoomName::parse(&q.room)
+        .map_err(|e| ApiError::BadRequest(format!("room name {e}")))?;
+    let identity = match q.identity.as_deref() {
+        Some(i) if !i.is_empty() => manifold_api::Identity::parse(i)
+            .map_err(|e| ApiError::BadRequest(format!("identity {e}")))?,
+        _ => manifold_api::Identity::parse(&format!("guest-{:08x}", rand::random::<u32>()))
+            .expect("valid identity"),
+    };
+    let name = q.name.filter(|n| !n.is_empty() && n.chars().count() <= 128);
+    let grants = manifold_api::Grants {
+        publish: true,
+        subscribe: true,
+        admin: false,
+    };
+    let token = state
+        .auth
+        .mint(
+            &identity,
+            Some(&room),
+            grants,
+            name.as_deref(),
+            std::time::Duration::from_secs(3600),
+        )
+        .map_err(ApiError::Internal)?;
+    Ok(Json(serde_json::json!({ "token": token, "identity": identity })).into_response())
 }
 
 async fn healthz() -> &'static str {

@@ -179,13 +179,14 @@ async fn join(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("negotiation task failed: {e}")))??;
-    let answer = negotiated.answer.clone();
+    let answer = negotiated.sdp.clone();
     let session = Box::new(NewSession {
         id,
         identity,
         room,
         kind,
         source,
+        auto_subscribe: false,
         negotiated,
     });
     match state
@@ -318,7 +319,8 @@ fn find_session(
     let not_found = || ApiError::NotFound(format!("no session {session} in room {room}"));
     let id: ParticipantId = session.parse().map_err(|_| not_found())?;
     let entry = state.session(id).ok_or_else(not_found)?;
-    if entry.room.as_str() != room {
+    // Room-protocol sessions live on their WebSocket, not on a resource.
+    if entry.room.as_str() != room || entry.kind == SessionKind::Room {
         return Err(not_found());
     }
     Ok((id, entry))
@@ -336,6 +338,13 @@ fn authorize(
     match kind {
         SessionKind::Whip => access.check_grant(|g| g.publish, "publish")?,
         SessionKind::Whep => access.check_grant(|g| g.subscribe, "subscribe")?,
+        SessionKind::Room => {
+            if !(access.grants.publish || access.grants.subscribe || access.grants.admin) {
+                return Err(ApiError::Forbidden(
+                    "the token grants neither publish nor subscribe".into(),
+                ));
+            }
+        }
     }
     Ok(access)
 }
@@ -394,6 +403,6 @@ fn new_etag() -> String {
 fn path_prefix(kind: SessionKind) -> &'static str {
     match kind {
         SessionKind::Whip => "whip",
-        SessionKind::Whep => "whep",
+        SessionKind::Whep | SessionKind::Room => "whep",
     }
 }

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use manifold_api::protocol::{CloseReason, ParticipantInfo, ServerMessage, TrackInfo};
 use manifold_api::{
-    CommandError, CoreEvent, ParticipantId, ReplyValue, RequestId, RoomName, SessionKind,
-    ShardStats,
+    CommandError, CoreEvent, Identity, LeaveReason, ParticipantId, ReplyValue, RequestId, RoomName,
+    SessionKind, ShardStats,
 };
 use manifold_core::{Command, RtcFactory};
 use manifold_io::{EventSink, WorkerHandle};
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Auth;
 use crate::error::ApiError;
+use crate::roster::{Member, Outgoing, Roster, TokenBucket};
 
 /// Settings of the HTTP surface.
 #[derive(Clone, Debug)]
@@ -28,6 +30,10 @@ pub struct ControlConfig {
     pub max_rooms: usize,
     /// How long a handler waits for a media worker's reply.
     pub reply_timeout: Duration,
+    /// Largest room-protocol WebSocket message, in bytes.
+    pub max_ws_message_bytes: usize,
+    /// How long a room participant whose socket dropped may take to resume.
+    pub reconnect_grace: Duration,
 }
 
 impl Default for ControlConfig {
@@ -36,6 +42,8 @@ impl Default for ControlConfig {
             max_body_bytes: 64 * 1024,
             max_rooms: 1000,
             reply_timeout: Duration::from_secs(5),
+            max_ws_message_bytes: 64 * 1024,
+            reconnect_grace: Duration::from_secs(10),
         }
     }
 }
@@ -80,6 +88,7 @@ pub struct Inner {
     /// Token verification.
     pub auth: Auth,
     directory: Mutex<Directory>,
+    roster: Mutex<Roster>,
     pending: Mutex<Pending>,
     next_request: AtomicU64,
     draining: AtomicBool,
@@ -129,6 +138,7 @@ impl AppState {
             factory,
             auth,
             directory: Mutex::new(Directory::default()),
+            roster: Mutex::new(Roster::default()),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             draining: AtomicBool::new(false),
@@ -153,10 +163,64 @@ impl AppState {
                 } => {
                     tracing::debug!(%participant, worker, reason = reason.as_str(), "session ended");
                     self.forget(participant);
+                    self.member_left(participant, reason);
                 }
                 CoreEvent::ParticipantConnected { participant, .. } => {
                     tracing::debug!(%participant, worker, "session connected");
                 }
+                CoreEvent::ParticipantJoined {
+                    room,
+                    participant,
+                    identity,
+                    kind,
+                } => self.member_joined(worker, room, participant, identity, kind),
+                CoreEvent::TrackPublished {
+                    room,
+                    participant,
+                    track,
+                    kind,
+                    source,
+                    name,
+                    muted,
+                    cid,
+                } => {
+                    let info = TrackInfo {
+                        id: track,
+                        kind,
+                        source,
+                        name,
+                        muted,
+                    };
+                    self.track_published(&room, participant, info, cid);
+                }
+                CoreEvent::TrackUnpublished {
+                    room,
+                    participant,
+                    track,
+                } => {
+                    let mut roster = self.roster();
+                    if let Some(m) = roster.get_mut(participant) {
+                        m.info.tracks.retain(|t| t.id != track);
+                    }
+                    roster.broadcast(
+                        &room,
+                        None,
+                        &ServerMessage::TrackUnpublished { participant, track },
+                    );
+                }
+                CoreEvent::Offer {
+                    participant,
+                    offer_id,
+                    sdp,
+                    mids,
+                } => self.roster().send(
+                    participant,
+                    ServerMessage::Offer {
+                        offer_id,
+                        sdp,
+                        mids,
+                    },
+                ),
                 _ => {}
             }
         }
@@ -188,6 +252,162 @@ impl AppState {
                     "the media worker did not answer in time".into(),
                 ))
             }
+        }
+    }
+
+    /// Send `command` and wait for its reply, keeping the shard's refusal apart from
+    /// transport failures (the room protocol names each refusal precisely).
+    pub async fn request_raw(
+        &self,
+        worker: u16,
+        command: impl FnOnce(RequestId) -> Command,
+    ) -> Result<Result<ReplyValue, CommandError>, ApiError> {
+        let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        let handle = self
+            .workers
+            .get(usize::from(worker))
+            .ok_or_else(|| ApiError::Internal(format!("no worker {worker}")))?;
+        if let Err(e) = handle.send(command(id)) {
+            lock(&self.pending).remove(&id);
+            return Err(ApiError::Unavailable(e.to_string()));
+        }
+        match tokio::time::timeout(self.config.reply_timeout, rx).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) => Err(ApiError::Unavailable("the media worker stopped".into())),
+            Err(_) => {
+                lock(&self.pending).remove(&id);
+                Err(ApiError::Unavailable(
+                    "the media worker did not answer in time".into(),
+                ))
+            }
+        }
+    }
+
+    /// The room roster.
+    pub fn roster(&self) -> MutexGuard<'_, Roster> {
+        lock(&self.roster)
+    }
+
+    fn member_joined(
+        &self,
+        worker: u16,
+        room: RoomName,
+        participant: ParticipantId,
+        identity: Identity,
+        kind: SessionKind,
+    ) {
+        let mut roster = self.roster();
+        let info = match kind {
+            SessionKind::Room => {
+                let Some(m) = roster.get_mut(participant) else {
+                    return;
+                };
+                m.announced = true;
+                m.info.clone()
+            }
+            // A WHIP publisher is a member others see, without a socket of its own.
+            SessionKind::Whip => {
+                let info = ParticipantInfo {
+                    id: participant,
+                    name: identity.as_str().to_owned(),
+                    identity,
+                    metadata: serde_json::Value::Null,
+                    tracks: Vec::new(),
+                };
+                roster.insert(Member {
+                    info: info.clone(),
+                    room: room.clone(),
+                    worker,
+                    tx: None,
+                    generation: 0,
+                    resume_token: String::new(),
+                    protocol: false,
+                    chat: TokenBucket::new(0.0, 0.0, std::time::Instant::now()),
+                    publishing: Default::default(),
+                    announced: true,
+                    may_publish: true,
+                });
+                info
+            }
+            // Players are invisible to the room.
+            _ => return,
+        };
+        roster.broadcast(
+            &room,
+            Some(participant),
+            &ServerMessage::ParticipantJoined { participant: info },
+        );
+    }
+
+    fn track_published(
+        &self,
+        room: &RoomName,
+        participant: ParticipantId,
+        info: TrackInfo,
+        cid: Option<String>,
+    ) {
+        let mut roster = self.roster();
+        let Some(m) = roster.get_mut(participant) else {
+            return;
+        };
+        let request = cid.as_ref().and_then(|c| m.publishing.remove(c));
+        m.info.tracks.push(info.clone());
+        if let (Some(cid), Some(id)) = (cid, request) {
+            roster.send(
+                participant,
+                ServerMessage::Published {
+                    id,
+                    cid,
+                    track: info.id,
+                },
+            );
+        }
+        roster.broadcast(
+            room,
+            Some(participant),
+            &ServerMessage::TrackPublished {
+                participant,
+                track: info,
+            },
+        );
+    }
+
+    fn member_left(&self, participant: ParticipantId, reason: LeaveReason) {
+        let mut roster = self.roster();
+        let Some(m) = roster.remove(participant) else {
+            return;
+        };
+        if let Some(tx) = &m.tx {
+            let (why, text) = match reason {
+                LeaveReason::Replaced => (
+                    CloseReason::Replaced,
+                    "a newer session of your identity joined",
+                ),
+                LeaveReason::Kicked => (CloseReason::Kicked, "removed by an administrator"),
+                LeaveReason::RoomClosed => (CloseReason::RoomClosed, "the room was closed"),
+                LeaveReason::Shutdown => (CloseReason::Draining, "the server is shutting down"),
+                LeaveReason::Timeout => (CloseReason::Timeout, "the media connection timed out"),
+                _ => (CloseReason::Left, "the session ended"),
+            };
+            let _ = tx.try_send(Outgoing::Close(
+                1000,
+                ServerMessage::Closing {
+                    reason: why,
+                    message: text.into(),
+                },
+            ));
+        }
+        if m.announced {
+            roster.broadcast(
+                &m.room,
+                None,
+                &ServerMessage::ParticipantLeft {
+                    participant,
+                    reason,
+                },
+            );
         }
     }
 

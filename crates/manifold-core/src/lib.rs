@@ -10,12 +10,14 @@ mod config;
 pub mod forwarder;
 pub mod negotiate;
 mod participant;
+mod room;
 mod shard;
 mod stats;
 mod track;
 
 pub use config::ShardConfig;
 pub use negotiate::{NegotiateError, Negotiated, RtcFactory, SdpFragment};
+pub use room::Publication;
 pub use shard::{Command, Input, NewSession, Output, Shard, Transmit};
 
 /// The WebRTC library the core is built on, re-exported so that callers building sessions

@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use manifold_api::protocol::MidInfo;
 use manifold_api::{MediaKind, SessionKind};
-use str0m::change::SdpOffer;
+use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::media::{Direction, Mid};
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
@@ -60,11 +61,32 @@ pub struct Negotiated {
     pub rtc: Rtc,
     /// The local ICE ufrag: the key a shard indexes the session by until its address is known.
     pub ufrag: String,
-    /// The SDP answer for the client.
-    pub answer: String,
+    /// The SDP for the client: the answer to its offer (WHIP, WHEP), or the server's first
+    /// offer (room sessions).
+    pub sdp: String,
     /// The m-lines that carry media for this session's purpose: received media for WHIP,
-    /// sent media for WHEP.
+    /// sent media for WHEP; none yet for a room session.
     pub media: Vec<NegotiatedMedia>,
+    /// For a room session: the first offer, awaiting the client's answer.
+    pub pending: Option<SdpPendingOffer>,
+    /// For a room session: the data channel's m-line.
+    pub data_mid: Option<Mid>,
+}
+
+impl Negotiated {
+    /// What each m-line of a room session's first offer is for.
+    pub fn offer_mids(&self) -> Vec<MidInfo> {
+        self.data_mid
+            .iter()
+            .map(|mid| MidInfo {
+                mid: mid.to_string(),
+                kind: "application".into(),
+                cid: None,
+                track: None,
+                participant: None,
+            })
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for Negotiated {
@@ -167,7 +189,7 @@ impl RtcFactory {
                     "the offer has no sendonly/sendrecv audio or video m-line \
                     with a codec this server forwards (opus, VP8, H264, VP9, AV1)"
                 }
-                SessionKind::Whep => {
+                SessionKind::Whep | SessionKind::Room => {
                     "the offer has no recvonly/sendrecv audio or video m-line \
                     with a codec this server forwards (opus, VP8, H264, VP9, AV1)"
                 }
@@ -178,8 +200,42 @@ impl RtcFactory {
         Ok(Negotiated {
             rtc,
             ufrag,
-            answer: answer.to_sdp_string(),
+            sdp: answer.to_sdp_string(),
             media,
+            pending: None,
+            data_mid: None,
+        })
+    }
+
+    /// Start a room session: an `Rtc` whose first offer carries only a data channel, so the
+    /// connection comes up before anything is published. The client answers it later.
+    pub fn offer(
+        &self,
+        candidates: &[SocketAddr],
+        now: Instant,
+    ) -> Result<Negotiated, NegotiateError> {
+        let creds = IceCreds::new();
+        let ufrag = creds.ufrag.clone();
+        let mut rtc = self.rtc_config(creds).build(now);
+        for addr in candidates {
+            let c = Candidate::host(*addr, "udp")
+                .map_err(|e| NegotiateError::Rejected(format!("local candidate {addr}: {e}")))?;
+            rtc.add_local_candidate(c);
+        }
+        let mut change = rtc.sdp_api();
+        change.add_channel("manifold".into());
+        let (offer, pending) = change
+            .apply()
+            .ok_or_else(|| NegotiateError::Rejected("nothing to offer".into()))?;
+        let sdp = offer.to_sdp_string();
+        let data_mid = offered_mids(&sdp)?.first().copied();
+        Ok(Negotiated {
+            rtc,
+            ufrag,
+            sdp,
+            media: Vec::new(),
+            pending: Some(pending),
+            data_mid,
         })
     }
 }
@@ -231,7 +287,9 @@ fn usable_media(rtc: &Rtc, kind: SessionKind, mids: &[Mid]) -> Vec<NegotiatedMed
             let direction = media.direction();
             let wanted = match kind {
                 SessionKind::Whip => matches!(direction, Direction::RecvOnly | Direction::SendRecv),
-                SessionKind::Whep => matches!(direction, Direction::SendOnly | Direction::SendRecv),
+                SessionKind::Whep | SessionKind::Room => {
+                    matches!(direction, Direction::SendOnly | Direction::SendRecv)
+                }
             };
             if !wanted || media.disabled() || media.remote_pts().is_empty() {
                 return None;

@@ -31,11 +31,28 @@ pub(crate) const MAX_ADDRS: usize = 8;
 /// Most outputs drained from an `Rtc` being closed.
 const MAX_CLOSE_OUTPUTS: usize = 64;
 
+/// Where an m-line a participant receives on stands in its negotiation (room sessions; a
+/// WHEP player's slots are always `Live`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SlotState {
+    /// Agreed with the client; media may flow.
+    Live,
+    /// In the outstanding offer (a new m-line, or an idle one made sending again).
+    Offered,
+    /// To be made inactive; `in_flight` once that is in the outstanding offer.
+    Closing { in_flight: bool },
+    /// Inactive, free for the next track of its kind.
+    Idle,
+}
+
 /// An m-line this participant receives media on, and the forwarder that keeps its
 /// outgoing stream continuous across sources.
 pub(crate) struct Slot {
     pub mid: Mid,
     pub kind: MediaKind,
+    pub state: SlotState,
+    /// For room sessions: the track this m-line is for (attached once `Live`).
+    pub want: Option<TKey>,
     /// Our send SSRC on this m-line.
     pub tx_ssrc: Option<Ssrc>,
     /// The track feeding it, if any.
@@ -77,6 +94,10 @@ pub(crate) struct Participant {
     pub doomed: Option<LeaveReason>,
     /// Test hook: the next call into the `Rtc` panics (see `Shard::inject_rtc_panic`).
     pub panic_next: bool,
+    /// Room sessions: subscribe to every track of the room.
+    pub auto_subscribe: bool,
+    /// Room sessions: the server-driven offer/answer state.
+    pub neg: crate::room::Negotiation,
 }
 
 impl Participant {

@@ -19,11 +19,12 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds};
 
 use crate::config::ShardConfig;
-use crate::forwarder::{Decision, Forwarder, PacketMeta};
+use crate::forwarder::{Decision, PacketMeta};
 use crate::negotiate::{Negotiated, SdpFragment};
-use crate::participant::{PKey, Participant, Slot, TKey};
+use crate::participant::{PKey, Participant, SlotState, TKey};
+use crate::room::{Negotiation, Publication, new_slot};
 use crate::stats::Counters;
-use crate::track::{HISTORY_PACKETS, Kept, SSRC_TAKEOVER_SILENCE, Subscriber, Track};
+use crate::track::{HISTORY_PACKETS, Kept, SSRC_TAKEOVER_SILENCE, Subscriber, Track, TrackLabel};
 
 /// Most SSRCs (main and repair) cached per publisher: a few m-lines, a few SSRCs each.
 const MAX_SSRCS_PER_PUBLISHER: usize = 32;
@@ -79,7 +80,9 @@ pub struct NewSession {
     pub kind: SessionKind,
     /// For receiving sessions: which publisher to follow.
     pub source: Option<Source>,
-    /// The `Rtc` with the offer applied.
+    /// For room sessions: subscribe to every track of the room.
+    pub auto_subscribe: bool,
+    /// The `Rtc` with the offer applied (WHIP, WHEP) or the first offer made (room).
     pub negotiated: Negotiated,
 }
 
@@ -116,6 +119,66 @@ pub enum Command {
         /// Reply correlation.
         request: RequestId,
     },
+    /// A room participant's answer to offer `offer_id`. Replies `Done`, `NoOfferPending` or
+    /// `BadSdp`.
+    Answer {
+        /// Reply correlation.
+        request: RequestId,
+        /// Who.
+        participant: ParticipantId,
+        /// The offer answered.
+        offer_id: u64,
+        /// The answer.
+        sdp: String,
+    },
+    /// A room participant wants to publish; an offer with its m-line follows.
+    Publish {
+        /// Reply correlation.
+        request: RequestId,
+        /// Who.
+        participant: ParticipantId,
+        /// What.
+        publication: Publication,
+    },
+    /// A room participant stops publishing a track.
+    Unpublish {
+        /// Reply correlation.
+        request: RequestId,
+        /// Who.
+        participant: ParticipantId,
+        /// Which.
+        track: TrackId,
+    },
+    /// A room participant wants a track.
+    Subscribe {
+        /// Reply correlation.
+        request: RequestId,
+        /// Who.
+        participant: ParticipantId,
+        /// Which.
+        track: TrackId,
+    },
+    /// A room participant no longer wants a track.
+    Unsubscribe {
+        /// Reply correlation.
+        request: RequestId,
+        /// Who.
+        participant: ParticipantId,
+        /// Which.
+        track: TrackId,
+    },
+    /// A room participant's next offer carries new ICE credentials.
+    RestartIce {
+        /// Reply correlation.
+        request: RequestId,
+        /// Who.
+        participant: ParticipantId,
+    },
+    /// A room participant's client reconnected: send the outstanding offer again.
+    Resync {
+        /// Who.
+        participant: ParticipantId,
+    },
     /// Remove everyone (server shutting down).
     Shutdown,
 }
@@ -146,7 +209,7 @@ impl Outbox {
         self.timers.push(Reverse((at, key)));
     }
 
-    fn event(&mut self, e: CoreEvent) {
+    pub(crate) fn event(&mut self, e: CoreEvent) {
         self.outputs.push_back(Output::Event(e));
     }
 
@@ -155,29 +218,29 @@ impl Outbox {
     }
 }
 
-struct Room {
+pub(crate) struct Room {
     /// Everyone in the room, in join order.
-    members: Vec<PKey>,
+    pub members: Vec<PKey>,
     /// Members that publish, in the order they started: the first is the room's current
     /// publisher.
-    publishers: Vec<PKey>,
+    pub publishers: Vec<PKey>,
 }
 
 /// One worker's rooms, participants and tracks.
 pub struct Shard {
-    config: ShardConfig,
-    participants: Slab<Participant>,
-    tracks: Slab<Track>,
-    rooms: HashMap<RoomName, Room>,
-    by_id: HashMap<ParticipantId, PKey>,
+    pub(crate) config: ShardConfig,
+    pub(crate) participants: Slab<Participant>,
+    pub(crate) tracks: Slab<Track>,
+    pub(crate) rooms: HashMap<RoomName, Room>,
+    pub(crate) by_id: HashMap<ParticipantId, PKey>,
     // Keys an attacker controls live in std's SipHash maps, which resist hash flooding.
-    by_addr: HashMap<SocketAddr, PKey>,
-    by_ufrag: HashMap<String, PKey>,
-    out: Outbox,
-    next_housekeeping: Instant,
-    next_track: u64,
+    pub(crate) by_addr: HashMap<SocketAddr, PKey>,
+    pub(crate) by_ufrag: HashMap<String, PKey>,
+    pub(crate) out: Outbox,
+    pub(crate) next_housekeeping: Instant,
+    pub(crate) next_track: u64,
     // Reused scratch space for timer processing.
-    due: Vec<PKey>,
+    pub(crate) due: Vec<PKey>,
 }
 
 impl Shard {
@@ -338,7 +401,7 @@ impl Shard {
                 contents[11],
             ]))
         });
-        if rtp_ssrc.is_some() && p.kind != SessionKind::Whip {
+        if rtp_ssrc.is_some() && p.kind == SessionKind::Whep {
             // Players send no media; RTP from one is for an SSRC nobody owns.
             self.out.counters.drop(DropReason::UnknownSsrc);
             return;
@@ -465,7 +528,79 @@ impl Shard {
                 }
                 self.out.reap = true;
             }
+            Command::Answer {
+                request,
+                participant,
+                offer_id,
+                sdp,
+            } => {
+                let result = self
+                    .key_of(participant)
+                    .and_then(|key| self.room_answer(now, key, offer_id, &sdp));
+                self.out.reply(request, result);
+            }
+            Command::Publish {
+                request,
+                participant,
+                publication,
+            } => {
+                let result = self
+                    .key_of(participant)
+                    .and_then(|key| self.room_publish(key, publication));
+                self.out.reply(request, result);
+            }
+            Command::Unpublish {
+                request,
+                participant,
+                track,
+            } => {
+                let result = self
+                    .key_of(participant)
+                    .and_then(|key| self.room_unpublish(now, key, track));
+                self.out.reply(request, result);
+            }
+            Command::Subscribe {
+                request,
+                participant,
+                track,
+            } => {
+                let result = self
+                    .key_of(participant)
+                    .and_then(|key| self.room_subscribe(key, track));
+                self.out.reply(request, result);
+            }
+            Command::Unsubscribe {
+                request,
+                participant,
+                track,
+            } => {
+                let result = self
+                    .key_of(participant)
+                    .and_then(|key| self.room_unsubscribe(key, track));
+                self.out.reply(request, result);
+            }
+            Command::RestartIce {
+                request,
+                participant,
+            } => {
+                let result = self
+                    .key_of(participant)
+                    .and_then(|key| self.room_restart_ice(key));
+                self.out.reply(request, result);
+            }
+            Command::Resync { participant } => {
+                if let Ok(key) = self.key_of(participant) {
+                    self.room_resync(key);
+                }
+            }
         }
+    }
+
+    fn key_of(&self, participant: ParticipantId) -> Result<PKey, CommandError> {
+        self.by_id
+            .get(&participant)
+            .copied()
+            .ok_or(CommandError::UnknownParticipant)
     }
 
     fn join(&mut self, now: Instant, session: NewSession) -> Result<(), CommandError> {
@@ -475,6 +610,7 @@ impl Shard {
             room,
             kind,
             source,
+            auto_subscribe,
             negotiated,
         } = session;
         if self.by_id.contains_key(&id) {
@@ -516,9 +652,19 @@ impl Shard {
             self.unlink(old, LeaveReason::Replaced);
         }
 
+        let mids = negotiated.offer_mids();
         let Negotiated {
-            rtc, ufrag, media, ..
+            rtc,
+            ufrag,
+            media,
+            sdp,
+            pending,
+            data_mid,
         } = negotiated;
+        let neg = match kind {
+            SessionKind::Room => Negotiation::started(pending, &sdp, mids, data_mid),
+            _ => Negotiation::default(),
+        };
         let key = self.participants.insert(Participant {
             id,
             identity: identity.clone(),
@@ -537,6 +683,8 @@ impl Shard {
             disconnected_since: None,
             doomed: None,
             panic_next: false,
+            auto_subscribe,
+            neg,
         });
         self.by_id.insert(id, key);
         self.by_ufrag.insert(ufrag, key);
@@ -552,27 +700,23 @@ impl Shard {
             room: room.clone(),
             participant: id,
             identity,
+            kind,
         });
 
-        let p = &mut self.participants[key];
+        let mut new_tracks = Vec::new();
         match kind {
             SessionKind::Whip => {
                 for m in &media {
-                    let params = p.params_of(m.mid);
-                    let track_id = TrackId(self.next_track);
-                    self.next_track += 1;
+                    let params = self.participants[key].params_of(m.mid);
+                    let track_id = self.new_track_id();
+                    let label = TrackLabel::offered(m.kind);
                     let tk = self
                         .tracks
-                        .insert(Track::new(track_id, key, m.mid, m.kind, params));
-                    p.tracks.push(tk);
-                    self.out.event(CoreEvent::TrackPublished {
-                        room: room.clone(),
-                        participant: id,
-                        track: track_id,
-                        kind: m.kind,
-                    });
+                        .insert(Track::new(track_id, key, m.mid, m.kind, label, params));
+                    self.participants[key].tracks.push(tk);
+                    new_tracks.push(tk);
                 }
-                if !p.tracks.is_empty()
+                if !new_tracks.is_empty()
                     && let Some(r) = self.rooms.get_mut(&room)
                 {
                     match publisher_place {
@@ -582,30 +726,43 @@ impl Shard {
                 }
             }
             SessionKind::Whep => {
+                let p = &mut self.participants[key];
                 for (i, m) in media.iter().enumerate() {
-                    let tx_ssrc = p
+                    let seed = splitmix64(id.0 ^ (i as u64).wrapping_mul(0x9e37_79b9));
+                    let mut slot = new_slot(m.mid, m.kind, None, seed, SlotState::Live);
+                    slot.tx_ssrc = p
                         .rtc
                         .direct_api()
                         .stream_tx_by_mid(m.mid, None)
                         .map(|s| s.ssrc());
-                    let seed = splitmix64(id.0 ^ (i as u64).wrapping_mul(0x9e37_79b9));
-                    p.slots.push(Slot {
-                        mid: m.mid,
-                        kind: m.kind,
-                        tx_ssrc,
-                        source: None,
-                        pt_map: Vec::new(),
-                        // Start below 2^15 / 2^31: a fresh SRTP stream must not begin with
-                        // a non-zero rollover counter.
-                        forwarder: Forwarder::new(
-                            m.kind,
-                            seed & 0x7fff,
-                            (seed >> 16) & 0x7fff_ffff,
-                        ),
-                    });
+                    p.slots.push(slot);
+                }
+            }
+            SessionKind::Room => {
+                if auto_subscribe {
+                    let existing: Vec<TKey> = self
+                        .tracks
+                        .iter()
+                        .filter(|(_, t)| {
+                            t.publisher != key
+                                && self
+                                    .participants
+                                    .get(t.publisher)
+                                    .is_some_and(|q| q.room == room && q.doomed.is_none())
+                        })
+                        .map(|(k, _)| k)
+                        .collect();
+                    let p = &mut self.participants[key];
+                    for tk in existing {
+                        p.neg.want(tk);
+                    }
                 }
             }
         }
+        for tk in new_tracks {
+            self.announce_track(tk);
+        }
+        let p = &mut self.participants[key];
         // Drain what accepting the offer queued and arm the first timeout.
         if p.with_rtc(key, &mut self.out, |_| ()).is_none() {
             self.out.reap = true;
@@ -867,7 +1024,7 @@ impl Shard {
     }
 
     /// Point every following participant's slots at the tracks they should receive now.
-    fn retarget(&mut self, now: Instant, room: &RoomName) {
+    pub(crate) fn retarget(&mut self, now: Instant, room: &RoomName) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -909,7 +1066,7 @@ impl Shard {
         }
     }
 
-    fn attach(&mut self, now: Instant, key: PKey, slot_index: usize, tk: TKey) {
+    pub(crate) fn attach(&mut self, now: Instant, key: PKey, slot_index: usize, tk: TKey) {
         let track = &mut self.tracks[tk];
         let p = &mut self.participants[key];
         let remote_pts: Vec<_> = p
@@ -942,7 +1099,7 @@ impl Shard {
         }
     }
 
-    fn detach(&mut self, key: PKey, slot_index: usize) {
+    pub(crate) fn detach(&mut self, key: PKey, slot_index: usize) {
         let slot = &mut self.participants[key].slots[slot_index];
         slot.forwarder.detach();
         if let Some(tk) = slot.source.take()
@@ -950,6 +1107,36 @@ impl Shard {
         {
             t.subscribers
                 .retain(|s| !(s.participant == key && s.slot == slot_index));
+        }
+    }
+
+    /// A track ends (unpublished): everyone receiving it lets it go; WHEP followers move on
+    /// when the caller retargets the room.
+    pub(crate) fn drop_track(&mut self, _now: Instant, tk: TKey) {
+        self.drop_track_now(tk);
+    }
+
+    fn drop_track_now(&mut self, tk: TKey) {
+        if !self.tracks.contains(tk) {
+            return;
+        }
+        self.release_track_for_rooms(tk);
+        let track = self.tracks.remove(tk);
+        for s in &track.subscribers {
+            if let Some(q) = self.participants.get_mut(s.participant) {
+                let slot = &mut q.slots[s.slot];
+                slot.source = None;
+                slot.forwarder.detach();
+            }
+        }
+        if let Some(p) = self.participants.get_mut(track.publisher) {
+            p.tracks.retain(|&t| t != tk);
+            p.ssrc_tracks.retain(|&(_, t)| t != tk);
+            self.out.event(CoreEvent::TrackUnpublished {
+                room: p.room.clone(),
+                participant: p.id,
+                track: track.id,
+            });
         }
     }
 
@@ -991,22 +1178,10 @@ impl Shard {
         for i in 0..self.participants[key].slots.len() {
             self.detach(key, i);
         }
-        let mut p = self.participants.remove(key);
-        for tk in p.tracks.drain(..) {
-            let track = self.tracks.remove(tk);
-            for s in track.subscribers {
-                if let Some(q) = self.participants.get_mut(s.participant) {
-                    let slot = &mut q.slots[s.slot];
-                    slot.source = None;
-                    slot.forwarder.detach();
-                }
-            }
-            self.out.event(CoreEvent::TrackUnpublished {
-                room: p.room.clone(),
-                participant: p.id,
-                track: track.id,
-            });
+        for tk in self.participants[key].tracks.clone() {
+            self.drop_track_now(tk);
         }
+        let mut p = self.participants.remove(key);
         self.by_id.remove(&p.id);
         if self.by_ufrag.get(&p.ufrag) == Some(&key) {
             self.by_ufrag.remove(&p.ufrag);
@@ -1136,7 +1311,7 @@ fn send_keyframe_request(
 }
 
 /// A well-mixed 64-bit function of a seed: deterministic starting numbers per slot.
-fn splitmix64(mut x: u64) -> u64 {
+pub(crate) fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use manifold_api::protocol::TrackSource;
 use manifold_api::{MediaKind, TrackId};
 use manifold_rtp::VideoCodec;
 use str0m::format::{Codec, PayloadParams};
@@ -80,11 +81,37 @@ pub(crate) struct Subscriber {
     pub slot: usize,
 }
 
+/// What the room is told about a track besides its media.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct TrackLabel {
+    pub source: TrackSource,
+    pub name: String,
+    pub muted: bool,
+    /// The room-protocol client's name for it.
+    pub cid: Option<String>,
+}
+
+impl TrackLabel {
+    /// The label of a track that came in an SDP offer (WHIP).
+    pub fn offered(kind: MediaKind) -> Self {
+        TrackLabel {
+            source: match kind {
+                MediaKind::Audio => TrackSource::Microphone,
+                MediaKind::Video => TrackSource::Camera,
+            },
+            name: String::new(),
+            muted: false,
+            cid: None,
+        }
+    }
+}
+
 pub(crate) struct Track {
     pub id: TrackId,
     pub publisher: PKey,
     pub mid: Mid,
     pub kind: MediaKind,
+    pub label: TrackLabel,
     /// The publisher's negotiated payload parameters for this m-line.
     pub params: Vec<PayloadParams>,
     pub pts: Vec<PtInfo>,
@@ -104,6 +131,7 @@ impl Track {
         publisher: PKey,
         mid: Mid,
         kind: MediaKind,
+        label: TrackLabel,
         params: Vec<PayloadParams>,
     ) -> Self {
         let pts = params
@@ -122,6 +150,7 @@ impl Track {
             publisher,
             mid,
             kind,
+            label,
             params,
             pts,
             ssrc: None,

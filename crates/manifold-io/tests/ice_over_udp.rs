@@ -46,7 +46,7 @@ fn a_whip_session_connects_over_udp() {
             now,
         )
         .expect("the offer is acceptable");
-    let answer = SdpAnswer::from_sdp_string(&negotiated.answer).unwrap();
+    let answer = SdpAnswer::from_sdp_string(&negotiated.sdp).unwrap();
     client.sdp_api().accept_answer(pending, answer).unwrap();
 
     let participant = ParticipantId(42);
@@ -59,6 +59,7 @@ fn a_whip_session_connects_over_udp() {
                 room: RoomName::parse("lobby").unwrap(),
                 kind: SessionKind::Whip,
                 source: None,
+                auto_subscribe: false,
                 negotiated,
             }),
         })

@@ -575,6 +575,7 @@ impl Harness {
         let dir = match kind {
             SessionKind::Whip => Direction::SendOnly,
             SessionKind::Whep => Direction::RecvOnly,
+            other => panic!("the harness joins WHIP and WHEP sessions, not {other:?}"),
         };
         let mut api = rtc.sdp_api();
         let mut mids = Vec::new();
@@ -617,7 +618,7 @@ impl Harness {
             .factory
             .accept(kind, &offer, &[SERVER], self.now)
             .map_err(JoinError::Negotiate)?;
-        let answer = negotiated.answer.clone();
+        let answer = negotiated.sdp.clone();
         let server_ufrag = negotiated.ufrag.clone();
         let client_ufrag = sdp_value(&offer, "a=ice-ufrag:").unwrap_or_default();
         let id = ParticipantId(0x1000 + n);
@@ -630,6 +631,7 @@ impl Harness {
                 room: RoomName::parse(&room).expect("room"),
                 kind,
                 source,
+                auto_subscribe: false,
                 negotiated,
             }),
         });

@@ -1,0 +1,229 @@
+//! Who is in which room, as the room protocol presents it: names, metadata, tracks and mute
+//! states, and the socket each member's messages go to. The media workers own the media;
+//! this roster mirrors what they report and adds what only signaling knows.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use manifold_api::protocol::{ParticipantInfo, ServerMessage, TrackInfo};
+use manifold_api::{ParticipantId, RoomName, TrackId};
+use tokio::sync::mpsc;
+
+/// Messages queued per socket before a member counts as too slow and is disconnected.
+pub const OUTBOX: usize = 512;
+
+/// Something for a member's socket task.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Send this message.
+    Message(ServerMessage),
+    /// Send `closing` (already in the message) and close the socket with this code.
+    Close(u16, ServerMessage),
+}
+
+/// A chat rate limiter: `rate` messages per second, bursts of `burst`.
+#[derive(Debug)]
+pub struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
+        TokenBucket {
+            tokens: burst,
+            last: now,
+            rate,
+            burst,
+        }
+    }
+
+    /// Take one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One member of a room.
+#[derive(Debug)]
+pub struct Member {
+    /// What others see.
+    pub info: ParticipantInfo,
+    /// The room.
+    pub room: RoomName,
+    /// The worker owning the room.
+    pub worker: u16,
+    /// Its socket, while connected; `None` during the reconnection grace period.
+    pub tx: Option<mpsc::Sender<Outgoing>>,
+    /// Increments each time a socket attaches, so a stale socket's end is recognisable.
+    pub generation: u64,
+    /// Proves a `resume` comes from the same client.
+    pub resume_token: String,
+    /// Speaks the room protocol (WHIP publishers are members too, without a socket).
+    pub protocol: bool,
+    /// Chat rate limiter.
+    pub chat: TokenBucket,
+    /// Pending publications: cid → request id of the `publish`.
+    pub publishing: HashMap<String, Option<manifold_api::protocol::MessageId>>,
+    /// Has the shard confirmed the join (so others have been told)?
+    pub announced: bool,
+    /// May it publish (its token's grant)?
+    pub may_publish: bool,
+}
+
+/// All rooms' members.
+#[derive(Debug, Default)]
+pub struct Roster {
+    members: HashMap<ParticipantId, Member>,
+    rooms: HashMap<RoomName, Vec<ParticipantId>>,
+}
+
+impl Roster {
+    /// Add a member.
+    pub fn insert(&mut self, member: Member) {
+        let id = member.info.id;
+        self.rooms.entry(member.room.clone()).or_default().push(id);
+        self.members.insert(id, member);
+    }
+
+    /// Remove a member.
+    pub fn remove(&mut self, id: ParticipantId) -> Option<Member> {
+        let m = self.members.remove(&id)?;
+        if let Some(list) = self.rooms.get_mut(&m.room) {
+            list.retain(|p| *p != id);
+            if list.is_empty() {
+                self.rooms.remove(&m.room);
+            }
+        }
+        Some(m)
+    }
+
+    /// A member.
+    pub fn get(&self, id: ParticipantId) -> Option<&Member> {
+        self.members.get(&id)
+    }
+
+    /// A member, mutably.
+    pub fn get_mut(&mut self, id: ParticipantId) -> Option<&mut Member> {
+        self.members.get_mut(&id)
+    }
+
+    /// The announced members of `room` other than `except`, as the protocol shows them.
+    pub fn others(&self, room: &RoomName, except: ParticipantId) -> Vec<ParticipantInfo> {
+        self.members_of(room)
+            .filter(|m| m.info.id != except && m.announced)
+            .map(|m| m.info.clone())
+            .collect()
+    }
+
+    /// Members of a room.
+    pub fn members_of<'a>(&'a self, room: &RoomName) -> impl Iterator<Item = &'a Member> + 'a {
+        self.rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.members.get(id))
+    }
+
+    /// A protocol member of `room` with this identity.
+    pub fn find_identity(
+        &self,
+        room: &RoomName,
+        identity: &manifold_api::Identity,
+    ) -> Option<ParticipantId> {
+        self.members_of(room)
+            .find(|m| m.protocol && &m.info.identity == identity)
+            .map(|m| m.info.id)
+    }
+
+    /// Queue `msg` for every connected protocol member of `room` except `except`. A member
+    /// whose queue is full is too slow to keep up and is disconnected.
+    pub fn broadcast(
+        &mut self,
+        room: &RoomName,
+        except: Option<ParticipantId>,
+        msg: &ServerMessage,
+    ) {
+        let Some(ids) = self.rooms.get(room) else {
+            return;
+        };
+        for id in ids {
+            if Some(*id) == except {
+                continue;
+            }
+            if let Some(m) = self.members.get_mut(id) {
+                send_to(m, msg.clone());
+            }
+        }
+    }
+
+    /// Queue `msg` for one member.
+    pub fn send(&mut self, id: ParticipantId, msg: ServerMessage) {
+        if let Some(m) = self.members.get_mut(&id) {
+            send_to(m, msg);
+        }
+    }
+
+    /// The track `track` of member `owner`.
+    pub fn track_mut(&mut self, owner: ParticipantId, track: TrackId) -> Option<&mut TrackInfo> {
+        self.members
+            .get_mut(&owner)?
+            .info
+            .tracks
+            .iter_mut()
+            .find(|t| t.id == track)
+    }
+
+    /// Who publishes `track`.
+    pub fn owner_of(&self, room: &RoomName, track: TrackId) -> Option<ParticipantId> {
+        self.members_of(room)
+            .find(|m| m.info.tracks.iter().any(|t| t.id == track))
+            .map(|m| m.info.id)
+    }
+
+    /// Every connected member's socket, for shutdown.
+    pub fn all_ids(&self) -> Vec<ParticipantId> {
+        self.members.keys().copied().collect()
+    }
+}
+
+fn send_to(m: &mut Member, msg: ServerMessage) {
+    if !m.protocol {
+        return;
+    }
+    let Some(tx) = &m.tx else {
+        return;
+    };
+    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(Outgoing::Message(msg)) {
+        tracing::warn!(participant = %m.info.id, "signaling queue full; disconnecting the slow client");
+        // Dropping the sender ends the socket task, which starts the grace period.
+        m.tx = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn token_bucket_allows_bursts_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(5.0, 10.0, t0);
+        assert!((0..10).all(|_| b.take(t0)));
+        assert!(!b.take(t0));
+        assert!(b.take(t0 + Duration::from_millis(200)));
+        assert!(!b.take(t0 + Duration::from_millis(210)));
+    }
+}
