@@ -30,7 +30,7 @@ command -v npm >/dev/null || apt_install npm npm
   || die "npm ci in tests/browser failed"
 
 bin=target/debug/manifold
-[ -x "$bin" ] || cargo build -p manifold -j2
+cargo build -p manifold -j2 --quiet || die "the server binary does not build"
 log=$(mktemp)
 "$bin" serve --listen 127.0.0.1:0 --port-base 0 --workers 2 --log-level warn >"$log" 2>&1 &
 server=$!
