@@ -3,6 +3,7 @@
 //! to the media worker owning its room.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod roster;
@@ -71,6 +72,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/rtc", get(rtc::upgrade))
         .route("/dev/token", get(dev_token))
+        .route("/admin/rooms", get(admin::rooms))
+        .route(
+            "/admin/rooms/{room}",
+            axum::routing::delete(admin::close_room),
+        )
+        .route(
+            "/admin/rooms/{room}/participants/{id}",
+            axum::routing::delete(admin::kick),
+        )
         .route("/stats", get(stats))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

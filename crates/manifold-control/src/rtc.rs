@@ -42,9 +42,15 @@ pub async fn upgrade(
     Query(query): Query<SessionQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let limit = state.config.max_ws_message_bytes;
-    ws.max_message_size(limit)
-        .max_frame_size(limit)
+    // Messages over the protocol limit get a `too_large` error from the parser; only far
+    // larger ones are cut off by the WebSocket layer itself (close code 1009).
+    let hard_cap = state
+        .config
+        .max_ws_message_bytes
+        .saturating_mul(16)
+        .max(1 << 20);
+    ws.max_message_size(hard_cap)
+        .max_frame_size(hard_cap)
         .on_upgrade(move |socket| run(state, socket, query.access_token))
 }
 
@@ -152,6 +158,17 @@ async fn run(state: AppState, socket: WebSocket, query_token: Option<String>) {
     drop(conn);
     drop(tx);
     let _ = writer.await;
+    // Our close frame is out; read what the client still sends until it answers it. Closing
+    // with unread data would make the kernel reset the connection, and the client could
+    // lose the close frame (and its reason) on the way.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(frame)) = stream.next().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 enum Flow {

@@ -486,6 +486,15 @@ impl AppState {
         }
     }
 
+    /// Every session, with its id.
+    pub fn sessions(&self) -> Vec<(ParticipantId, SessionEntry)> {
+        lock(&self.directory)
+            .sessions
+            .iter()
+            .map(|(id, s)| (*id, s.clone()))
+            .collect()
+    }
+
     /// Sessions known to the control plane.
     pub fn session_count(&self) -> usize {
         lock(&self.directory).sessions.len()

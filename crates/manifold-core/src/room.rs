@@ -144,7 +144,8 @@ impl Negotiation {
 struct Plan {
     inactive: Vec<Mid>,
     reactivate: Vec<(usize, TKey)>,
-    publish: Vec<MediaKind>,
+    /// New publications: their kind, and a retired sending m-line of that kind to reuse.
+    publish: Vec<(MediaKind, Option<Mid>)>,
     subscribe: Vec<(TKey, MediaKind, String, String)>,
     restart: bool,
 }
@@ -571,9 +572,22 @@ impl Shard {
             }
         }
         for pp in &p.neg.publications {
-            if pp.mid.is_none() {
-                plan.publish.push(pp.publication.kind);
+            if pp.mid.is_some() {
+                continue;
             }
+            let kind = kind_str(pp.publication.kind);
+            let reuse = p
+                .neg
+                .lines
+                .iter()
+                .find(|l| {
+                    l.role == Role::Dead
+                        && l.kind == kind
+                        && !plan.inactive.contains(&l.mid)
+                        && !plan.publish.iter().any(|(_, m)| *m == Some(l.mid))
+                })
+                .map(|l| l.mid);
+            plan.publish.push((pp.publication.kind, reuse));
         }
         let wanted = std::mem::take(&mut p.neg.wanted);
         let wanted: Vec<(TKey, MediaKind, String, String)> = wanted
@@ -623,7 +637,13 @@ impl Shard {
             let publish: Vec<Mid> = plan
                 .publish
                 .iter()
-                .map(|k| change.add_media(str0m_kind(*k), Direction::RecvOnly, None, None, None))
+                .map(|(k, reuse)| match reuse {
+                    Some(mid) => {
+                        change.set_direction(*mid, Direction::RecvOnly);
+                        *mid
+                    }
+                    None => change.add_media(str0m_kind(*k), Direction::RecvOnly, None, None, None),
+                })
                 .collect();
             let subscribe: Vec<Mid> = plan
                 .subscribe
@@ -664,11 +684,14 @@ impl Shard {
         for pp in p.neg.publications.iter_mut().filter(|x| x.mid.is_none()) {
             let Some(mid) = mids.next() else { break };
             pp.mid = Some(mid);
-            p.neg.lines.push(Line {
-                mid,
-                kind: kind_str(pp.publication.kind),
-                role: Role::Send,
-            });
+            match p.neg.lines.iter_mut().find(|l| l.mid == mid) {
+                Some(reused) => reused.role = Role::Send,
+                None => p.neg.lines.push(Line {
+                    mid,
+                    kind: kind_str(pp.publication.kind),
+                    role: Role::Send,
+                }),
+            }
         }
         for (i, tk) in &plan.reactivate {
             let slot = &mut p.slots[*i];

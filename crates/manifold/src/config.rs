@@ -38,6 +38,8 @@ pub struct Http {
     pub listen: SocketAddr,
     /// On shutdown, how long to wait for sessions to end before closing them.
     pub drain_timeout_secs: u64,
+    /// How long a room participant whose WebSocket dropped may take to resume.
+    pub reconnect_grace_secs: u64,
 }
 
 impl Default for Http {
@@ -45,6 +47,7 @@ impl Default for Http {
         Http {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             drain_timeout_secs: 10,
+            reconnect_grace_secs: 10,
         }
     }
 }
@@ -115,6 +118,8 @@ pub struct Limits {
     pub max_tracks_per_participant: usize,
     /// Largest HTTP request body (SDP offers), in bytes.
     pub max_body_bytes: usize,
+    /// Largest room-protocol WebSocket message, in bytes.
+    pub max_ws_message_bytes: usize,
 }
 
 impl Default for Limits {
@@ -124,6 +129,7 @@ impl Default for Limits {
             max_participants_per_room: 100,
             max_tracks_per_participant: 8,
             max_body_bytes: 64 * 1024,
+            max_ws_message_bytes: 64 * 1024,
         }
     }
 }
@@ -253,6 +259,9 @@ impl Config {
         if self.limits.max_body_bytes < 1024 {
             return Err("limits.max_body_bytes must be at least 1024".into());
         }
+        if self.limits.max_ws_message_bytes < 1024 {
+            return Err("limits.max_ws_message_bytes must be at least 1024".into());
+        }
         Ok(())
     }
 
@@ -289,6 +298,8 @@ impl Config {
         manifold_control::ControlConfig {
             max_body_bytes: self.limits.max_body_bytes,
             max_rooms: self.limits.max_rooms,
+            max_ws_message_bytes: self.limits.max_ws_message_bytes,
+            reconnect_grace: Duration::from_secs(self.http.reconnect_grace_secs),
             ..Default::default()
         }
     }

@@ -115,6 +115,13 @@ fn token(args: TokenArgs) -> ExitCode {
     let result = (|| -> Result<String, String> {
         let config = Config::load(args.config.config.as_deref(), &overrides)?;
         let auth = Auth::new(config.auth.key.as_deref())?;
+        if auth.is_dev() {
+            return Err(
+                "no auth key is configured (auth.key or MANIFOLD_AUTH__KEY); in dev mode \
+                 tokens are optional"
+                    .into(),
+            );
+        }
         let identity = Identity::parse(&args.identity).map_err(|e| format!("identity {e}"))?;
         let room = args
             .room
@@ -186,7 +193,10 @@ fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(config: Config) -> Result<(), String> {

@@ -101,6 +101,31 @@ fn publish_subscribe_unpublish_leave() {
         );
         assert!(b.received(&mic) > 0);
 
+        // Publishing again reuses the retired m-line: the SDP does not grow.
+        a.publish("cam2", "video", "camera");
+        a.wait("the new camera is published", WAIT, |s| {
+            s.published.contains_key("cam2")
+        })
+        .await;
+        let video_lines = a.with(|s| {
+            let last = s
+                .messages
+                .iter()
+                .rev()
+                .find(|m| m["type"] == "offer")
+                .unwrap();
+            let mids = last["mids"].as_array().unwrap();
+            mids.iter()
+                .filter(|m| m["kind"] == "video" && m.get("track").is_none())
+                .count()
+        });
+        assert_eq!(video_lines, 1, "one sending video m-line, reused");
+        let cam2 = a.with(|s| s.published["cam2"].clone());
+        b.wait("bob receives the new camera", WAIT, |s| {
+            s.received.get(&cam2).is_some_and(|r| r.packets > 20)
+        })
+        .await;
+
         // Alice leaves.
         a.send(json!({"v": 1, "type": "leave"}));
         a.wait("alice is told goodbye", WAIT, |s| s.closed.is_some())
@@ -396,9 +421,18 @@ fn bad_input_is_named_and_abuse_is_closed() {
         }
         assert!(limited, "chat beyond the rate is refused");
 
-        // Oversized frames are refused outright.
-        let huge = format!(r#"{{"v":1,"type":"ping","ts":"{}"}}"#, "z".repeat(70_000));
-        let _ = ws.send(Message::Text(huge.into())).await;
+        // Over the 64 KiB limit: refused by name.
+        let huge = format!(
+            r#"{{"v":1,"type":"ping","id":"huge","ts":"{}"}}"#,
+            "z".repeat(70_000)
+        );
+        send(&mut ws, &huge).await;
+        let mut e = next_json(&mut ws).await;
+        while e["code"] == "rate_limited" {
+            e = next_json(&mut ws).await;
+        }
+        assert_eq!(e["code"], "too_large", "{e}");
+        assert!(e["message"].as_str().unwrap().contains("65536"), "{e}");
 
         // Persistent abuse: the socket is closed with 1008.
         let mut abuser = raw(&server).await;
@@ -424,5 +458,75 @@ fn bad_input_is_named_and_abuse_is_closed() {
         // The bystander noticed nothing but mallory coming and going.
         assert!(bystander.with(|s| s.errors.is_empty() && s.closed.is_none()));
         bystander.shutdown().await;
+    });
+}
+
+#[test]
+fn server_closes_sessions_with_a_reason() {
+    let server = Server::start(&[], &[]);
+    let base = server.base.clone();
+    rt().block_on(async {
+        let url = ws_url(&server);
+        let http = reqwest::Client::new();
+        let a = RoomClient::join(&url, "adm", "ann", json!({})).await;
+        let b = RoomClient::join(&url, "adm", "ben", json!({})).await;
+        a.wait("ann connects", WAIT, |s| s.connected).await;
+        b.wait("ben connects", WAIT, |s| s.connected).await;
+        let ben = b.id();
+
+        let list: Value = http
+            .get(format!("{base}/admin/rooms"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let room = list["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["room"] == "adm")
+            .unwrap()
+            .clone();
+        assert_eq!(room["participants"].as_array().unwrap().len(), 2, "{list}");
+
+        let kicked = http
+            .delete(format!("{base}/admin/rooms/adm/participants/{ben}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(kicked.status().as_u16(), 200);
+        b.wait("ben is told he was kicked", WAIT, |s| {
+            s.closed.as_ref().is_some_and(|c| c["reason"] == "kicked")
+        })
+        .await;
+        a.wait("ann sees ben kicked", WAIT, |s| {
+            s.messages
+                .iter()
+                .any(|m| m["type"] == "participant_left" && m["reason"] == "kicked")
+        })
+        .await;
+        let missing = http
+            .delete(format!("{base}/admin/rooms/adm/participants/{ben}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status().as_u16(), 404);
+
+        let closed = http
+            .delete(format!("{base}/admin/rooms/adm"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(closed.status().as_u16(), 200);
+        a.wait("ann is told the room closed", WAIT, |s| {
+            s.closed
+                .as_ref()
+                .is_some_and(|c| c["reason"] == "room_closed")
+        })
+        .await;
+        a.shutdown().await;
+        b.shutdown().await;
     });
 }
