@@ -118,19 +118,31 @@ impl RtcFactory {
             .generate_certificate()
             .expect("the compiled-in crypto provider generates DTLS certificates");
         Self::with_certificate(crypto, cert, max_sdp_bytes)
+            .expect("a freshly generated certificate is usable")
     }
 
-    /// A factory with a given provider and certificate (tests use RSA and ECDSA peers).
+    /// A factory with a given provider and certificate. The certificate is tried once here:
+    /// one the DTLS stack cannot use (an RSA key, with str0m 0.25) is refused now rather
+    /// than failing every session later.
     pub fn with_certificate(
         crypto: Arc<CryptoProvider>,
         cert: DtlsCert,
         max_sdp_bytes: usize,
-    ) -> Self {
-        RtcFactory {
+    ) -> Result<Self, String> {
+        let factory = RtcFactory {
             crypto,
             cert,
             max_sdp_bytes,
-        }
+        };
+        let probe = factory.clone();
+        std::panic::catch_unwind(move || {
+            probe.rtc_config(IceCreds::new()).build(Instant::now());
+        })
+        .map_err(|_| {
+            "the DTLS stack cannot use this certificate (only ECDSA P-256/P-384 keys are supported)"
+                .to_owned()
+        })?;
+        Ok(factory)
     }
 
     /// The configuration every server-side `Rtc` starts from: ICE-lite, RTP mode, the

@@ -179,7 +179,8 @@ fn ecdsa_certificates_connect() {
             crypto,
             certificate(alg),
             manifold_core::negotiate::DEFAULT_MAX_SDP_BYTES,
-        );
+        )
+        .expect("ECDSA certificates are usable");
         let cert = certificate(alg);
         let p = h.add(ClientSpec::publisher("p", "room").configure(move |c| c.set_dtls_cert(cert)));
         let s = h.add(ClientSpec::subscriber("s", "room", Source::RoomCurrent));
@@ -209,6 +210,13 @@ fn rsa_certificates_are_not_supported_by_the_dtls_stack() {
         built.is_err(),
         "dimpl rejects RSA keys when the Rtc is built"
     );
-    // Nothing of that reaches a shard: the session never exists.
+    // A server configured with one refuses it at start instead of failing every session.
+    let crypto = Arc::new(manifold_core::str0m::crypto::from_feature_flags());
+    let refused = RtcFactory::with_certificate(
+        crypto,
+        certificate(&rcgen::PKCS_RSA_SHA256),
+        manifold_core::negotiate::DEFAULT_MAX_SDP_BYTES,
+    );
+    assert!(refused.is_err());
     let _ = SessionKind::Whip;
 }
