@@ -232,27 +232,9 @@ impl AppState {
         worker: u16,
         command: impl FnOnce(RequestId) -> Command,
     ) -> Result<ReplyValue, ApiError> {
-        let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
-        let handle = self
-            .workers
-            .get(usize::from(worker))
-            .ok_or_else(|| ApiError::Internal(format!("no worker {worker}")))?;
-        if let Err(e) = handle.send(command(id)) {
-            lock(&self.pending).remove(&id);
-            return Err(ApiError::Unavailable(e.to_string()));
-        }
-        match tokio::time::timeout(self.config.reply_timeout, rx).await {
-            Ok(Ok(result)) => result.map_err(ApiError::from),
-            Ok(Err(_)) => Err(ApiError::Unavailable("the media worker stopped".into())),
-            Err(_) => {
-                lock(&self.pending).remove(&id);
-                Err(ApiError::Unavailable(
-                    "the media worker did not answer in time".into(),
-                ))
-            }
-        }
+        self.request_raw(worker, command)
+            .await?
+            .map_err(ApiError::from)
     }
 
     /// Send `command` and wait for its reply, keeping the shard's refusal apart from

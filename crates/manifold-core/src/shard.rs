@@ -533,67 +533,60 @@ impl Shard {
                 participant,
                 offer_id,
                 sdp,
-            } => {
-                let result = self
-                    .key_of(participant)
-                    .and_then(|key| self.room_answer(now, key, offer_id, &sdp));
-                self.out.reply(request, result);
-            }
+            } => self.room_command(request, participant, |shard, key| {
+                shard.room_answer(now, key, offer_id, &sdp)
+            }),
             Command::Publish {
                 request,
                 participant,
                 publication,
-            } => {
-                let result = self
-                    .key_of(participant)
-                    .and_then(|key| self.room_publish(key, publication));
-                self.out.reply(request, result);
-            }
+            } => self.room_command(request, participant, |shard, key| {
+                shard.room_publish(key, publication)
+            }),
             Command::Unpublish {
                 request,
                 participant,
                 track,
-            } => {
-                let result = self
-                    .key_of(participant)
-                    .and_then(|key| self.room_unpublish(now, key, track));
-                self.out.reply(request, result);
-            }
+            } => self.room_command(request, participant, |shard, key| {
+                shard.room_unpublish(now, key, track)
+            }),
             Command::Subscribe {
                 request,
                 participant,
                 track,
-            } => {
-                let result = self
-                    .key_of(participant)
-                    .and_then(|key| self.room_subscribe(key, track));
-                self.out.reply(request, result);
-            }
+            } => self.room_command(request, participant, |shard, key| {
+                shard.room_subscribe(key, track)
+            }),
             Command::Unsubscribe {
                 request,
                 participant,
                 track,
-            } => {
-                let result = self
-                    .key_of(participant)
-                    .and_then(|key| self.room_unsubscribe(key, track));
-                self.out.reply(request, result);
-            }
+            } => self.room_command(request, participant, |shard, key| {
+                shard.room_unsubscribe(key, track)
+            }),
             Command::RestartIce {
                 request,
                 participant,
-            } => {
-                let result = self
-                    .key_of(participant)
-                    .and_then(|key| self.room_restart_ice(key));
-                self.out.reply(request, result);
-            }
+            } => self.room_command(request, participant, |shard, key| {
+                shard.room_restart_ice(key)
+            }),
             Command::Resync { participant } => {
                 if let Ok(key) = self.key_of(participant) {
                     self.room_resync(key);
                 }
             }
         }
+    }
+
+    /// Run a room-session command for `participant` and reply with its outcome.
+    fn room_command(
+        &mut self,
+        request: RequestId,
+        participant: ParticipantId,
+        f: impl FnOnce(&mut Self, PKey) -> Result<ReplyValue, CommandError>,
+    ) {
+        let result = self.key_of(participant).and_then(|key| f(self, key));
+        self.out.reply(request, result);
     }
 
     fn key_of(&self, participant: ParticipantId) -> Result<PKey, CommandError> {
