@@ -56,6 +56,8 @@ const state = {
   cameraTrack: null,
   micTrack: null,
   joining: false,
+  /** The join screen's device start-up, awaited before joining. @type {Promise<void>} */
+  preview: Promise.resolve(),
 };
 
 /** For tests and the console. */
@@ -160,7 +162,7 @@ function showJoin() {
   $('#room-meta').hidden = true;
   els.submit.disabled = false;
   els.submit.textContent = 'Join room';
-  startPreview();
+  state.preview = startPreview();
 }
 
 /** @param {'join' | 'room' | 'left'} which */
@@ -298,6 +300,9 @@ async function join() {
   state.joining = true;
   els.submit.disabled = true;
   els.submit.textContent = 'Joining…';
+  // A camera or microphone still starting would otherwise be left out of the room: wait
+  // for the preview to settle (devices that never answer are given up on after 5 s).
+  await Promise.race([state.preview, new Promise((resolve) => setTimeout(resolve, 5000))]);
   localStorage.setItem('manifold.name', name);
 
   try {

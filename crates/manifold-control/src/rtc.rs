@@ -134,7 +134,10 @@ async fn run(state: AppState, socket: WebSocket, query_token: Option<String>) {
             Message::Close(_) => break,
         };
         let msg = match ClientMessage::parse(text.as_str(), state.config.max_ws_message_bytes) {
-            Ok(m) => m,
+            Ok(m) => {
+                tracing::trace!(participant = ?conn.participant.map(|p| p.0), message = ?m, "client message");
+                m
+            }
             Err((id, e)) => {
                 if conn.fail(id, e.code(), &e.to_string()).await {
                     break;
@@ -219,6 +222,7 @@ impl Conn {
     /// Send an error; returns true when the client has now misbehaved too often and the
     /// socket was closed.
     async fn fail(&mut self, id: Option<MessageId>, code: &str, message: &str) -> bool {
+        tracing::debug!(participant = ?self.participant.map(|p| p.0), code, message, "request refused");
         let now = Instant::now();
         self.errors.push_back(now);
         while self

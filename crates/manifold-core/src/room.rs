@@ -728,7 +728,7 @@ impl Shard {
         let participant = p.id;
         let mids = self.mid_infos(key);
         self.participants[key].neg.last_offer = Some((offer_id, sdp.clone(), mids.clone()));
-        tracing::debug!(%participant, offer_id, "offer");
+        tracing::debug!(%participant, offer_id, publish = plan.publish.len(), subscribe = plan.subscribe.len(), reactivate = plan.reactivate.len(), inactive = plan.inactive.len(), "offer");
         self.out.event(CoreEvent::Offer {
             participant,
             offer_id,
