@@ -264,6 +264,34 @@ fn reconnection_within_grace_and_identity_replacement() {
         })
         .await;
         assert_eq!(b.id(), bob, "same participant after resume");
+
+        // An ICE restart on request: a new offer with new credentials; media goes on.
+        let answered = b.with(|s| s.offers_answered);
+        let ufrag = |s: &common::room::State| {
+            s.messages
+                .iter()
+                .rev()
+                .find(|m| m["type"] == "offer")
+                .and_then(|m| m["sdp"].as_str())
+                .and_then(|sdp| sdp.lines().find(|l| l.starts_with("a=ice-ufrag:")))
+                .map(str::to_owned)
+        };
+        let before = b.with(ufrag);
+        b.send(json!({"v": 1, "type": "ice_restart", "id": "r"}));
+        b.wait("the restart offer is answered", WAIT, |s| {
+            s.offers_answered > answered
+        })
+        .await;
+        assert_ne!(
+            b.with(ufrag),
+            before,
+            "the restart offer carries new ICE credentials"
+        );
+        let n = b.received(&cam);
+        b.wait("media flows after the ICE restart", WAIT, |s| {
+            s.received.get(&cam).is_some_and(|r| r.packets > n + 20)
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
             !a.with(|s| s.messages.iter().any(|m| m["type"] == "participant_left")),
