@@ -18,3 +18,6 @@ cargo test --workspace -j2
 
 step "browser end-to-end (chromium + playwright-core)"
 bash scripts/browser-test.sh
+
+step "loadgen + bench smoke (scenario a at N=2, Manifold only, a few seconds)"
+bash bench/run.sh --smoke

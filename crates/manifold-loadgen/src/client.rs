@@ -13,8 +13,9 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
+use crate::hist::Histogram;
 use crate::signal::Joined;
-use crate::stamp::{Stamp, now_us};
+use crate::stamp::{Stamp, next_source, now_us};
 use crate::synth;
 
 /// How a publisher's media is shaped.
@@ -41,10 +42,17 @@ impl Default for MediaShape {
     }
 }
 
-/// A video gap longer than this counts as a freeze.
+/// A gap between packets of one track longer than this counts as a freeze.
 pub const FREEZE_GAP: Duration = Duration::from_millis(500);
 
+/// A client that has not connected (ICE + DTLS) this long after its offer has failed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A connected client whose ICE stays disconnected this long has lost its connection.
+pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 struct SendTrack {
+    source: u32,
     pt: Pt,
     ssrc: Ssrc,
     seq: u64,
@@ -56,6 +64,8 @@ struct SendTrack {
 /// Receive statistics of one kind of media.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RecvStats {
+    /// The sending track (from the stamps), once something arrived.
+    pub source: Option<u32>,
     /// Packets received (duplicates included).
     pub packets: u64,
     /// Distinct stamped packets received.
@@ -66,31 +76,34 @@ pub struct RecvStats {
     pub first_index: Option<u32>,
     /// Highest stamp index seen.
     pub max_index: Option<u32>,
-    /// Freezes: gaps between video packets longer than [`FREEZE_GAP`].
+    /// Freezes: gaps between packets longer than [`FREEZE_GAP`].
     pub freezes: u64,
-    /// Latency samples in microseconds (send stamp to receipt), capped in number.
+    /// Packets whose stamp index lay too far from the first one to track.
+    pub out_of_range: u64,
+    /// Latency (stamp's send time to receipt, microseconds) of every distinct packet.
     #[serde(skip)]
-    pub latencies_us: Vec<u32>,
+    pub latency: Histogram,
     #[serde(skip)]
     seen: Vec<u64>,
     #[serde(skip)]
     last_arrival: Option<Instant>,
 }
 
-/// Most latency samples kept per track.
-const MAX_LATENCY_SAMPLES: usize = 200_000;
+/// Most distinct indices tracked per stream (64 Mi packets: days of video).
+const MAX_TRACKED_WORDS: usize = 1 << 20;
 
 impl RecvStats {
-    fn record(&mut self, stamp: Stamp, now: Instant, video: bool) {
+    /// Account for one received packet: `now` is its arrival, `now_us` the same instant as
+    /// wall-clock microseconds (to compare with the stamp's send time).
+    pub fn record(&mut self, stamp: Stamp, now: Instant, now_us: u64) {
         self.packets += 1;
-        if video {
-            if let Some(last) = self.last_arrival
-                && now.saturating_duration_since(last) > FREEZE_GAP
-            {
-                self.freezes += 1;
-            }
-            self.last_arrival = Some(now);
+        if let Some(last) = self.last_arrival
+            && now.saturating_duration_since(last) > FREEZE_GAP
+        {
+            self.freezes += 1;
         }
+        self.last_arrival = Some(now);
+        self.source.get_or_insert(stamp.source);
         let first = *self.first_index.get_or_insert(stamp.index);
         if stamp.index < first {
             // A reordered packet older than the first: count it, keep the bitmap simple.
@@ -101,7 +114,8 @@ impl RecvStats {
         let (word, bit) = (offset / 64, offset % 64);
         // Bounded: a client runs for a bounded time at a bounded packet rate.
         if word >= self.seen.len() {
-            if word > 1 << 20 {
+            if word >= MAX_TRACKED_WORDS {
+                self.out_of_range += 1;
                 return;
             }
             self.seen.resize(word + 1, 0);
@@ -113,9 +127,15 @@ impl RecvStats {
         self.seen[word] |= 1 << bit;
         self.unique += 1;
         self.max_index = Some(self.max_index.map_or(stamp.index, |m| m.max(stamp.index)));
-        if self.latencies_us.len() < MAX_LATENCY_SAMPLES {
-            let lat = now_us().saturating_sub(stamp.sent_us);
-            self.latencies_us.push(lat.min(u64::from(u32::MAX)) as u32);
+        self.latency.record(now_us.saturating_sub(stamp.sent_us));
+    }
+
+    /// Packets missing between the first and the highest index received: loss so far,
+    /// not counting what is still in flight.
+    pub fn gaps(&self) -> u64 {
+        match (self.first_index, self.max_index) {
+            (Some(f), Some(m)) => (u64::from(m - f) + 1).saturating_sub(self.unique),
+            _ => 0,
         }
     }
 
@@ -141,12 +161,23 @@ pub struct ClientReport {
     pub connect_ms: Option<u64>,
     /// Why it failed, if it did.
     pub failure: Option<String>,
+    /// It left before the end of the run (churn): what its publisher sent after that was
+    /// never meant for it.
+    pub left_early: bool,
     /// Audio packets sent (publishers).
     pub audio_sent: u64,
     /// Video packets sent (publishers).
     pub video_sent: u64,
     /// Keyframe requests received (publishers).
     pub keyframe_requests: u64,
+    /// Source id stamped on the audio it sends (publishers).
+    pub audio_source: Option<u32>,
+    /// Source id stamped on the video it sends (publishers).
+    pub video_source: Option<u32>,
+    /// UDP payload bytes sent (media, RTCP, STUN, DTLS).
+    pub bytes_sent: u64,
+    /// UDP payload bytes received.
+    pub bytes_received: u64,
     /// Audio received (subscribers).
     pub audio: RecvStats,
     /// Video received (subscribers).
@@ -163,6 +194,7 @@ enum Role {
         want_keyframe: bool,
         last_keyframe: Option<Instant>,
         keyframe_requests: u64,
+        paused: bool,
     },
     Subscriber {
         audio: RecvStats,
@@ -181,8 +213,12 @@ pub struct Client {
     media: Vec<(Mid, MediaKind)>,
     started: Instant,
     connected_at: Option<Instant>,
+    disconnected_at: Option<Instant>,
     failure: Option<String>,
+    stopped: bool,
     timeout: Instant,
+    bytes_sent: u64,
+    bytes_received: u64,
     buf: Vec<u8>,
 }
 
@@ -202,6 +238,7 @@ impl Client {
                 want_keyframe: true,
                 last_keyframe: None,
                 keyframe_requests: 0,
+                paused: false,
             },
         )
     }
@@ -231,8 +268,12 @@ impl Client {
             media: joined.media,
             started: joined.started,
             connected_at: None,
+            disconnected_at: None,
             failure: None,
+            stopped: false,
             timeout: Instant::now(),
+            bytes_sent: 0,
+            bytes_received: 0,
             buf: vec![0u8; 2048],
         })
     }
@@ -264,9 +305,35 @@ impl Client {
         d
     }
 
-    /// Is the client still running?
+    /// Is the client still running (not failed, not stopped)?
     pub fn is_alive(&self) -> bool {
-        self.failure.is_none() && self.rtc.is_alive()
+        self.failure.is_none() && !self.stopped
+    }
+
+    /// Its label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Is it a publisher?
+    pub fn is_publisher(&self) -> bool {
+        matches!(self.role, Role::Publisher { .. })
+    }
+
+    /// Stop (true) or resume (false) generating media; a publisher only.
+    pub fn set_paused(&mut self, pause: bool) {
+        if let Role::Publisher {
+            paused,
+            next_audio,
+            next_video,
+            ..
+        } = &mut self.role
+        {
+            *paused = pause;
+            let now = Instant::now();
+            *next_audio = now;
+            *next_video = now;
+        }
     }
 
     /// Read every datagram waiting on the socket.
@@ -275,6 +342,7 @@ impl Client {
             match self.socket.recv_from(&mut self.buf) {
                 Ok((n, source)) => {
                     let now = Instant::now();
+                    self.bytes_received += n as u64;
                     let Ok(contents) = self.buf[..n].try_into() else {
                         continue;
                     };
@@ -305,6 +373,28 @@ impl Client {
 
     /// Advance timers and generate due media.
     pub fn handle_time(&mut self, now: Instant) {
+        if !self.is_alive() {
+            return;
+        }
+        match (self.connected_at, self.disconnected_at) {
+            (None, _) if now.saturating_duration_since(self.started) > CONNECT_TIMEOUT => {
+                self.fail("connect_timeout".into());
+                return;
+            }
+            (Some(_), Some(t)) if now.saturating_duration_since(t) > DISCONNECT_TIMEOUT => {
+                self.fail("disconnected".into());
+                return;
+            }
+            _ => {}
+        }
+        if !self.rtc.is_alive() {
+            self.fail(if self.connected_at.is_some() {
+                "disconnected".into()
+            } else {
+                "closed_before_connect".into()
+            });
+            return;
+        }
         if now >= self.timeout {
             if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
                 self.fail(format!("rtc: {e}"));
@@ -337,6 +427,7 @@ impl Client {
 
     /// Stop: disconnect the `Rtc`.
     pub fn stop(&mut self) {
+        self.stopped = true;
         self.rtc.disconnect();
     }
 
@@ -351,9 +442,14 @@ impl Client {
             connected: self.connected_at.is_some(),
             connect_ms,
             failure: self.failure.clone(),
+            left_early: false,
             audio_sent: 0,
             video_sent: 0,
             keyframe_requests: 0,
+            audio_source: None,
+            video_source: None,
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
             audio: RecvStats::default(),
             video: RecvStats::default(),
         };
@@ -368,6 +464,8 @@ impl Client {
                 r.audio_sent = audio.as_ref().map_or(0, |t| t.sent);
                 r.video_sent = video.as_ref().map_or(0, |t| t.sent);
                 r.keyframe_requests = *keyframe_requests;
+                r.audio_source = audio.as_ref().map(|t| t.source);
+                r.video_source = video.as_ref().map(|t| t.source);
             }
             Role::Subscriber { audio, video, .. } => {
                 r.audio = audio.clone();
@@ -393,7 +491,9 @@ impl Client {
                 }
                 Ok(Output::Transmit(t)) => {
                     // UDP loss is normal: a full socket buffer drops like the network would.
-                    let _ = self.socket.send_to(&t.contents, t.destination);
+                    if self.socket.send_to(&t.contents, t.destination).is_ok() {
+                        self.bytes_sent += t.contents.len() as u64;
+                    }
                 }
                 Ok(Output::Event(e)) => self.handle_event(now, e),
                 Err(e) => {
@@ -423,8 +523,16 @@ impl Client {
                     *next_video = now;
                 }
             }
+            // Answers to a server's offer (Janus subscribers) learn their m-lines here.
+            Event::MediaAdded(m) if !self.media.iter().any(|(mid, _)| *mid == m.mid) => {
+                self.media.push((m.mid, m.kind));
+            }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 tracing::debug!(client = %self.label, "ICE disconnected");
+                self.disconnected_at.get_or_insert(now);
+            }
+            Event::IceConnectionStateChange(_) => {
+                self.disconnected_at = None;
             }
             Event::KeyframeRequest(_) => {
                 if let Role::Publisher {
@@ -466,9 +574,10 @@ impl Client {
                 let Some(stamp) = Stamp::read(&pkt.payload) else {
                     return;
                 };
+                let wall = now_us();
                 match kind {
-                    MediaKind::Audio => audio.record(stamp, now, false),
-                    MediaKind::Video => video.record(stamp, now, true),
+                    MediaKind::Audio => audio.record(stamp, now, wall),
+                    MediaKind::Video => video.record(stamp, now, wall),
                 }
             }
             _ => {}
@@ -484,17 +593,21 @@ impl Client {
             next_video,
             want_keyframe,
             last_keyframe,
+            paused,
             ..
         } = &mut self.role
         else {
             return;
         };
+        if *paused {
+            return;
+        }
         let mut wrote = false;
         if let Some(t) = audio {
             // Catch up at most a few packets after a stall rather than bursting forever.
             let mut n = 0;
             while *next_audio <= now && n < 5 {
-                let payload = synth::opus_packet(t.index, now_us(), shape.audio_bytes);
+                let payload = synth::opus_packet(t.source, t.index, now_us(), shape.audio_bytes);
                 write(&mut self.rtc, t, now, payload, true, false);
                 t.index = t.index.wrapping_add(1);
                 t.ts += u64::from(synth::OPUS_FRAME_TICKS);
@@ -519,7 +632,7 @@ impl Client {
             }
             let size =
                 synth::frame_bytes(shape.video_bitrate_bps, shape.fps) * if key { 3 } else { 1 };
-            let packets = synth::vp8_frame(key, size, t.index, now_us());
+            let packets = synth::vp8_frame(key, size, t.source, t.index, now_us());
             let last = packets.len() - 1;
             for (i, p) in packets.into_iter().enumerate() {
                 write(&mut self.rtc, t, now, p, i == last, true);
@@ -578,6 +691,7 @@ fn send_track(
     let ssrc = rtc.direct_api().stream_tx_by_mid(mid, None)?.ssrc();
     let seed = u64::from(*ssrc);
     Some(SendTrack {
+        source: next_source(),
         pt,
         ssrc,
         seq: seed & 0x3fff,
@@ -585,4 +699,79 @@ fn send_track(
         index: 0,
         sent: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(index: u32, sent_us: u64) -> Stamp {
+        Stamp {
+            source: 9,
+            index,
+            sent_us,
+        }
+    }
+
+    #[test]
+    fn loss_duplicates_and_latency_are_counted() {
+        let t0 = Instant::now();
+        let mut s = RecvStats::default();
+        // Indices 100..=199 with every tenth one missing and 150 twice.
+        for i in 100..200u32 {
+            if i % 10 == 3 {
+                continue;
+            }
+            let at = t0 + Duration::from_millis(u64::from(i - 100) * 20);
+            s.record(stamp(i, 1_000_000), at, 1_000_000 + 2_000);
+        }
+        s.record(stamp(150, 1_000_000), t0, 1_000_000 + 2_000);
+        assert_eq!(s.source, Some(9));
+        assert_eq!(s.first_index, Some(100));
+        assert_eq!(s.max_index, Some(199));
+        assert_eq!(s.packets, 91);
+        assert_eq!(s.unique, 90);
+        assert_eq!(s.duplicates, 1);
+        assert_eq!(s.gaps(), 10);
+        // The sender sent up to 209: ten more in flight or lost at the tail.
+        assert_eq!(s.expected(209), 110);
+        assert_eq!(s.expected(50), 0, "a sender behind the first index");
+        assert_eq!(s.latency.count(), 90, "duplicates are not sampled");
+        let p50 = s.latency.quantile(0.5).unwrap();
+        assert!((1_940..=2_000).contains(&p50), "{p50}");
+        assert_eq!(s.freezes, 0);
+    }
+
+    #[test]
+    fn gaps_longer_than_the_freeze_threshold_are_freezes() {
+        let t0 = Instant::now();
+        let mut s = RecvStats::default();
+        let mut at = t0;
+        for i in 0..10u32 {
+            // One long stall after packet 4, one just under the threshold after 7.
+            at += match i {
+                5 => FREEZE_GAP + Duration::from_millis(1),
+                8 => FREEZE_GAP,
+                _ => Duration::from_millis(33),
+            };
+            s.record(stamp(i, 0), at, 0);
+        }
+        assert_eq!(s.freezes, 1);
+        assert_eq!(s.gaps(), 0);
+    }
+
+    #[test]
+    fn reordered_and_far_packets_do_not_break_accounting() {
+        let t0 = Instant::now();
+        let mut s = RecvStats::default();
+        s.record(stamp(10, 0), t0, 0);
+        s.record(stamp(12, 0), t0, 0);
+        s.record(stamp(11, 0), t0, 0);
+        s.record(stamp(5, 0), t0, 0); // older than the first: counted, not tracked
+        s.record(stamp(u32::MAX, 0), t0, 0); // absurdly far: counted apart
+        assert_eq!(s.unique, 4);
+        assert_eq!(s.out_of_range, 1);
+        assert_eq!(s.max_index, Some(12));
+        assert_eq!(s.gaps(), 0);
+    }
 }

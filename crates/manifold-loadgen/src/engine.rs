@@ -2,7 +2,8 @@
 //! poller, so thousands of clients cost thousands of sockets but only a handful of threads.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -13,8 +14,13 @@ use crate::client::{Client, ClientReport};
 
 const WAKER: Token = Token(usize::MAX);
 
+/// How long a caller waits for an engine thread to answer.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
 enum Cmd {
     Add(Box<Client>),
+    Remove(String, Sender<Vec<ClientReport>>),
+    PausePublishers(Sender<Vec<ClientReport>>),
     Snapshot(Sender<Vec<ClientReport>>),
     Stop(Sender<Vec<ClientReport>>),
 }
@@ -22,13 +28,13 @@ enum Cmd {
 struct Worker {
     tx: Sender<Cmd>,
     waker: Arc<Waker>,
-    join: JoinHandle<()>,
+    join: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Threads driving clients.
 pub struct Engine {
     workers: Vec<Worker>,
-    next: usize,
+    next: AtomicUsize,
 }
 
 impl Engine {
@@ -42,18 +48,38 @@ impl Engine {
             let join = std::thread::Builder::new()
                 .name(format!("loadgen-{i}"))
                 .spawn(move || run(poll, rx))?;
-            workers.push(Worker { tx, waker, join });
+            workers.push(Worker {
+                tx,
+                waker,
+                join: Mutex::new(Some(join)),
+            });
         }
-        Ok(Engine { workers, next: 0 })
+        Ok(Engine {
+            workers,
+            next: AtomicUsize::new(0),
+        })
     }
 
     /// Hand a client to the next thread.
-    pub fn add(&mut self, client: Client) {
-        let w = &self.workers[self.next % self.workers.len()];
-        self.next += 1;
+    pub fn add(&self, client: Client) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let w = &self.workers[n % self.workers.len()];
         if w.tx.send(Cmd::Add(Box::new(client))).is_ok() {
             let _ = w.waker.wake();
         }
+    }
+
+    /// Stop the client labelled `label` and take it out; its final report.
+    pub fn remove(&self, label: &str) -> Option<ClientReport> {
+        self.collect(|tx| Cmd::Remove(label.to_owned(), tx))
+            .into_iter()
+            .next()
+    }
+
+    /// Stop generating media in every publisher (to let what is in flight arrive before
+    /// the final count); reports of every client.
+    pub fn pause_publishers(&self) -> Vec<ClientReport> {
+        self.collect(Cmd::PausePublishers)
     }
 
     /// Reports of every client, now.
@@ -61,24 +87,30 @@ impl Engine {
         self.collect(Cmd::Snapshot)
     }
 
-    /// Stop every client and thread; the final reports.
-    pub fn stop(self) -> Vec<ClientReport> {
+    /// Stop every client and thread; the final reports (empty when already stopped).
+    pub fn stop(&self) -> Vec<ClientReport> {
         let reports = self.collect(Cmd::Stop);
-        for w in self.workers {
-            let _ = w.join.join();
+        for w in &self.workers {
+            if let Some(j) = w.join.lock().map_or(None, |mut j| j.take()) {
+                let _ = j.join();
+            }
         }
         reports
     }
 
-    fn collect(&self, cmd: fn(Sender<Vec<ClientReport>>) -> Cmd) -> Vec<ClientReport> {
+    fn collect(&self, cmd: impl Fn(Sender<Vec<ClientReport>>) -> Cmd) -> Vec<ClientReport> {
         let mut out = Vec::new();
+        let mut pending = Vec::new();
         for w in &self.workers {
             let (tx, rx) = bounded(1);
             if w.tx.send(cmd(tx)).is_ok() {
                 let _ = w.waker.wake();
-                if let Ok(r) = rx.recv_timeout(Duration::from_secs(10)) {
-                    out.extend(r);
-                }
+                pending.push(rx);
+            }
+        }
+        for rx in pending {
+            if let Ok(r) = rx.recv_timeout(REPLY_TIMEOUT) {
+                out.extend(r);
             }
         }
         out
@@ -86,12 +118,14 @@ impl Engine {
 }
 
 fn run(mut poll: Poll, rx: Receiver<Cmd>) {
-    let mut clients: Vec<Client> = Vec::new();
+    // Slots stay put so that a slot's index is its socket's poll token.
+    let mut clients: Vec<Option<Client>> = Vec::new();
     let mut events = Events::with_capacity(1024);
     loop {
         let now = Instant::now();
         let next = clients
             .iter()
+            .flatten()
             .filter(|c| c.is_alive())
             .map(Client::deadline)
             .min();
@@ -109,37 +143,64 @@ fn run(mut poll: Poll, rx: Receiver<Cmd>) {
             if ev.token() == WAKER {
                 continue;
             }
-            if let Some(c) = clients.get_mut(ev.token().0) {
+            if let Some(Some(c)) = clients.get_mut(ev.token().0) {
                 c.handle_readable();
             }
         }
         while let Ok(cmd) = rx.try_recv() {
             match cmd {
                 Cmd::Add(mut c) => {
-                    let token = Token(clients.len());
+                    let slot = clients
+                        .iter()
+                        .position(Option::is_none)
+                        .unwrap_or(clients.len());
                     if poll
                         .registry()
-                        .register(c.socket_mut(), token, Interest::READABLE)
+                        .register(c.socket_mut(), Token(slot), Interest::READABLE)
                         .is_ok()
                     {
                         c.handle_time(Instant::now());
-                        clients.push(*c);
+                        if slot == clients.len() {
+                            clients.push(Some(*c));
+                        } else {
+                            clients[slot] = Some(*c);
+                        }
                     }
+                }
+                Cmd::Remove(label, reply) => {
+                    let mut out = Vec::new();
+                    for slot in &mut clients {
+                        if slot.as_ref().is_some_and(|c| c.label() == label) {
+                            let mut c = slot.take().expect("checked just above");
+                            c.stop();
+                            let _ = poll.registry().deregister(c.socket_mut());
+                            let mut report = c.report();
+                            report.left_early = true;
+                            out.push(report);
+                        }
+                    }
+                    let _ = reply.send(out);
+                }
+                Cmd::PausePublishers(reply) => {
+                    for c in clients.iter_mut().flatten() {
+                        c.set_paused(true);
+                    }
+                    let _ = reply.send(clients.iter().flatten().map(Client::report).collect());
                 }
                 Cmd::Snapshot(reply) => {
-                    let _ = reply.send(clients.iter().map(Client::report).collect());
+                    let _ = reply.send(clients.iter().flatten().map(Client::report).collect());
                 }
                 Cmd::Stop(reply) => {
-                    for c in &mut clients {
+                    for c in clients.iter_mut().flatten() {
                         c.stop();
                     }
-                    let _ = reply.send(clients.iter().map(Client::report).collect());
+                    let _ = reply.send(clients.iter().flatten().map(Client::report).collect());
                     return;
                 }
             }
         }
         let now = Instant::now();
-        for c in clients.iter_mut().filter(|c| c.is_alive()) {
+        for c in clients.iter_mut().flatten().filter(|c| c.is_alive()) {
             if c.deadline() <= now {
                 c.handle_time(now);
             }

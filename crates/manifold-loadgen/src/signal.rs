@@ -1,10 +1,10 @@
 //! Signaling for generated clients: build a str0m `Rtc` with a real UDP socket, offer over
 //! WHIP or WHEP, apply the answer, and end the session with DELETE.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Instant;
 
-use str0m::change::SdpAnswer;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::{Candidate, Rtc};
 
@@ -32,6 +32,20 @@ pub enum SignalError {
     /// A local socket problem.
     #[error("io: {0}")]
     Io(String),
+    /// No answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// A signaling API (Janus, say) refused the request with an error code of its own.
+    #[error("api error {code}: {reason}")]
+    Api {
+        /// The API's error code.
+        code: i64,
+        /// Its explanation.
+        reason: String,
+    },
+    /// The server answered something this client does not understand.
+    #[error("protocol: {0}")]
+    Protocol(String),
 }
 
 impl SignalError {
@@ -42,6 +56,9 @@ impl SignalError {
             SignalError::Status { status, .. } => format!("status_{status}"),
             SignalError::Sdp(_) => "sdp".into(),
             SignalError::Io(_) => "io".into(),
+            SignalError::Timeout => "timeout".into(),
+            SignalError::Api { code, .. } => format!("api_{code}"),
+            SignalError::Protocol(_) => "protocol".into(),
         }
     }
 }
@@ -73,16 +90,121 @@ pub struct Joined {
     pub answer: String,
 }
 
-/// Create a session: `url` is the full WHIP or WHEP endpoint; `publish` selects sendonly
-/// (WHIP) media, `None` recvonly audio+video (WHEP).
-pub async fn join(
-    http: &reqwest::Client,
-    url: &str,
-    token: Option<&str>,
-    bind_ip: std::net::IpAddr,
-    publish: Option<MediaSpec>,
-) -> Result<Joined, SignalError> {
-    let started = Instant::now();
+/// A client's `Rtc` and socket with an offer made, waiting for the answer.
+pub struct Offering {
+    rtc: Rtc,
+    socket: UdpSocket,
+    pending: SdpPendingOffer,
+    media: Vec<(Mid, MediaKind)>,
+    started: Instant,
+    /// The offer to send.
+    pub offer: String,
+}
+
+impl Offering {
+    /// Bind a socket on `bind_ip` and make an offer: `publish` selects sendonly media,
+    /// `None` recvonly audio+video.
+    pub fn new(bind_ip: IpAddr, publish: Option<MediaSpec>) -> Result<Offering, SignalError> {
+        let started = Instant::now();
+        let (mut rtc, socket) = new_rtc(bind_ip)?;
+        let mut change = rtc.sdp_api();
+        let mut media = Vec::new();
+        match publish {
+            Some(spec) => {
+                if spec.audio {
+                    media.push((
+                        change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None),
+                        MediaKind::Audio,
+                    ));
+                }
+                if spec.video {
+                    media.push((
+                        change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None),
+                        MediaKind::Video,
+                    ));
+                }
+            }
+            None => {
+                media.push((
+                    change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None),
+                    MediaKind::Audio,
+                ));
+                media.push((
+                    change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None),
+                    MediaKind::Video,
+                ));
+            }
+        }
+        let (offer, pending) = change
+            .apply()
+            .ok_or_else(|| SignalError::Sdp("nothing to offer".into()))?;
+        Ok(Offering {
+            rtc,
+            socket,
+            pending,
+            media,
+            started,
+            offer: offer.to_sdp_string(),
+        })
+    }
+
+    /// Apply the server's answer; `resource` names the session for the signaling that
+    /// made it (a URL for WHIP/WHEP).
+    pub fn accept(mut self, answer: &str, resource: String) -> Result<Joined, SignalError> {
+        let parsed =
+            SdpAnswer::from_sdp_string(answer).map_err(|e| SignalError::Sdp(e.to_string()))?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(self.pending, parsed)
+            .map_err(|e| SignalError::Sdp(e.to_string()))?;
+        Ok(Joined {
+            rtc: self.rtc,
+            socket: self.socket,
+            resource,
+            media: self.media,
+            started: self.started,
+            server_candidates: host_candidates(answer),
+            answer: answer.to_owned(),
+        })
+    }
+
+    /// When the offer was made.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+}
+
+/// Answer a server's offer (servers such as Janus offer to their subscribers): returns the
+/// client and the answer to send back. `started` is when the client began to join.
+pub fn answer_offer(
+    bind_ip: IpAddr,
+    offer: &str,
+    started: Instant,
+    resource: String,
+) -> Result<(Joined, String), SignalError> {
+    let (mut rtc, socket) = new_rtc(bind_ip)?;
+    let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| SignalError::Sdp(e.to_string()))?;
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(parsed)
+        .map_err(|e| SignalError::Sdp(e.to_string()))?
+        .to_sdp_string();
+    Ok((
+        Joined {
+            rtc,
+            socket,
+            resource,
+            // Learned from the `MediaAdded` events the client drains first.
+            media: Vec::new(),
+            started,
+            server_candidates: host_candidates(offer),
+            answer: answer.clone(),
+        },
+        answer,
+    ))
+}
+
+fn new_rtc(bind_ip: IpAddr) -> Result<(Rtc, UdpSocket), SignalError> {
     let socket =
         UdpSocket::bind(SocketAddr::new(bind_ip, 0)).map_err(|e| SignalError::Io(e.to_string()))?;
     let local = socket
@@ -96,43 +218,23 @@ pub async fn join(
         .build(Instant::now());
     let candidate = Candidate::host(local, "udp").map_err(|e| SignalError::Io(e.to_string()))?;
     rtc.add_local_candidate(candidate);
+    Ok((rtc, socket))
+}
 
-    let mut change = rtc.sdp_api();
-    let mut media = Vec::new();
-    match publish {
-        Some(spec) => {
-            if spec.audio {
-                media.push((
-                    change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None),
-                    MediaKind::Audio,
-                ));
-            }
-            if spec.video {
-                media.push((
-                    change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None),
-                    MediaKind::Video,
-                ));
-            }
-        }
-        None => {
-            media.push((
-                change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None),
-                MediaKind::Audio,
-            ));
-            media.push((
-                change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None),
-                MediaKind::Video,
-            ));
-        }
-    }
-    let (offer, pending) = change
-        .apply()
-        .ok_or_else(|| SignalError::Sdp("nothing to offer".into()))?;
-
+/// Create a session: `url` is the full WHIP or WHEP endpoint; `publish` selects sendonly
+/// (WHIP) media, `None` recvonly audio+video (WHEP).
+pub async fn join(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    bind_ip: IpAddr,
+    publish: Option<MediaSpec>,
+) -> Result<Joined, SignalError> {
+    let offering = Offering::new(bind_ip, publish)?;
     let mut req = http
         .post(url)
         .header("content-type", "application/sdp")
-        .body(offer.to_sdp_string());
+        .body(offering.offer.clone());
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -164,19 +266,7 @@ pub async fn join(
     let resource = resolve(url, &location);
     let text =
         std::str::from_utf8(&body).map_err(|_| SignalError::Sdp("answer is not UTF-8".into()))?;
-    let answer = SdpAnswer::from_sdp_string(text).map_err(|e| SignalError::Sdp(e.to_string()))?;
-    rtc.sdp_api()
-        .accept_answer(pending, answer)
-        .map_err(|e| SignalError::Sdp(e.to_string()))?;
-    Ok(Joined {
-        rtc,
-        socket,
-        resource,
-        media,
-        started,
-        server_candidates: host_candidates(text),
-        answer: text.to_owned(),
-    })
+    offering.accept(text, resource)
 }
 
 /// End a session.
@@ -219,7 +309,7 @@ pub fn host_candidates(sdp: &str) -> Vec<SocketAddr> {
 }
 
 /// Resolve a Location (absolute, or a path) against the endpoint URL.
-fn resolve(endpoint: &str, location: &str) -> String {
+pub(crate) fn resolve(endpoint: &str, location: &str) -> String {
     if location.starts_with("http://") || location.starts_with("https://") {
         return location.to_owned();
     }

@@ -11,14 +11,19 @@ pub const OPUS_FRAME_TICKS: u32 = 960;
 
 /// One Opus packet: a TOC byte (config 31 = CELT fullband 20 ms, one frame) and a body of
 /// `size` bytes in all, stamped.
-pub fn opus_packet(index: u32, sent_us: u64, size: usize) -> Vec<u8> {
+pub fn opus_packet(source: u32, index: u32, sent_us: u64, size: usize) -> Vec<u8> {
     let size = size.clamp(1 + STAMP_LEN, MAX_PAYLOAD);
     let mut p = vec![0u8; size];
     p[0] = 31 << 3;
     for (i, b) in p[1..size - STAMP_LEN].iter_mut().enumerate() {
         *b = (i as u8).wrapping_mul(31).wrapping_add(index as u8);
     }
-    Stamp { index, sent_us }.write(&mut p);
+    Stamp {
+        source,
+        index,
+        sent_us,
+    }
+    .write(&mut p);
     p
 }
 
@@ -29,6 +34,7 @@ pub fn opus_packet(index: u32, sent_us: u64, size: usize) -> Vec<u8> {
 pub fn vp8_frame(
     keyframe: bool,
     frame_bytes: usize,
+    source: u32,
     first_index: u32,
     sent_us: u64,
 ) -> Vec<Vec<u8>> {
@@ -56,7 +62,12 @@ pub fn vp8_frame(
                 }
             }
             let index = first_index.wrapping_add(i as u32);
-            Stamp { index, sent_us }.write(&mut p);
+            Stamp {
+                source,
+                index,
+                sent_us,
+            }
+            .write(&mut p);
             p
         })
         .collect()
@@ -73,12 +84,13 @@ mod tests {
 
     #[test]
     fn opus_packets_are_stamped() {
-        let p = opus_packet(5, 99, 80);
+        let p = opus_packet(3, 5, 99, 80);
         assert_eq!(p.len(), 80);
         assert_eq!(p[0], 0xf8);
         assert_eq!(
             Stamp::read(&p),
             Some(Stamp {
+                source: 3,
                 index: 5,
                 sent_us: 99
             })
@@ -87,7 +99,7 @@ mod tests {
 
     #[test]
     fn vp8_frames_split_and_mark_keyframes() {
-        let packets = vp8_frame(true, 5000, 10, 7);
+        let packets = vp8_frame(true, 5000, 1, 10, 7);
         assert!(packets.len() >= 5);
         assert_eq!(packets[0][0], 0x10, "S bit on the first packet");
         assert_eq!(packets[0][1] & 1, 0, "P bit clear: keyframe");
@@ -97,7 +109,7 @@ mod tests {
             assert!(p.len() <= MAX_PAYLOAD);
             assert_eq!(Stamp::read(p).unwrap().index, 10 + i as u32);
         }
-        let delta = vp8_frame(false, 500, 0, 0);
+        let delta = vp8_frame(false, 500, 1, 0, 0);
         assert_eq!(delta.len(), 1);
         assert_eq!(delta[0][1] & 1, 1, "P bit set: delta frame");
     }

@@ -1,4 +1,5 @@
-//! The `manifold` binary: `serve` runs the SFU, `token` mints access tokens.
+//! The `manifold` binary: `serve` runs the SFU, `token` mints access tokens, `loadgen`
+//! loads a server with real WebRTC clients.
 #![forbid(unsafe_code)]
 
 mod config;
@@ -33,6 +34,8 @@ enum Cmd {
     Serve(ServeArgs),
     /// Mint an access token with the configured key.
     Token(TokenArgs),
+    /// Load a server (this one, any WHIP/WHEP server, or Janus) with real WebRTC clients.
+    Loadgen(manifold_loadgen::cli::Args),
 }
 
 #[derive(Args)]
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Serve(args) => serve(args),
         Cmd::Token(args) => token(args),
+        Cmd::Loadgen(args) => manifold_loadgen::cli::main(args),
     }
 }
 

@@ -64,7 +64,7 @@ fn bad_requests_get_clear_errors_and_disturb_nothing() {
     let ahttp = reqwest::Client::new();
 
     // A live call first.
-    let mut engine = Engine::start(1).unwrap();
+    let engine = Engine::start(1).unwrap();
     let spec = MediaSpec {
         audio: true,
         video: true,

@@ -20,7 +20,7 @@ fn one_publisher_three_players() {
         .build()
         .unwrap();
     let http = reqwest::Client::new();
-    let mut engine = Engine::start(1).unwrap();
+    let engine = Engine::start(1).unwrap();
 
     let spec = MediaSpec {
         audio: true,

@@ -1,0 +1,825 @@
+//! The benchmark runner behind `bench/run.sh`: for each scenario and each server it starts
+//! the server, runs `manifold loadgen` against it at a fixed load, samples the server
+//! process's CPU time and RSS from /proc, and writes `<out>/<scenario>.json`, a Markdown
+//! table and PNG charts comparing the servers side by side.
+//!
+//! It expects to run inside the network namespace `bench/run.sh` makes (Janus gathers no
+//! candidates on loopback interfaces; the namespace's veth carries 127.0.0.2), and it
+//! sends traffic nowhere but loopback addresses.
+#![forbid(unsafe_code)]
+
+mod chart;
+mod proc;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::proc::{Sample, Sampler};
+
+/// Run the benchmark scenarios against Manifold and Janus.
+#[derive(Parser, Debug)]
+struct Args {
+    /// The `manifold` binary (server and loadgen).
+    #[arg(long)]
+    manifold: PathBuf,
+    /// Scenarios to run: a, b, c.
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c")]
+    scenarios: Vec<String>,
+    /// Servers to compare: manifold, janus.
+    #[arg(long, value_delimiter = ',', default_value = "manifold,janus")]
+    servers: Vec<String>,
+    /// Where results go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Scratch directory (server configs, logs, raw loadgen reports).
+    #[arg(long, default_value = "target/bench-work")]
+    work: PathBuf,
+    /// Seconds of steady load per run (after every client joined).
+    #[arg(long, default_value_t = 15)]
+    steady: u64,
+    /// A few seconds of scenario (a) at a tiny load, Manifold only, checked for sanity.
+    #[arg(long)]
+    smoke: bool,
+    /// Largest N of scenario (a).
+    #[arg(long, default_value_t = 300)]
+    max_subscribers: usize,
+    /// The Janus binary.
+    #[arg(long, default_value = "janus")]
+    janus: String,
+}
+
+/// One load point of a scenario.
+#[derive(Clone, Debug)]
+struct Step {
+    /// What the x axis shows (subscribers, rooms...).
+    x: usize,
+    label: String,
+    loadgen: Vec<String>,
+    /// Joins in the step (for the ramp's share of the duration).
+    joins: usize,
+}
+
+struct ScenarioDef {
+    id: &'static str,
+    title: &'static str,
+    x_label: &'static str,
+    steps: Vec<Step>,
+    /// Step up until loss passes 1% or the machine saturates.
+    stepped: bool,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Serialize)]
+struct RunResult {
+    server: String,
+    step: String,
+    x: usize,
+    ok: bool,
+    note: Option<String>,
+    participants: u64,
+    failed_joins: u64,
+    steady_s: f64,
+    forwarded_pps: f64,
+    forwarded_mbps: f64,
+    server_cpu_pct: f64,
+    loadgen_cpu_pct: f64,
+    machine_busy_pct: f64,
+    cpu_us_per_packet: Option<f64>,
+    rss_mb: f64,
+    rss_idle_mb: f64,
+    rss_kb_per_participant: Option<f64>,
+    loss_pct: f64,
+    latency_p50_ms: Option<f64>,
+    latency_p99_ms: Option<f64>,
+    join_p50_ms: Option<f64>,
+    join_p99_ms: Option<f64>,
+    freezes: u64,
+}
+
+/// Ramp rate of every run: joins per second.
+const RAMP: usize = 40;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = std::fs::create_dir_all(&args.work).and(std::fs::create_dir_all(&args.out)) {
+        eprintln!("manifold-bench: {e}");
+        return ExitCode::FAILURE;
+    }
+    chart::load_font();
+    let scenarios = scenarios(&args);
+    let servers: Vec<String> = if args.smoke {
+        vec!["manifold".into()]
+    } else {
+        args.servers.clone()
+    };
+    let mut all_ok = true;
+    let mut summary = String::new();
+    for sc in scenarios
+        .iter()
+        .filter(|s| args.smoke || args.scenarios.iter().any(|x| x == s.id))
+    {
+        let mut results = Vec::new();
+        for server in &servers {
+            for step in &sc.steps {
+                eprintln!(
+                    "== scenario {} ({}) · {server} · {}",
+                    sc.id, sc.title, step.label
+                );
+                let r = run_one(&args, server, sc, step);
+                eprintln!(
+                    "   {} pps forwarded, server CPU {:.1}% ({} µs/packet), loadgen CPU {:.1}%, loss {:.2}%, RSS {:.1} MB{}",
+                    r.forwarded_pps.round(),
+                    r.server_cpu_pct,
+                    r.cpu_us_per_packet
+                        .map_or("-".into(), |v| format!("{v:.2}")),
+                    r.loadgen_cpu_pct,
+                    r.loss_pct,
+                    r.rss_mb,
+                    r.note
+                        .as_deref()
+                        .map_or(String::new(), |n| format!(" [{n}]"))
+                );
+                // Saturation: server and loadgen together use (nearly) both cores. The
+                // machine-wide busy figure is not used: other work may share the machine.
+                let saturated = r.server_cpu_pct + r.loadgen_cpu_pct > 185.0;
+                let stop = sc.stepped && (r.loss_pct > 1.0 || saturated || !r.ok);
+                results.push(r);
+                if stop {
+                    eprintln!("   (stepping stops here for {server})");
+                    break;
+                }
+            }
+        }
+        let table = markdown(sc, &results);
+        summary += &format!("### ({}) {}\n\n{table}\n", sc.id, sc.title);
+        let json = serde_json::json!({
+            "scenario": sc.id,
+            "title": sc.title,
+            "x_label": sc.x_label,
+            "steady_seconds": args.steady,
+            "runs": results,
+        });
+        let base = args.out.join(sc.id);
+        let wrote = std::fs::write(
+            base.with_extension("json"),
+            serde_json::to_string_pretty(&json).unwrap_or_default(),
+        )
+        .and_then(|()| std::fs::write(base.with_extension("md"), &table));
+        if let Err(e) = wrote {
+            eprintln!("manifold-bench: cannot write results: {e}");
+            all_ok = false;
+        }
+        match chart::draw(&base.with_extension("png"), sc.title, sc.x_label, &results) {
+            Ok(()) => {}
+            Err(e) => eprintln!("manifold-bench: no chart for {}: {e}", sc.id),
+        }
+        if args.smoke {
+            for r in &results {
+                let sane = r.ok
+                    && r.loss_pct < 1.0
+                    && r.forwarded_pps > 0.0
+                    && r.cpu_us_per_packet.is_some_and(|v| v > 0.0)
+                    && r.rss_mb > 0.0;
+                if !sane {
+                    eprintln!("manifold-bench: smoke run is not sane: {r:#?}");
+                    all_ok = false;
+                }
+            }
+        }
+        all_ok &= results
+            .iter()
+            .all(|r| r.note.as_deref() != Some("server did not start"));
+    }
+    // The summary covers every scenario whose table is in the results folder, so running
+    // one scenario again keeps the others' rows.
+    if !args.smoke {
+        let mut tables: Vec<PathBuf> = std::fs::read_dir(&args.out)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        tables.retain(|p| {
+            p.extension().is_some_and(|e| e == "md")
+                && p.file_stem().is_some_and(|s| s != "summary")
+        });
+        tables.sort();
+        summary.clear();
+        for t in tables {
+            let id = t
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let title = scenarios
+                .iter()
+                .find(|s| s.id == id)
+                .map_or("", |s| s.title);
+            let body = std::fs::read_to_string(&t).unwrap_or_default();
+            summary += &format!("### ({id}) {title}\n\n{body}\n");
+        }
+    }
+    if let Err(e) = std::fs::write(args.out.join("summary.md"), &summary) {
+        eprintln!("manifold-bench: {e}");
+    }
+    println!("{summary}");
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn scenarios(args: &Args) -> Vec<ScenarioDef> {
+    let common = |rooms: usize, pubs: usize, subs: usize| -> Vec<String> {
+        [
+            "--rooms",
+            &rooms.to_string(),
+            "--publishers",
+            &pubs.to_string(),
+            "--subscribers",
+            &subs.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    if args.smoke {
+        return vec![ScenarioDef {
+            id: "smoke",
+            title: "smoke: 1 publisher → 2 subscribers",
+            x_label: "subscribers",
+            steps: vec![Step {
+                x: 2,
+                label: "N=2".into(),
+                loadgen: common(1, 1, 2),
+                joins: 3,
+            }],
+            stepped: false,
+        }];
+    }
+    let a_steps = [10usize, 25, 50, 100, 150, 200, 250, 300, 400, 500]
+        .into_iter()
+        .filter(|&n| n <= args.max_subscribers)
+        .map(|n| Step {
+            x: n,
+            label: format!("N={n}"),
+            loadgen: common(1, 1, n),
+            joins: n + 1,
+        })
+        .collect();
+    let (b_rooms, c_listeners) = (6, 250);
+    vec![
+        ScenarioDef {
+            id: "a",
+            title: "1 publisher (Opus + 1.5 Mbps VP8) → N subscribers",
+            x_label: "subscribers",
+            steps: a_steps,
+            stepped: true,
+        },
+        ScenarioDef {
+            id: "b",
+            title: "rooms of four, everyone publishing audio + 800 kbps video",
+            x_label: "rooms",
+            steps: vec![Step {
+                x: b_rooms,
+                label: format!("{b_rooms} rooms × 4"),
+                loadgen: [
+                    common(b_rooms, 4, 12),
+                    vec!["--video-bitrate".into(), "800k".into()],
+                ]
+                .concat(),
+                joins: b_rooms * 16,
+            }],
+            stepped: false,
+        },
+        ScenarioDef {
+            id: "c",
+            title: "audio only: 1 speaker → many listeners",
+            x_label: "listeners",
+            steps: vec![Step {
+                x: c_listeners,
+                label: format!("N={c_listeners}"),
+                loadgen: [common(1, 1, c_listeners), vec!["--audio-only".into()]].concat(),
+                joins: c_listeners + 1,
+            }],
+            stepped: false,
+        },
+    ]
+}
+
+/// A running server under test.
+struct Server {
+    child: Child,
+    loadgen_args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM first (both servers shut down cleanly on it), then make sure.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(args: &Args, server: &str, tag: &str) -> Result<Server, String> {
+    let log = args.work.join(format!("{tag}.server.log"));
+    let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    match server {
+        "manifold" => {
+            let mut child = Command::new(&args.manifold)
+                .args([
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:8080",
+                    "--media-bind",
+                    "127.0.0.1",
+                    "--announce-ip",
+                    "127.0.0.1",
+                    "--port-base",
+                    "40000",
+                    "--workers",
+                    "2",
+                    "--log-level",
+                    "warn",
+                ])
+                .env_remove("RUST_LOG")
+                // The default room limit (100 participants) would refuse scenario (a)'s
+                // larger steps; Janus has no such limit on subscribers.
+                .env("MANIFOLD_LIMITS__MAX_PARTICIPANTS_PER_ROOM", "100000")
+                .stdout(Stdio::piped())
+                .stderr(log_file)
+                .spawn()
+                .map_err(|e| format!("cannot start manifold: {e}"))?;
+            let stdout = child.stdout.take().ok_or("no stdout")?;
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if line.starts_with("manifold: listening on ") {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            let server = Server {
+                child,
+                loadgen_args: vec![
+                    "--target".into(),
+                    "whip-whep".into(),
+                    "--server".into(),
+                    "http://127.0.0.1:8080".into(),
+                ],
+                log,
+            };
+            rx.recv_timeout(Duration::from_secs(20))
+                .map_err(|_| format!("manifold did not start (see {})", server.log.display()))?;
+            Ok(server)
+        }
+        "janus" => {
+            let conf = janus_config(&args.work)?;
+            let child = Command::new(&args.janus)
+                .arg("-F")
+                .arg(&conf)
+                .arg("-C")
+                .arg(conf.join("janus.jcfg"))
+                .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+                .stderr(log_file)
+                .spawn()
+                .map_err(|e| format!("cannot start janus: {e}"))?;
+            let server = Server {
+                child,
+                loadgen_args: vec![
+                    "--target".into(),
+                    "janus".into(),
+                    "--janus-url".into(),
+                    "http://127.0.0.1:8088/janus".into(),
+                ],
+                log,
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if http_ok("127.0.0.1:8088", "/janus/info") {
+                    return Ok(server);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(format!(
+                "janus did not start (see {})",
+                server.log.display()
+            ))
+        }
+        other => Err(format!("unknown server {other}")),
+    }
+}
+
+/// Janus configuration for the benchmark: the VideoRoom plugin and the HTTP transport
+/// only, warnings-level logging (as Manifold's), host candidates on 127.0.0.x only.
+fn janus_config(work: &Path) -> Result<PathBuf, String> {
+    let dir = work.join("janus-conf");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let lib = [
+        "/usr/lib/x86_64-linux-gnu/janus",
+        "/usr/lib/aarch64-linux-gnu/janus",
+        "/usr/lib/janus",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).join("plugins").exists())
+    .ok_or("no Janus plugins folder (is the janus package installed?)")?;
+    let disable_plugins = [
+        "audiobridge",
+        "duktape",
+        "echotest",
+        "lua",
+        "nosip",
+        "recordplay",
+        "sip",
+        "streaming",
+        "textroom",
+        "videocall",
+        "voicemail",
+    ]
+    .map(|p| format!("libjanus_{p}.so"))
+    .join(",");
+    let disable_transports = ["mqtt", "nanomsg", "pfunix", "rabbitmq", "websockets"]
+        .map(|p| format!("libjanus_{p}.so"))
+        .join(",");
+    let main = format!(
+        r#"general: {{
+	configs_folder = "{conf}"
+	plugins_folder = "{lib}/plugins"
+	transports_folder = "{lib}/transports"
+	events_folder = "{lib}/events"
+	loggers_folder = "{lib}/loggers"
+	interface = "127.0.0.2"
+	debug_level = 3
+	admin_secret = "janusoverlord"
+}}
+certificates: {{
+}}
+media: {{
+	rtp_port_range = "20000-40000"
+}}
+nat: {{
+	nice_debug = false
+	ice_enforce_list = "127.0.0."
+}}
+plugins: {{
+	disable = "{disable_plugins}"
+}}
+transports: {{
+	disable = "{disable_transports}"
+}}
+loggers: {{
+	disable = "libjanus_jsonlog.so"
+}}
+events: {{
+	broadcast = false
+}}
+"#,
+        conf = dir.display()
+    );
+    let http = r#"general: {
+	json = "compact"
+	base_path = "/janus"
+	http = true
+	port = 8088
+	https = false
+}
+admin: {
+	admin_http = false
+}
+cors: {
+}
+"#;
+    let videoroom = "general: {\n}\n";
+    for (name, text) in [
+        ("janus.jcfg", main.as_str()),
+        ("janus.transport.http.jcfg", http),
+        ("janus.plugin.videoroom.jcfg", videoroom),
+    ] {
+        std::fs::write(dir.join(name), text).map_err(|e| e.to_string())?;
+    }
+    Ok(dir)
+}
+
+/// A GET that answers 200, over a bare TCP socket (no HTTP client needed for one probe).
+fn http_ok(addr: &str, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &addr.parse().expect("a literal socket address"),
+        Duration::from_millis(500),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    s.read(&mut buf).is_ok_and(|n| {
+        buf[..n].starts_with(b"HTTP/1.1 200") || buf[..n].starts_with(b"HTTP/1.0 200")
+    })
+}
+
+fn run_one(args: &Args, server_name: &str, sc: &ScenarioDef, step: &Step) -> RunResult {
+    let tag = format!("{}-{server_name}-{}", sc.id, step.x);
+    let mut result = RunResult {
+        server: server_name.into(),
+        step: step.label.clone(),
+        x: step.x,
+        ok: false,
+        note: None,
+        participants: 0,
+        failed_joins: 0,
+        steady_s: 0.0,
+        forwarded_pps: 0.0,
+        forwarded_mbps: 0.0,
+        server_cpu_pct: 0.0,
+        loadgen_cpu_pct: 0.0,
+        machine_busy_pct: 0.0,
+        cpu_us_per_packet: None,
+        rss_mb: 0.0,
+        rss_idle_mb: 0.0,
+        rss_kb_per_participant: None,
+        loss_pct: 0.0,
+        latency_p50_ms: None,
+        latency_p99_ms: None,
+        join_p50_ms: None,
+        join_p99_ms: None,
+        freezes: 0,
+    };
+    let server = match start_server(args, server_name, &tag) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("   {e}");
+            result.note = Some("server did not start".into());
+            return result;
+        }
+    };
+    let sampler = Sampler::start(server.child.id(), Duration::from_millis(250));
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = sampler.latest();
+
+    let steady = if args.smoke { 4 } else { args.steady };
+    // Ramp, connection set-up, one second of grace, then the steady part.
+    let duration = step.joins.div_ceil(RAMP) as u64 + 4 + steady;
+    let report_path = args.work.join(format!("{tag}.loadgen.json"));
+    let progress_log = args.work.join(format!("{tag}.loadgen.log"));
+    let child = Command::new(&args.manifold)
+        .arg("loadgen")
+        .args(&server.loadgen_args)
+        .args(&step.loadgen)
+        .args([
+            "--duration",
+            &format!("{duration}s"),
+            "--ramp",
+            &RAMP.to_string(),
+            "--threads",
+            "2",
+            "--report",
+        ])
+        .arg(&report_path)
+        .args(["--max-failure-ratio", "1"])
+        // Janus pairs no candidates with a client on lo's 127.0.0.1; 127.0.0.2 (on v0 in
+        // the namespace) works for both servers.
+        .args(["--bind-ip", "127.0.0.2"])
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::create(&progress_log)
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        )
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            result.note = Some(format!("loadgen did not run: {e}"));
+            return result;
+        }
+    };
+    // The loadgen's own CPU tells when the two cores the server shares with it saturate.
+    let loadgen_sampler = Sampler::start(child.id(), Duration::from_millis(250));
+    let _ = child.wait();
+    let loadgen_samples = loadgen_sampler.stop();
+    let samples = sampler.stop();
+    drop(server);
+    let report: Value = match std::fs::read_to_string(&report_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+    {
+        Some(v) => v,
+        None => {
+            result.note = Some("no loadgen report".into());
+            return result;
+        }
+    };
+    fill(&mut result, &report, &samples, idle.as_ref());
+    result.loadgen_cpu_pct = window_cpu_pct(&report, &loadgen_samples).unwrap_or(0.0);
+    result
+}
+
+/// CPU % of a sampled process over the report's steady window.
+fn window_cpu_pct(report: &Value, samples: &[Sample]) -> Option<f64> {
+    let from = report.pointer("/steady/from_unix_ms")?.as_u64()?;
+    let until = report.pointer("/steady/until_unix_ms")?.as_u64()?;
+    let window: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.unix_ms >= from && s.unix_ms <= until)
+        .collect();
+    let (first, last) = (window.first()?, window.last()?);
+    let secs = (last.unix_ms - first.unix_ms) as f64 / 1000.0;
+    (secs >= 1.0).then(|| round2(100.0 * (last.cpu_s - first.cpu_s) / secs))
+}
+
+/// Compute a run's figures from the loadgen report and the /proc samples.
+fn fill(r: &mut RunResult, report: &Value, samples: &[Sample], idle: Option<&Sample>) {
+    let f = |p: &str| report.pointer(p).and_then(Value::as_f64);
+    let u = |p: &str| report.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    r.participants = u("/aggregate/connected");
+    r.failed_joins = u("/aggregate/failed");
+    r.loss_pct = f("/aggregate/loss_pct").unwrap_or(0.0);
+    r.latency_p50_ms = f("/aggregate/latency_ms/p50");
+    r.latency_p99_ms = f("/aggregate/latency_ms/p99");
+    r.join_p50_ms = f("/aggregate/join_ms/p50");
+    r.join_p99_ms = f("/aggregate/join_ms/p99");
+    r.freezes = u("/aggregate/freezes");
+    r.steady_s = f("/steady/seconds").unwrap_or(0.0);
+    let from = u("/steady/from_unix_ms");
+    let until = u("/steady/until_unix_ms");
+    if r.steady_s <= 0.0 {
+        r.note = Some("no steady window".into());
+        return;
+    }
+    r.forwarded_pps = u("/steady/packets_received") as f64 / r.steady_s;
+    r.forwarded_mbps = u("/steady/bytes_received") as f64 * 8.0 / 1e6 / r.steady_s;
+    let window: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.unix_ms >= from && s.unix_ms <= until)
+        .collect();
+    let (Some(first), Some(last)) = (window.first(), window.last()) else {
+        r.note = Some("no CPU samples in the steady window".into());
+        return;
+    };
+    let secs = (last.unix_ms - first.unix_ms) as f64 / 1000.0;
+    if secs < 1.0 {
+        r.note = Some("steady window too short".into());
+        return;
+    }
+    let cpu_s = last.cpu_s - first.cpu_s;
+    r.server_cpu_pct = 100.0 * cpu_s / secs;
+    let busy = last.machine_busy_s - first.machine_busy_s;
+    let total = last.machine_total_s - first.machine_total_s;
+    r.machine_busy_pct = if total > 0.0 {
+        100.0 * busy / total
+    } else {
+        0.0
+    };
+    if r.forwarded_pps > 0.0 {
+        r.cpu_us_per_packet = Some(round2(cpu_s / secs * 1e6 / r.forwarded_pps));
+    }
+    let peak = window.iter().map(|s| s.rss_kb).max().unwrap_or(0);
+    r.rss_mb = round2(peak as f64 / 1024.0);
+    let idle_kb = idle.map_or(0, |s| s.rss_kb);
+    r.rss_idle_mb = round2(idle_kb as f64 / 1024.0);
+    if r.participants > 0 {
+        r.rss_kb_per_participant = Some(round2(
+            peak.saturating_sub(idle_kb) as f64 / r.participants as f64,
+        ));
+    }
+    r.ok = r.failed_joins == 0 && r.participants > 0;
+    if r.failed_joins > 0 {
+        r.note = Some(format!("{} failed joins", r.failed_joins));
+    }
+    r.server_cpu_pct = round2(r.server_cpu_pct);
+    r.machine_busy_pct = round2(r.machine_busy_pct);
+    r.forwarded_pps = r.forwarded_pps.round();
+    r.forwarded_mbps = round2(r.forwarded_mbps);
+}
+
+fn markdown(sc: &ScenarioDef, results: &[RunResult]) -> String {
+    let opt = |v: Option<f64>, d: usize| v.map_or("–".to_owned(), |v| format!("{v:.d$}"));
+    let mut t = String::from(
+        "| load | server | CPU µs / fwd packet | fwd packets/s | fwd Mbps | server CPU % | loadgen CPU % | RSS MB | RSS KB / participant | loss % | latency p50 / p99 ms | join p50 / p99 ms | failed joins | note |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    let mut rows: Vec<&RunResult> = results.iter().collect();
+    rows.sort_by(|a, b| a.x.cmp(&b.x).then(a.server.cmp(&b.server)));
+    for r in rows {
+        t += &format!(
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.3} | {} / {} | {} / {} | {} | {} |\n",
+            r.step,
+            r.server,
+            opt(r.cpu_us_per_packet, 2),
+            r.forwarded_pps,
+            r.forwarded_mbps,
+            r.server_cpu_pct,
+            r.loadgen_cpu_pct,
+            r.rss_mb,
+            opt(r.rss_kb_per_participant, 0),
+            r.loss_pct,
+            opt(r.latency_p50_ms, 1),
+            opt(r.latency_p99_ms, 1),
+            opt(r.join_p50_ms, 0),
+            opt(r.join_p99_ms, 0),
+            r.failed_joins,
+            r.note.as_deref().unwrap_or(""),
+        );
+    }
+    let _ = sc;
+    t
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(unix_ms: u64, cpu_s: f64, rss_kb: u64, busy: f64, total: f64) -> Sample {
+        Sample {
+            unix_ms,
+            cpu_s,
+            rss_kb,
+            machine_busy_s: busy,
+            machine_total_s: total,
+        }
+    }
+
+    #[test]
+    fn figures_come_from_the_steady_window() {
+        let report = serde_json::json!({
+            "steady": {"seconds": 10.0, "from_unix_ms": 1_000, "until_unix_ms": 11_000,
+                       "packets_received": 100_000, "bytes_received": 125_000_000},
+            "aggregate": {"connected": 11, "failed": 0, "loss_pct": 0.1,
+                          "latency_ms": {"p50": 1.0, "p99": 3.0},
+                          "join_ms": {"p50": 20.0, "p99": 40.0}, "freezes": 0}
+        });
+        let samples = [
+            sample(500, 0.0, 10_000, 0.0, 0.0),
+            sample(1_000, 1.0, 20_000, 1.0, 2.0),
+            sample(11_000, 3.0, 30_000, 11.0, 22.0), // 2 s of CPU over 10 s
+            sample(12_000, 9.0, 90_000, 20.0, 24.0),
+        ];
+        let mut r = RunResult {
+            server: "manifold".into(),
+            step: "N=10".into(),
+            x: 10,
+            ok: false,
+            note: None,
+            participants: 0,
+            failed_joins: 0,
+            steady_s: 0.0,
+            forwarded_pps: 0.0,
+            forwarded_mbps: 0.0,
+            server_cpu_pct: 0.0,
+            loadgen_cpu_pct: 0.0,
+            machine_busy_pct: 0.0,
+            cpu_us_per_packet: None,
+            rss_mb: 0.0,
+            rss_idle_mb: 0.0,
+            rss_kb_per_participant: None,
+            loss_pct: 0.0,
+            latency_p50_ms: None,
+            latency_p99_ms: None,
+            join_p50_ms: None,
+            join_p99_ms: None,
+            freezes: 0,
+        };
+        fill(&mut r, &report, &samples, Some(&samples[0]));
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.forwarded_pps, 10_000.0);
+        assert_eq!(r.forwarded_mbps, 100.0);
+        assert_eq!(r.server_cpu_pct, 20.0);
+        assert_eq!(r.machine_busy_pct, 50.0);
+        // 0.2 CPU-seconds per second over 10 000 packets per second.
+        assert_eq!(r.cpu_us_per_packet, Some(20.0));
+        assert_eq!(r.rss_mb, round2(30_000.0 / 1024.0));
+        assert_eq!(r.rss_kb_per_participant, Some(round2(20_000.0 / 11.0)));
+        let md = markdown(
+            &ScenarioDef {
+                id: "a",
+                title: "t",
+                x_label: "x",
+                steps: vec![],
+                stepped: true,
+            },
+            &[r],
+        );
+        assert!(md.contains("| N=10 | manifold | 20.00 | 10000 |"), "{md}");
+    }
+}

@@ -1,0 +1,509 @@
+//! One load run: join publishers then subscribers at the ramp rate, keep them running
+//! (churning subscribers if asked), print progress, stop at the duration, and report.
+//!
+//! Every wait is bounded by the run's end, so a run stops by itself whatever the server
+//! does; only the clean-up after it (DELETEs, Janus detaches) takes a few seconds more,
+//! and that is bounded too.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::sleep;
+
+use crate::client::{Client, ClientReport, MediaShape};
+use crate::engine::Engine;
+use crate::hist::Histogram;
+use crate::report::{Counters, Report, Steady, aggregate};
+use crate::signal::MediaSpec;
+use crate::target::{PublisherRef, Session, Target};
+
+/// Time given to packets in flight (and their retransmissions) after publishers stop.
+const SETTLE: Duration = Duration::from_millis(600);
+
+/// Longest the clean-up after a run may take.
+const CLEANUP: Duration = Duration::from_secs(8);
+
+/// Longest to wait for clients to connect before the steady window starts anyway.
+const CONNECT_WAIT: Duration = Duration::from_secs(20);
+
+/// What to run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Scenario {
+    /// Rooms.
+    pub rooms: usize,
+    /// Publishers per room.
+    pub publishers: usize,
+    /// Subscribers per room, spread round-robin over the room's publishers; each receives
+    /// one publisher's audio and video.
+    pub subscribers: usize,
+    /// Publish video besides audio.
+    pub video: bool,
+    /// Video bitrate, bits per second.
+    pub video_bitrate_bps: u32,
+    /// Video frames per second.
+    pub fps: u32,
+    /// Periodic keyframe interval, seconds (0: only on request).
+    pub keyframe_interval_s: f64,
+    /// Opus packet size, bytes.
+    pub audio_bytes: usize,
+    /// Whole run, ramp included.
+    #[serde(with = "secs")]
+    pub duration: Duration,
+    /// Joins started per second.
+    pub ramp_per_s: f64,
+    /// Subscriber leave-and-rejoin cycles per second once everyone joined (0: none).
+    pub churn_per_s: f64,
+    /// Engine threads.
+    pub threads: usize,
+    /// Joins in flight at once.
+    pub max_in_flight: usize,
+    /// Local address of the clients' sockets.
+    pub bind_ip: IpAddr,
+    /// Print a progress line every second.
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+impl Scenario {
+    fn shape(&self) -> MediaShape {
+        MediaShape {
+            video_bitrate_bps: self.video_bitrate_bps,
+            fps: self.fps,
+            keyframe_interval: (self.keyframe_interval_s > 0.0)
+                .then(|| Duration::from_secs_f64(self.keyframe_interval_s)),
+            audio_bytes: self.audio_bytes,
+        }
+    }
+
+    fn spec(&self) -> MediaSpec {
+        MediaSpec {
+            audio: true,
+            video: self.video,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, Session>,
+    /// Per room, the publishers that joined.
+    publishers: Vec<Vec<PublisherRef>>,
+    /// Live subscribers: label → the publisher they watch.
+    subscribers: Vec<(String, PublisherRef)>,
+    join_failures: Vec<String>,
+    /// Final reports of clients that left early (churn).
+    finished: Vec<ClientReport>,
+    attempts: u64,
+    churns: u64,
+}
+
+struct Ctx {
+    scenario: Scenario,
+    target: Target,
+    engine: Engine,
+    state: Mutex<State>,
+    permits: Semaphore,
+    /// Set when the run ends: joins still in flight then are dropped, not added.
+    stopping: AtomicBool,
+}
+
+/// Run `scenario` against `target`; blocks until the run and its clean-up are over.
+pub fn run(scenario: Scenario, target: Target) -> std::io::Result<Report> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let engine = Engine::start(scenario.threads)?;
+    let ctx = Arc::new(Ctx {
+        permits: Semaphore::new(scenario.max_in_flight.max(1)),
+        scenario,
+        target,
+        engine,
+        state: Mutex::new(State::default()),
+        stopping: AtomicBool::new(false),
+    });
+    Ok(runtime.block_on(drive(ctx)))
+}
+
+async fn drive(ctx: Arc<Ctx>) -> Report {
+    let started = Instant::now();
+    let started_unix_ms = unix_ms();
+    let end = tokio::time::Instant::now() + ctx.scenario.duration;
+    let sc = ctx.scenario.clone();
+
+    let progress = sc
+        .progress
+        .then(|| tokio::spawn(progress_loop(ctx.clone(), started)));
+    let mut steady_from: Option<(u64, Counters)> = None;
+
+    let main = async {
+        if let Err(e) = ctx.target.prepare(sc.rooms, sc.publishers).await {
+            eprintln!("loadgen: the target is not ready: {e}");
+            let mut st = ctx.state.lock().expect("not poisoned");
+            st.join_failures.push(format!("prepare_{}", e.reason()));
+            return;
+        }
+        ctx.state.lock().expect("not poisoned").publishers = vec![Vec::new(); sc.rooms];
+
+        // Publishers first: subscribers need something to subscribe to.
+        let mut joins = JoinSet::new();
+        let pace = pace(sc.ramp_per_s);
+        for r in 0..sc.rooms {
+            for i in 0..sc.publishers {
+                joins.spawn(join_publisher(ctx.clone(), r, i));
+                sleep(pace).await;
+            }
+        }
+        joins.join_all().await;
+        wait_connected(&ctx, Duration::from_secs(10)).await;
+
+        let mut joins = JoinSet::new();
+        for r in 0..sc.rooms {
+            for j in 0..sc.subscribers {
+                joins.spawn(join_subscriber(ctx.clone(), r, j, format!("r{r}-s{j}")));
+                sleep(pace).await;
+            }
+        }
+        joins.join_all().await;
+        wait_connected(&ctx, CONNECT_WAIT).await;
+        sleep(Duration::from_secs(1)).await;
+        steady_from = Some((unix_ms(), counters(&ctx)));
+
+        if sc.churn_per_s > 0.0 {
+            churn_loop(ctx.clone()).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = main => tokio::time::sleep_until(end).await,
+        () = tokio::time::sleep_until(end) => {}
+    }
+
+    // Stop: no more media, let what is in flight land, count, tear down.
+    let paused = {
+        // Under the state lock, so no join adds a client after this.
+        let _st = ctx.state.lock().expect("not poisoned");
+        ctx.stopping.store(true, Ordering::Relaxed);
+        ctx.engine.pause_publishers()
+    };
+    let until_ms = unix_ms();
+    let until = {
+        let st = ctx.state.lock().expect("not poisoned");
+        Counters::of(paused.iter().chain(&st.finished))
+    };
+    if let Some(p) = progress {
+        p.abort();
+    }
+    sleep(SETTLE).await;
+    let mut clients = ctx.engine.stop();
+    let _ = tokio::time::timeout(CLEANUP, cleanup(ctx.clone())).await;
+
+    let st = ctx.state.lock().expect("not poisoned");
+    clients.extend(st.finished.iter().cloned());
+    clients.sort_by(|a, b| a.label.cmp(&b.label));
+    let steady = match steady_from {
+        Some((from_ms, from)) if until_ms > from_ms => {
+            let d = until.since(&from);
+            Steady {
+                from_unix_ms: from_ms,
+                until_unix_ms: until_ms,
+                seconds: (until_ms - from_ms) as f64 / 1000.0,
+                packets_received: d.packets_received,
+                bytes_received: d.bytes_received,
+                packets_sent: d.packets_sent,
+                bytes_sent: d.bytes_sent,
+            }
+        }
+        _ => Steady::default(),
+    };
+    let mut aggregate = aggregate(&clients, &st.join_failures);
+    aggregate.attempts = aggregate.attempts.max(st.attempts);
+    let mut scenario = serde_json::to_value(&sc).unwrap_or_default();
+    scenario["target"] = ctx.target.name().into();
+    scenario["churn_cycles"] = st.churns.into();
+    Report {
+        target: ctx.target.name().into(),
+        scenario,
+        started_unix_ms,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        steady,
+        aggregate,
+        clients,
+    }
+}
+
+async fn join_publisher(ctx: Arc<Ctx>, room: usize, index: usize) {
+    let Ok(_permit) = ctx.permits.acquire().await else {
+        return;
+    };
+    let sc = &ctx.scenario;
+    let label = format!("r{room}-p{index}");
+    ctx.state.lock().expect("not poisoned").attempts += 1;
+    let result = ctx
+        .target
+        .publish(room, index, sc.spec(), sc.bind_ip)
+        .await
+        .and_then(|(joined, session, publisher)| {
+            let client = Client::publisher(label.clone(), joined, sc.shape())
+                .map_err(|e| crate::SignalError::Io(e.to_string()))?;
+            Ok((client, session, publisher))
+        });
+    let mut st = ctx.state.lock().expect("not poisoned");
+    if ctx.stopping.load(Ordering::Relaxed) {
+        // Too late: the run is over. The server ends the session when it times out.
+        st.attempts = st.attempts.saturating_sub(1);
+        return;
+    }
+    match result {
+        Ok((client, session, publisher)) => {
+            ctx.engine.add(client);
+            st.sessions.insert(label, session);
+            st.publishers[room].push(publisher);
+        }
+        Err(e) => {
+            tracing::debug!(%label, error = %e, "publisher join failed");
+            st.join_failures.push(e.reason());
+        }
+    }
+}
+
+async fn join_subscriber(ctx: Arc<Ctx>, room: usize, index: usize, label: String) {
+    let Ok(_permit) = ctx.permits.acquire().await else {
+        return;
+    };
+    let publisher = {
+        let mut st = ctx.state.lock().expect("not poisoned");
+        st.attempts += 1;
+        let mut pubs = st.publishers[room].clone();
+        pubs.sort_by_key(|p| p.index);
+        if pubs.is_empty() {
+            st.join_failures.push("no_publisher".into());
+            return;
+        }
+        pubs[index % pubs.len()].clone()
+    };
+    let result = ctx
+        .target
+        .subscribe(&publisher, ctx.scenario.bind_ip)
+        .await
+        .and_then(|(joined, session)| {
+            let client = Client::subscriber(label.clone(), joined)
+                .map_err(|e| crate::SignalError::Io(e.to_string()))?;
+            Ok((client, session))
+        });
+    let mut st = ctx.state.lock().expect("not poisoned");
+    if ctx.stopping.load(Ordering::Relaxed) {
+        // Too late: the run is over. The server ends the session when it times out.
+        st.attempts = st.attempts.saturating_sub(1);
+        return;
+    }
+    match result {
+        Ok((client, session)) => {
+            ctx.engine.add(client);
+            st.sessions.insert(label.clone(), session);
+            st.subscribers.push((label, publisher));
+        }
+        Err(e) => {
+            tracing::debug!(%label, error = %e, "subscriber join failed");
+            st.join_failures.push(e.reason());
+        }
+    }
+}
+
+/// Leave and rejoin one random subscriber at the churn rate, forever (the caller stops it).
+async fn churn_loop(ctx: Arc<Ctx>) {
+    let period = pace(ctx.scenario.churn_per_s);
+    loop {
+        sleep(period).await;
+        let picked = {
+            let mut st = ctx.state.lock().expect("not poisoned");
+            if st.subscribers.is_empty() {
+                continue;
+            }
+            let i = rand::random_range(0..st.subscribers.len());
+            let (label, publisher) = st.subscribers.swap_remove(i);
+            st.churns += 1;
+            let session = st.sessions.remove(&label);
+            (label, publisher, session)
+        };
+        let (label, publisher, session) = picked;
+        if let Some(report) = ctx.engine.remove(&label) {
+            ctx.state
+                .lock()
+                .expect("not poisoned")
+                .finished
+                .push(report);
+        }
+        if let Some(s) = session
+            && let Err(e) = ctx.target.leave(&s).await
+        {
+            tracing::debug!(%label, error = %e, "leave failed");
+        }
+        // r0-s3 → r0-s3.1 → r0-s3.2 ...
+        let (base, n) = match label.rsplit_once('.') {
+            Some((b, n)) => (b.to_owned(), n.parse::<u64>().unwrap_or(0) + 1),
+            None => (label.clone(), 1),
+        };
+        tokio::spawn(rejoin(ctx.clone(), publisher, format!("{base}.{n}")));
+    }
+}
+
+/// Join `label` as a new subscriber of `publisher` (the one it watched before leaving).
+async fn rejoin(ctx: Arc<Ctx>, publisher: PublisherRef, label: String) {
+    let Ok(_permit) = ctx.permits.acquire().await else {
+        return;
+    };
+    ctx.state.lock().expect("not poisoned").attempts += 1;
+    let result = ctx
+        .target
+        .subscribe(&publisher, ctx.scenario.bind_ip)
+        .await
+        .and_then(|(joined, session)| {
+            let client = Client::subscriber(label.clone(), joined)
+                .map_err(|e| crate::SignalError::Io(e.to_string()))?;
+            Ok((client, session))
+        });
+    let mut st = ctx.state.lock().expect("not poisoned");
+    if ctx.stopping.load(Ordering::Relaxed) {
+        // Too late: the run is over. The server ends the session when it times out.
+        st.attempts = st.attempts.saturating_sub(1);
+        return;
+    }
+    match result {
+        Ok((client, session)) => {
+            ctx.engine.add(client);
+            st.sessions.insert(label.clone(), session);
+            st.subscribers.push((label, publisher));
+        }
+        Err(e) => {
+            tracing::debug!(%label, error = %e, "rejoin failed");
+            st.join_failures.push(e.reason());
+        }
+    }
+}
+
+/// Wait until every client is connected or failed, at most `limit`.
+async fn wait_connected(ctx: &Ctx, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let reports = ctx.engine.snapshot();
+        if reports.iter().all(|r| r.connected || r.failure.is_some()) {
+            return;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn counters(ctx: &Ctx) -> Counters {
+    let live = ctx.engine.snapshot();
+    let st = ctx.state.lock().expect("not poisoned");
+    Counters::of(live.iter().chain(&st.finished))
+}
+
+async fn progress_loop(ctx: Arc<Ctx>, started: Instant) {
+    let tty = std::io::stderr().is_terminal();
+    let mut last = Counters::default();
+    let mut last_t = Instant::now();
+    loop {
+        sleep(Duration::from_secs(1)).await;
+        let live = ctx.engine.snapshot();
+        let (c, failed_joins, attempts) = {
+            let st = ctx.state.lock().expect("not poisoned");
+            (
+                Counters::of(live.iter().chain(&st.finished)),
+                st.join_failures.len(),
+                st.attempts,
+            )
+        };
+        let now = Instant::now();
+        let dt = now.duration_since(last_t).as_secs_f64().max(0.001);
+        let d = c.since(&last);
+        last = c;
+        last_t = now;
+        let connected = live
+            .iter()
+            .filter(|r| r.connected && r.failure.is_none())
+            .count();
+        let failed = failed_joins + live.iter().filter(|r| r.failure.is_some()).count();
+        let mut lat = Histogram::new();
+        for r in live.iter().filter(|r| r.role == "subscriber") {
+            lat.merge(&r.audio.latency);
+            lat.merge(&r.video.latency);
+        }
+        let ms = |q| {
+            lat.quantile(q)
+                .map_or("-".into(), |v| format!("{:.1}", v as f64 / 1000.0))
+        };
+        let loss = 100.0 * c.gaps as f64 / (c.packets_received + c.gaps).max(1) as f64;
+        let line = format!(
+            "[{:>5.1}s] connected {connected}/{attempts} failed {failed} | in {:.1} Mbps out {:.1} Mbps | loss {loss:.2}% | latency p50 {} p99 {} ms",
+            started.elapsed().as_secs_f64(),
+            d.bytes_received as f64 * 8.0 / 1e6 / dt,
+            d.bytes_sent as f64 * 8.0 / 1e6 / dt,
+            ms(0.5),
+            ms(0.99),
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = if tty {
+            write!(err, "\r{line}\x1b[K")
+        } else {
+            writeln!(err, "{line}")
+        };
+    }
+}
+
+async fn cleanup(ctx: Arc<Ctx>) {
+    let sessions: Vec<Session> = ctx
+        .state
+        .lock()
+        .expect("not poisoned")
+        .sessions
+        .drain()
+        .map(|(_, s)| s)
+        .collect();
+    let mut set = JoinSet::new();
+    for s in sessions {
+        let ctx = ctx.clone();
+        set.spawn(async move {
+            let Ok(_permit) = ctx.permits.acquire().await else {
+                return;
+            };
+            let _ = ctx.target.leave(&s).await;
+        });
+    }
+    set.join_all().await;
+    ctx.target.finish().await;
+    if std::io::stderr().is_terminal() && ctx.scenario.progress {
+        eprintln!();
+    }
+}
+
+fn pace(per_s: f64) -> Duration {
+    if per_s > 0.0 {
+        Duration::from_secs_f64(1.0 / per_s)
+    } else {
+        Duration::ZERO
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
