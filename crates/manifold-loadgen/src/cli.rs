@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args as ClapArgs, ValueEnum};
 
 use crate::janus::Janus;
+use crate::room::RoomTarget;
 use crate::run::{Scenario, run};
 use crate::target::{Target, WhipWhep, is_loopback_url};
 
@@ -18,6 +19,8 @@ pub enum TargetKind {
     WhipWhep,
     /// The Janus VideoRoom plugin over the Janus HTTP API.
     Janus,
+    /// Manifold's WebSocket room protocol at `<server>/rtc`.
+    Room,
 }
 
 /// Run many real WebRTC clients against a server and report what they measured.
@@ -171,6 +174,16 @@ pub fn prepare(args: &Args) -> Result<(Scenario, Target), String> {
                 args.room_prefix.clone(),
             ))
         }
+        TargetKind::Room => {
+            if !is_loopback_url(&args.server) {
+                return Err(format!("{} is not a loopback URL", args.server));
+            }
+            Target::Room(RoomTarget::new(
+                &args.server,
+                args.token.clone(),
+                args.room_prefix.clone(),
+            ))
+        }
         TargetKind::Janus => {
             if !is_loopback_url(&args.janus_url) {
                 return Err(format!("{} is not a loopback URL", args.janus_url));
@@ -320,6 +333,9 @@ mod tests {
             .is_err()
         );
         assert!(prepare(&parse(&["--target", "janus"])).is_ok());
+        let (_, room) = prepare(&parse(&["--target", "room"])).unwrap();
+        assert_eq!(room.name(), "room");
+        assert!(prepare(&parse(&["--target", "room", "--server", "http://10.1.1.1"])).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod hist;
 pub mod janus;
 pub mod report;
+pub mod room;
 pub mod run;
 pub mod signal;
 pub mod stamp;

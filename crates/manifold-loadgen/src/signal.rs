@@ -204,7 +204,7 @@ pub fn answer_offer(
     ))
 }
 
-fn new_rtc(bind_ip: IpAddr) -> Result<(Rtc, UdpSocket), SignalError> {
+pub(crate) fn new_rtc(bind_ip: IpAddr) -> Result<(Rtc, UdpSocket), SignalError> {
     let socket =
         UdpSocket::bind(SocketAddr::new(bind_ip, 0)).map_err(|e| SignalError::Io(e.to_string()))?;
     let local = socket

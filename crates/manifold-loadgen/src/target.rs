@@ -2,13 +2,14 @@
 //! "publisher `i` of room `r`" and "a subscriber of that publisher" into a negotiated client
 //! ([`Joined`]) and a [`Session`] to end later; the media engine does not care which.
 //!
-//! Targets: any WHIP + WHEP server (URL templates) and the Janus VideoRoom plugin over the
-//! Janus HTTP API. Manifold's own room protocol is meant to be one more variant here.
+//! Targets: any WHIP + WHEP server (URL templates), the Janus VideoRoom plugin over the
+//! Janus HTTP API, and Manifold's own room protocol.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::janus::Janus;
+use crate::room::{RoomSession, RoomTarget};
 use crate::signal::{self, Joined, MediaSpec, SignalError};
 
 /// How long one join may take (HTTP exchanges included) before it counts as a timeout.
@@ -20,6 +21,8 @@ pub enum Target {
     WhipWhep(WhipWhep),
     /// Janus VideoRoom over HTTP.
     Janus(Janus),
+    /// Manifold's room protocol over a WebSocket.
+    Room(RoomTarget),
 }
 
 /// A publisher as subscribers need to name it.
@@ -33,6 +36,8 @@ pub struct PublisherRef {
     pub name: String,
     /// The server's own id for the publisher (Janus feed id).
     pub feed: Option<u64>,
+    /// Its track ids (room protocol).
+    pub tracks: Vec<String>,
 }
 
 /// A joined session, to end when the client leaves.
@@ -42,6 +47,8 @@ pub enum Session {
     Http(String),
     /// A Janus plugin handle (detach ends it).
     Janus(u64),
+    /// A room-protocol socket (leave ends it).
+    Room(RoomSession),
 }
 
 /// WHIP and WHEP endpoints as URL templates: `{room}` becomes the room name and
@@ -88,6 +95,7 @@ impl Target {
         match self {
             Target::WhipWhep(_) => "whip-whep",
             Target::Janus(_) => "janus",
+            Target::Room(_) => "room",
         }
     }
 
@@ -95,7 +103,7 @@ impl Target {
     /// its session and rooms here).
     pub async fn prepare(&self, rooms: usize, publishers: usize) -> Result<(), SignalError> {
         match self {
-            Target::WhipWhep(_) => Ok(()),
+            Target::WhipWhep(_) | Target::Room(_) => Ok(()),
             Target::Janus(j) => j.prepare(rooms, publishers).await,
         }
     }
@@ -126,8 +134,21 @@ impl Target {
                     index,
                     name,
                     feed: None,
+                    tracks: Vec::new(),
                 };
                 Ok((joined, session, publisher))
+            }
+            Target::Room(r) => {
+                let (joined, session, tracks) =
+                    timed(r.publish(room, &name, spec, bind_ip)).await?;
+                let publisher = PublisherRef {
+                    room,
+                    index,
+                    name,
+                    feed: None,
+                    tracks,
+                };
+                Ok((joined, Session::Room(session), publisher))
             }
             Target::Janus(j) => {
                 let (joined, handle, feed) = timed(j.publish(room, &name, spec, bind_ip)).await?;
@@ -136,6 +157,7 @@ impl Target {
                     index,
                     name,
                     feed: Some(feed),
+                    tracks: Vec::new(),
                 };
                 Ok((joined, Session::Janus(handle), publisher))
             }
@@ -169,6 +191,12 @@ impl Target {
                 let (joined, handle) = timed(j.subscribe(publisher.room, feed, bind_ip)).await?;
                 Ok((joined, Session::Janus(handle)))
             }
+            Target::Room(r) => {
+                let name = format!("{}-s{:08x}", publisher.name, rand::random::<u32>());
+                let (joined, session) =
+                    timed(r.subscribe(publisher.room, &name, &publisher.tracks, bind_ip)).await?;
+                Ok((joined, Session::Room(session)))
+            }
         }
     }
 
@@ -179,6 +207,10 @@ impl Target {
                 timed(signal::leave(&w.http, url, w.token.as_deref())).await
             }
             (Target::Janus(j), Session::Janus(handle)) => timed(j.detach(*handle)).await,
+            (Target::Room(_), Session::Room(session)) => {
+                session.leave();
+                Ok(())
+            }
             _ => Err(SignalError::Protocol("session of another target".into())),
         }
     }

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use common::Server;
+use manifold_loadgen::room::RoomTarget;
 use manifold_loadgen::{Scenario, Target, WhipWhep, run};
 
 #[test]
@@ -60,6 +61,36 @@ fn two_publishers_four_subscribers() {
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["clients"].as_array().unwrap().len(), 6);
     assert_eq!(json["aggregate"]["failed"], 0);
+}
+
+#[test]
+fn the_room_protocol_target() {
+    let server = Server::start(&[], &[]);
+    let target = Target::Room(RoomTarget::new(&server.base, None, "lg-room-".into()));
+    let scenario = Scenario {
+        rooms: 1,
+        publishers: 2,
+        subscribers: 4,
+        video: true,
+        video_bitrate_bps: 500_000,
+        fps: 30,
+        keyframe_interval_s: 0.0,
+        audio_bytes: 80,
+        duration: Duration::from_secs(6),
+        ramp_per_s: 20.0,
+        churn_per_s: 0.0,
+        threads: 1,
+        max_in_flight: 4,
+        bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        progress: false,
+    };
+    let report = run(scenario, target).expect("run");
+    println!("{}", report.summary());
+    let a = &report.aggregate;
+    assert_eq!(a.failed, 0, "failures: {:?}", a.failures);
+    assert_eq!((a.publishers, a.subscribers), (2, 4));
+    assert_eq!(a.streams, 8, "every subscriber got audio and video");
+    assert!(a.loss_pct < 1.0, "loss {}%", a.loss_pct);
 }
 
 #[test]
