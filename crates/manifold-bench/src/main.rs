@@ -103,6 +103,37 @@ struct RunResult {
     freezes: u64,
 }
 
+impl RunResult {
+    /// A run that measured nothing yet (and is not `ok`).
+    fn empty(server: &str, step: &str, x: usize) -> Self {
+        Self {
+            server: server.into(),
+            step: step.into(),
+            x,
+            ok: false,
+            note: None,
+            participants: 0,
+            failed_joins: 0,
+            steady_s: 0.0,
+            forwarded_pps: 0.0,
+            forwarded_mbps: 0.0,
+            server_cpu_pct: 0.0,
+            loadgen_cpu_pct: 0.0,
+            machine_busy_pct: 0.0,
+            cpu_us_per_packet: None,
+            rss_mb: 0.0,
+            rss_idle_mb: 0.0,
+            rss_kb_per_participant: None,
+            loss_pct: 0.0,
+            latency_p50_ms: None,
+            latency_p99_ms: None,
+            join_p50_ms: None,
+            join_p99_ms: None,
+            freezes: 0,
+        }
+    }
+}
+
 /// Ramp rate of every run: joins per second.
 const RAMP: usize = 40;
 
@@ -536,31 +567,7 @@ fn http_ok(addr: &str, path: &str) -> bool {
 
 fn run_one(args: &Args, server_name: &str, sc: &ScenarioDef, step: &Step) -> RunResult {
     let tag = format!("{}-{server_name}-{}", sc.id, step.x);
-    let mut result = RunResult {
-        server: server_name.into(),
-        step: step.label.clone(),
-        x: step.x,
-        ok: false,
-        note: None,
-        participants: 0,
-        failed_joins: 0,
-        steady_s: 0.0,
-        forwarded_pps: 0.0,
-        forwarded_mbps: 0.0,
-        server_cpu_pct: 0.0,
-        loadgen_cpu_pct: 0.0,
-        machine_busy_pct: 0.0,
-        cpu_us_per_packet: None,
-        rss_mb: 0.0,
-        rss_idle_mb: 0.0,
-        rss_kb_per_participant: None,
-        loss_pct: 0.0,
-        latency_p50_ms: None,
-        latency_p99_ms: None,
-        join_p50_ms: None,
-        join_p99_ms: None,
-        freezes: 0,
-    };
+    let mut result = RunResult::empty(server_name, &step.label, step.x);
     let server = match start_server(args, server_name, &tag) {
         Ok(s) => s,
         Err(e) => {
@@ -775,31 +782,7 @@ mod tests {
             sample(11_000, 3.0, 30_000, 11.0, 22.0), // 2 s of CPU over 10 s
             sample(12_000, 9.0, 90_000, 20.0, 24.0),
         ];
-        let mut r = RunResult {
-            server: "manifold".into(),
-            step: "N=10".into(),
-            x: 10,
-            ok: false,
-            note: None,
-            participants: 0,
-            failed_joins: 0,
-            steady_s: 0.0,
-            forwarded_pps: 0.0,
-            forwarded_mbps: 0.0,
-            server_cpu_pct: 0.0,
-            loadgen_cpu_pct: 0.0,
-            machine_busy_pct: 0.0,
-            cpu_us_per_packet: None,
-            rss_mb: 0.0,
-            rss_idle_mb: 0.0,
-            rss_kb_per_participant: None,
-            loss_pct: 0.0,
-            latency_p50_ms: None,
-            latency_p99_ms: None,
-            join_p50_ms: None,
-            join_p99_ms: None,
-            freezes: 0,
-        };
+        let mut r = RunResult::empty("manifold", "N=10", 10);
         fill(&mut r, &report, &samples, Some(&samples[0]));
         assert!(r.ok, "{r:?}");
         assert_eq!(r.forwarded_pps, 10_000.0);

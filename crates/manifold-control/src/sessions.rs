@@ -207,14 +207,7 @@ pub async fn session_delete(
     Query(query): Query<SessionQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (id, entry) = find_session(&state, &room, &session)?;
-    authorize(
-        &state,
-        &headers,
-        query.access_token.as_deref(),
-        &entry.room,
-        entry.kind,
-    )?;
+    let (id, entry) = find_session(&state, &room, &session, &headers, &query)?;
     state.tell(
         entry.worker,
         Command::Leave {
@@ -235,14 +228,7 @@ pub async fn session_patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (id, entry) = find_session(&state, &room, &session)?;
-    authorize(
-        &state,
-        &headers,
-        query.access_token.as_deref(),
-        &entry.room,
-        entry.kind,
-    )?;
+    let (id, entry) = find_session(&state, &room, &session, &headers, &query)?;
     require_content_type(&headers, SDP_FRAG)?;
     if let Some(tag) = headers.get(header::IF_MATCH) {
         let tag = tag.to_str().unwrap_or("").trim();
@@ -311,10 +297,14 @@ pub async fn options() -> Response {
     r
 }
 
+/// The WHIP/WHEP session at `/{room}/{session}`, if it exists (404) and the request's token
+/// may touch it (401/403).
 fn find_session(
     state: &AppState,
     room: &str,
     session: &str,
+    headers: &HeaderMap,
+    query: &SessionQuery,
 ) -> Result<(ParticipantId, SessionEntry), ApiError> {
     let not_found = || ApiError::NotFound(format!("no session {session} in room {room}"));
     let id: ParticipantId = session.parse().map_err(|_| not_found())?;
@@ -323,6 +313,13 @@ fn find_session(
     if entry.room.as_str() != room || entry.kind == SessionKind::Room {
         return Err(not_found());
     }
+    authorize(
+        state,
+        headers,
+        query.access_token.as_deref(),
+        &entry.room,
+        entry.kind,
+    )?;
     Ok((id, entry))
 }
 

@@ -298,32 +298,7 @@ async fn join_subscriber(ctx: Arc<Ctx>, room: usize, index: usize, label: String
         }
         pubs[index % pubs.len()].clone()
     };
-    let result = ctx
-        .target
-        .subscribe(&publisher, ctx.scenario.bind_ip)
-        .await
-        .and_then(|(joined, session)| {
-            let client = Client::subscriber(label.clone(), joined)
-                .map_err(|e| crate::SignalError::Io(e.to_string()))?;
-            Ok((client, session))
-        });
-    let mut st = ctx.state.lock().expect("not poisoned");
-    if ctx.stopping.load(Ordering::Relaxed) {
-        // Too late: the run is over. The server ends the session when it times out.
-        st.attempts = st.attempts.saturating_sub(1);
-        return;
-    }
-    match result {
-        Ok((client, session)) => {
-            ctx.engine.add(client);
-            st.sessions.insert(label.clone(), session);
-            st.subscribers.push((label, publisher));
-        }
-        Err(e) => {
-            tracing::debug!(%label, error = %e, "subscriber join failed");
-            st.join_failures.push(e.reason());
-        }
-    }
+    subscribe_as(&ctx, publisher, label).await;
 }
 
 /// Leave and rejoin one random subscriber at the churn rate, forever (the caller stops it).
@@ -370,6 +345,12 @@ async fn rejoin(ctx: Arc<Ctx>, publisher: PublisherRef, label: String) {
         return;
     };
     ctx.state.lock().expect("not poisoned").attempts += 1;
+    subscribe_as(&ctx, publisher, label).await;
+}
+
+/// Subscribe `label` to `publisher` (an attempt already counted) and hand the client to the
+/// media engine, or count the failure by reason.
+async fn subscribe_as(ctx: &Ctx, publisher: PublisherRef, label: String) {
     let result = ctx
         .target
         .subscribe(&publisher, ctx.scenario.bind_ip)
@@ -392,7 +373,7 @@ async fn rejoin(ctx: Arc<Ctx>, publisher: PublisherRef, label: String) {
             st.subscribers.push((label, publisher));
         }
         Err(e) => {
-            tracing::debug!(%label, error = %e, "rejoin failed");
+            tracing::debug!(%label, error = %e, "subscriber join failed");
             st.join_failures.push(e.reason());
         }
     }

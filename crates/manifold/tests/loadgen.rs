@@ -11,16 +11,9 @@ use common::Server;
 use manifold_loadgen::room::RoomTarget;
 use manifold_loadgen::{Scenario, Target, WhipWhep, run};
 
-#[test]
-fn two_publishers_four_subscribers() {
-    let server = Server::start(&[], &[]);
-    let target = Target::WhipWhep(WhipWhep::new(
-        server.url("/whip/{room}?identity={publisher}"),
-        server.url("/whep/{room}/{publisher}"),
-        None,
-        "lg-test-".into(),
-    ));
-    let scenario = Scenario {
+/// One room, two publishers (audio + 500 kbps video), four subscribers, six seconds.
+fn two_publishers_four_subscribers_scenario() -> Scenario {
+    Scenario {
         rooms: 1,
         publishers: 2,
         subscribers: 4,
@@ -36,8 +29,19 @@ fn two_publishers_four_subscribers() {
         max_in_flight: 4,
         bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         progress: false,
-    };
-    let report = run(scenario, target).expect("run");
+    }
+}
+
+#[test]
+fn two_publishers_four_subscribers() {
+    let server = Server::start(&[], &[]);
+    let target = Target::WhipWhep(WhipWhep::new(
+        server.url("/whip/{room}?identity={publisher}"),
+        server.url("/whep/{room}/{publisher}"),
+        None,
+        "lg-test-".into(),
+    ));
+    let report = run(two_publishers_four_subscribers_scenario(), target).expect("run");
     println!("{}", report.summary());
     let a = &report.aggregate;
     assert_eq!(a.attempts, 6, "{:#?}", a);
@@ -67,24 +71,7 @@ fn two_publishers_four_subscribers() {
 fn the_room_protocol_target() {
     let server = Server::start(&[], &[]);
     let target = Target::Room(RoomTarget::new(&server.base, None, "lg-room-".into()));
-    let scenario = Scenario {
-        rooms: 1,
-        publishers: 2,
-        subscribers: 4,
-        video: true,
-        video_bitrate_bps: 500_000,
-        fps: 30,
-        keyframe_interval_s: 0.0,
-        audio_bytes: 80,
-        duration: Duration::from_secs(6),
-        ramp_per_s: 20.0,
-        churn_per_s: 0.0,
-        threads: 1,
-        max_in_flight: 4,
-        bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        progress: false,
-    };
-    let report = run(scenario, target).expect("run");
+    let report = run(two_publishers_four_subscribers_scenario(), target).expect("run");
     println!("{}", report.summary());
     let a = &report.aggregate;
     assert_eq!(a.failed, 0, "failures: {:?}", a.failures);
