@@ -1,7 +1,7 @@
 //! WHIP (RFC 9725) and WHEP: create a session from an SDP offer, end it with DELETE, trickle
 //! candidates or restart ICE with PATCH.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -378,13 +378,39 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if let Some(n) = declared.filter(|&n| n > limit as u64) {
+        // Read (and drop) a moderately oversized body before answering: a client still
+        // writing it when the connection closes gets a reset instead of the 413.
+        if n <= DRAIN_BYTES {
+            discard(body, DRAIN_BYTES).await;
+        }
         return Err(too_large());
     }
     // Without (or despite) a Content-Length, reading stops at the limit.
     axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| too_large())
+}
+
+/// The largest oversized body read to the end so that its sender sees the 413.
+const DRAIN_BYTES: u64 = 4 << 20;
+/// How long that reading may take.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Read and drop up to `cap` bytes of `body`, for at most [`DRAIN_TIME`]; nothing is kept.
+async fn discard(body: Body, cap: u64) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len() as u64;
+            if seen > cap {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn ice_ufrag(sdp: &str) -> Option<String> {

@@ -241,6 +241,8 @@ pub struct Shard {
     pub(crate) next_track: u64,
     // Reused scratch space for timer processing.
     pub(crate) due: Vec<PKey>,
+    // STUN message integrity, checked here for requests the `Rtc` would take on trust.
+    pub(crate) stun_hmac: &'static dyn str0m::crypto::Sha1HmacProvider,
 }
 
 impl Shard {
@@ -265,6 +267,7 @@ impl Shard {
             },
             next_track: u64::from(shard_index) << 48,
             due: Vec::new(),
+            stun_hmac: str0m::crypto::from_feature_flags().sha1_hmac_provider,
         }
     }
 
@@ -381,7 +384,8 @@ impl Shard {
         let accepted =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.rtc.accepts(&input)))
                 .unwrap_or(false);
-        if !accepted {
+        if !accepted || (class == PacketClass::Stun && !stun_authentic(p, contents, self.stun_hmac))
+        {
             counters.drop(DropReason::Rejected);
             return;
         }
@@ -1202,6 +1206,30 @@ impl Shard {
         }
         Some(p.room)
     }
+}
+
+/// Whether a STUN datagram `accepts()` let through may reach the participant's `Rtc`: a
+/// binding request must carry the integrity of the session's current ICE password.
+/// `accepts()` skips that check for datagrams from the nominated address, and the `Rtc` then
+/// drops a forged request without a trace; checking here counts it as `rejected`. Other
+/// STUN (indications, which carry no integrity) is left to the `Rtc`.
+fn stun_authentic(
+    p: &mut Participant,
+    contents: &[u8],
+    hmac: &'static dyn str0m::crypto::Sha1HmacProvider,
+) -> bool {
+    let Ok(message) = str0m::ice::StunMessage::parse(contents) else {
+        return false;
+    };
+    if !message.is_binding_request() {
+        return true;
+    }
+    // A clone of two short strings, once per request (consent checks come every few
+    // seconds): STUN is not the media path.
+    let local = p.rtc.direct_api().local_ice_credentials();
+    message.verify(local.pass.as_bytes(), |key, parts| {
+        hmac.sha1_hmac(key, parts)
+    })
 }
 
 /// Decide for one kept packet and one subscriber, and write it to the subscriber's `Rtc` if

@@ -1,6 +1,7 @@
 //! Hostile input during a live call: garbage of every shape from strangers and from the
-//! participants' own addresses, STUN that names a real session without its password, RTP for
-//! SSRCs nobody owns, a 65 KB datagram. Nothing panics, every drop is counted under its
+//! participants' own addresses, STUN that names a real session without its password (from
+//! strangers and from the participants' own addresses), RTP for SSRCs nobody owns, a 65 KB
+//! datagram. Nothing panics, every drop is counted under its
 //! reason, the call goes on at the same rate. And a participant whose `Rtc` panics is
 //! removed alone.
 
@@ -64,16 +65,23 @@ fn garbage_is_dropped_and_counted_and_the_call_goes_on() {
                     (who, d)
                 }
                 // STUN naming a real session (right ufrags) without its password, from a
-                // stranger: the address must not be learned.
+                // stranger (the address must not be learned) or from the participant's own
+                // address (where the Rtc itself would take it on trust).
                 3 => {
                     let c = &h.clients[[p, s1, s2][h.rng.below(3) as usize]];
                     let username = format!("{}:{}", c.server_ufrag, c.client_ufrag);
+                    let own = c.addr;
                     let mut tx = [0u8; 12];
                     h.rng.fill(&mut tx);
                     let mut mi = [0u8; 20];
                     h.rng.fill(&mut mi);
                     let d = stun_binding_request(&username, tx, mi);
-                    (random_addr(&mut h), d)
+                    let from = if round % 2 == 0 {
+                        own
+                    } else {
+                        random_addr(&mut h)
+                    };
+                    (from, d)
                 }
                 // RTP for an SSRC nobody owns, from the publisher and from a player.
                 4 | 5 => {
@@ -108,7 +116,7 @@ fn garbage_is_dropped_and_counted_and_the_call_goes_on() {
             let class = manifold_rtp::classify(&datagram);
             match (kind, class, from_stranger) {
                 (_, PacketClass::Unknown, _) => expect_malformed += 1,
-                (3, PacketClass::Stun, true) => expect_rejected += 1,
+                (3, PacketClass::Stun, _) => expect_rejected += 1,
                 (_, _, true) => expect_unknown_source += 1,
                 (4 | 5, PacketClass::Rtp, false) => expect_unknown_ssrc += 1,
                 _ => {}
