@@ -382,7 +382,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         // Read (and drop) a moderately oversized body before answering: a client still
         // writing it when the connection closes gets a reset instead of the 413.
         if n <= DRAIN_BYTES {
-            discard(body, DRAIN_BYTES).await;
+            discard(body).await;
         }
         return Err(too_large());
     }
@@ -397,15 +397,16 @@ const DRAIN_BYTES: u64 = 4 << 20;
 /// How long that reading may take.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 
-/// Read and drop up to `cap` bytes of `body`, for at most [`DRAIN_TIME`]; nothing is kept.
-async fn discard(body: Body, cap: u64) {
+/// Read and drop up to [`DRAIN_BYTES`] of `body`, for at most [`DRAIN_TIME`]; nothing is
+/// kept.
+async fn discard(body: Body) {
     use futures_util::StreamExt;
     let mut stream = body.into_data_stream();
     let mut seen = 0u64;
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         while let Some(Ok(chunk)) = stream.next().await {
             seen += chunk.len() as u64;
-            if seen > cap {
+            if seen > DRAIN_BYTES {
                 break;
             }
         }

@@ -384,7 +384,11 @@ impl Shard {
         let accepted =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.rtc.accepts(&input)))
                 .unwrap_or(false);
-        if !accepted || (class == PacketClass::Stun && !stun_authentic(p, contents, self.stun_hmac))
+        // From an address it does not know yet, `accepts()` has checked a STUN request's
+        // integrity already; from a known one it may not have.
+        let known = self.by_addr.get(&source) == Some(&key);
+        if !accepted
+            || (class == PacketClass::Stun && known && !stun_authentic(p, contents, self.stun_hmac))
         {
             counters.drop(DropReason::Rejected);
             return;
@@ -1211,7 +1215,8 @@ impl Shard {
 /// Whether a STUN datagram `accepts()` let through may reach the participant's `Rtc`: a
 /// binding request must carry the integrity of the session's current ICE password.
 /// `accepts()` skips that check for datagrams from the nominated address, and the `Rtc` then
-/// drops a forged request without a trace; checking here counts it as `rejected`. Other
+/// drops a forged request without a trace; checking here (for addresses the shard already
+/// knows) counts it as `rejected`. Other
 /// STUN (indications, which carry no integrity) is left to the `Rtc`.
 fn stun_authentic(
     p: &mut Participant,
