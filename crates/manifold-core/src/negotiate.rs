@@ -110,9 +110,10 @@ pub struct RtcFactory {
 impl RtcFactory {
     /// A factory with a freshly generated certificate.
     pub fn new(max_sdp_bytes: usize) -> Self {
-        let crypto = Arc::new(str0m::crypto::from_feature_flags());
-        // The aws-lc-rs provider always generates certificates; a build without it does
-        // not compile, so this cannot fail at run time.
+        // str0m's crypto with OpenSSL for DTLS: peers with RSA certificates handshake too.
+        let crypto = Arc::new(manifold_dtls::crypto_provider());
+        // Certificates come from the aws-lc-rs provider, which always generates them; a
+        // build without it does not compile, so this cannot fail at run time.
         let cert = crypto
             .dtls_provider
             .generate_certificate()
@@ -122,8 +123,9 @@ impl RtcFactory {
     }
 
     /// A factory with a given provider and certificate. The certificate is tried once here:
-    /// one the DTLS stack cannot use (an RSA key, with str0m 0.25) is refused now rather
-    /// than failing every session later.
+    /// one the provider's DTLS stack cannot use (any RSA key for str0m's own dimpl; a key
+    /// that does not match the certificate) is refused now rather than failing every
+    /// session later.
     pub fn with_certificate(
         crypto: Arc<CryptoProvider>,
         cert: DtlsCert,
@@ -138,10 +140,7 @@ impl RtcFactory {
         std::panic::catch_unwind(move || {
             probe.rtc_config(IceCreds::new()).build(Instant::now());
         })
-        .map_err(|_| {
-            "the DTLS stack cannot use this certificate (only ECDSA P-256/P-384 keys are supported)"
-                .to_owned()
-        })?;
+        .map_err(|_| "the DTLS stack cannot use this certificate and key".to_owned())?;
         Ok(factory)
     }
 

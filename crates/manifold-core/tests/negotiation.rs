@@ -5,11 +5,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{ClientSpec, Harness, JoinError, Link, check_stream, config, sdp_value};
-use manifold_api::{SessionKind, Source};
-use manifold_core::str0m::Rtc;
+use manifold_api::Source;
 use manifold_core::str0m::config::DtlsCert;
 use manifold_core::str0m::media::MediaKind;
 use manifold_core::{NegotiateError, RtcFactory};
@@ -190,33 +189,81 @@ fn ecdsa_certificates_connect() {
     }
 }
 
-/// RSA cannot be tested end to end: str0m 0.25's only DTLS stack, dimpl 0.9, loads ECDSA
-/// P-256/P-384 private keys only (`KeyProvider::load_private_key`) and verifies ECDSA
-/// signatures only (`SignatureVerifier` answers `UnsupportedSignatureAlgorithm` for RSA), in
-/// both its aws-lc-rs and RustCrypto backends. An `Rtc` given an RSA certificate panics when
-/// it is built, and a browser presenting one fails the handshake. This test pins that down,
-/// so it fails (and can be turned into a connect test) when RSA support arrives.
+/// Peers presenting RSA certificates (GStreamer's webrtcbin up to 1.22 makes only those)
+/// publish and play: the server's DTLS runs on OpenSSL. The publisher here uses the same
+/// provider, since str0m's own stack cannot load an RSA key; the subscriber uses str0m's
+/// own stack with ECDSA, so one room mixes both.
 #[test]
-fn rsa_certificates_are_not_supported_by_the_dtls_stack() {
-    let rsa = certificate(&rcgen::PKCS_RSA_SHA256);
-    assert!(rsa.certificate.len() > 500, "an RSA certificate was made");
-    let built = std::panic::catch_unwind(move || {
-        Rtc::builder()
-            .set_rtp_mode(true)
-            .set_dtls_cert(rsa)
-            .build(Instant::now())
-    });
-    assert!(
-        built.is_err(),
-        "dimpl rejects RSA keys when the Rtc is built"
-    );
-    // A server configured with one refuses it at start instead of failing every session.
-    let crypto = Arc::new(manifold_core::str0m::crypto::from_feature_flags());
-    let refused = RtcFactory::with_certificate(
+fn rsa_client_certificates_connect() {
+    // The server as DTLS server (actpass, active offers) and as DTLS client (passive).
+    for offered in ["actpass", "active", "passive"] {
+        let mut h = Harness::new(config(), 48);
+        let rsa = certificate(&rcgen::PKCS_RSA_SHA256);
+        let setup = format!("a=setup:{offered}");
+        let p = h.add(
+            ClientSpec::publisher("p", "room")
+                .configure(move |c| {
+                    c.set_crypto_provider(Arc::new(manifold_dtls::crypto_provider()))
+                        .set_dtls_cert(rsa)
+                })
+                .edit_offer(move |o| o.replace("a=setup:actpass", &setup)),
+        );
+        let s = h.add(ClientSpec::subscriber("s", "room", Source::RoomCurrent));
+        h.connect(&[p, s], Duration::from_secs(3));
+        h.run_for(Duration::from_secs(1));
+        assert!(
+            !h.clients[s].received_of(MediaKind::Video).is_empty(),
+            "offer {offered}: video flows"
+        );
+        assert!(
+            !h.clients[s].received_of(MediaKind::Audio).is_empty(),
+            "offer {offered}: audio flows"
+        );
+    }
+}
+
+/// The server may present an RSA certificate too; a client whose stack verifies RSA
+/// (OpenSSL here) connects to it.
+#[test]
+fn rsa_server_certificate_connects() {
+    let mut h = Harness::new(config(), 49);
+    let crypto = Arc::new(manifold_dtls::crypto_provider());
+    h.factory = RtcFactory::with_certificate(
         crypto,
         certificate(&rcgen::PKCS_RSA_SHA256),
         manifold_core::negotiate::DEFAULT_MAX_SDP_BYTES,
+    )
+    .expect("OpenSSL uses RSA certificates");
+    let openssl = || Arc::new(manifold_dtls::crypto_provider());
+    let p = h.add(
+        ClientSpec::publisher("p", "room").configure(move |c| c.set_crypto_provider(openssl())),
     );
-    assert!(refused.is_err());
-    let _ = SessionKind::Whip;
+    let s = h.add(
+        ClientSpec::subscriber("s", "room", Source::RoomCurrent)
+            .configure(move |c| c.set_crypto_provider(openssl())),
+    );
+    h.connect(&[p, s], Duration::from_secs(3));
+    h.run_for(Duration::from_secs(1));
+    assert!(!h.clients[s].received_of(MediaKind::Video).is_empty());
+}
+
+/// A certificate the DTLS stack cannot use is refused when the factory is made, not at
+/// every session: an RSA key for str0m's own stack, a key that is not the certificate's
+/// for OpenSSL.
+#[test]
+fn unusable_certificates_are_refused_at_start() {
+    let dimpl = Arc::new(manifold_core::str0m::crypto::from_feature_flags());
+    let max = manifold_core::negotiate::DEFAULT_MAX_SDP_BYTES;
+    let rsa = certificate(&rcgen::PKCS_RSA_SHA256);
+    assert!(RtcFactory::with_certificate(dimpl, rsa, max).is_err());
+
+    let mut mismatched = certificate(&rcgen::PKCS_ECDSA_P256_SHA256);
+    mismatched.private_key = certificate(&rcgen::PKCS_ECDSA_P256_SHA256).private_key;
+    let openssl = Arc::new(manifold_dtls::crypto_provider());
+    assert!(RtcFactory::with_certificate(openssl.clone(), mismatched, max).is_err());
+    let garbage = DtlsCert {
+        certificate: vec![0x30, 0x03, 1, 2, 3],
+        private_key: vec![0; 10],
+    };
+    assert!(RtcFactory::with_certificate(openssl, garbage, max).is_err());
 }
