@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and virtual-time tests, real-socket
-# integration tests against the server binary, and the headless-Chromium end-to-end test.
+# integration tests against the server binary, the headless-Chromium end-to-end tests, a
+# GStreamer interop test and the bench smoke.
 # Installs what a fresh machine lacks; fails loudly when it cannot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,9 @@ cargo test --workspace -j2
 
 step "browser end-to-end (chromium + playwright-core)"
 bash scripts/browser-test.sh
+
+step "interop: GStreamer webrtcbin publishes over WHIP and plays over WHEP (RSA DTLS certificate)"
+bash scripts/interop-test.sh
 
 step "loadgen + bench smoke (scenario a at N=2, Manifold only, a few seconds)"
 bash bench/run.sh --smoke
