@@ -2,11 +2,14 @@
 //! accept although they are unusual: an RTX SSRC named only in its FID group, every DTLS
 //! role, certificates of other kinds.
 
+#[path = "../../manifold-dtls/tests/certs/mod.rs"]
+mod certs;
 mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use certs::certificate;
 use common::{ClientSpec, Harness, JoinError, Link, check_stream, config, sdp_value};
 use manifold_api::Source;
 use manifold_core::str0m::config::DtlsCert;
@@ -149,19 +152,6 @@ fn every_dtls_role_connects() {
             !h.clients[s].received_of(MediaKind::Video).is_empty(),
             "offer {offered}: media flows"
         );
-    }
-}
-
-/// A self-signed certificate for `alg`, in the form str0m takes.
-fn certificate(alg: &'static rcgen::SignatureAlgorithm) -> DtlsCert {
-    let key = rcgen::KeyPair::generate_for(alg).expect("key generation");
-    let cert = rcgen::CertificateParams::new(vec!["manifold-test".to_owned()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("self-signed certificate");
-    DtlsCert {
-        certificate: cert.der().to_vec(),
-        private_key: key.serialize_der(),
     }
 }
 

@@ -4,21 +4,12 @@
 
 use std::time::{Duration, Instant};
 
+mod certs;
+
+use certs::certificate;
 use str0m::crypto::dtls::{
     DtlsCert, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, SrtpProfile,
 };
-
-fn certificate(alg: &'static rcgen::SignatureAlgorithm) -> DtlsCert {
-    let key = rcgen::KeyPair::generate_for(alg).expect("key generation");
-    let cert = rcgen::CertificateParams::new(vec!["manifold-test".to_owned()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("self-signed certificate");
-    DtlsCert {
-        certificate: cert.der().to_vec(),
-        private_key: key.serialize_der(),
-    }
-}
 
 fn openssl() -> &'static dyn DtlsProvider {
     manifold_dtls::crypto_provider().dtls_provider
