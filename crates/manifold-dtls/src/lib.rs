@@ -434,7 +434,10 @@ impl DtlsInstance for OpensslInstance {
         };
         let wire = stream.get_mut();
         if packet.len() > MAX_DATAGRAM || wire.incoming.len() >= MAX_QUEUED {
-            return Err(DtlsImplError::ReceiveQueueFull);
+            // Not DTLS, or a flood: dropped like any datagram DTLS cannot use (RFC 6347
+            // §4.1.2.7), rather than ending the session over it.
+            tracing::debug!(len = packet.len(), "DTLS datagram dropped");
+            return Ok(());
         }
         wire.incoming.push_back(packet.to_vec());
         self.started = true;
