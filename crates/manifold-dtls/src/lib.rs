@@ -31,8 +31,7 @@ use openssl::error::ErrorStack;
 use openssl::pkey::{PKey, Private};
 use openssl::srtp::SrtpProfileId;
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContext, SslMethod, SslMode, SslOptions, SslStream, SslVerifyMode,
-    SslVersion,
+    ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslStream, SslVerifyMode, SslVersion,
 };
 use openssl::x509::X509;
 use str0m::config::CryptoProvider;
@@ -190,9 +189,6 @@ fn build_context(cert: &DtlsCert) -> Result<SslContext, ErrorStack> {
     // it too): the keys SRTP was given stay the keys.
     b.set_options(SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION);
     b.set_session_cache_mode(openssl::ssl::SslSessionCacheMode::OFF);
-    // After the handshake a session carries only data-channel records, often none: give
-    // the read and write buffers (each sized for a full 16 KiB record) back while idle.
-    b.set_mode(SslMode::RELEASE_BUFFERS);
     let x509 = X509::from_der(&cert.certificate)?;
     b.set_certificate(&x509)?;
     let key = private_key(&cert.private_key)?;
