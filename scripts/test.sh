@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# A cold build of everything the suite runs takes about 2 GB under target/ (plus apt and
+# npm packages): say so plainly rather than fail later inside a C compiler.
+if [ ! -d target/debug ]; then
+  free_mb=$(df -Pm . | awk 'NR==2 {print $4}')
+  if [ "${free_mb:-0}" -lt 3072 ]; then
+    echo "test suite: only ${free_mb} MB free on $(df -P . | awk 'NR==2 {print $6}'); a cold build needs about 3 GB" >&2
+    exit 1
+  fi
+fi
+
 # A fresh CI clone builds once: incremental state would only take disk (over 1 GB).
 if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 
