@@ -11,9 +11,9 @@ step() { printf '\n==> %s\n' "$*"; }
 # A cold build of everything the suite runs takes about 2 GB under target/ (plus apt and
 # npm packages): say so plainly rather than fail later inside a C compiler.
 if [ ! -d target/debug ]; then
-  free_mb=$(df -Pm . | awk 'NR==2 {print $4}')
+  read -r free_mb mount < <(df -Pm . | awk 'NR==2 {print $4, $6}')
   if [ "${free_mb:-0}" -lt 3072 ]; then
-    echo "test suite: only ${free_mb} MB free on $(df -P . | awk 'NR==2 {print $6}'); a cold build needs about 3 GB" >&2
+    echo "test suite: only ${free_mb} MB free on ${mount}; a cold build needs about 3 GB" >&2
     exit 1
   fi
 fi
