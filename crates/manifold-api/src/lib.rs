@@ -35,6 +35,16 @@ impl Grants {
         subscribe: true,
         admin: true,
     };
+
+    /// May send media (the `publish` grant, or `admin`, which implies every grant).
+    pub fn may_publish(&self) -> bool {
+        self.publish || self.admin
+    }
+
+    /// May receive media (the `subscribe` grant, or `admin`).
+    pub fn may_subscribe(&self) -> bool {
+        self.subscribe || self.admin
+    }
 }
 
 /// How a participant entered: the signaling surface decides what it publishes and what it
@@ -132,6 +142,8 @@ pub enum CommandError {
     BadSdp(String),
     /// A track or participant the command names does not exist here.
     NotFound(String),
+    /// The participant's grants do not allow this.
+    Forbidden(String),
 }
 
 impl std::fmt::Display for CommandError {
@@ -142,7 +154,8 @@ impl std::fmt::Display for CommandError {
             CommandError::Rejected(m) => write!(f, "rejected: {m}"),
             CommandError::NoOfferPending(m)
             | CommandError::BadSdp(m)
-            | CommandError::NotFound(m) => f.write_str(m),
+            | CommandError::NotFound(m)
+            | CommandError::Forbidden(m) => f.write_str(m),
         }
     }
 }

@@ -487,6 +487,8 @@ pub enum CloseReason {
     Timeout,
     /// It broke the protocol's rules too often.
     Policy,
+    /// It sent a message far over the size limit (WebSocket close code 1009).
+    TooLarge,
 }
 
 /// Messages the server sends.

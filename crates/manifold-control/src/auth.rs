@@ -158,18 +158,7 @@ impl Auth {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, dec, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::ExpiredSignature => {
-                    ApiError::Unauthorized("the access token has expired".into())
-                }
-                ErrorKind::InvalidSignature => {
-                    ApiError::Unauthorized("the access token's signature is invalid".into())
-                }
-                _ => ApiError::Unauthorized(format!("the access token is invalid: {e}")),
-            }
-        })?;
+        let data = jsonwebtoken::decode::<Claims>(token, dec, &validation).map_err(token_error)?;
         let c = data.claims;
         let identity = Identity::parse(&c.sub)
             .map_err(|e| ApiError::Unauthorized(format!("the token's identity {e}")))?;
@@ -186,6 +175,32 @@ impl Auth {
             name: c.name,
         })
     }
+}
+
+/// A verification failure, told in our words: the parser's own messages quote token
+/// contents and library internals, which are not the client's business.
+fn token_error(e: jsonwebtoken::errors::Error) -> ApiError {
+    use jsonwebtoken::errors::ErrorKind;
+    let what = match e.kind() {
+        ErrorKind::ExpiredSignature => "the access token has expired",
+        ErrorKind::ImmatureSignature => "the access token is not valid yet",
+        ErrorKind::InvalidSignature => "the access token's signature is invalid",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "the access token must be signed with HS256"
+        }
+        ErrorKind::MissingRequiredClaim(c) if c == "exp" => "the access token has no expiry (exp)",
+        ErrorKind::MissingRequiredClaim(c) if c == "sub" => {
+            "the access token names no identity (sub)"
+        }
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+            "the access token is malformed"
+        }
+        // Header or claims that are not what a Manifold token carries, `alg: none`
+        // included (no such algorithm is accepted).
+        ErrorKind::Json(_) => "the access token's header or claims are invalid",
+        _ => "the access token is invalid",
+    };
+    ApiError::Unauthorized(what.into())
 }
 
 fn unix_now() -> u64 {

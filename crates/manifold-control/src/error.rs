@@ -101,6 +101,7 @@ impl From<NegotiateError> for ApiError {
     fn from(e: NegotiateError) -> Self {
         match e {
             NegotiateError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
+            NegotiateError::Panicked => ApiError::Internal(e.to_string()),
             _ => ApiError::BadSdp(e.to_string()),
         }
     }
@@ -114,6 +115,7 @@ impl From<CommandError> for ApiError {
                 ApiError::NotFound("no such session (it may have ended)".into())
             }
             CommandError::Rejected(m) => ApiError::BadRequest(m),
+            CommandError::Forbidden(m) => ApiError::Forbidden(m),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -6,11 +6,13 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
+pub mod listener;
 pub mod roster;
 pub mod rtc;
 pub mod sessions;
 pub mod state;
 mod web;
+pub mod ws;
 
 use std::future::Future;
 
@@ -55,8 +57,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/whip/{room}/{session}",
-            axum::routing::delete(sessions::session_delete)
-                .patch(sessions::session_patch)
+            axum::routing::delete(sessions::whip_delete)
+                .patch(sessions::whip_patch)
                 .options(sessions::options),
         )
         .route(
@@ -66,8 +68,8 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/whep/{room}/{id}",
             post(sessions::whep_post_named)
-                .delete(sessions::session_delete)
-                .patch(sessions::session_patch)
+                .delete(sessions::whep_delete)
+                .patch(sessions::whep_patch)
                 .options(sessions::options),
         )
         .route("/rtc", get(rtc::upgrade))
@@ -89,15 +91,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serve `router(state)` on `listener` until `shutdown` completes.
+/// Serve `router(state)` on `listener` until `shutdown` completes, within the listener
+/// limits of the state's configuration.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = state.config.listener.clone();
+    let counters = state.listener_counters.clone();
+    listener::serve(listener, router(state), limits, counters, shutdown).await
 }
 
 /// Query of `GET /dev/token`.
@@ -178,10 +181,23 @@ async fn stats(
         obj.insert("workers".into(), state.workers.len().into());
         obj.insert("sessions".into(), state.session_count().into());
         obj.insert("draining".into(), state.is_draining().into());
+        // Panics the WebRTC stack raised while negotiating on the control plane (a shard's
+        // own contained panics are in `panics`).
+        obj.insert("negotiation_panics".into(), state.factory.panics().into());
         let mut overload = manifold_io::OverloadCounters::default();
         for w in &state.workers {
             overload.merge(&w.overload());
         }
+        obj.insert("http".into(), {
+            let mut http = state.listener_counters.snapshot();
+            http["unjoined_sockets"] = state.unjoined.open().into();
+            http["unjoined_refused"] = state
+                .unjoined
+                .refused
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .into();
+            http
+        });
         obj.insert(
             "overload".into(),
             serde_json::json!({

@@ -80,6 +80,8 @@ pub struct Member {
     pub announced: bool,
     /// May it publish (its token's grant)?
     pub may_publish: bool,
+    /// May it receive media (its token's grant)?
+    pub may_subscribe: bool,
 }
 
 /// All rooms' members.

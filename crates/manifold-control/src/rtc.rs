@@ -5,9 +5,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::extract::{Query, Request, State};
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use manifold_api::protocol::{
     ChatSender, ClientMessage, CloseReason, MessageId, ParticipantInfo, ServerMessage,
@@ -17,14 +16,17 @@ use manifold_api::{
 };
 use manifold_core::{Command, NewSession, Publication, SdpFragment};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::error::ApiError;
 use crate::roster::{Member, OUTBOX, Outgoing, TokenBucket};
 use crate::sessions::SessionQuery;
 use crate::state::{AppState, SessionEntry};
+use crate::ws::{self, Socket, UnjoinedSlot};
 
-/// A socket must send its first message (join or resume) within this.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A socket silent this long is closed (clients ping every 15-30 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// More protocol errors than this within [`ABUSE_WINDOW`] closes the socket with 1008.
@@ -32,15 +34,17 @@ const ABUSE_LIMIT: usize = 20;
 const ABUSE_WINDOW: Duration = Duration::from_secs(60);
 /// WebSocket close code for a policy violation.
 const POLICY_VIOLATION: u16 = 1008;
+/// WebSocket close code for a message too big to process (RFC 6455 §7.4.1).
+const MESSAGE_TOO_BIG: u16 = 1009;
 /// Chat: messages per second and burst.
 const CHAT_RATE: f64 = 5.0;
 const CHAT_BURST: f64 = 10.0;
 
-/// `GET /rtc`
+/// `GET /rtc`: the WebSocket opening handshake (`ws.rs`), then the protocol on the socket.
 pub async fn upgrade(
     State(state): State<AppState>,
     Query(query): Query<SessionQuery>,
-    ws: WebSocketUpgrade,
+    req: Request,
 ) -> Response {
     // Messages over the protocol limit get a `too_large` error from the parser; only far
     // larger ones are cut off by the WebSocket layer itself (close code 1009).
@@ -49,9 +53,17 @@ pub async fn upgrade(
         .max_ws_message_bytes
         .saturating_mul(16)
         .max(1 << 20);
-    ws.max_message_size(hard_cap)
-        .max_frame_size(hard_cap)
-        .on_upgrade(move |socket| run(state, socket, query.access_token))
+    match ws::accept(req, state.unjoined.clone(), hard_cap) {
+        Ok((response, socket)) => {
+            tokio::spawn(async move {
+                if let Some((socket, slot)) = socket.await {
+                    run(state, socket, query.access_token, slot).await;
+                }
+            });
+            response
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 struct Conn {
@@ -60,9 +72,20 @@ struct Conn {
     participant: Option<(ParticipantId, u64)>,
     query_token: Option<String>,
     errors: VecDeque<Instant>,
+    /// Held until the socket joins: unjoined sockets are bounded.
+    unjoined: Option<UnjoinedSlot>,
 }
 
-async fn run(state: AppState, socket: WebSocket, query_token: Option<String>) {
+/// How the socket's read side ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// We or the client closed, or the connection broke.
+    Closed,
+    /// The client sent a frame over the cap; the rest of it is still arriving.
+    Oversized,
+}
+
+async fn run(state: AppState, socket: Socket, query_token: Option<String>, slot: UnjoinedSlot) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTBOX);
     let writer = tokio::spawn(async move {
@@ -70,7 +93,7 @@ async fn run(state: AppState, socket: WebSocket, query_token: Option<String>) {
             match out {
                 Outgoing::Message(m) => {
                     if sink.send(Message::Text(m.to_json().into())).await.is_err() {
-                        return;
+                        return sink;
                     }
                 }
                 Outgoing::Close(code, m) => {
@@ -83,16 +106,17 @@ async fn run(state: AppState, socket: WebSocket, query_token: Option<String>) {
                     };
                     let _ = sink
                         .send(Message::Close(Some(CloseFrame {
-                            code,
+                            code: CloseCode::from(code),
                             reason: reason.into(),
                         })))
                         .await;
-                    return;
+                    return sink;
                 }
             }
         }
         // Every sender is gone (the roster dropped a slow client): close politely.
         let _ = sink.send(Message::Close(None)).await;
+        sink
     });
 
     let mut conn = Conn {
@@ -101,20 +125,44 @@ async fn run(state: AppState, socket: WebSocket, query_token: Option<String>) {
         participant: None,
         query_token,
         errors: VecDeque::new(),
+        unjoined: Some(slot),
     };
-    let mut deadline = Instant::now() + HELLO_TIMEOUT;
+    // A socket must have joined (or resumed) within the join timeout of opening, whatever
+    // else it sends meanwhile: pings do not buy an unjoined socket more time.
+    let mut deadline = Instant::now() + state.config.join_timeout;
+    let mut ending = Ending::Closed;
     loop {
         let wait = deadline.saturating_duration_since(Instant::now());
         let frame = match tokio::time::timeout(wait, stream.next()).await {
             Err(_) => {
-                conn.close(1000, CloseReason::Timeout, "no message for too long")
-                    .await;
+                let why = if conn.participant.is_some() {
+                    "no message for too long"
+                } else {
+                    "no join within the time allowed"
+                };
+                conn.close(1000, CloseReason::Timeout, why).await;
                 break;
             }
-            Ok(None) | Ok(Some(Err(_))) => break,
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                tracing::debug!(error = %e, "websocket read failed");
+                if matches!(e, WsError::Capacity(_)) {
+                    ending = Ending::Oversized;
+                    conn.close(
+                        MESSAGE_TOO_BIG,
+                        CloseReason::TooLarge,
+                        "a message far over the size limit",
+                    )
+                    .await;
+                }
+                break;
+            }
             Ok(Some(Ok(frame))) => frame,
         };
-        deadline = Instant::now() + IDLE_TIMEOUT;
+        // Until it has joined, a socket lives on its join deadline alone.
+        if conn.participant.is_some() {
+            deadline = Instant::now() + IDLE_TIMEOUT;
+        }
         let text = match frame {
             Message::Text(t) => t,
             Message::Binary(_) => {
@@ -130,7 +178,7 @@ async fn run(state: AppState, socket: WebSocket, query_token: Option<String>) {
                 }
                 continue;
             }
-            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             Message::Close(_) => break,
         };
         let msg = match ClientMessage::parse(text.as_str(), state.config.max_ws_message_bytes) {
@@ -145,7 +193,13 @@ async fn run(state: AppState, socket: WebSocket, query_token: Option<String>) {
                 continue;
             }
         };
-        match conn.handle(msg).await {
+        let joined_before = conn.participant.is_some();
+        let flow = conn.handle(msg).await;
+        if !joined_before && conn.participant.is_some() {
+            conn.unjoined = None;
+            deadline = Instant::now() + IDLE_TIMEOUT;
+        }
+        match flow {
             Ok(Flow::Continue) => {}
             Ok(Flow::Stop) => break,
             Err((id, e)) => {
@@ -160,18 +214,31 @@ async fn run(state: AppState, socket: WebSocket, query_token: Option<String>) {
     }
     drop(conn);
     drop(tx);
-    let _ = writer.await;
-    // Our close frame is out; read what the client still sends until it answers it. Closing
-    // with unread data would make the kernel reset the connection, and the client could
-    // lose the close frame (and its reason) on the way.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Some(Ok(frame)) = stream.next().await {
-            if matches!(frame, Message::Close(_)) {
-                break;
+    let Ok(sink) = writer.await else {
+        return;
+    };
+    match ending {
+        Ending::Closed => {
+            // Our close frame is out; read what the client still sends until it answers
+            // it. Closing with unread data would make the kernel reset the connection, and
+            // the client could lose the close frame (and its reason) on the way.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(frame)) = stream.next().await {
+                    if matches!(frame, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        Ending::Oversized => {
+            // The WebSocket layer is done with this socket, but the oversized frame is
+            // still arriving: read it off the connection itself.
+            if let Ok(mut socket) = sink.reunite(stream) {
+                ws::drain_raw(&mut socket).await;
             }
         }
-    })
-    .await;
+    }
 }
 
 enum Flow {
@@ -213,6 +280,7 @@ fn from_command(id: &Option<MessageId>, e: CommandError) -> (Option<MessageId>, 
         CommandError::BadSdp(m) => refuse(id, "bad_sdp", m),
         CommandError::NotFound(m) => refuse(id, "not_found", m),
         CommandError::LimitReached(m) => refuse(id, "limit_reached", m),
+        CommandError::Forbidden(m) => refuse(id, "forbidden", m),
         CommandError::UnknownParticipant => refuse(id, "not_found", "your session is gone"),
         other => refuse(id, "bad_message", other.to_string()),
     }
@@ -410,17 +478,33 @@ impl Conn {
                 Ok(Flow::Continue)
             }
             ClientMessage::Mute { track, muted, .. } => {
-                if !state.set_muted(me, track, muted) {
+                if state.owner_of(&room, track) != Some(me) {
                     return Err(refuse(
                         &id,
                         "not_found",
                         format!("you publish no track {track}"),
                     ));
                 }
+                // The shard stops (or resumes) forwarding first; then the room is told.
+                self.command(&id, worker, |request| Command::SetMuted {
+                    request,
+                    participant: me,
+                    track,
+                    muted,
+                })
+                .await?;
+                state.set_muted(me, track, muted);
                 Ok(Flow::Continue)
             }
             ClientMessage::Subscribe { track, .. } | ClientMessage::Unsubscribe { track, .. } => {
                 let subscribe = matches!(msg, ClientMessage::Subscribe { .. });
+                if subscribe && !state.with_member(me, |m| m.may_subscribe).unwrap_or(false) {
+                    return Err(refuse(
+                        &id,
+                        "forbidden",
+                        "the token lacks the subscribe grant",
+                    ));
+                }
                 match state.owner_of(&room, track) {
                     None => {
                         return Err(refuse(
@@ -539,13 +623,26 @@ impl Conn {
             .verify(token.as_deref())
             .map_err(|e| from_api(&id, e))?;
         access.check_room(&room).map_err(|e| from_api(&id, e))?;
-        if !(access.grants.subscribe || access.grants.publish || access.grants.admin) {
+        if !(access.grants.may_subscribe() || access.grants.may_publish()) {
             return Err(refuse(
                 &id,
                 "forbidden",
                 "the token grants neither publish nor subscribe",
             ));
         }
+        // Receiving needs the subscribe grant: without it a client joins to publish only,
+        // and asking for automatic subscription is an error rather than silently ignored.
+        let auto_subscribe = match auto_subscribe {
+            Some(true) if !access.grants.may_subscribe() => {
+                return Err(refuse(
+                    &id,
+                    "forbidden",
+                    "the token lacks the subscribe grant (auto_subscribe)",
+                ));
+            }
+            Some(v) => v,
+            None => access.grants.may_subscribe(),
+        };
         let pid = ParticipantId(rand::random());
         let identity = match (&access.identity, identity) {
             (Some(i), _) => i.clone(),
@@ -566,6 +663,8 @@ impl Conn {
                 kind: SessionKind::Room,
                 etag: String::new(),
                 remote_ufrag: None,
+                owner: access.identity.clone(),
+                resource: String::new(),
             })
             .map_err(|e| from_api(&id, e))?;
         let info = ParticipantInfo {
@@ -586,18 +685,21 @@ impl Conn {
             chat: TokenBucket::new(CHAT_RATE, CHAT_BURST, Instant::now()),
             publishing: Default::default(),
             announced: false,
-            may_publish: access.grants.publish || access.grants.admin,
+            may_publish: access.grants.may_publish(),
+            may_subscribe: access.grants.may_subscribe(),
         });
 
         let result = self
-            .start_session(
-                &id,
-                worker,
-                pid,
+            .start_session(&id, worker, |negotiated| NewSession {
+                id: pid,
                 identity,
-                room.clone(),
-                auto_subscribe.unwrap_or(true),
-            )
+                room: room.clone(),
+                kind: SessionKind::Room,
+                source: None,
+                auto_subscribe,
+                grants: access.grants,
+                negotiated,
+            })
             .await;
         let (offer_id, sdp, mids) = match result {
             Ok(v) => v,
@@ -629,10 +731,7 @@ impl Conn {
         &self,
         id: &Option<MessageId>,
         worker: u16,
-        pid: ParticipantId,
-        identity: Identity,
-        room: RoomName,
-        auto_subscribe: bool,
+        session: impl FnOnce(manifold_core::Negotiated) -> NewSession,
     ) -> Result<(u64, String, Vec<manifold_api::protocol::MidInfo>), (Option<MessageId>, Refusal)>
     {
         let state = &self.state;
@@ -649,15 +748,7 @@ impl Conn {
                 .map_err(|e| from_api(id, e.into()))?;
         let sdp = negotiated.sdp.clone();
         let mids = negotiated.offer_mids();
-        let session = Box::new(NewSession {
-            id: pid,
-            identity,
-            room,
-            kind: SessionKind::Room,
-            source: None,
-            auto_subscribe,
-            negotiated,
-        });
+        let session = Box::new(session(negotiated));
         self.command(id, worker, |request| Command::Join { request, session })
             .await?;
         Ok((1, sdp, mids))

@@ -112,21 +112,29 @@ async fn create(
         }
     };
     let etag = new_etag();
+    // The Location names the session by a secret of its own: the participant id is seen by
+    // everyone in the room, and must not be enough to end or restart someone's session.
+    let resource = new_resource_id();
     let worker = state.reserve(id, |worker| SessionEntry {
         room: room.clone(),
         worker,
         kind,
         etag: etag.clone(),
         remote_ufrag: ice_ufrag(&offer),
+        owner: access.identity.clone(),
+        resource: resource.clone(),
     })?;
     let result = join(
         &state,
         worker,
-        id,
-        identity,
-        room.clone(),
-        kind,
-        source,
+        Joining {
+            id,
+            identity,
+            room: room.clone(),
+            kind,
+            source,
+            grants: access.grants,
+        },
         offer,
     )
     .await;
@@ -137,7 +145,7 @@ async fn create(
             return Err(e);
         }
     };
-    let location = format!("/{}/{}/{}", path_prefix(kind), room, id);
+    let location = format!("/{}/{}/{}", path_prefix(kind), room, resource);
     tracing::info!(participant = %id, %room, kind = ?kind, worker, "session created");
     Ok((
         StatusCode::CREATED,
@@ -155,17 +163,30 @@ async fn create(
         .into_response())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn join(
-    state: &AppState,
-    worker: u16,
+/// Who is joining, and as what.
+struct Joining {
     id: ParticipantId,
-    identity: manifold_api::Identity,
+    identity: Identity,
     room: RoomName,
     kind: SessionKind,
     source: Option<Source>,
+    grants: manifold_api::Grants,
+}
+
+async fn join(
+    state: &AppState,
+    worker: u16,
+    who: Joining,
     offer: String,
 ) -> Result<String, ApiError> {
+    let Joining {
+        id,
+        identity,
+        room,
+        kind,
+        source,
+        grants,
+    } = who;
     let factory = state.factory.clone();
     let candidates = state
         .workers
@@ -187,6 +208,7 @@ async fn join(
         kind,
         source,
         auto_subscribe: false,
+        grants,
         negotiated,
     });
     match state
@@ -200,14 +222,56 @@ async fn join(
     }
 }
 
-/// `DELETE /whip/{room}/{session}` and `/whep/{room}/{session}`
-pub async fn session_delete(
+/// `DELETE /whip/{room}/{session}`
+pub async fn whip_delete(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    query: Query<SessionQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    session_delete(SessionKind::Whip, state, path, query, headers).await
+}
+
+/// `DELETE /whep/{room}/{session}`
+pub async fn whep_delete(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    query: Query<SessionQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    session_delete(SessionKind::Whep, state, path, query, headers).await
+}
+
+/// `PATCH /whip/{room}/{session}`
+pub async fn whip_patch(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    query: Query<SessionQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    session_patch(SessionKind::Whip, state, path, query, headers, body).await
+}
+
+/// `PATCH /whep/{room}/{session}`
+pub async fn whep_patch(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    query: Query<SessionQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    session_patch(SessionKind::Whep, state, path, query, headers, body).await
+}
+
+async fn session_delete(
+    kind: SessionKind,
     State(state): State<AppState>,
     Path((room, session)): Path<(String, String)>,
     Query(query): Query<SessionQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (id, entry) = find_session(&state, &room, &session, &headers, &query)?;
+    let (id, entry) = find_session(&state, kind, &room, &session, &headers, &query)?;
     state.tell(
         entry.worker,
         Command::Leave {
@@ -220,15 +284,16 @@ pub async fn session_delete(
     Ok(StatusCode::OK.into_response())
 }
 
-/// `PATCH /whip/{room}/{session}` and `/whep/{room}/{session}`: trickle ICE or ICE restart.
-pub async fn session_patch(
+/// PATCH on a session: trickle ICE or ICE restart.
+async fn session_patch(
+    kind: SessionKind,
     State(state): State<AppState>,
     Path((room, session)): Path<(String, String)>,
     Query(query): Query<SessionQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (id, entry) = find_session(&state, &room, &session, &headers, &query)?;
+    let (id, entry) = find_session(&state, kind, &room, &session, &headers, &query)?;
     require_content_type(&headers, SDP_FRAG)?;
     if let Some(tag) = headers.get(header::IF_MATCH) {
         let tag = tag.to_str().unwrap_or("").trim();
@@ -297,30 +362,68 @@ pub async fn options() -> Response {
     r
 }
 
-/// The WHIP/WHEP session at `/{room}/{session}`, if it exists (404) and the request's token
-/// may touch it (401/403).
+/// The WHIP/WHEP session at `/{kind}/{room}/{resource}`, if the request's token may touch
+/// it: a valid token for the room (401/403), with the grant of the session's kind, whose
+/// identity is the one that created the session, unless it is an admin's (403). A session
+/// created without a token (dev mode) is held by whoever has its secret URL. An unknown
+/// resource, or one of another kind or room, is a 404.
 fn find_session(
     state: &AppState,
+    kind: SessionKind,
     room: &str,
-    session: &str,
+    resource: &str,
     headers: &HeaderMap,
     query: &SessionQuery,
 ) -> Result<(ParticipantId, SessionEntry), ApiError> {
-    let not_found = || ApiError::NotFound(format!("no session {session} in room {room}"));
-    let id: ParticipantId = session.parse().map_err(|_| not_found())?;
-    let entry = state.session(id).ok_or_else(not_found)?;
-    // Room-protocol sessions live on their WebSocket, not on a resource.
-    if entry.room.as_str() != room || entry.kind == SessionKind::Room {
+    let access = state
+        .auth
+        .verify(bearer(headers).or(query.access_token.as_deref()))?;
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "no {} session at this URL in room {}",
+            path_prefix(kind),
+            truncated(room)
+        ))
+    };
+    let (id, entry) = state.session_by_resource(resource).ok_or_else(not_found)?;
+    if entry.room.as_str() != room || entry.kind != kind {
         return Err(not_found());
     }
-    authorize(
-        state,
-        headers,
-        query.access_token.as_deref(),
-        &entry.room,
-        entry.kind,
-    )?;
+    access.check_room(&entry.room)?;
+    check_kind_grant(&access, kind)?;
+    if let Some(owner) = &entry.owner
+        && !access.grants.admin
+        && access.identity.as_ref() != Some(owner)
+    {
+        return Err(ApiError::Forbidden(
+            "this session belongs to another identity".into(),
+        ));
+    }
     Ok((id, entry))
+}
+
+/// At most 64 characters of a path segment, for an error message.
+fn truncated(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn check_kind_grant(access: &Access, kind: SessionKind) -> Result<(), ApiError> {
+    match kind {
+        SessionKind::Whip => access.check_grant(|g| g.publish, "publish"),
+        SessionKind::Whep => access.check_grant(|g| g.subscribe, "subscribe"),
+        SessionKind::Room => {
+            if access.grants.may_publish() || access.grants.may_subscribe() {
+                Ok(())
+            } else {
+                Err(ApiError::Forbidden(
+                    "the token grants neither publish nor subscribe".into(),
+                ))
+            }
+        }
+    }
 }
 
 fn authorize(
@@ -332,17 +435,7 @@ fn authorize(
 ) -> Result<Access, ApiError> {
     let access = state.auth.verify(bearer(headers).or(query_token))?;
     access.check_room(room)?;
-    match kind {
-        SessionKind::Whip => access.check_grant(|g| g.publish, "publish")?,
-        SessionKind::Whep => access.check_grant(|g| g.subscribe, "subscribe")?,
-        SessionKind::Room => {
-            if !(access.grants.publish || access.grants.subscribe || access.grants.admin) {
-                return Err(ApiError::Forbidden(
-                    "the token grants neither publish nor subscribe".into(),
-                ));
-            }
-        }
-    }
+    check_kind_grant(&access, kind)?;
     Ok(access)
 }
 
@@ -422,6 +515,12 @@ fn ice_ufrag(sdp: &str) -> Option<String> {
 
 fn new_etag() -> String {
     format!("{:016x}", rand::random::<u64>())
+}
+
+/// A session's secret resource id: 128 random bits from the operating system's generator
+/// (rand's thread RNG is a CSPRNG seeded from it), in hex.
+fn new_resource_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 fn path_prefix(kind: SessionKind) -> &'static str {

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Auth;
 use crate::error::ApiError;
+use crate::listener::{ListenerCounters, ListenerLimits};
 use crate::roster::{Member, Outgoing, Roster, TokenBucket};
 
 /// Settings of the HTTP surface.
@@ -34,6 +35,12 @@ pub struct ControlConfig {
     pub max_ws_message_bytes: usize,
     /// How long a room participant whose socket dropped may take to resume.
     pub reconnect_grace: Duration,
+    /// A room-protocol socket must have joined within this of opening.
+    pub join_timeout: Duration,
+    /// Room-protocol sockets open at once that have not joined yet.
+    pub max_unjoined_sockets: usize,
+    /// Bounds on HTTP connections.
+    pub listener: ListenerLimits,
 }
 
 impl Default for ControlConfig {
@@ -44,6 +51,9 @@ impl Default for ControlConfig {
             reply_timeout: Duration::from_secs(5),
             max_ws_message_bytes: 64 * 1024,
             reconnect_grace: Duration::from_secs(10),
+            join_timeout: Duration::from_secs(10),
+            max_unjoined_sockets: 1024,
+            listener: ListenerLimits::default(),
         }
     }
 }
@@ -61,6 +71,11 @@ pub struct SessionEntry {
     pub etag: String,
     /// The client's current ICE ufrag, to tell trickle from restart.
     pub remote_ufrag: Option<String>,
+    /// The identity whose token created it; only that identity (or an admin) may change or
+    /// end it. `None` for a session created without a token (dev mode).
+    pub owner: Option<Identity>,
+    /// WHIP/WHEP: the secret last segment of its `Location`; empty for room sessions.
+    pub resource: String,
 }
 
 struct RoomEntry {
@@ -73,6 +88,8 @@ struct RoomEntry {
 struct Directory {
     rooms: HashMap<RoomName, RoomEntry>,
     sessions: HashMap<ParticipantId, SessionEntry>,
+    /// WHIP/WHEP resource secret → session.
+    resources: HashMap<String, ParticipantId>,
 }
 
 type Pending = HashMap<RequestId, oneshot::Sender<Result<ReplyValue, CommandError>>>;
@@ -87,6 +104,10 @@ pub struct Inner {
     pub factory: RtcFactory,
     /// Token verification.
     pub auth: Auth,
+    /// What the HTTP listener refused or closed.
+    pub listener_counters: Arc<ListenerCounters>,
+    /// Room-protocol sockets that have not joined yet.
+    pub unjoined: Arc<crate::ws::Unjoined>,
     directory: Mutex<Directory>,
     roster: Mutex<Roster>,
     pending: Mutex<Pending>,
@@ -133,6 +154,8 @@ impl AppState {
         auth: Auth,
     ) -> Self {
         AppState(Arc::new(Inner {
+            listener_counters: Arc::default(),
+            unjoined: crate::ws::Unjoined::new(config.max_unjoined_sockets),
             config,
             workers,
             factory,
@@ -310,6 +333,7 @@ impl AppState {
                     publishing: Default::default(),
                     announced: true,
                     may_publish: true,
+                    may_subscribe: false,
                 });
                 info
             }
@@ -438,6 +462,9 @@ impl AppState {
                 sessions: 0,
             })
             .sessions += 1;
+        if !probe.resource.is_empty() {
+            dir.resources.insert(probe.resource.clone(), id);
+        }
         dir.sessions.insert(id, SessionEntry { worker, ..probe });
         Ok(worker)
     }
@@ -448,6 +475,9 @@ impl AppState {
         let Some(s) = dir.sessions.remove(&id) else {
             return;
         };
+        if dir.resources.get(&s.resource) == Some(&id) {
+            dir.resources.remove(&s.resource);
+        }
         if let Some(r) = dir.rooms.get_mut(&s.room) {
             r.sessions = r.sessions.saturating_sub(1);
             if r.sessions == 0 {
@@ -459,6 +489,13 @@ impl AppState {
     /// A session, if it exists.
     pub fn session(&self, id: ParticipantId) -> Option<SessionEntry> {
         lock(&self.directory).sessions.get(&id).cloned()
+    }
+
+    /// The WHIP/WHEP session whose `Location` ends in `resource`.
+    pub fn session_by_resource(&self, resource: &str) -> Option<(ParticipantId, SessionEntry)> {
+        let dir = lock(&self.directory);
+        let id = *dir.resources.get(resource)?;
+        dir.sessions.get(&id).map(|s| (id, s.clone()))
     }
 
     /// Update a session in place.

@@ -6,7 +6,9 @@
 //! functions here are pure: no sockets, and the caller supplies the time.
 
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use manifold_api::protocol::MidInfo;
@@ -44,6 +46,10 @@ pub enum NegotiateError {
     /// Nothing in the offer can be used for this kind of session.
     #[error("{0}")]
     NoUsableMedia(String),
+    /// The WebRTC stack panicked on this input: a bug, contained to this request and
+    /// counted ([`RtcFactory::panics`]). Not the client's fault as far as it can tell.
+    #[error("the server failed to negotiate this session (an internal error, counted)")]
+    Panicked,
 }
 
 /// One negotiated m-line.
@@ -105,6 +111,8 @@ pub struct RtcFactory {
     crypto: Arc<CryptoProvider>,
     cert: DtlsCert,
     max_sdp_bytes: usize,
+    /// Panics caught while negotiating, shared by every clone.
+    panics: Arc<AtomicU64>,
 }
 
 impl RtcFactory {
@@ -135,6 +143,7 @@ impl RtcFactory {
             crypto,
             cert,
             max_sdp_bytes,
+            panics: Arc::new(AtomicU64::new(0)),
         };
         let probe = factory.clone();
         std::panic::catch_unwind(move || {
@@ -161,8 +170,15 @@ impl RtcFactory {
             .enable_av1(true)
     }
 
+    /// Panics the WebRTC stack raised while negotiating, caught and answered as
+    /// [`NegotiateError::Panicked`], since this factory was made.
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
+    }
+
     /// Answer `offer` for a session of `kind`, advertising `candidates` (the owning shard's
-    /// announced addresses) as host candidates.
+    /// announced addresses) as host candidates. The offer is checked first
+    /// ([`check_sdp`]); a panic inside the WebRTC stack is caught and counted.
     pub fn accept(
         &self,
         kind: SessionKind,
@@ -176,7 +192,45 @@ impl RtcFactory {
                 limit: self.max_sdp_bytes,
             });
         }
+        check_sdp(offer)?;
+        self.accept_without_checks(kind, offer, candidates, now)
+    }
+
+    /// [`RtcFactory::accept`] without the payload-type pre-check: what the containment of
+    /// panics is tested with. Not for serving.
+    #[doc(hidden)]
+    pub fn accept_without_checks(
+        &self,
+        kind: SessionKind,
+        offer: &str,
+        candidates: &[SocketAddr],
+        now: Instant,
+    ) -> Result<Negotiated, NegotiateError> {
         let mids = offered_mids(offer)?;
+        self.contained(|| self.accept_checked(kind, offer, &mids, candidates, now))
+    }
+
+    /// Run `f`, turning a panic into [`NegotiateError::Panicked`] and counting it. An `Rtc`
+    /// being built holds no locks and is dropped with the panic, so nothing is poisoned.
+    fn contained<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, NegotiateError>,
+    ) -> Result<T, NegotiateError> {
+        catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+            self.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("the WebRTC stack panicked while negotiating; request refused");
+            Err(NegotiateError::Panicked)
+        })
+    }
+
+    fn accept_checked(
+        &self,
+        kind: SessionKind,
+        offer: &str,
+        mids: &[Mid],
+        candidates: &[SocketAddr],
+        now: Instant,
+    ) -> Result<Negotiated, NegotiateError> {
         let parsed = SdpOffer::from_sdp_string(offer)
             .map_err(|e| NegotiateError::Malformed(describe_parse_error(&e.to_string())))?;
 
@@ -193,7 +247,7 @@ impl RtcFactory {
             .accept_offer(parsed)
             .map_err(|e| NegotiateError::Rejected(e.to_string()))?;
 
-        let media = usable_media(&rtc, kind, &mids);
+        let media = usable_media(&rtc, kind, mids);
         if media.is_empty() {
             let what = match kind {
                 SessionKind::Whip => {
@@ -221,6 +275,14 @@ impl RtcFactory {
     /// Start a room session: an `Rtc` whose first offer carries only a data channel, so the
     /// connection comes up before anything is published. The client answers it later.
     pub fn offer(
+        &self,
+        candidates: &[SocketAddr],
+        now: Instant,
+    ) -> Result<Negotiated, NegotiateError> {
+        self.contained(|| self.offer_unchecked(candidates, now))
+    }
+
+    fn offer_unchecked(
         &self,
         candidates: &[SocketAddr],
         now: Instant,
@@ -274,6 +336,91 @@ fn offered_mids(offer: &str) -> Result<Vec<Mid>, NegotiateError> {
         mids.push(Mid::from(mid));
     }
     Ok(mids)
+}
+
+/// Most distinct payload types one SDP may map: Chromium offers about 50 across audio and
+/// video; 128 exist.
+pub const MAX_PAYLOAD_TYPES: usize = 96;
+
+/// Checks an SDP (an offer, or a room client's answer) for what the WebRTC stack would
+/// take badly, before it sees it: every `a=rtpmap`/`a=fmtp` names a payload type 0-127,
+/// and one payload type means one codec configuration throughout the session (RFC 8843
+/// §9.1: bundled m-lines share one payload-type space). str0m asserts on a payload type
+/// mapped to two codecs ("Pt locked multiple times"); here it is a clear `bad_sdp`.
+pub fn check_sdp(sdp: &str) -> Result<(), NegotiateError> {
+    // pt → its rtpmap and fmtp as first seen, with the m-line each was seen in.
+    let mut seen: Vec<Option<PtUse<'_>>> = vec![None; 128];
+    let mut distinct = 0usize;
+    let mut section = 0u16;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if line.starts_with("m=") {
+            section = section.saturating_add(1);
+            continue;
+        }
+        let (what, rest) = if let Some(r) = line.strip_prefix("a=rtpmap:") {
+            ("rtpmap", r)
+        } else if let Some(r) = line.strip_prefix("a=fmtp:") {
+            ("fmtp", r)
+        } else {
+            continue;
+        };
+        let (pt, value) = rest.split_once(' ').unwrap_or((rest, ""));
+        let pt: usize = match pt.parse() {
+            Ok(n) if n < 128 => n,
+            _ => {
+                return Err(NegotiateError::Malformed(format!(
+                    "a={what} names payload type {:?}; payload types are 0 to 127",
+                    truncated(pt)
+                )));
+            }
+        };
+        let value = value.trim();
+        let entry = &mut seen[pt];
+        let uses = entry.get_or_insert_with(|| {
+            distinct += 1;
+            PtUse::default()
+        });
+        let slot = match what {
+            "rtpmap" => &mut uses.rtpmap,
+            _ => &mut uses.fmtp,
+        };
+        match slot {
+            None => *slot = Some((section, value)),
+            Some((_, v)) if v.eq_ignore_ascii_case(value) => {}
+            Some((first, v)) => {
+                return Err(NegotiateError::Rejected(format!(
+                    "payload type {pt} is mapped twice (a={what}:{pt} {:?} in m-line {first}, \
+                     {:?} in m-line {section}); one payload type must mean one codec \
+                     throughout the session",
+                    truncated(v),
+                    truncated(value),
+                )));
+            }
+        }
+        if distinct > MAX_PAYLOAD_TYPES {
+            return Err(NegotiateError::Rejected(format!(
+                "more than {MAX_PAYLOAD_TYPES} payload types"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What an SDP said about one payload type: its rtpmap and fmtp values and the m-line each
+/// came from.
+#[derive(Clone, Copy, Default)]
+struct PtUse<'a> {
+    rtpmap: Option<(u16, &'a str)>,
+    fmtp: Option<(u16, &'a str)>,
+}
+
+/// At most 64 characters of client input, for an error message.
+fn truncated(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
 }
 
 /// str0m's parse errors span several lines and include a pointer value; clients get the

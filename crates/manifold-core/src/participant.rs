@@ -96,6 +96,8 @@ pub(crate) struct Participant {
     pub panic_next: bool,
     /// Room sessions: subscribe to every track of the room.
     pub auto_subscribe: bool,
+    /// What its token allows.
+    pub grants: manifold_api::Grants,
     /// Room sessions: the server-driven offer/answer state.
     pub neg: crate::room::Negotiation,
 }

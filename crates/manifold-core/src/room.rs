@@ -182,6 +182,11 @@ impl Shard {
         publication: Publication,
     ) -> Result<ReplyValue, CommandError> {
         self.room_participant(key)?;
+        if !self.participants[key].grants.may_publish() {
+            return Err(CommandError::Forbidden(
+                "the token lacks the publish grant".into(),
+            ));
+        }
         let limit = self.config.max_tracks_per_participant;
         let p = &mut self.participants[key];
         if p.tracks.len() + p.neg.pending_publications() >= limit {
@@ -244,6 +249,11 @@ impl Shard {
         track: TrackId,
     ) -> Result<ReplyValue, CommandError> {
         self.room_participant(key)?;
+        if !self.participants[key].grants.may_subscribe() {
+            return Err(CommandError::Forbidden(
+                "the token lacks the subscribe grant".into(),
+            ));
+        }
         let tk = self.track_in_room(key, track)?;
         if self.tracks[tk].publisher == key {
             return Err(CommandError::Rejected(
@@ -336,7 +346,10 @@ impl Shard {
                 ));
             }
         }
-        // Parse before consuming the pending offer: a garbled answer changes nothing.
+        // Check and parse before consuming the pending offer: a garbled answer changes
+        // nothing.
+        crate::negotiate::check_sdp(sdp)
+            .map_err(|e| CommandError::BadSdp(format!("the answer is not usable: {e}")))?;
         let answer = SdpAnswer::from_sdp_string(sdp)
             .map_err(|e| CommandError::BadSdp(format!("the answer is not valid SDP: {e}")))?;
         let pending = p.neg.pending.take().expect("checked above");

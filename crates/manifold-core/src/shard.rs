@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use manifold_api::{
-    CommandError, CoreEvent, Identity, LeaveReason, MediaKind, ParticipantId, ReplyValue,
+    CommandError, CoreEvent, Grants, Identity, LeaveReason, MediaKind, ParticipantId, ReplyValue,
     RequestId, RoomName, SessionKind, ShardStats, Source, TrackId,
 };
 use manifold_rtp::{DropReason, PacketClass};
@@ -80,8 +80,12 @@ pub struct NewSession {
     pub kind: SessionKind,
     /// For receiving sessions: which publisher to follow.
     pub source: Option<Source>,
-    /// For room sessions: subscribe to every track of the room.
+    /// For room sessions: subscribe to every track of the room (only with `grants`
+    /// allowing it).
     pub auto_subscribe: bool,
+    /// What its token allows, as the control plane verified it. The shard enforces it
+    /// again on every path that gives or takes media.
+    pub grants: Grants,
     /// The `Rtc` with the offer applied (WHIP, WHEP) or the first offer made (room).
     pub negotiated: Negotiated,
 }
@@ -173,6 +177,19 @@ pub enum Command {
         request: RequestId,
         /// Who.
         participant: ParticipantId,
+    },
+    /// A publisher's track is muted or unmuted: while muted, the shard forwards none of it
+    /// (counted as `muted`); on unmute, receivers resume on the next keyframe with
+    /// continuous numbering. Replies `Done` or `NotFound`.
+    SetMuted {
+        /// Reply correlation.
+        request: RequestId,
+        /// The publisher.
+        participant: ParticipantId,
+        /// Its track.
+        track: TrackId,
+        /// Muted or not.
+        muted: bool,
     },
     /// A room participant's client reconnected: send the outstanding offer again.
     Resync {
@@ -578,6 +595,14 @@ impl Shard {
             } => self.room_command(request, participant, |shard, key| {
                 shard.room_restart_ice(key)
             }),
+            Command::SetMuted {
+                request,
+                participant,
+                track,
+                muted,
+            } => self.room_command(request, participant, |shard, key| {
+                shard.set_muted(now, key, track, muted)
+            }),
             Command::Resync { participant } => {
                 if let Ok(key) = self.key_of(participant) {
                     self.room_resync(key);
@@ -612,10 +637,21 @@ impl Shard {
             kind,
             source,
             auto_subscribe,
+            grants,
             negotiated,
         } = session;
         if self.by_id.contains_key(&id) {
             return Err(CommandError::Rejected(format!("{id} already joined")));
+        }
+        let refused = match kind {
+            SessionKind::Whip => !grants.may_publish(),
+            SessionKind::Whep => !grants.may_subscribe(),
+            SessionKind::Room => !grants.may_publish() && !grants.may_subscribe(),
+        };
+        if refused {
+            return Err(CommandError::Forbidden(
+                "the token does not allow this kind of session".into(),
+            ));
         }
         // One identity, one session of each kind per room: the newer replaces the older.
         let replaced = self.rooms.get(&room).and_then(|r| {
@@ -684,7 +720,8 @@ impl Shard {
             disconnected_since: None,
             doomed: None,
             panic_next: false,
-            auto_subscribe,
+            auto_subscribe: auto_subscribe && grants.may_subscribe(),
+            grants,
             neg,
         });
         self.by_id.insert(id, key);
@@ -740,7 +777,7 @@ impl Shard {
                 }
             }
             SessionKind::Room => {
-                if auto_subscribe {
+                if auto_subscribe && grants.may_subscribe() {
                     let existing: Vec<TKey> = self
                         .tracks
                         .iter()
@@ -912,6 +949,11 @@ impl Shard {
             }
         }
         track.last_packet_at = Some(now);
+        if track.label.muted {
+            // Muted is muted on the server too: nothing of it reaches anyone.
+            out.counters.drop(DropReason::Muted);
+            return;
+        }
 
         let pt = packet.header.payload_type;
         let Some(info) = track.pt_info(pt) else {
@@ -1109,6 +1151,36 @@ impl Shard {
             t.subscribers
                 .retain(|s| !(s.participant == key && s.slot == slot_index));
         }
+    }
+
+    /// Mute or unmute one of `key`'s tracks ([`Command::SetMuted`]).
+    fn set_muted(
+        &mut self,
+        now: Instant,
+        key: PKey,
+        track: TrackId,
+        muted: bool,
+    ) -> Result<ReplyValue, CommandError> {
+        let tk = self.participants[key]
+            .tracks
+            .iter()
+            .copied()
+            .find(|&tk| self.tracks[tk].id == track)
+            .ok_or_else(|| CommandError::NotFound(format!("you publish no track {track}")))?;
+        let t = &mut self.tracks[tk];
+        if std::mem::replace(&mut t.label.muted, muted) == muted || muted {
+            return Ok(ReplyValue::Done);
+        }
+        // Unmuted: what was kept from before the mute is stale, and every receiver resumes
+        // as after a source switch, numbering continuous, video on the next keyframe.
+        t.history.clear();
+        for s in &t.subscribers {
+            if let Some(p) = self.participants.get_mut(s.participant) {
+                p.slots[s.slot].forwarder.switch_source();
+            }
+        }
+        self.request_keyframe(now, tk);
+        Ok(ReplyValue::Done)
     }
 
     /// A track ends (unpublished): everyone receiving it lets it go; WHEP followers move on

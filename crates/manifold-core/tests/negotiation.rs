@@ -257,3 +257,119 @@ fn unusable_certificates_are_refused_at_start() {
     };
     assert!(RtcFactory::with_certificate(openssl, garbage, max).is_err());
 }
+
+/// Rewrites the offer's Opus payload type to the video section's first payload type, so one
+/// payload type means Opus in the audio m-line and a video codec in the other.
+fn opus_on_video_pt(offer: String) -> String {
+    let video_pt = offer
+        .lines()
+        .skip_while(|l| !l.starts_with("m=video"))
+        .find_map(|l| l.strip_prefix("a=rtpmap:"))
+        .and_then(|r| r.split(' ').next())
+        .expect("a video rtpmap")
+        .to_owned();
+    let opus_pt = offer
+        .lines()
+        .find_map(|l| {
+            let r = l.strip_prefix("a=rtpmap:")?;
+            r.to_ascii_lowercase()
+                .contains("opus")
+                .then(|| r.split(' ').next().unwrap().to_owned())
+        })
+        .expect("an opus rtpmap");
+    let mut out = String::new();
+    let mut in_audio = false;
+    for line in offer.lines() {
+        if line.starts_with("m=") {
+            in_audio = line.starts_with("m=audio");
+        }
+        let line = if in_audio {
+            line.replace(&format!(":{opus_pt} "), &format!(":{video_pt} "))
+                .replace(&format!(" {opus_pt}"), &format!(" {video_pt}"))
+        } else {
+            line.to_owned()
+        };
+        out.push_str(&line);
+        out.push_str("\r\n");
+    }
+    out
+}
+
+#[test]
+fn one_payload_type_for_two_codecs_is_refused_before_str0m() {
+    // Before the pre-check this offer reached a str0m assertion ("Pt locked multiple
+    // times") and the request failed with a 500.
+    let mut h = Harness::new(config(), 47);
+    let spec =
+        ClientSpec::subscriber("s", "room", Source::RoomCurrent).edit_offer(opus_on_video_pt);
+    let e = negotiate_error(&mut h, spec);
+    assert!(
+        matches!(&e, NegotiateError::Rejected(m) if m.contains("mapped twice")),
+        "{e:?}"
+    );
+    let spec = ClientSpec::publisher("p", "room").edit_offer(opus_on_video_pt);
+    let e = negotiate_error(&mut h, spec);
+    assert!(matches!(e, NegotiateError::Rejected(_)), "{e:?}");
+    assert_eq!(h.stats().participants, 0);
+}
+
+#[test]
+fn payload_type_checks() {
+    use manifold_core::negotiate::check_sdp;
+    let ok = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+              a=fmtp:111 minptime=10\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+              a=rtpmap:111 OPUS/48000/2\r\na=fmtp:111 minptime=10\r\n";
+    check_sdp(ok).unwrap();
+    let twice = ok.replacen("a=rtpmap:111 OPUS/48000/2", "a=rtpmap:111 H264/90000", 1);
+    assert!(matches!(
+        check_sdp(&twice),
+        Err(NegotiateError::Rejected(_))
+    ));
+    let fmtp = ok.replacen("a=fmtp:111 minptime=10\r\nm=", "a=fmtp:111 x=1\r\nm=", 1);
+    assert!(matches!(check_sdp(&fmtp), Err(NegotiateError::Rejected(_))));
+    for bad in [
+        "a=rtpmap:128 x/1",
+        "a=rtpmap:-1 x/1",
+        "a=fmtp:abc x",
+        "a=rtpmap:",
+    ] {
+        assert!(
+            matches!(check_sdp(bad), Err(NegotiateError::Malformed(_))),
+            "{bad}"
+        );
+    }
+    let many: String = (0..100)
+        .map(|pt| format!("a=rtpmap:{pt} x/{pt}\r\n"))
+        .collect();
+    assert!(matches!(check_sdp(&many), Err(NegotiateError::Rejected(_))));
+}
+
+#[test]
+fn a_panic_while_negotiating_is_contained_and_counted() {
+    use manifold_core::str0m::Rtc;
+    use manifold_core::str0m::media::Direction;
+    let factory = RtcFactory::new(64 * 1024);
+    assert_eq!(factory.panics(), 0);
+    let now = std::time::Instant::now();
+    let mut client = Rtc::builder().build(now);
+    let c =
+        manifold_core::str0m::Candidate::host("127.0.0.1:9999".parse().unwrap(), "udp").unwrap();
+    client.add_local_candidate(c);
+    let mut change = client.sdp_api();
+    change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let offer = opus_on_video_pt(change.apply().unwrap().0.to_sdp_string());
+    let candidates = ["127.0.0.1:5000".parse().unwrap()];
+    // Past the pre-check, this offer makes str0m panic; the panic stays in the request.
+    let e = factory
+        .accept_without_checks(manifold_api::SessionKind::Whep, &offer, &candidates, now)
+        .unwrap_err();
+    assert_eq!(e, NegotiateError::Panicked);
+    assert_eq!(factory.panics(), 1);
+    // With the pre-check, the same offer is a clear refusal and counts nothing.
+    let e = factory
+        .accept(manifold_api::SessionKind::Whep, &offer, &candidates, now)
+        .unwrap_err();
+    assert!(matches!(e, NegotiateError::Rejected(_)), "{e:?}");
+    assert_eq!(factory.panics(), 1);
+}

@@ -60,6 +60,7 @@ fn a_whip_session_connects_over_udp() {
                 kind: SessionKind::Whip,
                 source: None,
                 auto_subscribe: false,
+                grants: manifold_api::Grants::ALL,
                 negotiated,
             }),
         })

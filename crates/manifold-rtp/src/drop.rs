@@ -29,6 +29,8 @@ pub enum DropReason {
     NoSubscriber,
     /// The subscriber's `Rtc` is not connected yet.
     SubscriberNotReady,
+    /// The publisher muted the track: the server stops forwarding it. Not a loss.
+    Muted,
 }
 
 impl DropReason {
@@ -44,6 +46,7 @@ impl DropReason {
         Self::CodecMismatch,
         Self::NoSubscriber,
         Self::SubscriberNotReady,
+        Self::Muted,
     ];
 
     /// Stable snake_case name for metrics labels and JSON.
@@ -58,15 +61,16 @@ impl DropReason {
             Self::CodecMismatch => "codec_mismatch",
             Self::NoSubscriber => "no_subscriber",
             Self::SubscriberNotReady => "subscriber_not_ready",
+            Self::Muted => "muted",
         }
     }
 
     /// Whether a drop of this kind means media a receiver wanted was lost.
     ///
-    /// `NoSubscriber` is the only exception: nobody wanted the packet, so
-    /// counting it would make an idle room look lossy.
+    /// `NoSubscriber` and `Muted` are the exceptions: nobody wanted the packet,
+    /// so counting them would make an idle or muted room look lossy.
     pub fn counts_as_loss(self) -> bool {
-        !matches!(self, Self::NoSubscriber)
+        !matches!(self, Self::NoSubscriber | Self::Muted)
     }
 }
 
@@ -97,9 +101,10 @@ mod tests {
                 DropReason::CodecMismatch => 6,
                 DropReason::NoSubscriber => 7,
                 DropReason::SubscriberNotReady => 8,
+                DropReason::Muted => 9,
             }
         }
-        assert_eq!(DropReason::ALL.len(), 9);
+        assert_eq!(DropReason::ALL.len(), 10);
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(index(*r), i);
         }
@@ -138,12 +143,14 @@ mod tests {
             DropReason::SubscriberNotReady.as_str(),
             "subscriber_not_ready"
         );
+        assert_eq!(DropReason::Muted.as_str(), "muted");
     }
 
     #[test]
-    fn only_no_subscriber_is_not_loss() {
+    fn only_unwanted_packets_are_not_loss() {
         for r in DropReason::ALL {
-            assert_eq!(r.counts_as_loss(), *r != DropReason::NoSubscriber);
+            let unwanted = matches!(r, DropReason::NoSubscriber | DropReason::Muted);
+            assert_eq!(r.counts_as_loss(), !unwanted);
         }
     }
 }

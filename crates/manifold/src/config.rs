@@ -40,6 +40,15 @@ pub struct Http {
     pub drain_timeout_secs: u64,
     /// How long a room participant whose WebSocket dropped may take to resume.
     pub reconnect_grace_secs: u64,
+    /// Open connections (HTTP and WebSocket) in total; lowered at start to what the
+    /// process's file-descriptor limit allows.
+    pub max_connections: usize,
+    /// Open connections from one client address (IPv6: one /64).
+    pub max_connections_per_ip: usize,
+    /// A request's headers must arrive within this many seconds.
+    pub header_read_timeout_secs: u64,
+    /// A connection carrying no request is closed after this many seconds.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for Http {
@@ -48,6 +57,10 @@ impl Default for Http {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             drain_timeout_secs: 10,
             reconnect_grace_secs: 10,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -120,6 +133,10 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest room-protocol WebSocket message, in bytes.
     pub max_ws_message_bytes: usize,
+    /// A room-protocol WebSocket must join within this many seconds of opening.
+    pub join_timeout_secs: u64,
+    /// Room-protocol WebSockets open at once that have not joined yet.
+    pub max_unjoined_sockets: usize,
 }
 
 impl Default for Limits {
@@ -130,6 +147,8 @@ impl Default for Limits {
             max_tracks_per_participant: 8,
             max_body_bytes: 64 * 1024,
             max_ws_message_bytes: 64 * 1024,
+            join_timeout_secs: 10,
+            max_unjoined_sockets: 1024,
         }
     }
 }
@@ -251,6 +270,27 @@ impl Config {
                 self.limits.max_tracks_per_participant,
             ),
             ("media.command_queue", self.media.command_queue),
+            (
+                "limits.join_timeout_secs",
+                self.limits.join_timeout_secs as usize,
+            ),
+            (
+                "limits.max_unjoined_sockets",
+                self.limits.max_unjoined_sockets,
+            ),
+            ("http.max_connections", self.http.max_connections),
+            (
+                "http.max_connections_per_ip",
+                self.http.max_connections_per_ip,
+            ),
+            (
+                "http.header_read_timeout_secs",
+                self.http.header_read_timeout_secs as usize,
+            ),
+            (
+                "http.idle_timeout_secs",
+                self.http.idle_timeout_secs as usize,
+            ),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));
@@ -263,6 +303,24 @@ impl Config {
             return Err("limits.max_ws_message_bytes must be at least 1024".into());
         }
         Ok(())
+    }
+
+    /// The connection cap to run with: `http.max_connections`, lowered if the process may
+    /// not open that many descriptors (`open_files`, its soft limit) with a reserve left for
+    /// the media sockets, logs and the like, so that accepting never fails for want of
+    /// one. Returns the cap and whether it was lowered.
+    pub fn connection_cap(&self, open_files: Option<u64>) -> (usize, bool) {
+        let wanted = self.http.max_connections;
+        let Some(limit) = open_files else {
+            return (wanted, false);
+        };
+        let reserve = 64 + 4 * self.worker_count() as u64;
+        let fits = usize::try_from(limit.saturating_sub(reserve).max(16)).unwrap_or(usize::MAX);
+        if fits < wanted {
+            (fits, true)
+        } else {
+            (wanted, false)
+        }
     }
 
     /// Media workers to start.
@@ -293,13 +351,23 @@ impl Config {
         }
     }
 
-    /// Settings for the HTTP surface.
-    pub fn control_config(&self) -> manifold_control::ControlConfig {
+    /// Settings for the HTTP surface. `max_connections` is the configured cap already
+    /// fitted to the file-descriptor limit ([`Config::connection_cap`]).
+    pub fn control_config(&self, max_connections: usize) -> manifold_control::ControlConfig {
         manifold_control::ControlConfig {
+            listener: manifold_control::listener::ListenerLimits {
+                max_connections,
+                max_connections_per_ip: self.http.max_connections_per_ip,
+                header_read_timeout: Duration::from_secs(self.http.header_read_timeout_secs),
+                idle_timeout: Duration::from_secs(self.http.idle_timeout_secs),
+                ..Default::default()
+            },
+            max_unjoined_sockets: self.limits.max_unjoined_sockets,
             max_body_bytes: self.limits.max_body_bytes,
             max_rooms: self.limits.max_rooms,
             max_ws_message_bytes: self.limits.max_ws_message_bytes,
             reconnect_grace: Duration::from_secs(self.http.reconnect_grace_secs),
+            join_timeout: Duration::from_secs(self.limits.join_timeout_secs),
             ..Default::default()
         }
     }
@@ -362,5 +430,14 @@ mod tests {
         };
         assert!(Config::load(None, &o).unwrap_err().contains("32 bytes"));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_connection_cap_fits_the_file_limit() {
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.connection_cap(None), (4096, false));
+        assert_eq!(c.connection_cap(Some(1 << 20)), (4096, false));
+        let (cap, lowered) = c.connection_cap(Some(512));
+        assert!(lowered && cap < 512 - 64, "{cap}");
     }
 }

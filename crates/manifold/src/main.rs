@@ -223,8 +223,16 @@ fn run(config: Config) -> Result<(), String> {
     let workers = MediaWorkers::start(config.media_config(), sink)
         .map_err(|e| format!("cannot start the media workers: {e}"))?;
     let factory = RtcFactory::new(config.limits.max_body_bytes);
+    let (max_connections, lowered) = config.connection_cap(open_file_limit());
+    if lowered {
+        tracing::warn!(
+            max_connections,
+            configured = config.http.max_connections,
+            "http.max_connections lowered to fit the open-file limit (raise it with ulimit -n)"
+        );
+    }
     let state = AppState::new(
-        config.control_config(),
+        config.control_config(max_connections),
         workers.handles().to_vec(),
         factory,
         auth,
@@ -257,6 +265,17 @@ fn run(config: Config) -> Result<(), String> {
     workers.shutdown();
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// The process's soft limit on open files, from `/proc/self/limits` (Linux), if readable.
+fn open_file_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Stop taking sessions and give the existing ones `timeout` to end; a second signal cuts

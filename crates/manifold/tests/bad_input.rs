@@ -316,7 +316,7 @@ fn tokens_are_required_and_checked() {
         send(Some("not.a.jwt"), &whip, publish()),
         401,
         "unauthorized",
-        "invalid",
+        "malformed",
     );
 
     let other_room = mint(

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use manifold_api::{
-    CommandError, CoreEvent, Identity, LeaveReason, ParticipantId, ReplyValue, RequestId, RoomName,
-    SessionKind, ShardStats, Source,
+    CommandError, CoreEvent, Grants, Identity, LeaveReason, ParticipantId, ReplyValue, RequestId,
+    RoomName, SessionKind, ShardStats, Source,
 };
 use manifold_core::negotiate::DEFAULT_MAX_SDP_BYTES;
 use manifold_core::str0m::change::{SdpAnswer, SdpPendingOffer};
@@ -196,6 +196,8 @@ pub struct ClientSpec {
     pub media: MediaConfig,
     pub configure: Option<ConfigureRtc>,
     pub edit_offer: Option<EditOffer>,
+    /// What its token allows.
+    pub grants: Grants,
 }
 
 impl ClientSpec {
@@ -214,6 +216,7 @@ impl ClientSpec {
             media: MediaConfig::default(),
             configure: None,
             edit_offer: None,
+            grants: Grants::ALL,
         }
     }
 
@@ -561,6 +564,7 @@ impl Harness {
             media,
             configure,
             edit_offer,
+            grants: spec_grants,
         } = spec;
         let n = self.next_id;
         self.next_id += 1;
@@ -632,6 +636,7 @@ impl Harness {
                 kind,
                 source,
                 auto_subscribe: false,
+                grants: spec_grants,
                 negotiated,
             }),
         });

@@ -1,0 +1,493 @@
+//! Regression tests for the holes a hostile client found (issue "Hardening"), each against
+//! the real server with a key configured: grants on every media path, sessions owned by
+//! their creator behind a secret URL, unjoined sockets on a deadline pings cannot move,
+//! payload-type conflicts refused before the WebRTC stack, 1009 for oversized messages,
+//! token errors in our own words, mute enforced by the server.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::Server;
+use common::room::RoomClient;
+use futures_util::{SinkExt, StreamExt};
+use manifold_loadgen::{MediaSpec, join};
+use reqwest::blocking::Client as Http;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const KEY: &str = "security-test-key-security-test-key!";
+const WAIT: Duration = Duration::from_secs(15);
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn env() -> [(&'static str, &'static str); 1] {
+    [("MANIFOLD_AUTH__KEY", KEY)]
+}
+
+/// A token for `sub` in `room` (every room with `None`) with the grants named in `grants`
+/// ("publish", "subscribe", "admin").
+fn token(sub: &str, room: Option<&str>, grants: &[&str]) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut g = serde_json::Map::new();
+    for name in grants {
+        g.insert((*name).into(), Value::Bool(true));
+    }
+    let mut claims = json!({"sub": sub, "grants": g, "iat": now, "exp": now + 600});
+    if let Some(r) = room {
+        claims["room"] = json!(r);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(KEY.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn ws_url(server: &Server) -> String {
+    format!("{}/rtc", server.base.replacen("http", "ws", 1))
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn track_of(c: &RoomClient, publisher: &str) -> Option<String> {
+    c.with(|s| {
+        s.tracks
+            .iter()
+            .find(|(_, (owner, _))| owner == publisher)
+            .map(|(id, _)| id.clone())
+    })
+}
+
+/// Defect 1: a publish-only token joined `/rtc`, was auto-subscribed (and could subscribe
+/// explicitly) and received everyone's media.
+#[test]
+fn the_room_protocol_enforces_the_subscribe_grant() {
+    let server = Server::start(&[], &env());
+    rt().block_on(async {
+        let url = ws_url(&server);
+        let both = token("alice", Some("g"), &["publish", "subscribe"]);
+        let publish_only = token("mallory", Some("g"), &["publish"]);
+        let a = RoomClient::join(&url, "g", "alice", json!({"token": both})).await;
+        a.wait("alice connects", WAIT, |s| s.connected).await;
+        a.publish("mic", "audio", "microphone");
+        a.wait("alice publishes", WAIT, |s| s.published.len() == 1)
+            .await;
+        let alice = a.id();
+
+        // Asking for automatic subscription without the grant is refused outright.
+        let m = RoomClient::join(
+            &url,
+            "g",
+            "mallory",
+            json!({"token": publish_only, "auto_subscribe": true}),
+        )
+        .await;
+        m.wait("the join is refused", WAIT, |s| {
+            s.errors.iter().any(|e| e["code"] == "forbidden")
+        })
+        .await;
+        assert!(m.with(|s| s.participant.is_none()));
+        m.shutdown().await;
+
+        // Joining without asking: no subscription, and `subscribe` is refused.
+        let m = RoomClient::join(&url, "g", "mallory", json!({"token": publish_only})).await;
+        m.wait("mallory connects", WAIT, |s| s.connected).await;
+        m.wait("mallory sees alice's track", WAIT, |s| !s.tracks.is_empty())
+            .await;
+        let mic = track_of(&m, &alice).unwrap();
+        m.send(json!({"v": 1, "type": "subscribe", "id": "s", "track": mic}));
+        m.wait("subscribe is refused", WAIT, |s| {
+            s.errors
+                .iter()
+                .any(|e| e["code"] == "forbidden" && e["id"] == "s")
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            m.received(&mic),
+            0,
+            "a publish-only member receives nothing"
+        );
+        let receiving_lines = m.with(|s| {
+            s.messages
+                .iter()
+                .filter(|x| x["type"] == "offer")
+                .flat_map(|x| x["mids"].as_array().cloned().unwrap_or_default())
+                .filter(|mid| mid.get("track").is_some_and(|t| !t.is_null()))
+                .count()
+        });
+        assert_eq!(receiving_lines, 0, "no receiving m-line was ever offered");
+        // It may still publish.
+        m.publish("cam", "video", "camera");
+        m.wait("mallory publishes", WAIT, |s| s.published.len() == 1)
+            .await;
+        m.shutdown().await;
+        a.shutdown().await;
+    });
+}
+
+/// Defect 2: anyone in the room could PATCH (ICE-restart takeover) or DELETE another's
+/// WHIP session, addressed by the participant id everyone sees; DELETE on `/whep/…` ended
+/// a WHIP session.
+#[test]
+fn sessions_belong_to_their_creator_behind_a_secret_url() {
+    let server = Server::start(&[], &env());
+    let rt = rt();
+    let http = reqwest::Client::new();
+    let alice = token("alice", Some("own"), &["publish", "subscribe"]);
+    let bob = token("bob", Some("own"), &["publish", "subscribe"]);
+    let admin = token("ops", None, &["admin"]);
+    let spec = MediaSpec {
+        audio: true,
+        video: true,
+    };
+    let joined = rt
+        .block_on(join(
+            &http,
+            &server.url("/whip/own"),
+            Some(&alice),
+            LOCAL,
+            Some(spec),
+        ))
+        .expect("alice publishes over WHIP");
+    let location = joined.resource.clone();
+    let secret = location.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(secret.len(), 32, "a 128-bit secret: {location}");
+
+    // The participant id (what the room sees) is not the resource.
+    let blocking = Http::new();
+    let rooms: Value = blocking
+        .get(server.url("/admin/rooms"))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let pid = rooms["rooms"][0]["participants"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(pid, secret);
+    for path in [format!("/whip/own/{pid}"), format!("/whep/own/{pid}")] {
+        let r = blocking
+            .delete(server.url(&path))
+            .bearer_auth(&alice)
+            .send()
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            404,
+            "{path}: the participant id names nothing"
+        );
+    }
+
+    let restart = "a=ice-ufrag:EVIL\r\na=ice-pwd:0123456789012345678901\r\n";
+    let patch = |tok: &str| {
+        blocking
+            .patch(&location)
+            .bearer_auth(tok)
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .header("if-match", "*")
+            .body(restart)
+            .send()
+            .unwrap()
+    };
+    let r = patch(&bob);
+    assert_eq!(
+        r.status().as_u16(),
+        403,
+        "another identity cannot restart ICE"
+    );
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"], "forbidden");
+    let r = blocking.delete(&location).bearer_auth(&bob).send().unwrap();
+    assert_eq!(r.status().as_u16(), 403, "another identity cannot end it");
+    // The path's kind is checked: the WHIP secret under /whep/ names nothing.
+    let r = blocking
+        .delete(server.url(&format!("/whep/own/{secret}")))
+        .bearer_auth(&alice)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    // Other room in the path: nothing.
+    let r = blocking
+        .delete(server.url(&format!("/whip/elsewhere/{secret}")))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let stats = server.stats(Some(&admin));
+    assert_eq!(stats["participants"], 1, "still there: {stats}");
+
+    // Its owner may; so may an admin (on a second session).
+    let r = blocking
+        .delete(&location)
+        .bearer_auth(&alice)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let again = rt
+        .block_on(join(
+            &http,
+            &server.url("/whep/own"),
+            Some(&alice),
+            LOCAL,
+            None,
+        ))
+        .expect("alice plays over WHEP");
+    let r = blocking
+        .delete(&again.resource)
+        .bearer_auth(&bob)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = blocking
+        .delete(&again.resource)
+        .bearer_auth(&admin)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+/// Defect 3 (first part): one `ping` reset the 10 s join deadline, so an unjoined socket
+/// could be kept forever.
+#[test]
+fn pings_do_not_keep_an_unjoined_socket() {
+    let server = Server::start(&[], &[("MANIFOLD_LIMITS__JOIN_TIMEOUT_SECS", "2")]);
+    rt().block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&server))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut closing = None;
+        // Ping (protocol and WebSocket level) every 300 ms, for up to 20 s.
+        while started.elapsed() < Duration::from_secs(20) && closing.is_none() {
+            let ping = json!({"v": 1, "type": "ping", "ts": 1});
+            if ws
+                .send(Message::Text(ping.to_string().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            let _ = ws.send(Message::Ping(vec![1].into())).await;
+            let deadline = tokio::time::sleep(Duration::from_millis(300));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    m = ws.next() => match m {
+                        Some(Ok(Message::Text(t))) => {
+                            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                            if v["type"] == "closing" {
+                                closing = Some(v);
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                    () = &mut deadline => break,
+                }
+            }
+        }
+        let closing = closing.expect("the server closes an unjoined socket despite pings");
+        assert_eq!(closing["reason"], "timeout", "{closing}");
+    });
+}
+
+/// Defect 4: an offer mapping one payload type to two codecs reached a str0m assertion
+/// (HTTP 500, uncounted).
+#[test]
+fn a_payload_type_conflict_is_bad_sdp_not_a_panic() {
+    let server = Server::start(&[], &env());
+    let viewer = token("v", Some("pt"), &["subscribe"]);
+    let admin = token("ops", None, &["admin"]);
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(
+        str0m::Candidate::host("127.0.0.1:9999".parse().unwrap(), "udp").unwrap(),
+    );
+    let mut change = rtc.sdp_api();
+    use str0m::media::{Direction, MediaKind};
+    change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let offer = change.apply().unwrap().0.to_sdp_string();
+    // 96 (the first video payload type) also names Opus in the audio m-line.
+    let video_pt = offer
+        .lines()
+        .skip_while(|l| !l.starts_with("m=video"))
+        .find_map(|l| l.strip_prefix("a=rtpmap:"))
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_owned();
+    let audio_start = offer.find("m=audio").unwrap();
+    let video_start = offer.find("m=video").unwrap();
+    let (head, rest) = offer.split_at(audio_start.min(video_start));
+    let mut audio_section = String::new();
+    let mut other = String::new();
+    let mut in_audio = false;
+    for line in rest.lines() {
+        if line.starts_with("m=") {
+            in_audio = line.starts_with("m=audio");
+        }
+        let target = if in_audio {
+            &mut audio_section
+        } else {
+            &mut other
+        };
+        target.push_str(line);
+        target.push_str("\r\n");
+    }
+    let opus_pt = audio_section
+        .lines()
+        .find_map(|l| {
+            let r = l.strip_prefix("a=rtpmap:")?;
+            r.to_ascii_lowercase()
+                .contains("opus")
+                .then(|| r.split(' ').next().unwrap().to_owned())
+        })
+        .unwrap();
+    let audio_section = audio_section
+        .replace(&format!(":{opus_pt} "), &format!(":{video_pt} "))
+        .replace(&format!(" {opus_pt}\r\n"), &format!(" {video_pt}\r\n"))
+        .replace(&format!(" {opus_pt} "), &format!(" {video_pt} "));
+    let bad = if audio_start < video_start {
+        format!("{head}{audio_section}{other}")
+    } else {
+        format!("{head}{other}{audio_section}")
+    };
+    let http = Http::new();
+    let r = http
+        .post(server.url("/whep/pt"))
+        .bearer_auth(&viewer)
+        .header("content-type", "application/sdp")
+        .body(bad)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"], "bad_sdp", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("payload type"),
+        "{body}"
+    );
+    let stats = server.stats(Some(&admin));
+    assert_eq!(stats["negotiation_panics"], 0, "{stats}");
+    assert_eq!(stats["panics"], 0, "{stats}");
+}
+
+/// Defect 6: a message over the WebSocket layer's cap closed the socket with no status
+/// (1005) instead of 1009; token errors echoed parser internals.
+#[test]
+fn oversized_messages_close_with_1009_and_token_errors_say_no_internals() {
+    let server = Server::start(&[], &env());
+    rt().block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&server))
+            .await
+            .unwrap();
+        let huge = "x".repeat(2 << 20);
+        let _ = ws.send(Message::Text(huge.into())).await;
+        let mut code = None;
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            match tokio::time::timeout(WAIT, ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    code = frame.map(|f| u16::from(f.code));
+                    break;
+                }
+                Ok(Some(Ok(_))) => {}
+                other => {
+                    eprintln!("socket ended without a close frame: {other:?}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(code, Some(1009));
+    });
+
+    let http = Http::new();
+    // `alg: none`, a header the parser cannot read, garbage: 401 with our own words.
+    let b64 = |v: &Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&json!({"sub": "x", "exp": 9_999_999_999u64, "grants": {"admin": true}}))
+    );
+    let wrong_claims = format!(
+        "{}.{}.c2ln",
+        b64(&json!({"alg": "HS256", "typ": "JWT"})),
+        b64(&json!({"sub": 5}))
+    );
+    for bad in [none.as_str(), wrong_claims.as_str(), "a.b.c", "garbage"] {
+        let r = http
+            .get(server.url("/stats"))
+            .bearer_auth(bad)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{bad}");
+        let body: Value = r.json().unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(message.starts_with("the access token"), "{message}");
+        for internal in ["variant", "`", "expected", "line", "column", "Base64"] {
+            assert!(
+                !message.contains(internal),
+                "{message:?} leaks {internal:?}"
+            );
+        }
+    }
+}
+
+/// Also found in review: mute was signalling only, the server kept forwarding.
+#[test]
+fn a_muted_track_is_not_forwarded() {
+    let server = Server::start(&[], &[]);
+    rt().block_on(async {
+        let url = ws_url(&server);
+        let a = RoomClient::join(&url, "mute", "alice", json!({})).await;
+        let b = RoomClient::join(&url, "mute", "bob", json!({})).await;
+        a.wait("alice connects", WAIT, |s| s.connected).await;
+        a.publish("mic", "audio", "microphone");
+        let alice = a.id();
+        b.wait("bob learns of the track", WAIT, |s| !s.tracks.is_empty())
+            .await;
+        let mic = track_of(&b, &alice).unwrap();
+        b.wait("bob receives audio", WAIT, |s| {
+            s.received.get(&mic).is_some_and(|r| r.packets > 20)
+        })
+        .await;
+        a.send(json!({"v": 1, "type": "mute", "id": "m", "track": mic, "muted": true}));
+        b.wait("bob is told", WAIT, |s| {
+            s.tracks.get(&mic).is_some_and(|(_, t)| t["muted"] == true)
+        })
+        .await;
+        // What was in flight settles, then nothing more arrives.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let muted = b.received(&mic);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(b.received(&mic), muted, "nothing is forwarded while muted");
+        a.send(json!({"v": 1, "type": "mute", "id": "u", "track": mic, "muted": false}));
+        b.wait("audio resumes after unmute", WAIT, |s| {
+            s.received.get(&mic).is_some_and(|r| r.packets > muted + 20)
+        })
+        .await;
+        assert!(
+            a.with(|s| s.errors.is_empty()),
+            "{:?}",
+            a.with(|s| s.errors.clone())
+        );
+        b.shutdown().await;
+        a.shutdown().await;
+    });
+}
