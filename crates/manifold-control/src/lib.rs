@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod listener;
+pub mod outbox;
 pub mod roster;
 pub mod rtc;
 pub mod sessions;

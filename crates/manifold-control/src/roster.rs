@@ -3,25 +3,16 @@
 //! this roster mirrors what they report and adds what only signaling knows.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use manifold_api::protocol::{ParticipantInfo, ServerMessage, TrackInfo};
 use manifold_api::{ParticipantId, RoomName, TrackId};
-use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// Messages queued per socket before a member counts as too slow and is disconnected.
-pub const OUTBOX: usize = 512;
+use crate::outbox::{Key, Outbox, serialize};
 
-/// Something for a member's socket task.
-#[derive(Debug)]
-pub enum Outgoing {
-    /// Send this message.
-    Message(ServerMessage),
-    /// Send `closing` (already in the message) and close the socket with this code.
-    Close(u16, ServerMessage),
-}
-
-/// A chat rate limiter: `rate` messages per second, bursts of `burst`.
+/// A rate limiter: `rate` messages per second, bursts of `burst`.
 #[derive(Debug)]
 pub struct TokenBucket {
     tokens: f64,
@@ -64,8 +55,8 @@ pub struct Member {
     pub room: RoomName,
     /// The worker owning the room.
     pub worker: u16,
-    /// Its socket, while connected; `None` during the reconnection grace period.
-    pub tx: Option<mpsc::Sender<Outgoing>>,
+    /// Its socket's queue, while connected; `None` during the reconnection grace period.
+    pub tx: Option<Arc<Outbox>>,
     /// Increments each time a socket attaches, so a stale socket's end is recognisable.
     pub generation: u64,
     /// Proves a `resume` comes from the same client.
@@ -74,6 +65,8 @@ pub struct Member {
     pub protocol: bool,
     /// Chat rate limiter.
     pub chat: TokenBucket,
+    /// `update` (name, metadata) rate limiter.
+    pub updates: TokenBucket,
     /// Pending publications: cid → request id of the `publish`.
     pub publishing: HashMap<String, Option<manifold_api::protocol::MessageId>>,
     /// Has the shard confirmed the join (so others have been told)?
@@ -149,8 +142,10 @@ impl Roster {
             .map(|m| m.info.id)
     }
 
-    /// Queue `msg` for every connected protocol member of `room` except `except`. A member
-    /// whose queue is full is too slow to keep up and is disconnected.
+    /// Queue `msg` for every connected protocol member of `room` except `except`,
+    /// serialized once. A member whose queue overflows is too slow to keep up and is
+    /// disconnected; state messages coalesce in the queues (`outbox.rs`), so floods of
+    /// updates do not overflow them.
     pub fn broadcast(
         &mut self,
         room: &RoomName,
@@ -160,12 +155,14 @@ impl Roster {
         let Some(ids) = self.rooms.get(room) else {
             return;
         };
+        let key = Key::of(msg);
+        let text = serialize(msg);
         for id in ids {
             if Some(*id) == except {
                 continue;
             }
             if let Some(m) = self.members.get_mut(id) {
-                send_to(m, msg.clone());
+                send_to(m, key, text.clone());
             }
         }
     }
@@ -173,7 +170,7 @@ impl Roster {
     /// Queue `msg` for one member.
     pub fn send(&mut self, id: ParticipantId, msg: ServerMessage) {
         if let Some(m) = self.members.get_mut(&id) {
-            send_to(m, msg);
+            send_to(m, Key::of(&msg), serialize(&msg));
         }
     }
 
@@ -200,16 +197,16 @@ impl Roster {
     }
 }
 
-fn send_to(m: &mut Member, msg: ServerMessage) {
+fn send_to(m: &mut Member, key: Option<Key>, text: Utf8Bytes) {
     if !m.protocol {
         return;
     }
     let Some(tx) = &m.tx else {
         return;
     };
-    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(Outgoing::Message(msg)) {
+    if tx.push_text(key, text).is_err() {
         tracing::warn!(participant = %m.info.id, "signaling queue full; disconnecting the slow client");
-        // Dropping the sender ends the socket task, which starts the grace period.
+        // The overflowed queue closes its socket, which starts the grace period.
         m.tx = None;
     }
 }

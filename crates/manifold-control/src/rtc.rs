@@ -3,6 +3,7 @@
 //! the roster queues for the socket.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Query, Request, State};
@@ -15,14 +16,14 @@ use manifold_api::{
     CommandError, Identity, LeaveReason, ParticipantId, ReplyValue, RoomName, SessionKind,
 };
 use manifold_core::{Command, NewSession, Publication, SdpFragment};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::error::ApiError;
-use crate::roster::{Member, OUTBOX, Outgoing, TokenBucket};
+use crate::outbox::{Item, Outbox};
+use crate::roster::{Member, TokenBucket};
 use crate::sessions::SessionQuery;
 use crate::state::{AppState, SessionEntry};
 use crate::ws::{self, Socket, UnjoinedSlot};
@@ -39,6 +40,8 @@ const MESSAGE_TOO_BIG: u16 = 1009;
 /// Chat: messages per second and burst.
 const CHAT_RATE: f64 = 5.0;
 const CHAT_BURST: f64 = 10.0;
+/// A send to the client that makes no progress this long ends the socket.
+const WRITE_STALL: Duration = Duration::from_secs(10);
 
 /// `GET /rtc`: the WebSocket opening handshake (`ws.rs`), then the protocol on the socket.
 pub async fn upgrade(
@@ -68,12 +71,14 @@ pub async fn upgrade(
 
 struct Conn {
     state: AppState,
-    tx: mpsc::Sender<Outgoing>,
+    tx: Arc<Outbox>,
     participant: Option<(ParticipantId, u64)>,
     query_token: Option<String>,
     errors: VecDeque<Instant>,
     /// Held until the socket joins: unjoined sockets are bounded.
     unjoined: Option<UnjoinedSlot>,
+    /// Every message the client sends, whatever its type.
+    rate: TokenBucket,
 }
 
 /// How the socket's read side ended.
@@ -87,35 +92,34 @@ enum Ending {
 
 async fn run(state: AppState, socket: Socket, query_token: Option<String>, slot: UnjoinedSlot) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTBOX);
-    let writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            match out {
-                Outgoing::Message(m) => {
-                    if sink.send(Message::Text(m.to_json().into())).await.is_err() {
-                        return sink;
-                    }
+    let tx = Arc::new(Outbox::new(state.config.outbox));
+    let outbox = tx.clone();
+    let mut writer = tokio::spawn(async move {
+        while let Some(item) = outbox.next().await {
+            // A client that stops reading stalls the send once the kernel's buffers fill:
+            // past the stall limit it is given up on, and its session begins the grace
+            // period like any dropped socket.
+            let sent = match item {
+                Item::Text(text) => {
+                    tokio::time::timeout(WRITE_STALL, sink.send(Message::Text(text))).await
                 }
-                Outgoing::Close(code, m) => {
-                    let _ = sink.send(Message::Text(m.to_json().into())).await;
-                    let reason = match &m {
-                        ServerMessage::Closing { reason, .. } => {
-                            format!("{reason:?}").to_lowercase()
-                        }
-                        _ => String::new(),
+                Item::Close(code, text, reason) => {
+                    let _ = tokio::time::timeout(WRITE_STALL, sink.send(Message::Text(text))).await;
+                    let frame = CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: reason.into(),
                     };
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code: CloseCode::from(code),
-                            reason: reason.into(),
-                        })))
-                        .await;
+                    let _ =
+                        tokio::time::timeout(WRITE_STALL, sink.send(Message::Close(Some(frame))))
+                            .await;
                     return sink;
                 }
+            };
+            if !matches!(sent, Ok(Ok(()))) {
+                return sink;
             }
         }
-        // Every sender is gone (the roster dropped a slow client): close politely.
-        let _ = sink.send(Message::Close(None)).await;
+        let _ = tokio::time::timeout(WRITE_STALL, sink.send(Message::Close(None))).await;
         sink
     });
 
@@ -126,14 +130,28 @@ async fn run(state: AppState, socket: Socket, query_token: Option<String>, slot:
         query_token,
         errors: VecDeque::new(),
         unjoined: Some(slot),
+        rate: TokenBucket::new(
+            state.config.ws_message_rate,
+            state.config.ws_message_burst,
+            Instant::now(),
+        ),
     };
     // A socket must have joined (or resumed) within the join timeout of opening, whatever
     // else it sends meanwhile: pings do not buy an unjoined socket more time.
     let mut deadline = Instant::now() + state.config.join_timeout;
     let mut ending = Ending::Closed;
+    let mut finished = None;
     loop {
         let wait = deadline.saturating_duration_since(Instant::now());
-        let frame = match tokio::time::timeout(wait, stream.next()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout(wait, stream.next()) => next,
+            // The writer gave up (overflow, a stalled or broken connection): so do we.
+            done = &mut writer => {
+                finished = Some(done);
+                break;
+            }
+        };
+        let frame = match next {
             Err(_) => {
                 let why = if conn.participant.is_some() {
                     "no message for too long"
@@ -181,6 +199,16 @@ async fn run(state: AppState, socket: Socket, query_token: Option<String>, slot:
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             Message::Close(_) => break,
         };
+        if !conn.rate.take(Instant::now()) {
+            let message = format!(
+                "at most {} messages per second (bursts of {})",
+                state.config.ws_message_rate, state.config.ws_message_burst
+            );
+            if conn.fail(None, "rate_limited", &message).await {
+                break;
+            }
+            continue;
+        }
         let msg = match ClientMessage::parse(text.as_str(), state.config.max_ws_message_bytes) {
             Ok(m) => {
                 tracing::trace!(participant = ?conn.participant.map(|p| p.0), message = ?m, "client message");
@@ -213,8 +241,12 @@ async fn run(state: AppState, socket: Socket, query_token: Option<String>, slot:
         state.detach_socket(id, generation);
     }
     drop(conn);
-    drop(tx);
-    let Ok(sink) = writer.await else {
+    tx.finish();
+    let done = match finished {
+        Some(done) => done,
+        None => writer.await,
+    };
+    let Ok(sink) = done else {
         return;
     };
     match ending {
@@ -300,10 +332,14 @@ impl Conn {
         {
             self.errors.pop_front();
         }
-        let _ = self
+        if self
             .tx
-            .send(Outgoing::Message(ServerMessage::error(id, code, message)))
-            .await;
+            .push(&ServerMessage::error(id, code, message))
+            .is_err()
+        {
+            // Its own queue overflowed: the socket is closing already.
+            return true;
+        }
         if self.errors.len() > ABUSE_LIMIT {
             tracing::info!(participant = ?self.participant.map(|p| p.0), "closing an abusive socket");
             self.close(
@@ -318,20 +354,18 @@ impl Conn {
     }
 
     async fn close(&mut self, code: u16, reason: CloseReason, message: &str) {
-        let _ = self
-            .tx
-            .send(Outgoing::Close(
-                code,
-                ServerMessage::Closing {
-                    reason,
-                    message: message.into(),
-                },
-            ))
-            .await;
+        self.tx.close(
+            code,
+            &ServerMessage::Closing {
+                reason,
+                message: message.into(),
+            },
+        );
     }
 
     fn reply(&self, msg: ServerMessage) {
-        let _ = self.tx.try_send(Outgoing::Message(msg));
+        // An overflow closes the socket; nothing more to do here.
+        let _ = self.tx.push(&msg);
     }
 
     async fn handle(&mut self, msg: ClientMessage) -> Handled {
@@ -541,6 +575,16 @@ impl Conn {
                 Ok(Flow::Continue)
             }
             ClientMessage::Update { name, metadata, .. } => {
+                let allowed = state
+                    .with_member_mut(me, |m| m.updates.take(Instant::now()))
+                    .unwrap_or(false);
+                if !allowed {
+                    return Err(refuse(
+                        &id,
+                        "rate_limited",
+                        format!("at most {} updates per second", state.config.update_rate),
+                    ));
+                }
                 state.update_member(me, name, metadata);
                 Ok(Flow::Continue)
             }
@@ -683,6 +727,11 @@ impl Conn {
             resume_token: resume_token.clone(),
             protocol: true,
             chat: TokenBucket::new(CHAT_RATE, CHAT_BURST, Instant::now()),
+            updates: TokenBucket::new(
+                state.config.update_rate,
+                state.config.update_burst,
+                Instant::now(),
+            ),
             publishing: Default::default(),
             announced: false,
             may_publish: access.grants.may_publish(),
@@ -912,20 +961,20 @@ impl AppState {
     }
 
     /// A socket attached anew to a member within the grace period.
-    fn reattach(&self, id: ParticipantId, token: &str, tx: mpsc::Sender<Outgoing>) -> Option<u64> {
+    fn reattach(&self, id: ParticipantId, token: &str, tx: Arc<Outbox>) -> Option<u64> {
         let mut roster = self.roster();
         let m = roster.get_mut(id)?;
         if !m.protocol || m.resume_token != token {
             return None;
         }
         if let Some(old) = m.tx.take() {
-            let _ = old.try_send(Outgoing::Close(
+            old.close(
                 1000,
-                ServerMessage::Closing {
+                &ServerMessage::Closing {
                     reason: CloseReason::Replaced,
                     message: "the session resumed on another connection".into(),
                 },
-            ));
+            );
         }
         m.generation += 1;
         m.tx = Some(tx);

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::listener::{ListenerCounters, ListenerLimits};
-use crate::roster::{Member, Outgoing, Roster, TokenBucket};
+use crate::roster::{Member, Roster, TokenBucket};
 
 /// Settings of the HTTP surface.
 #[derive(Clone, Debug)]
@@ -39,6 +39,16 @@ pub struct ControlConfig {
     pub join_timeout: Duration,
     /// Room-protocol sockets open at once that have not joined yet.
     pub max_unjoined_sockets: usize,
+    /// What one room-protocol socket's outgoing queue may hold.
+    pub outbox: crate::outbox::OutboxLimits,
+    /// Room-protocol messages a socket may send per second (every type), sustained.
+    pub ws_message_rate: f64,
+    /// ... and in a burst.
+    pub ws_message_burst: f64,
+    /// `update` messages (name, metadata: fanned out to the room) per second, sustained.
+    pub update_rate: f64,
+    /// ... and in a burst.
+    pub update_burst: f64,
     /// Bounds on HTTP connections.
     pub listener: ListenerLimits,
 }
@@ -53,6 +63,11 @@ impl Default for ControlConfig {
             reconnect_grace: Duration::from_secs(10),
             join_timeout: Duration::from_secs(10),
             max_unjoined_sockets: 1024,
+            outbox: crate::outbox::OutboxLimits::default(),
+            ws_message_rate: 20.0,
+            ws_message_burst: 50.0,
+            update_rate: 2.0,
+            update_burst: 5.0,
             listener: ListenerLimits::default(),
         }
     }
@@ -330,6 +345,7 @@ impl AppState {
                     resume_token: String::new(),
                     protocol: false,
                     chat: TokenBucket::new(0.0, 0.0, std::time::Instant::now()),
+                    updates: TokenBucket::new(0.0, 0.0, std::time::Instant::now()),
                     publishing: Default::default(),
                     announced: true,
                     may_publish: true,
@@ -397,13 +413,13 @@ impl AppState {
                 LeaveReason::Timeout => (CloseReason::Timeout, "the media connection timed out"),
                 _ => (CloseReason::Left, "the session ended"),
             };
-            let _ = tx.try_send(Outgoing::Close(
+            tx.close(
                 1000,
-                ServerMessage::Closing {
+                &ServerMessage::Closing {
                     reason: why,
                     message: text.into(),
                 },
-            ));
+            );
         }
         if m.announced {
             roster.broadcast(

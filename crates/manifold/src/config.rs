@@ -137,6 +137,18 @@ pub struct Limits {
     pub join_timeout_secs: u64,
     /// Room-protocol WebSockets open at once that have not joined yet.
     pub max_unjoined_sockets: usize,
+    /// Room-protocol messages one socket may send per second (every type), sustained...
+    pub ws_messages_per_sec: f64,
+    /// ... and in a burst.
+    pub ws_message_burst: f64,
+    /// `update` messages (fanned out to the whole room) per second, sustained...
+    pub ws_updates_per_sec: f64,
+    /// ... and in a burst.
+    pub ws_update_burst: f64,
+    /// Bytes one socket's outgoing queue may hold before the client counts as too slow.
+    pub max_outbox_bytes: usize,
+    /// Messages one socket's outgoing queue may hold.
+    pub max_outbox_messages: usize,
 }
 
 impl Default for Limits {
@@ -149,6 +161,12 @@ impl Default for Limits {
             max_ws_message_bytes: 64 * 1024,
             join_timeout_secs: 10,
             max_unjoined_sockets: 1024,
+            ws_messages_per_sec: 20.0,
+            ws_message_burst: 50.0,
+            ws_updates_per_sec: 2.0,
+            ws_update_burst: 5.0,
+            max_outbox_bytes: 1 << 20,
+            max_outbox_messages: 512,
         }
     }
 }
@@ -299,6 +317,25 @@ impl Config {
         if self.limits.max_body_bytes < 1024 {
             return Err("limits.max_body_bytes must be at least 1024".into());
         }
+        for (name, v) in [
+            (
+                "limits.ws_messages_per_sec",
+                self.limits.ws_messages_per_sec,
+            ),
+            ("limits.ws_message_burst", self.limits.ws_message_burst),
+            ("limits.ws_updates_per_sec", self.limits.ws_updates_per_sec),
+            ("limits.ws_update_burst", self.limits.ws_update_burst),
+        ] {
+            if !(v.is_finite() && v >= 1.0) {
+                return Err(format!("{name} must be a number of at least 1"));
+            }
+        }
+        if self.limits.max_outbox_bytes < self.limits.max_ws_message_bytes.max(64 * 1024) {
+            return Err(
+                "limits.max_outbox_bytes must be at least 64 KiB and at least max_ws_message_bytes"
+                    .into(),
+            );
+        }
         if self.limits.max_ws_message_bytes < 1024 {
             return Err("limits.max_ws_message_bytes must be at least 1024".into());
         }
@@ -363,6 +400,14 @@ impl Config {
                 ..Default::default()
             },
             max_unjoined_sockets: self.limits.max_unjoined_sockets,
+            outbox: manifold_control::outbox::OutboxLimits {
+                messages: self.limits.max_outbox_messages,
+                bytes: self.limits.max_outbox_bytes,
+            },
+            ws_message_rate: self.limits.ws_messages_per_sec,
+            ws_message_burst: self.limits.ws_message_burst,
+            update_rate: self.limits.ws_updates_per_sec,
+            update_burst: self.limits.ws_update_burst,
             max_body_bytes: self.limits.max_body_bytes,
             max_rooms: self.limits.max_rooms,
             max_ws_message_bytes: self.limits.max_ws_message_bytes,

@@ -491,3 +491,154 @@ fn a_muted_track_is_not_forwarded() {
         a.shutdown().await;
     });
 }
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A raw room-protocol socket joined to `room` (no media: nobody answers its offers).
+async fn raw_join(server: &Server, room: &str, identity: &str) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(server))
+        .await
+        .unwrap();
+    let join = json!({"v": 1, "type": "join", "id": "j", "room": room, "identity": identity,
+                      "auto_subscribe": false});
+    ws.send(Message::Text(join.to_string().into()))
+        .await
+        .unwrap();
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an answer to join")
+            .expect("open")
+            .expect("readable");
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            assert_ne!(v["type"], "error", "{v}");
+            if v["type"] == "joined" {
+                return ws;
+            }
+        }
+    }
+}
+
+/// Read `ws` until `f` holds for a message; panics on `closing` or after [`WAIT`].
+async fn read_until(ws: &mut Ws, what: &str, f: impl Fn(&Value) -> bool) -> usize {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = 0;
+    while Instant::now() < deadline {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                seen += 1;
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                assert_ne!(v["type"], "closing", "while waiting for {what}: {v}");
+                if f(&v) {
+                    return seen;
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("socket ended while waiting for {what}: {other:?}"),
+        }
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn update(i: usize, name: &str) -> Message {
+    let msg = json!({"v": 1, "type": "update", "name": name,
+                     "metadata": {"i": i, "pad": "x".repeat(4000)}});
+    Message::Text(msg.to_string().into())
+}
+
+/// Defect 5: 5,000 `update`s a second with 4 KB metadata filled a slower member's queue
+/// and the server disconnected that member. With rate limits lifted (to show the queue
+/// itself holds), updates coalesce in a slow reader's queue and it stays.
+#[test]
+fn an_update_flood_does_not_disconnect_a_slow_member() {
+    let server = Server::start(
+        &[],
+        &[
+            ("MANIFOLD_LIMITS__WS_MESSAGES_PER_SEC", "100000"),
+            ("MANIFOLD_LIMITS__WS_MESSAGE_BURST", "100000"),
+            ("MANIFOLD_LIMITS__WS_UPDATES_PER_SEC", "100000"),
+            ("MANIFOLD_LIMITS__WS_UPDATE_BURST", "100000"),
+        ],
+    );
+    rt().block_on(async {
+        let mut slow = raw_join(&server, "flood", "slow").await;
+        let mut watcher = raw_join(&server, "flood", "watcher").await;
+        let mut flooder = raw_join(&server, "flood", "flooder").await;
+        // The slow member reads nothing while 5,000 updates (20 MB) go by.
+        for i in 0..5000 {
+            flooder.send(update(i, &format!("n{i}"))).await.unwrap();
+        }
+        flooder.send(update(5000, "final")).await.unwrap();
+        let final_name =
+            |v: &Value| v["type"] == "participant_updated" && v["participant"]["name"] == "final";
+        read_until(&mut watcher, "the watcher sees the last update", final_name).await;
+        // The slow member was not dropped: it gets the latest state, and answers a ping.
+        let seen = read_until(
+            &mut slow,
+            "the slow member sees the last update",
+            final_name,
+        )
+        .await;
+        slow.send(Message::Text(
+            json!({"v": 1, "type": "ping", "ts": 5}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+        read_until(&mut slow, "pong", |v| v["type"] == "pong").await;
+        eprintln!("the slow member read {seen} messages for 5,001 updates");
+        // The flooder's own queue (it reads nothing either) coalesced the echoes of its own
+        // updates: it is still there too.
+        flooder
+            .send(Message::Text(
+                json!({"v": 1, "type": "ping", "ts": 6}).to_string().into(),
+            ))
+            .await
+            .unwrap();
+        read_until(&mut flooder, "the flooder's pong", |v| v["type"] == "pong").await;
+    });
+}
+
+/// With the default limits a flood of updates is refused to its sender, which is closed
+/// for abuse; the rest of the room is undisturbed.
+#[test]
+fn a_flood_costs_only_the_flooder() {
+    let server = Server::start(&[], &[]);
+    rt().block_on(async {
+        let mut other = raw_join(&server, "flood2", "other").await;
+        let mut flooder = raw_join(&server, "flood2", "flooder").await;
+        for i in 0..5000 {
+            if flooder.send(update(i, &format!("n{i}"))).await.is_err() {
+                break;
+            }
+        }
+        let mut limited = false;
+        let mut closed = None;
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(WAIT, flooder.next()).await {
+            match m {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    limited |= v["type"] == "error" && v["code"] == "rate_limited";
+                    if v["type"] == "closing" {
+                        closed = Some(v);
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        assert!(limited, "the flooder is told it is rate limited");
+        let closed = closed.expect("the flooder is closed");
+        assert_eq!(closed["reason"], "policy", "{closed}");
+        other
+            .send(Message::Text(
+                json!({"v": 1, "type": "ping", "ts": 1}).to_string().into(),
+            ))
+            .await
+            .unwrap();
+        let seen = read_until(&mut other, "pong", |v| v["type"] == "pong").await;
+        // It saw the few updates that were allowed, not thousands.
+        assert!(seen < 100, "{seen} messages reached the other member");
+    });
+}
