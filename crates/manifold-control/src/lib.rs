@@ -204,6 +204,8 @@ async fn stats(
             serde_json::json!({
                 "commands_rejected": overload.commands_rejected,
                 "events_dropped": overload.events_dropped,
+                "events_deferred": overload.events_deferred,
+                "events_backlog": overload.events_backlog,
                 "send_errors": overload.send_errors,
             }),
         );

@@ -14,7 +14,7 @@ use manifold_api::{
     SessionKind, ShardStats,
 };
 use manifold_core::{Command, RtcFactory};
-use manifold_io::{EventSink, WorkerHandle};
+use manifold_io::{EventSink, Undelivered, WorkerHandle};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Auth;
@@ -144,13 +144,17 @@ impl std::ops::Deref for AppState {
 /// Receives the workers' events; hand it to [`AppState::run_events`].
 pub struct EventReceiver(mpsc::Receiver<(u16, CoreEvent)>);
 
-/// An [`EventSink`] feeding a bounded tokio channel. A full channel drops the event and
-/// the worker counts it; the media thread never waits.
+/// An [`EventSink`] feeding a bounded tokio channel. When the channel is full the event is
+/// handed back and the worker holds it for a later turn: the media thread never waits, and
+/// no event is lost (a lost `ParticipantLeft` would leave the directory wrong for good).
 pub struct ChannelSink(mpsc::Sender<(u16, CoreEvent)>);
 
 impl EventSink for ChannelSink {
-    fn deliver(&self, worker: u16, event: CoreEvent) -> bool {
-        self.0.try_send((worker, event)).is_ok()
+    fn deliver(&self, worker: u16, event: CoreEvent) -> Result<(), Undelivered> {
+        self.0.try_send((worker, event)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full((_, event)) => Undelivered::Full(event),
+            mpsc::error::TrySendError::Closed(_) => Undelivered::Closed,
+        })
     }
 }
 

@@ -24,8 +24,13 @@ pub struct Overloaded {
 pub struct OverloadCounters {
     /// Commands refused by [`WorkerHandle::send`] because a command queue was full.
     pub commands_rejected: u64,
-    /// Events the [`EventSink`](crate::EventSink) refused.
+    /// Events lost: the [`EventSink`](crate::EventSink) was gone, or a worker's backlog
+    /// was at [`MAX_EVENT_BACKLOG`](crate::MAX_EVENT_BACKLOG).
     pub events_dropped: u64,
+    /// Events the sink could not take at once, held back and delivered later in order.
+    pub events_deferred: u64,
+    /// Events held back right now.
+    pub events_backlog: u64,
     /// Datagrams that could not be sent: the socket's send buffer was full, or the
     /// operating system reported an error. UDP loss is normal; media carries on.
     pub send_errors: u64,
@@ -36,6 +41,8 @@ impl OverloadCounters {
     pub fn merge(&mut self, other: &OverloadCounters) {
         self.commands_rejected += other.commands_rejected;
         self.events_dropped += other.events_dropped;
+        self.events_deferred += other.events_deferred;
+        self.events_backlog += other.events_backlog;
         self.send_errors += other.send_errors;
     }
 }
@@ -46,6 +53,8 @@ impl OverloadCounters {
 pub(crate) struct SharedCounters {
     commands_rejected: AtomicU64,
     events_dropped: AtomicU64,
+    events_deferred: AtomicU64,
+    events_backlog: AtomicU64,
     send_errors: AtomicU64,
 }
 
@@ -58,6 +67,14 @@ impl SharedCounters {
         self.events_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn event_deferred(&self) {
+        self.events_deferred.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_backlog(&self, events: usize) {
+        self.events_backlog.store(events as u64, Ordering::Relaxed);
+    }
+
     pub fn send_errors(&self, datagrams: u64) {
         self.send_errors.fetch_add(datagrams, Ordering::Relaxed);
     }
@@ -66,6 +83,8 @@ impl SharedCounters {
         OverloadCounters {
             commands_rejected: self.commands_rejected.load(Ordering::Relaxed),
             events_dropped: self.events_dropped.load(Ordering::Relaxed),
+            events_deferred: self.events_deferred.load(Ordering::Relaxed),
+            events_backlog: self.events_backlog.load(Ordering::Relaxed),
             send_errors: self.send_errors.load(Ordering::Relaxed),
         }
     }
@@ -255,6 +274,8 @@ mod tests {
         let mut a = OverloadCounters {
             commands_rejected: 1,
             events_dropped: 2,
+            events_deferred: 5,
+            events_backlog: 7,
             send_errors: 3,
         };
         a.merge(&a.clone());
@@ -263,6 +284,8 @@ mod tests {
             OverloadCounters {
                 commands_rejected: 2,
                 events_dropped: 4,
+                events_deferred: 10,
+                events_backlog: 14,
                 send_errors: 6
             }
         );

@@ -9,15 +9,15 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use manifold_io::{EventSink, MediaConfig, MediaWorkers};
+//! use manifold_io::{EventSink, MediaConfig, MediaWorkers, Undelivered};
 //! use manifold_api::{CoreEvent, RequestId};
 //! use manifold_core::Command;
 //!
 //! struct Log;
 //! impl EventSink for Log {
-//!     fn deliver(&self, worker: u16, event: CoreEvent) -> bool {
+//!     fn deliver(&self, worker: u16, event: CoreEvent) -> Result<(), Undelivered> {
 //!         println!("worker {worker}: {event:?}");
-//!         true
+//!         Ok(())
 //!     }
 //! }
 //!
@@ -50,12 +50,31 @@ use std::net::SocketAddr;
 /// Where workers deliver the events their shards report.
 ///
 /// Called on the media thread for every event, so it must return quickly and never block:
-/// a bounded `try_send` into a channel is the intended shape.
+/// a bounded `try_send` into a channel is the intended shape. Events are lossless: one the
+/// sink cannot take now ([`Undelivered::Full`]) is handed back, and the worker keeps it,
+/// in order with every later one, and offers it again on its next turns (within a bound,
+/// [`MAX_EVENT_BACKLOG`], that a working control plane never comes near).
 pub trait EventSink: Send + Sync + 'static {
-    /// Hand over one event from `worker`. Returns false when the receiver is full (or
-    /// gone): the worker counts the event as dropped and carries on.
-    fn deliver(&self, worker: u16, event: manifold_api::CoreEvent) -> bool;
+    /// Hand over one event from `worker`.
+    // The error hands the event itself back (no allocation on the overload path); it is as
+    // large as the event, which is the point.
+    #[allow(clippy::result_large_err)]
+    fn deliver(&self, worker: u16, event: manifold_api::CoreEvent) -> Result<(), Undelivered>;
 }
+
+/// Why an [`EventSink`] did not take an event.
+#[derive(Debug)]
+pub enum Undelivered {
+    /// The receiver is full for now: here is the event back, offer it again later.
+    Full(manifold_api::CoreEvent),
+    /// The receiver is gone: nobody will ever take it (the worker counts it as dropped).
+    Closed,
+}
+
+/// Most events a worker holds back for a full [`EventSink`]. A control plane that leaves
+/// this many unread has stopped; beyond it events are dropped and counted
+/// (`events_dropped`), rather than growing the worker's memory without end.
+pub const MAX_EVENT_BACKLOG: usize = 1 << 16;
 
 /// Why the media workers could not start.
 #[derive(Debug, thiserror::Error)]

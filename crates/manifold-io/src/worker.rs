@@ -2,6 +2,7 @@
 //! datagrams, commands, timeouts and events between them without ever blocking on anything
 //! but its own poll.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -10,13 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
+use manifold_api::CoreEvent;
 use manifold_core::{Command, Input, Output, Shard, ShardConfig, Transmit};
 use mio::{Events, Interest, Poll, Token};
 use quinn_udp::RecvMeta;
 
-use crate::EventSink;
 use crate::handle::SharedCounters;
 use crate::socket::{BATCH, MediaSocket, RECV_SLOT_BYTES};
+use crate::{EventSink, MAX_EVENT_BACKLOG, Undelivered};
 
 /// The poll token of the socket.
 pub(crate) const SOCKET: Token = Token(0);
@@ -26,6 +28,8 @@ pub(crate) const WAKER: Token = Token(1);
 /// Longest sleep, even when the shard has nothing scheduled: bounds how late a stop flag
 /// or a missed wake-up is noticed.
 const MAX_WAIT: Duration = Duration::from_millis(100);
+/// How soon a worker holding back events offers them again.
+const BACKLOG_RETRY: Duration = Duration::from_millis(2);
 /// Receive system calls per turn at most, so that a flooded socket cannot starve timers
 /// and commands (quinn's `WorkLimiter` idea, by count).
 const MAX_RECV_BATCHES_PER_TURN: usize = 64;
@@ -141,6 +145,8 @@ struct Core {
     deadline: Instant,
     sink: Arc<dyn EventSink>,
     counters: Arc<SharedCounters>,
+    /// Events the sink could not take yet, oldest first; delivered before any newer one.
+    backlog: VecDeque<CoreEvent>,
 }
 
 /// Batched sending, with a scratch buffer for GSO.
@@ -171,6 +177,7 @@ impl Worker {
             deadline: now,
             sink,
             counters,
+            backlog: VecDeque::new(),
         };
         core.drain();
         Worker {
@@ -200,8 +207,12 @@ impl Worker {
     /// bounded amount of each.
     fn turn(&mut self) -> Flow {
         let now = Instant::now();
+        self.core.flush_backlog();
         let timeout = if self.readable || self.commands_pending {
             Duration::ZERO
+        } else if !self.core.backlog.is_empty() {
+            // Events are waiting for room in the sink: come back soon to offer them again.
+            BACKLOG_RETRY.min(self.core.deadline.saturating_duration_since(now))
         } else {
             let mut until = self.core.deadline;
             if let Some(drain) = self.draining_until {
@@ -353,17 +364,55 @@ impl Core {
         loop {
             match self.shard.poll_output() {
                 Output::Transmit(t) => self.transmits.push(t),
-                Output::Event(event) => {
-                    if !self.sink.deliver(self.index, event) {
-                        self.counters.event_dropped();
-                    }
-                }
+                Output::Event(event) => self.deliver(event),
                 Output::Timeout(at) => {
                     self.deadline = at;
                     return;
                 }
             }
         }
+    }
+}
+
+impl Core {
+    /// Hand `event` to the sink, behind whatever it could not take yet.
+    fn deliver(&mut self, event: CoreEvent) {
+        if !self.backlog.is_empty() {
+            self.hold(event);
+            return;
+        }
+        match self.sink.deliver(self.index, event) {
+            Ok(()) => {}
+            Err(Undelivered::Full(event)) => self.hold(event),
+            Err(Undelivered::Closed) => self.counters.event_dropped(),
+        }
+    }
+
+    fn hold(&mut self, event: CoreEvent) {
+        if self.backlog.len() >= MAX_EVENT_BACKLOG {
+            self.counters.event_dropped();
+            return;
+        }
+        if self.backlog.is_empty() {
+            tracing::warn!("the control plane is not keeping up with events; holding them");
+        }
+        self.counters.event_deferred();
+        self.backlog.push_back(event);
+    }
+
+    /// Offer the held-back events again, in order, until the sink is full again.
+    fn flush_backlog(&mut self) {
+        while let Some(event) = self.backlog.pop_front() {
+            match self.sink.deliver(self.index, event) {
+                Ok(()) => {}
+                Err(Undelivered::Full(event)) => {
+                    self.backlog.push_front(event);
+                    break;
+                }
+                Err(Undelivered::Closed) => self.counters.event_dropped(),
+            }
+        }
+        self.counters.set_backlog(self.backlog.len());
     }
 }
 
@@ -528,8 +577,8 @@ mod tests {
     struct NoSink;
 
     impl EventSink for NoSink {
-        fn deliver(&self, _: u16, _: CoreEvent) -> bool {
-            true
+        fn deliver(&self, _: u16, _: CoreEvent) -> Result<(), Undelivered> {
+            Ok(())
         }
     }
 

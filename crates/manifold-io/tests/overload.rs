@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::{eventually, loopback, sink, stats};
-use manifold_api::RequestId;
+use manifold_api::{CoreEvent, RequestId};
 use manifold_core::Command;
 use manifold_io::{MediaConfig, MediaWorkers};
 
@@ -42,24 +42,33 @@ fn every_refused_command_is_counted() {
 }
 
 #[test]
-fn events_a_sink_refuses_are_counted() {
+fn events_a_full_sink_cannot_take_are_delivered_later_in_order() {
     let (sink, rx) = sink();
     let workers = MediaWorkers::start(loopback(1), sink.clone()).expect("workers start");
     let h = &workers.handles()[0];
     stats(h, &rx, 1);
     sink.refuse.store(true, Ordering::Relaxed);
-    for i in 0..3 {
+    for i in 0..300 {
         h.send(Command::Stats {
             request: RequestId(10 + i),
         })
         .unwrap();
     }
-    eventually("three dropped events", || {
-        workers.overload().events_dropped == 3
+    eventually("300 events held back", || {
+        workers.overload().events_deferred == 300 && workers.overload().events_backlog == 300
     });
+    assert!(rx.try_recv().is_err(), "nothing got through a full sink");
     sink.refuse.store(false, Ordering::Relaxed);
-    stats(h, &rx, 20);
-    assert_eq!(workers.overload().events_dropped, 3);
+    for i in 0..300 {
+        let (_, event) = rx.recv_timeout(common::CAP).expect("a held-back event");
+        match event {
+            CoreEvent::Reply { request, .. } => assert_eq!(request, RequestId(10 + i)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    stats(h, &rx, 2_000);
+    let o = workers.overload();
+    assert_eq!((o.events_dropped, o.events_backlog), (0, 0), "{o:?}");
     workers.shutdown();
 }
 

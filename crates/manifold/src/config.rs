@@ -85,6 +85,9 @@ pub struct Media {
     pub disconnect_grace_secs: u64,
     /// Commands queued per worker before callers are told it is overloaded.
     pub command_queue: usize,
+    /// Events queued from the workers to the control plane; past it a worker holds them
+    /// back (in order, none lost) and offers them again.
+    pub event_queue: usize,
 }
 
 impl Default for Media {
@@ -98,6 +101,7 @@ impl Default for Media {
             connect_timeout_secs: 30,
             disconnect_grace_secs: 10,
             command_queue: 1024,
+            event_queue: 4096,
         }
     }
 }
@@ -288,6 +292,7 @@ impl Config {
                 self.limits.max_tracks_per_participant,
             ),
             ("media.command_queue", self.media.command_queue),
+            ("media.event_queue", self.media.event_queue),
             (
                 "limits.join_timeout_secs",
                 self.limits.join_timeout_secs as usize,

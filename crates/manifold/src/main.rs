@@ -219,7 +219,7 @@ fn run(config: Config) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the control runtime: {e}"))?;
 
-    let (sink, events) = manifold_control::event_channel(4096);
+    let (sink, events) = manifold_control::event_channel(config.media.event_queue);
     let workers = MediaWorkers::start(config.media_config(), sink)
         .map_err(|e| format!("cannot start the media workers: {e}"))?;
     let factory = RtcFactory::new(config.limits.max_body_bytes);

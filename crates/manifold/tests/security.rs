@@ -642,3 +642,53 @@ fn a_flood_costs_only_the_flooder() {
         assert!(seen < 100, "{seen} messages reached the other member");
     });
 }
+
+/// Also found in review: events went from the workers to the control plane by `try_send`,
+/// and a `ParticipantLeft` lost to a full channel left the directory wrong forever. Here
+/// the channel holds two events and 60 sessions time out in bursts.
+#[test]
+fn lifecycle_events_survive_a_full_channel() {
+    let server = Server::start(
+        &[],
+        &[
+            ("MANIFOLD_MEDIA__EVENT_QUEUE", "2"),
+            ("MANIFOLD_MEDIA__CONNECT_TIMEOUT_SECS", "1"),
+        ],
+    );
+    let http = Http::new();
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    // Nothing listens there: the sessions never connect and time out.
+    rtc.add_local_candidate(str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
+    let mut change = rtc.sdp_api();
+    use str0m::media::{Direction, MediaKind};
+    change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let offer = change.apply().unwrap().0.to_sdp_string();
+    for i in 0..60 {
+        let r = http
+            .post(server.url(&format!("/whip/burst{}", i % 3)))
+            .header("content-type", "application/sdp")
+            .body(offer.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    let settled = common::wait_until(Duration::from_secs(20), || {
+        let s = server.stats(None);
+        s["participants"] == 0 && s["sessions"] == 0 && s["rooms"] == 0
+    });
+    let stats = server.stats(None);
+    assert!(settled, "the directory follows the shards: {stats}");
+    assert!(
+        stats["overload"]["events_deferred"].as_u64().unwrap() > 0,
+        "the flood went past the channel: {stats}"
+    );
+    assert_eq!(stats["overload"]["events_dropped"], 0, "{stats}");
+    let rooms: Value = http
+        .get(server.url("/admin/rooms"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(rooms["rooms"], json!([]), "{rooms}");
+}

@@ -9,23 +9,25 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use manifold_api::{CoreEvent, ReplyValue, RequestId, ShardStats};
 use manifold_core::Command;
-use manifold_io::{EventSink, MediaConfig, WorkerHandle};
+use manifold_io::{EventSink, MediaConfig, Undelivered, WorkerHandle};
 
 /// Longest any wait in these tests lasts; only reached when something is broken.
 pub const CAP: Duration = Duration::from_secs(10);
 
-/// Records every event it is given; refuses them while `refuse` is set.
+/// Records every event it is given; is full while `refuse` is set.
 pub struct RecordingSink {
     tx: Sender<(u16, CoreEvent)>,
     pub refuse: AtomicBool,
 }
 
 impl EventSink for RecordingSink {
-    fn deliver(&self, worker: u16, event: CoreEvent) -> bool {
+    fn deliver(&self, worker: u16, event: CoreEvent) -> Result<(), Undelivered> {
         if self.refuse.load(Ordering::Relaxed) {
-            return false;
+            return Err(Undelivered::Full(event));
         }
-        self.tx.send((worker, event)).is_ok()
+        self.tx
+            .send((worker, event))
+            .map_err(|_| Undelivered::Closed)
     }
 }
 
