@@ -16,7 +16,25 @@ pub struct Server {
 impl Server {
     /// Start `manifold serve` with `extra` arguments and `env`.
     pub fn start(extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_manifold"));
+        Self::start_with_file_limit(None, extra, env)
+    }
+
+    /// [`Server::start`], with the server's open-file limit (`ulimit -n`) set to
+    /// `open_files`.
+    pub fn start_with_file_limit(
+        open_files: Option<u64>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let bin = env!("CARGO_BIN_EXE_manifold");
+        let mut cmd = match open_files {
+            None => Command::new(bin),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), bin]);
+                c
+            }
+        };
         cmd.args([
             "serve",
             "--listen",
