@@ -392,6 +392,11 @@ fn start_server(args: &Args, server: &str, tag: &str) -> Result<Server, String> 
                 // The default room limit (100 participants) would refuse scenario (a)'s
                 // larger steps; Janus has no such limit on subscribers.
                 .env("MANIFOLD_LIMITS__MAX_PARTICIPANTS_PER_ROOM", "100000")
+                // Every client of the load generator comes from one address: the per-address
+                // session rate and the session cap are for real deployments, not this.
+                .env("MANIFOLD_LIMITS__SESSION_RATE_PER_IP", "100000")
+                .env("MANIFOLD_LIMITS__SESSION_BURST_PER_IP", "100000")
+                .env("MANIFOLD_LIMITS__MAX_SESSIONS", "100000")
                 .stdout(Stdio::piped())
                 .stderr(log_file)
                 .spawn()

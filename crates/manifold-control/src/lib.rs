@@ -101,7 +101,16 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let limits = state.config.listener.clone();
     let counters = state.listener_counters.clone();
-    listener::serve(listener, router(state), limits, counters, shutdown).await
+    let janitor = state.clone();
+    let janitor = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            janitor.forget_idle_clients();
+        }
+    });
+    let result = listener::serve(listener, router(state), limits, counters, shutdown).await;
+    janitor.abort();
+    result
 }
 
 /// Query of `GET /dev/token`.
@@ -191,6 +200,10 @@ async fn stats(
         }
         obj.insert("http".into(), {
             let mut http = state.listener_counters.snapshot();
+            http["sessions_rate_limited"] = state
+                .session_starts_refused
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .into();
             http["unjoined_sockets"] = state.unjoined.open().into();
             http["unjoined_refused"] = state
                 .unjoined

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,6 +58,13 @@ impl Default for ListenerLimits {
         }
     }
 }
+
+/// Connections admitted over the cap while the idle ones evicted for them are still
+/// closing. The process's descriptor reserve must cover it.
+pub const EVICTION_SLACK: usize = 16;
+
+/// How many 5 ms waits a newcomer at the cap gets for evicted connections to close.
+const EVICTION_WAIT_STEPS: usize = 40;
 
 /// What the listener turned away or cut off, for `/stats`.
 #[derive(Debug, Default)]
@@ -122,9 +129,22 @@ pub async fn serve(
                 }
             },
         };
-        let conn = match table.admit(peer.ip()) {
+        let mut admitted = table.admit(peer.ip());
+        // Evicted connections are still closing: give them a moment rather than turn a
+        // newcomer away while idle ones are on their way out.
+        for _ in 0..EVICTION_WAIT_STEPS {
+            if admitted.as_ref().err() != Some(&Refusal::Wait) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            admitted = table.admit(peer.ip());
+        }
+        let conn = match admitted {
             Ok(c) => c,
             Err(why) => {
+                if why == Refusal::Wait {
+                    counters.refused_total.fetch_add(1, Ordering::Relaxed);
+                }
                 refuse(stream, why);
                 continue;
             }
@@ -133,6 +153,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         tokio::spawn(serve_connection(
             stream,
+            peer,
             conn,
             router.clone(),
             limits.clone(),
@@ -152,7 +173,11 @@ pub async fn serve(
 /// Why a connection was turned away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Refusal {
+    /// At the total cap with nothing idle to evict.
     Total,
+    /// At the total cap, with evicted connections still closing.
+    Wait,
+    /// The client's address has its share.
     PerIp,
 }
 
@@ -160,7 +185,7 @@ enum Refusal {
 /// close it.
 fn refuse(stream: TcpStream, why: Refusal) {
     let body = match why {
-        Refusal::Total => {
+        Refusal::Total | Refusal::Wait => {
             r#"{"error":"unavailable","message":"the server has too many open connections"}"#
         }
         Refusal::PerIp => {
@@ -177,6 +202,7 @@ fn refuse(stream: TcpStream, why: Refusal) {
 
 async fn serve_connection(
     stream: TcpStream,
+    peer: SocketAddr,
     conn: ConnGuard,
     router: Router,
     limits: ListenerLimits,
@@ -192,6 +218,7 @@ async fn serve_connection(
     let service = Service {
         router,
         conn: state.clone(),
+        peer,
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -239,6 +266,7 @@ async fn serve_connection(
 struct Service {
     router: Router,
     conn: Arc<ConnState>,
+    peer: SocketAddr,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Service {
@@ -250,8 +278,10 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         use tower::Service as _;
         let busy = Busy::new(self.conn.clone());
         let mut router = self.router.clone();
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ClientAddr(self.peer));
         Box::pin(async move {
-            let response = router.call(req.map(Body::new)).await;
+            let response = router.call(req).await;
             if let Ok(r) = &response
                 && r.status() == StatusCode::SWITCHING_PROTOCOLS
             {
@@ -278,6 +308,36 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
         self.0.touch();
+    }
+}
+
+/// The address a request came from, as the listener accepted it (the router reads it from
+/// the request's extensions; requests that did not come through the listener, in unit
+/// tests, have none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl ClientAddr {
+    /// The key per-address limits count by (IPv6: the /64).
+    pub fn key(&self) -> IpAddr {
+        ip_key(self.0.ip())
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Infallible> {
+        // Without the listener (tests calling the router directly), the unspecified
+        // address: one shared bucket.
+        Ok(parts
+            .extensions
+            .get::<ClientAddr>()
+            .copied()
+            .unwrap_or(ClientAddr(SocketAddr::from(([0, 0, 0, 0], 0)))))
     }
 }
 
@@ -399,8 +459,12 @@ impl Table {
         }
         if t.conns.len() >= self.limits.max_connections {
             // Make room: the oldest connection carrying nothing goes. It closes on its own
-            // task shortly; until then the count is over the cap by at most one per
-            // eviction in flight, which the descriptor reserve covers.
+            // task shortly; until then the count is over the cap by one per eviction in
+            // flight, at most EVICTION_SLACK, which the descriptor reserve covers.
+            let over = t.conns.len() - self.limits.max_connections;
+            if over >= EVICTION_SLACK {
+                return Err(Refusal::Wait);
+            }
             let victim = t
                 .conns
                 .values()

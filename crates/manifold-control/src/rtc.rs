@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::error::ApiError;
+use crate::listener::ClientAddr;
 use crate::outbox::{Item, Outbox};
 use crate::roster::{Member, TokenBucket};
 use crate::sessions::SessionQuery;
@@ -46,6 +47,7 @@ const WRITE_STALL: Duration = Duration::from_secs(10);
 /// `GET /rtc`: the WebSocket opening handshake (`ws.rs`), then the protocol on the socket.
 pub async fn upgrade(
     State(state): State<AppState>,
+    from: ClientAddr,
     Query(query): Query<SessionQuery>,
     req: Request,
 ) -> Response {
@@ -60,7 +62,7 @@ pub async fn upgrade(
         Ok((response, socket)) => {
             tokio::spawn(async move {
                 if let Some((socket, slot)) = socket.await {
-                    run(state, socket, query.access_token, slot).await;
+                    run(state, socket, query.access_token, slot, from).await;
                 }
             });
             response
@@ -79,6 +81,8 @@ struct Conn {
     unjoined: Option<UnjoinedSlot>,
     /// Every message the client sends, whatever its type.
     rate: TokenBucket,
+    /// Where the socket comes from.
+    from: ClientAddr,
 }
 
 /// How the socket's read side ended.
@@ -90,7 +94,13 @@ enum Ending {
     Oversized,
 }
 
-async fn run(state: AppState, socket: Socket, query_token: Option<String>, slot: UnjoinedSlot) {
+async fn run(
+    state: AppState,
+    socket: Socket,
+    query_token: Option<String>,
+    slot: UnjoinedSlot,
+    from: ClientAddr,
+) {
     let (mut sink, mut stream) = socket.split();
     let tx = Arc::new(Outbox::new(state.config.outbox));
     let outbox = tx.clone();
@@ -135,6 +145,7 @@ async fn run(state: AppState, socket: Socket, query_token: Option<String>, slot:
             state.config.ws_message_burst,
             Instant::now(),
         ),
+        from,
     };
     // A socket must have joined (or resumed) within the join timeout of opening, whatever
     // else it sends meanwhile: pings do not buy an unjoined socket more time.
@@ -687,6 +698,9 @@ impl Conn {
             Some(v) => v,
             None => access.grants.may_subscribe(),
         };
+        state
+            .admit_session(self.from)
+            .map_err(|e| from_api(&id, e))?;
         let pid = ParticipantId(rand::random());
         let identity = match (&access.identity, identity) {
             (Some(i), _) => i.clone(),

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::auth::Access;
 use crate::error::ApiError;
+use crate::listener::ClientAddr;
 use crate::state::{AppState, SessionEntry};
 
 const SDP: &str = "application/sdp";
@@ -33,17 +34,7 @@ pub struct SessionQuery {
 /// `POST /whip/{room}`
 pub async fn whip_post(
     State(state): State<AppState>,
-    Path(room): Path<String>,
-    Query(query): Query<SessionQuery>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    create(state, SessionKind::Whip, room, None, query, headers, body).await
-}
-
-/// `POST /whep/{room}`: play the room's current publisher.
-pub async fn whep_post(
-    State(state): State<AppState>,
+    from: ClientAddr,
     Path(room): Path<String>,
     Query(query): Query<SessionQuery>,
     headers: HeaderMap,
@@ -51,6 +42,29 @@ pub async fn whep_post(
 ) -> Result<Response, ApiError> {
     create(
         state,
+        from,
+        SessionKind::Whip,
+        room,
+        None,
+        query,
+        headers,
+        body,
+    )
+    .await
+}
+
+/// `POST /whep/{room}`: play the room's current publisher.
+pub async fn whep_post(
+    State(state): State<AppState>,
+    from: ClientAddr,
+    Path(room): Path<String>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    create(
+        state,
+        from,
         SessionKind::Whep,
         room,
         Some(Source::RoomCurrent),
@@ -65,6 +79,7 @@ pub async fn whep_post(
 /// tokenless dev-mode publisher is its participant id).
 pub async fn whep_post_named(
     State(state): State<AppState>,
+    from: ClientAddr,
     Path((room, participant)): Path<(String, String)>,
     Query(query): Query<SessionQuery>,
     headers: HeaderMap,
@@ -74,6 +89,7 @@ pub async fn whep_post_named(
         .map_err(|e| ApiError::BadRequest(format!("participant {e}")))?;
     create(
         state,
+        from,
         SessionKind::Whep,
         room,
         Some(Source::Identity(who)),
@@ -84,8 +100,10 @@ pub async fn whep_post_named(
     .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn create(
     state: AppState,
+    from: ClientAddr,
     kind: SessionKind,
     room: String,
     source: Option<Source>,
@@ -97,6 +115,7 @@ async fn create(
         RoomName::parse(&room).map_err(|e| ApiError::BadRequest(format!("room name {e}")))?;
     require_content_type(&headers, SDP)?;
     let access = authorize(&state, &headers, query.access_token.as_deref(), &room, kind)?;
+    state.admit_session(from)?;
     let offer = read_body(&headers, body, state.config.max_body_bytes).await?;
     let offer = String::from_utf8(offer.to_vec())
         .map_err(|_| ApiError::BadSdp("the SDP offer is not UTF-8".into()))?;

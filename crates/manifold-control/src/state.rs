@@ -51,6 +51,12 @@ pub struct ControlConfig {
     pub update_burst: f64,
     /// Bounds on HTTP connections.
     pub listener: ListenerLimits,
+    /// Sessions (WHIP, WHEP, room) the whole server may hold, joining or joined.
+    pub max_sessions: usize,
+    /// New sessions one client address may start per second, sustained...
+    pub session_rate_per_ip: u32,
+    /// ... and in a burst.
+    pub session_burst_per_ip: u32,
 }
 
 impl Default for ControlConfig {
@@ -69,6 +75,9 @@ impl Default for ControlConfig {
             update_rate: 2.0,
             update_burst: 5.0,
             listener: ListenerLimits::default(),
+            max_sessions: 4096,
+            session_rate_per_ip: 10,
+            session_burst_per_ip: 40,
         }
     }
 }
@@ -123,6 +132,10 @@ pub struct Inner {
     pub listener_counters: Arc<ListenerCounters>,
     /// Room-protocol sockets that have not joined yet.
     pub unjoined: Arc<crate::ws::Unjoined>,
+    /// New sessions per client address.
+    session_starts: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Sessions refused by that limit.
+    pub session_starts_refused: AtomicU64,
     directory: Mutex<Directory>,
     roster: Mutex<Roster>,
     pending: Mutex<Pending>,
@@ -172,7 +185,15 @@ impl AppState {
         factory: RtcFactory,
         auth: Auth,
     ) -> Self {
+        let quota = governor::Quota::per_second(
+            std::num::NonZeroU32::new(config.session_rate_per_ip.max(1)).expect("at least 1"),
+        )
+        .allow_burst(
+            std::num::NonZeroU32::new(config.session_burst_per_ip.max(1)).expect("at least 1"),
+        );
         AppState(Arc::new(Inner {
+            session_starts: governor::RateLimiter::keyed(quota),
+            session_starts_refused: AtomicU64::new(0),
             listener_counters: Arc::default(),
             unjoined: crate::ws::Unjoined::new(config.max_unjoined_sockets),
             config,
@@ -448,6 +469,27 @@ impl AppState {
             .map_err(|e| ApiError::Unavailable(e.to_string()))
     }
 
+    /// May a client at `from` start a session now? Its address has a token bucket
+    /// (`session_rate_per_ip`, `session_burst_per_ip`); the buckets of addresses not seen
+    /// for a while are forgotten by [`AppState::forget_idle_clients`].
+    pub fn admit_session(&self, from: crate::listener::ClientAddr) -> Result<(), ApiError> {
+        if self.session_starts.check_key(&from.key()).is_ok() {
+            return Ok(());
+        }
+        self.session_starts_refused.fetch_add(1, Ordering::Relaxed);
+        Err(ApiError::LimitReached(format!(
+            "at most {} new sessions per second from one address; try again shortly",
+            self.config.session_rate_per_ip
+        )))
+    }
+
+    /// Drop the session-rate state of addresses whose buckets are full again, so it holds
+    /// only addresses active within the last burst's worth of time.
+    pub fn forget_idle_clients(&self) {
+        self.session_starts.retain_recent();
+        self.session_starts.shrink_to_fit();
+    }
+
     /// Reserve a place for a new session in `room`: picks the room's worker (the least
     /// loaded one for a new room) and records the session, so events about it can never
     /// arrive before it is known.
@@ -462,6 +504,12 @@ impl AppState {
             ));
         }
         let mut dir = lock(&self.directory);
+        if dir.sessions.len() >= self.config.max_sessions {
+            return Err(ApiError::Unavailable(format!(
+                "the server holds {} sessions, its limit",
+                self.config.max_sessions
+            )));
+        }
         let probe = entry_for(0);
         let worker = match dir.rooms.get(&probe.room) {
             Some(r) => r.worker,

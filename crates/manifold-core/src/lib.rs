@@ -18,7 +18,7 @@ mod track;
 pub use config::ShardConfig;
 pub use negotiate::{NegotiateError, Negotiated, RtcFactory, SdpFragment};
 pub use room::Publication;
-pub use shard::{Command, Input, NewSession, Output, Shard, Transmit};
+pub use shard::{Command, Input, MAX_TRICKLED_CANDIDATES, NewSession, Output, Shard, Transmit};
 
 /// The WebRTC library the core is built on, re-exported so that callers building sessions
 /// and tests use the very same version.

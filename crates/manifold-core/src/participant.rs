@@ -94,6 +94,8 @@ pub(crate) struct Participant {
     pub doomed: Option<LeaveReason>,
     /// Test hook: the next call into the `Rtc` panics (see `Shard::inject_rtc_panic`).
     pub panic_next: bool,
+    /// Remote candidates trickled so far.
+    pub remote_candidates: usize,
     /// Room sessions: subscribe to every track of the room.
     pub auto_subscribe: bool,
     /// What its token allows.

@@ -29,6 +29,10 @@ use crate::track::{HISTORY_PACKETS, Kept, SSRC_TAKEOVER_SILENCE, Subscriber, Tra
 /// Most SSRCs (main and repair) cached per publisher: a few m-lines, a few SSRCs each.
 const MAX_SSRCS_PER_PUBLISHER: usize = 32;
 
+/// Most remote candidates one session may trickle over its life (PATCH, room-protocol
+/// `candidate`): str0m keeps every one, and an ICE-lite server needs few.
+pub const MAX_TRICKLED_CANDIDATES: usize = 64;
+
 /// A datagram to send.
 #[derive(Debug)]
 pub struct Transmit {
@@ -720,6 +724,7 @@ impl Shard {
             disconnected_since: None,
             doomed: None,
             panic_next: false,
+            remote_candidates: 0,
             auto_subscribe: auto_subscribe && grants.may_subscribe(),
             grants,
             neg,
@@ -818,6 +823,12 @@ impl Shard {
             .by_id
             .get(&participant)
             .ok_or(CommandError::UnknownParticipant)?;
+        let trickled = self.participants[key].remote_candidates;
+        if trickled + fragment.candidates.len() > MAX_TRICKLED_CANDIDATES {
+            return Err(CommandError::LimitReached(format!(
+                "a session may trickle at most {MAX_TRICKLED_CANDIDATES} candidates"
+            )));
+        }
         let mut candidates = Vec::with_capacity(fragment.candidates.len());
         for line in &fragment.candidates {
             let c = Candidate::from_sdp_string(line)
@@ -825,6 +836,7 @@ impl Shard {
             candidates.push(c);
         }
         let p = &mut self.participants[key];
+        p.remote_candidates += candidates.len();
         let restart = match (&fragment.ufrag, &fragment.pwd) {
             (Some(ufrag), Some(pwd)) => Some(IceCreds {
                 ufrag: ufrag.clone(),

@@ -135,3 +135,41 @@ fn replacing_the_only_participant_keeps_the_room() {
     let stats = h.stats();
     assert_eq!((stats.rooms, stats.participants, stats.tracks), (1, 1, 2));
 }
+
+#[test]
+fn trickled_candidates_are_bounded_per_session() {
+    use manifold_api::RequestId;
+    use manifold_core::{Command, MAX_TRICKLED_CANDIDATES, SdpFragment};
+    let mut h = Harness::new(config(), 77);
+    let p = h.add(ClientSpec::publisher("p", "room"));
+    let participant = h.clients[p].id;
+    let candidate = |i: usize| {
+        format!(
+            "candidate:{i} 1 udp 2113937151 10.9.{}.{} {} typ host",
+            i / 200,
+            i % 200 + 1,
+            10_000 + i
+        )
+    };
+    let trickle = |h: &mut Harness, request: u64, from: usize, n: usize| {
+        let fragment = SdpFragment {
+            candidates: (from..from + n).map(candidate).collect(),
+            ..Default::default()
+        };
+        h.command(Command::Trickle {
+            request: RequestId(request),
+            participant,
+            fragment,
+        });
+        h.reply(RequestId(request))
+    };
+    for batch in 0..MAX_TRICKLED_CANDIDATES / 16 {
+        let r = trickle(&mut h, 500 + batch as u64, batch * 16, 16);
+        assert!(matches!(r, Some(Ok(_))), "{r:?}");
+    }
+    let r = trickle(&mut h, 600, MAX_TRICKLED_CANDIDATES, 1);
+    assert!(
+        matches!(r, Some(Err(CommandError::LimitReached(_)))),
+        "{r:?}"
+    );
+}

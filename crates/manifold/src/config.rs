@@ -153,6 +153,12 @@ pub struct Limits {
     pub max_outbox_bytes: usize,
     /// Messages one socket's outgoing queue may hold.
     pub max_outbox_messages: usize,
+    /// Sessions (WHIP, WHEP, room) the server holds at once, joining or joined.
+    pub max_sessions: usize,
+    /// New sessions one client address (IPv6: one /64) may start per second, sustained...
+    pub session_rate_per_ip: u32,
+    /// ... and in a burst.
+    pub session_burst_per_ip: u32,
 }
 
 impl Default for Limits {
@@ -171,6 +177,9 @@ impl Default for Limits {
             ws_update_burst: 5.0,
             max_outbox_bytes: 1 << 20,
             max_outbox_messages: 512,
+            max_sessions: 4096,
+            session_rate_per_ip: 10,
+            session_burst_per_ip: 40,
         }
     }
 }
@@ -356,7 +365,10 @@ impl Config {
         let Some(limit) = open_files else {
             return (wanted, false);
         };
-        let reserve = 64 + 4 * self.worker_count() as u64;
+        // The listener, the media sockets and their pollers, logs, blocking threads'
+        // files, connections over the cap while evicted ones close.
+        let reserve =
+            96 + manifold_control::listener::EVICTION_SLACK as u64 + 4 * self.worker_count() as u64;
         let fits = usize::try_from(limit.saturating_sub(reserve).max(16)).unwrap_or(usize::MAX);
         if fits < wanted {
             (fits, true)
@@ -413,6 +425,9 @@ impl Config {
             ws_message_burst: self.limits.ws_message_burst,
             update_rate: self.limits.ws_updates_per_sec,
             update_burst: self.limits.ws_update_burst,
+            max_sessions: self.limits.max_sessions,
+            session_rate_per_ip: self.limits.session_rate_per_ip,
+            session_burst_per_ip: self.limits.session_burst_per_ip,
             max_body_bytes: self.limits.max_body_bytes,
             max_rooms: self.limits.max_rooms,
             max_ws_message_bytes: self.limits.max_ws_message_bytes,

@@ -49,7 +49,13 @@ async fn legitimate_client_is_served(server: &Server, http: &reqwest::Client) {
         .send()
         .await
         .expect("/healthz answers during the flood");
-    assert_eq!(r.status().as_u16(), 200);
+    let status = r.status().as_u16();
+    assert_eq!(
+        status,
+        200,
+        "/healthz: {}",
+        r.text().await.unwrap_or_default()
+    );
     let joined = join(
         http,
         &server.url("/whip/legit"),
@@ -100,8 +106,8 @@ fn idle_and_slowloris_floods_leave_the_server_answering() {
         let http = reqwest::Client::new();
         let started = Instant::now();
         // 300 idle connections from one address (its share is 256) and 250 slowloris
-        // clients from another, sending a header byte every 300 ms: more than the 440
-        // connections the open-file limit leaves room for.
+        // clients from another, sending a header byte every 300 ms: more than the
+        // connections (about 390) the open-file limit leaves room for.
         let mut idle = Vec::new();
         for _ in 0..300 {
             if let Some(s) = connect_from(Ipv4Addr::new(127, 0, 0, 2), target).await {

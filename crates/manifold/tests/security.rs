@@ -653,6 +653,7 @@ fn lifecycle_events_survive_a_full_channel() {
         &[
             ("MANIFOLD_MEDIA__EVENT_QUEUE", "2"),
             ("MANIFOLD_MEDIA__CONNECT_TIMEOUT_SECS", "1"),
+            ("MANIFOLD_LIMITS__SESSION_BURST_PER_IP", "1000"),
         ],
     );
     let http = Http::new();
@@ -691,4 +692,71 @@ fn lifecycle_events_survive_a_full_channel() {
         .json()
         .unwrap();
     assert_eq!(rooms["rooms"], json!([]), "{rooms}");
+}
+
+/// New sessions from one address are rate limited (429), and the server's session cap is
+/// a 503: neither touches sessions already there.
+#[test]
+fn session_starts_are_rate_limited_per_address_and_capped() {
+    let server = Server::start(
+        &[],
+        &[
+            ("MANIFOLD_LIMITS__SESSION_RATE_PER_IP", "1"),
+            ("MANIFOLD_LIMITS__SESSION_BURST_PER_IP", "5"),
+            ("MANIFOLD_LIMITS__MAX_SESSIONS", "8"),
+        ],
+    );
+    let http = Http::new();
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
+    let mut change = rtc.sdp_api();
+    change.add_media(
+        str0m::media::MediaKind::Audio,
+        str0m::media::Direction::SendOnly,
+        None,
+        None,
+        None,
+    );
+    let offer = change.apply().unwrap().0.to_sdp_string();
+    let post = |room: &str| {
+        let r = http
+            .post(server.url(&format!("/whip/{room}")))
+            .header("content-type", "application/sdp")
+            .body(offer.clone())
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().unwrap_or_default())
+    };
+    let statuses: Vec<u16> = (0..8).map(|i| post(&format!("r{i}")).0).collect();
+    let created = statuses.iter().filter(|&&s| s == 201).count();
+    assert!(
+        (5..=6).contains(&created),
+        "the burst of 5 (+1 refilled): {statuses:?}"
+    );
+    let (status, body) = post("again");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"], "limit_reached", "{body}");
+    // Refilled at one a second: past the cap of 8 sessions, 503.
+    let mut last = (0, Value::Null);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        last = post("more");
+        if last.0 == 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(last.0, 503, "{}", last.1);
+    assert!(
+        last.1["message"].as_str().unwrap().contains("sessions"),
+        "{}",
+        last.1
+    );
+    let stats = server.stats(None);
+    assert_eq!(stats["sessions"], 8, "{stats}");
+    assert!(
+        stats["http"]["sessions_rate_limited"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
 }
