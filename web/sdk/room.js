@@ -31,7 +31,8 @@ import { readPeerStats } from './stats.js';
  *   token carries the identity otherwise).
  * @property {string} [name] Display name.
  * @property {unknown} [metadata] Any JSON value up to 4 KiB.
- * @property {boolean} [autoSubscribe] Receive every track of the room (default true);
+ * @property {boolean} [autoSubscribe] Receive every track of the room (default: yes when
+ *   the token has the subscribe grant, no otherwise; true without the grant is refused);
  *   with false, call `subscribe(trackId)` for the ones wanted.
  * @property {number} [reconnectGraceMs] How long to try to resume a dropped signaling
  *   connection before giving up (default 10 000, the server's default grace period).
@@ -573,8 +574,9 @@ export class Room extends Emitter {
     const join = {
       type: 'join',
       room: this.name,
-      auto_subscribe: this.#options.autoSubscribe ?? true,
     };
+    // Unset, the server decides from the token's grants.
+    if (this.#options.autoSubscribe !== undefined) join.auto_subscribe = this.#options.autoSubscribe;
     if (this.#token) join.token = this.#token;
     if (this.#options.identity) join.identity = this.#options.identity;
     if (this.#options.name) join.name = this.#options.name;
