@@ -31,6 +31,7 @@ pub use state::{AppState, ChannelSink, ControlConfig, EventReceiver, event_chann
 
 /// The full HTTP application.
 pub fn router(state: AppState) -> Router {
+    use manifold_api::SessionKind::{Whep, Whip};
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([
@@ -58,8 +59,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/whip/{room}/{session}",
-            axum::routing::delete(sessions::whip_delete)
-                .patch(sessions::whip_patch)
+            axum::routing::delete(|s, p, q, h| sessions::session_delete(Whip, s, p, q, h))
+                .patch(|s, p, q, h, b| sessions::session_patch(Whip, s, p, q, h, b))
                 .options(sessions::options),
         )
         .route(
@@ -69,8 +70,8 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/whep/{room}/{id}",
             post(sessions::whep_post_named)
-                .delete(sessions::whep_delete)
-                .patch(sessions::whep_patch)
+                .delete(|s, p, q, h| sessions::session_delete(Whep, s, p, q, h))
+                .patch(|s, p, q, h, b| sessions::session_patch(Whep, s, p, q, h, b))
                 .options(sessions::options),
         )
         .route("/rtc", get(rtc::upgrade))

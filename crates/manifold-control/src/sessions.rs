@@ -241,49 +241,8 @@ async fn join(
     }
 }
 
-/// `DELETE /whip/{room}/{session}`
-pub async fn whip_delete(
-    state: State<AppState>,
-    path: Path<(String, String)>,
-    query: Query<SessionQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    session_delete(SessionKind::Whip, state, path, query, headers).await
-}
-
-/// `DELETE /whep/{room}/{session}`
-pub async fn whep_delete(
-    state: State<AppState>,
-    path: Path<(String, String)>,
-    query: Query<SessionQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    session_delete(SessionKind::Whep, state, path, query, headers).await
-}
-
-/// `PATCH /whip/{room}/{session}`
-pub async fn whip_patch(
-    state: State<AppState>,
-    path: Path<(String, String)>,
-    query: Query<SessionQuery>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    session_patch(SessionKind::Whip, state, path, query, headers, body).await
-}
-
-/// `PATCH /whep/{room}/{session}`
-pub async fn whep_patch(
-    state: State<AppState>,
-    path: Path<(String, String)>,
-    query: Query<SessionQuery>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    session_patch(SessionKind::Whep, state, path, query, headers, body).await
-}
-
-async fn session_delete(
+/// `DELETE` on a session's `Location` (`kind` from its path).
+pub async fn session_delete(
     kind: SessionKind,
     State(state): State<AppState>,
     Path((room, session)): Path<(String, String)>,
@@ -303,8 +262,8 @@ async fn session_delete(
     Ok(StatusCode::OK.into_response())
 }
 
-/// PATCH on a session: trickle ICE or ICE restart.
-async fn session_patch(
+/// `PATCH` on a session's `Location` (`kind` from its path): trickle ICE or ICE restart.
+pub async fn session_patch(
     kind: SessionKind,
     State(state): State<AppState>,
     Path((room, session)): Path<(String, String)>,

@@ -221,12 +221,7 @@ impl Shard {
         track: TrackId,
     ) -> Result<ReplyValue, CommandError> {
         self.room_participant(key)?;
-        let tk = self.participants[key]
-            .tracks
-            .iter()
-            .copied()
-            .find(|&tk| self.tracks[tk].id == track)
-            .ok_or_else(|| CommandError::NotFound(format!("you publish no track {track}")))?;
+        let tk = self.own_track(key, track)?;
         let mid = self.tracks[tk].mid;
         self.drop_track(now, tk);
         let p = &mut self.participants[key];

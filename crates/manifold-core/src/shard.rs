@@ -1165,6 +1165,16 @@ impl Shard {
         }
     }
 
+    /// The track `track` that `key` publishes.
+    pub(crate) fn own_track(&self, key: PKey, track: TrackId) -> Result<TKey, CommandError> {
+        self.participants[key]
+            .tracks
+            .iter()
+            .copied()
+            .find(|&tk| self.tracks[tk].id == track)
+            .ok_or_else(|| CommandError::NotFound(format!("you publish no track {track}")))
+    }
+
     /// Mute or unmute one of `key`'s tracks ([`Command::SetMuted`]).
     fn set_muted(
         &mut self,
@@ -1173,12 +1183,7 @@ impl Shard {
         track: TrackId,
         muted: bool,
     ) -> Result<ReplyValue, CommandError> {
-        let tk = self.participants[key]
-            .tracks
-            .iter()
-            .copied()
-            .find(|&tk| self.tracks[tk].id == track)
-            .ok_or_else(|| CommandError::NotFound(format!("you publish no track {track}")))?;
+        let tk = self.own_track(key, track)?;
         let t = &mut self.tracks[tk];
         if std::mem::replace(&mut t.label.muted, muted) == muted || muted {
             return Ok(ReplyValue::Done);

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certs::certificate;
+use common::sdp_edit::opus_on_video_pt;
 use common::{ClientSpec, Harness, JoinError, Link, check_stream, config, sdp_value};
 use manifold_api::Source;
 use manifold_core::str0m::config::DtlsCert;
@@ -256,43 +257,6 @@ fn unusable_certificates_are_refused_at_start() {
         private_key: vec![0; 10],
     };
     assert!(RtcFactory::with_certificate(openssl, garbage, max).is_err());
-}
-
-/// Rewrites the offer's Opus payload type to the video section's first payload type, so one
-/// payload type means Opus in the audio m-line and a video codec in the other.
-fn opus_on_video_pt(offer: String) -> String {
-    let video_pt = offer
-        .lines()
-        .skip_while(|l| !l.starts_with("m=video"))
-        .find_map(|l| l.strip_prefix("a=rtpmap:"))
-        .and_then(|r| r.split(' ').next())
-        .expect("a video rtpmap")
-        .to_owned();
-    let opus_pt = offer
-        .lines()
-        .find_map(|l| {
-            let r = l.strip_prefix("a=rtpmap:")?;
-            r.to_ascii_lowercase()
-                .contains("opus")
-                .then(|| r.split(' ').next().unwrap().to_owned())
-        })
-        .expect("an opus rtpmap");
-    let mut out = String::new();
-    let mut in_audio = false;
-    for line in offer.lines() {
-        if line.starts_with("m=") {
-            in_audio = line.starts_with("m=audio");
-        }
-        let line = if in_audio {
-            line.replace(&format!(":{opus_pt} "), &format!(":{video_pt} "))
-                .replace(&format!(" {opus_pt}"), &format!(" {video_pt}"))
-        } else {
-            line.to_owned()
-        };
-        out.push_str(&line);
-        out.push_str("\r\n");
-    }
-    out
 }
 
 #[test]

@@ -6,25 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::Server;
 use common::room::RoomClient;
+use common::{Server, rt, ws_url};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn ws_url(server: &Server) -> String {
-    format!("{}/rtc", server.base.replacen("http", "ws", 1))
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn track_of(c: &RoomClient, publisher: &str, source: &str) -> Option<String> {
     c.with(|s| {

@@ -5,12 +5,14 @@
 //! token errors in our own words, mute enforced by the server.
 
 mod common;
+#[path = "../../manifold-core/tests/common/sdp_edit.rs"]
+mod sdp_edit;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::Server;
 use common::room::RoomClient;
+use common::{Server, rt, ws_url};
 use futures_util::{SinkExt, StreamExt};
 use manifold_loadgen::{MediaSpec, join};
 use reqwest::blocking::Client as Http;
@@ -46,18 +48,6 @@ fn token(sub: &str, room: Option<&str>, grants: &[&str]) -> String {
         &jsonwebtoken::EncodingKey::from_secret(KEY.as_bytes()),
     )
     .unwrap()
-}
-
-fn ws_url(server: &Server) -> String {
-    format!("{}/rtc", server.base.replacen("http", "ws", 1))
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn track_of(c: &RoomClient, publisher: &str) -> Option<String> {
@@ -321,50 +311,8 @@ fn a_payload_type_conflict_is_bad_sdp_not_a_panic() {
     change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
     change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
     let offer = change.apply().unwrap().0.to_sdp_string();
-    // 96 (the first video payload type) also names Opus in the audio m-line.
-    let video_pt = offer
-        .lines()
-        .skip_while(|l| !l.starts_with("m=video"))
-        .find_map(|l| l.strip_prefix("a=rtpmap:"))
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .to_owned();
-    let audio_start = offer.find("m=audio").unwrap();
-    let video_start = offer.find("m=video").unwrap();
-    let (head, rest) = offer.split_at(audio_start.min(video_start));
-    let mut audio_section = String::new();
-    let mut other = String::new();
-    let mut in_audio = false;
-    for line in rest.lines() {
-        if line.starts_with("m=") {
-            in_audio = line.starts_with("m=audio");
-        }
-        let target = if in_audio {
-            &mut audio_section
-        } else {
-            &mut other
-        };
-        target.push_str(line);
-        target.push_str("\r\n");
-    }
-    let opus_pt = audio_section
-        .lines()
-        .find_map(|l| {
-            let r = l.strip_prefix("a=rtpmap:")?;
-            r.to_ascii_lowercase()
-                .contains("opus")
-                .then(|| r.split(' ').next().unwrap().to_owned())
-        })
-        .unwrap();
-    let audio_section = audio_section
-        .replace(&format!(":{opus_pt} "), &format!(":{video_pt} "))
-        .replace(&format!(" {opus_pt}\r\n"), &format!(" {video_pt}\r\n"))
-        .replace(&format!(" {opus_pt} "), &format!(" {video_pt} "));
-    let bad = if audio_start < video_start {
-        format!("{head}{audio_section}{other}")
-    } else {
-        format!("{head}{other}{audio_section}")
-    };
+    // The first video payload type also names Opus in the audio m-line.
+    let bad = sdp_edit::opus_on_video_pt(offer);
     let http = Http::new();
     let r = http
         .post(server.url("/whep/pt"))

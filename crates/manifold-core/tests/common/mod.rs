@@ -10,6 +10,8 @@
 //! number) so receivers can tell which packet of which publisher they got.
 #![allow(dead_code)]
 
+pub mod sdp_edit;
+
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;

@@ -94,6 +94,20 @@ impl Drop for Server {
     }
 }
 
+/// The room protocol's WebSocket URL on `server`.
+pub fn ws_url(server: &Server) -> String {
+    format!("{}/rtc", server.base.replacen("http", "ws", 1))
+}
+
+/// A two-thread tokio runtime for a test's clients.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Poll `f` every 100 ms until it returns true or `limit` passes.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + limit;
