@@ -30,6 +30,9 @@ cargo clippy --workspace --all-targets -j2 -- -D warnings
 step "cargo test"
 cargo test --workspace -j2
 
+step "fuzz smoke: every fuzz target for a few seconds (cargo-fuzz, nightly)"
+bash scripts/fuzz.sh smoke
+
 step "browser end-to-end (chromium + playwright-core)"
 bash scripts/browser-test.sh
 

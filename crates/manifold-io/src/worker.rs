@@ -147,6 +147,7 @@ struct Core {
     counters: Arc<SharedCounters>,
     /// Events the sink could not take yet, oldest first; delivered before any newer one.
     backlog: VecDeque<CoreEvent>,
+    backlog_log: RateLimit,
 }
 
 /// Batched sending, with a scratch buffer for GSO.
@@ -178,6 +179,7 @@ impl Worker {
             sink,
             counters,
             backlog: VecDeque::new(),
+            backlog_log: RateLimit::default(),
         };
         core.drain();
         Worker {
@@ -393,8 +395,11 @@ impl Core {
             self.counters.event_dropped();
             return;
         }
-        if self.backlog.is_empty() {
-            tracing::warn!("the control plane is not keeping up with events; holding them");
+        if self.backlog.is_empty() && self.backlog_log.allow() {
+            tracing::warn!(
+                times = self.backlog_log.take_suppressed() + 1,
+                "the control plane is not keeping up with events; holding them"
+            );
         }
         self.counters.event_deferred();
         self.backlog.push_back(event);

@@ -10,6 +10,7 @@
 //! number) so receivers can tell which packet of which publisher they got.
 #![allow(dead_code)]
 
+pub mod capture;
 pub mod sdp_edit;
 
 use std::cmp::{Ordering, Reverse};
@@ -620,11 +621,13 @@ impl Harness {
         if let Some(edit) = edit_offer {
             offer = edit(offer);
         }
+        capture::capture("offer", offer.as_bytes());
         let negotiated = self
             .factory
             .accept(kind, &offer, &[SERVER], self.now)
             .map_err(JoinError::Negotiate)?;
         let answer = negotiated.sdp.clone();
+        capture::capture("answer", answer.as_bytes());
         let server_ufrag = negotiated.ufrag.clone();
         let client_ufrag = sdp_value(&offer, "a=ice-ufrag:").unwrap_or_default();
         let id = ParticipantId(0x1000 + n);
@@ -899,6 +902,7 @@ impl Harness {
 
     fn deliver(&mut self, f: Flight) {
         self.net.delivered += 1;
+        capture::capture("datagram", &f.contents);
         match f.dest {
             Dest::Shard => {
                 self.shard.handle_input(
@@ -1189,6 +1193,7 @@ impl Harness {
                 for (k, b) in payload[RECORD_AT + 20..].iter_mut().enumerate() {
                     *b = (k as u8).wrapping_add(s.counter as u8);
                 }
+                capture::capture("video-payload", &payload);
                 let write = RtpWrite::new(s.pt, s.seq.into(), s.ts, now, payload)
                     .marker(index + 1 == packets)
                     .nackable(true);

@@ -119,4 +119,6 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+#[path = "../../../manifold-core/tests/common/capture.rs"]
+pub mod capture;
 pub mod room;

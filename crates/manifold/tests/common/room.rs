@@ -215,6 +215,7 @@ async fn run(
         frame: 0,
     };
     let mut ws = connect(&url).await;
+    super::capture::capture("room-message", join.to_string().as_bytes());
     ws.send(Message::Text(join.to_string().into()))
         .await
         .unwrap();
@@ -228,6 +229,7 @@ async fn run(
                     Some(Ok(Message::Text(t))) => {
                         let v: Value = serde_json::from_str(t.as_str()).expect("server sends JSON");
                         for reply in inner.on_message(v) {
+                            super::capture::capture("room-message", reply.to_string().as_bytes());
                             let _ = ws.send(Message::Text(reply.to_string().into())).await;
                         }
                         timeout = inner.drain();
@@ -255,7 +257,10 @@ async fn run(
             }
             cmd = rx.recv() => {
                 match cmd {
-                    Some(Cmd::Send(v)) => { let _ = ws.send(Message::Text(v.to_string().into())).await; }
+                    Some(Cmd::Send(v)) => {
+                        super::capture::capture("room-message", v.to_string().as_bytes());
+                        let _ = ws.send(Message::Text(v.to_string().into())).await;
+                    }
                     Some(Cmd::Publish { cid, kind, source }) => {
                         inner.publishing.push(Publishing {
                             cid: cid.clone(),
@@ -263,6 +268,7 @@ async fn run(
                             mid: None, counter: 0, seq: 1, ts: 1000,
                         });
                         let msg = json!({"v": 1, "type": "publish", "id": cid, "cid": cid, "kind": kind, "source": source});
+                        super::capture::capture("room-message", msg.to_string().as_bytes());
                         let _ = ws.send(Message::Text(msg.to_string().into())).await;
                     }
                     Some(Cmd::DropSocket) => {
