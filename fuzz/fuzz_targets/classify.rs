@@ -11,7 +11,10 @@ fuzz_target!(|data: &[u8]| {
             // The shard reads the SSRC of anything classified RTP.
             assert!(data.len() >= 12, "RTP shorter than its fixed header");
             assert_eq!(data[0] >> 6, 2, "RTP of another version");
-            assert!(!(192..=223).contains(&data[1]), "an RTCP type classified RTP");
+            assert!(
+                !(192..=223).contains(&data[1]),
+                "an RTCP type classified RTP"
+            );
         }
         PacketClass::Rtcp => {
             assert!(data.len() >= 8);

@@ -14,6 +14,9 @@ fuzz_target!(|data: &[u8]| {
     ] {
         let k = is_keyframe(codec, data);
         // A packet with no payload is never a keyframe.
-        assert!(!(k && data.is_empty()), "{codec:?}: empty payload taken for a keyframe");
+        assert!(
+            !(k && data.is_empty()),
+            "{codec:?}: empty payload taken for a keyframe"
+        );
     }
 });

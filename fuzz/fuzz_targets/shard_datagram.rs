@@ -38,7 +38,12 @@ impl World {
         change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
         let (offer, pending) = change.apply().expect("an offer");
         let negotiated = factory
-            .accept(SessionKind::Whip, &offer.to_sdp_string(), &[server_addr], now)
+            .accept(
+                SessionKind::Whip,
+                &offer.to_sdp_string(),
+                &[server_addr],
+                now,
+            )
             .expect("the server answers");
         let answer = SdpAnswer::from_sdp_string(&negotiated.sdp).expect("an answer");
         client
@@ -119,9 +124,12 @@ impl World {
         loop {
             match self.shard.poll_output() {
                 Output::Transmit(t) if deliver && t.destination == self.client_addr => {
-                    if let Ok(r) =
-                        Receive::new(Protocol::Udp, self.server_addr, self.client_addr, &t.contents)
-                    {
+                    if let Ok(r) = Receive::new(
+                        Protocol::Udp,
+                        self.server_addr,
+                        self.client_addr,
+                        &t.contents,
+                    ) {
                         let _ = self.client.handle_input(str0m::Input::Receive(self.now, r));
                     }
                 }
@@ -166,5 +174,9 @@ fuzz_target!(|data: &[u8]| {
         w.shard.handle_input(now, Input::Timeout);
         w.exchange();
     }
-    assert_eq!(w.shard.stats().panics, 0, "a session's Rtc panicked on this input");
+    assert_eq!(
+        w.shard.stats().panics,
+        0,
+        "a session's Rtc panicked on this input"
+    );
 });
