@@ -4,6 +4,8 @@
 #   bash bench/run.sh                 # every scenario, both servers (about 15 minutes)
 #   bash bench/run.sh --scenarios a   # arguments go to manifold-bench (see --help)
 #   bash bench/run.sh --smoke         # seconds: scenario (a) at N=2, Manifold only
+#   bash bench/run.sh --soak          # the one-hour soak: scenario (b) + churn, Manifold only
+#   bash bench/run.sh --soak-ci       # its 2-minute form (debug build, 2 rooms), as CI runs it
 #
 # Builds the release binaries (a debug build for --smoke), installs Debian's janus package
 # if it is missing, then runs crates/manifold-bench inside a private network namespace
@@ -13,7 +15,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 smoke=false
-for a in "$@"; do [[ "$a" == "--smoke" ]] && smoke=true; done
+soak=false
+for a in "$@"; do
+  [[ "$a" == "--smoke" ]] && smoke=true
+  [[ "$a" == "--soak" ]] && soak=true
+done
+if [[ " $* " == *" --soak-ci "* ]]; then
+  # The test command's form: a debug build (the suite has built it already), 2 minutes,
+  # two rooms of four; same rules as the hour.
+  smoke=true
+  soak=true
+  set -- $(printf '%s\n' "$@" | grep -v -- '--soak-ci') --soak --soak-minutes 2 --soak-rooms 2 \
+    --out "${CARGO_TARGET_DIR:-target}/soak-ci" --work "${CARGO_TARGET_DIR:-target}/soak-ci/work"
+fi
 
 if $smoke; then
   profile_flag=()
@@ -26,7 +40,7 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 cargo build "${profile_flag[@]}" -j2 -p manifold -p manifold-bench
 bin="$target_dir/$profile_dir"
 
-if ! $smoke && [[ " $* " != *" --servers manifold "* ]] && ! command -v janus >/dev/null; then
+if ! $smoke && ! $soak && [[ " $* " != *" --servers manifold "* ]] && ! command -v janus >/dev/null; then
   echo "bench: installing Debian's janus package" >&2
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
@@ -34,7 +48,7 @@ if ! $smoke && [[ " $* " != *" --servers manifold "* ]] && ! command -v janus >/
 fi
 
 args=(--manifold "$bin/manifold")
-if $smoke; then
+if $smoke && ! $soak; then
   args+=(--out "$target_dir/bench-smoke" --work "$target_dir/bench-smoke/work")
 fi
 

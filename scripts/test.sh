@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and virtual-time tests, real-socket
-# integration tests against the server binary, the headless-Chromium end-to-end tests, a
-# GStreamer interop test and the bench smoke.
+# integration tests against the server binary, fuzz smoke, the headless-Chromium end-to-end
+# tests, a GStreamer interop test, the bench smoke and a 2-minute soak.
 # Installs what a fresh machine lacks; fails loudly when it cannot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,3 +41,6 @@ bash scripts/interop-test.sh
 
 step "loadgen + bench smoke (scenario a at N=2, Manifold only, a few seconds)"
 bash bench/run.sh --smoke
+
+step "soak, 2-minute form (scenario b with churn; RSS and descriptors must stay flat)"
+bash bench/run.sh --soak-ci

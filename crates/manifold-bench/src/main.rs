@@ -10,6 +10,7 @@
 
 mod chart;
 mod proc;
+mod soak;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -53,6 +54,15 @@ struct Args {
     /// The Janus binary.
     #[arg(long, default_value = "janus")]
     janus: String,
+    /// Run the soak instead of the scenarios: scenario (b) with churn, sampled every 10 s.
+    #[arg(long)]
+    soak: bool,
+    /// How long the soak runs after the ramp, in minutes.
+    #[arg(long, default_value_t = 60)]
+    soak_minutes: u64,
+    /// Rooms of four in the soak (13: about 70 % of a 2-core machine, release build).
+    #[arg(long, default_value_t = 13)]
+    soak_rooms: usize,
 }
 
 /// One load point of a scenario.
@@ -144,6 +154,16 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     chart::load_font();
+    if args.soak {
+        return match soak::run(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("manifold-bench: soak: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let scenarios = scenarios(&args);
     let servers: Vec<String> = if args.smoke {
         vec!["manifold".into()]

@@ -119,7 +119,7 @@ pub fn machine_ticks(stat: &str) -> Option<(u64, u64)> {
 }
 
 /// `getconf CLK_TCK`, 100 when it cannot be asked.
-fn clock_ticks() -> f64 {
+pub fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()

@@ -111,6 +111,10 @@ pub struct Args {
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Append the running totals (connected, packets, gaps) as one JSON line per second
+    /// to this file.
+    #[arg(long)]
+    pub progress_json: Option<PathBuf>,
     /// Log filter for the loadgen's own diagnostics (RUST_LOG wins), e.g. `debug`.
     #[arg(long, default_value = "warn")]
     pub log_level: String,
@@ -207,6 +211,7 @@ pub fn prepare(args: &Args) -> Result<(Scenario, Target), String> {
         max_in_flight: args.max_in_flight.max(1),
         bind_ip: args.bind_ip,
         progress: !args.quiet,
+        progress_json: args.progress_json.clone(),
     };
     Ok((scenario, target))
 }

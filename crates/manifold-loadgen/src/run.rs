@@ -69,6 +69,9 @@ pub struct Scenario {
     /// Print a progress line every second.
     #[serde(skip)]
     pub progress: bool,
+    /// Append the running totals as a JSON line here every second (for soak sampling).
+    #[serde(skip)]
+    pub progress_json: Option<std::path::PathBuf>,
 }
 
 mod secs {
@@ -146,8 +149,7 @@ async fn drive(ctx: Arc<Ctx>) -> Report {
     let end = tokio::time::Instant::now() + ctx.scenario.duration;
     let sc = ctx.scenario.clone();
 
-    let progress = sc
-        .progress
+    let progress = (sc.progress || sc.progress_json.is_some())
         .then(|| tokio::spawn(progress_loop(ctx.clone(), started)));
     let mut steady_from: Option<(u64, Counters)> = None;
 
@@ -399,6 +401,14 @@ fn counters(ctx: &Ctx) -> Counters {
 
 async fn progress_loop(ctx: Arc<Ctx>, started: Instant) {
     let tty = std::io::stderr().is_terminal();
+    let mut json_out = ctx.scenario.progress_json.as_ref().and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(|e| eprintln!("loadgen: cannot write {}: {e}", p.display()))
+            .ok()
+    });
     let mut last = Counters::default();
     let mut last_t = Instant::now();
     loop {
@@ -440,6 +450,21 @@ async fn progress_loop(ctx: Arc<Ctx>, started: Instant) {
             ms(0.5),
             ms(0.99),
         );
+        if let Some(f) = json_out.as_mut() {
+            let row = serde_json::json!({
+                "unix_ms": unix_ms(),
+                "connected": connected,
+                "attempts": attempts,
+                "failed": failed,
+                "packets_received": c.packets_received,
+                "gaps": c.gaps,
+                "bytes_received": c.bytes_received,
+            });
+            let _ = writeln!(f, "{row}");
+        }
+        if !ctx.scenario.progress {
+            continue;
+        }
         let mut err = std::io::stderr().lock();
         let _ = if tty {
             write!(err, "\r{line}\x1b[K")

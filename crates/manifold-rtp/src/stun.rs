@@ -4,8 +4,9 @@
 //! This is routing, not authentication: MESSAGE-INTEGRITY and FINGERPRINT are
 //! checked later by the participant's own ICE agent, which knows the
 //! password. What this module guarantees is that it never reads outside the
-//! datagram, never loops more than a fixed number of times, and only answers
-//! for a message whose framing is consistent.
+//! datagram, never loops more than a fixed number of times, only answers for a
+//! message whose framing is consistent, and reads the same USERNAME str0m will
+//! authenticate (a request with two is refused).
 
 /// The fixed cookie that marks RFC 5389 STUN.
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
@@ -66,8 +67,13 @@ fn binding_request_username(datagram: &[u8]) -> Option<&str> {
         return None;
     }
 
+    let mut username = None;
     for _ in 0..MAX_ATTRIBUTES {
-        let (attribute_header, rest) = attributes.split_at_checked(ATTRIBUTE_HEADER_LEN)?;
+        let Some((attribute_header, rest)) = attributes.split_at_checked(ATTRIBUTE_HEADER_LEN)
+        else {
+            // The end of the attributes.
+            return username;
+        };
         let attribute_type = u16::from_be_bytes([attribute_header[0], attribute_header[1]]);
         let value_len = usize::from(u16::from_be_bytes([
             attribute_header[2],
@@ -81,22 +87,30 @@ fn binding_request_username(datagram: &[u8]) -> Option<&str> {
 
         match attribute_type {
             ATTR_USERNAME => {
-                if value_len > MAX_USERNAME_LEN {
+                // Two USERNAMEs: RFC 8489 has the first count, str0m reads the last. A
+                // request routed by one and authenticated by the other is refused here
+                // rather than left to disagree (found by the `stun` fuzz target).
+                if username.is_some() || value_len > MAX_USERNAME_LEN {
                     return None;
                 }
-                return core::str::from_utf8(value).ok();
+                username = Some(core::str::from_utf8(value).ok()?);
             }
             // Anything after the integrity attributes is not covered by them
             // and must be ignored (RFC 8489 section 14.5), so a USERNAME there
             // could be forged onto an otherwise valid request.
             ATTR_MESSAGE_INTEGRITY | ATTR_MESSAGE_INTEGRITY_SHA256 | ATTR_FINGERPRINT => {
-                return None;
+                return username;
             }
             _ => {}
         }
         attributes = &rest[padded_len..];
     }
-    None
+    // Every attribute was examined within the cap; more left over is past it.
+    if attributes.is_empty() {
+        username
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -232,11 +246,35 @@ mod tests {
     }
 
     #[test]
-    fn first_username_wins() {
+    fn two_usernames_are_refused() {
         let mut a = Vec::new();
         attribute(&mut a, ATTR_USERNAME, b"first:x");
         attribute(&mut a, ATTR_USERNAME, b"second:x");
+        assert_eq!(local_ufrag(&message(BINDING_REQUEST, &a)), None);
+        // A second USERNAME after the integrity attribute is outside the message.
+        let mut a = Vec::new();
+        attribute(&mut a, ATTR_USERNAME, b"first:x");
+        attribute(&mut a, ATTR_MESSAGE_INTEGRITY, &[0; 20]);
+        attribute(&mut a, ATTR_USERNAME, b"second:x");
         assert_eq!(local_ufrag(&message(BINDING_REQUEST, &a)), Some("first"));
+    }
+
+    /// Found by the `stun` fuzz target: two USERNAME attributes, of which str0m reads the
+    /// second and we read the first (`fuzz/artifacts/stun/crash-9e62…`, minimised by hand).
+    #[test]
+    fn fuzz_regression_two_usernames_disagree_with_str0m() {
+        let datagram: [u8; 116] = [
+            0x00, 0x01, 0x00, 0x60, 0x21, 0x12, 0xa4, 0x42, 0x35, 0xd0, 0xce, 0x88, 0xab, 0xc8,
+            0x05, 0x37, 0x5a, 0xc4, 0x5e, 0x16, 0x00, 0x06, 0x00, 0x09, 0x00, 0x3a, 0x5a, 0x6b,
+            0x37, 0x32, 0x35, 0x6c, 0x38, 0x00, 0x00, 0x16, 0x00, 0x06, 0x00, 0x09, 0x00, 0x3a,
+            0x5a, 0x6b, 0x37, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x24, 0x00, 0x04, 0xfe, 0x25, 0xff, 0x00, 0x6e, 0xff, 0x00, 0x00,
+            0x00, 0x08, 0x00, 0x14, 0xcf, 0x71, 0x5a, 0xe0, 0xe5, 0xdb, 0x68, 0x3f, 0xfe, 0x5d,
+            0xad, 0xc8, 0x09, 0x4b, 0x9c, 0xbc, 0x52, 0x43, 0x39, 0xa0, 0x80, 0x28, 0x00, 0x04,
+            0x4b, 0xab, 0xc7, 0x03,
+        ];
+        assert_eq!(ufrag_pair(&datagram), None);
     }
 
     #[test]

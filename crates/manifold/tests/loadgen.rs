@@ -29,6 +29,7 @@ fn two_publishers_four_subscribers_scenario() -> Scenario {
         max_in_flight: 4,
         bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         progress: false,
+        progress_json: None,
     }
 }
 
@@ -106,6 +107,7 @@ fn refused_joins_are_counted_not_fatal() {
         max_in_flight: 2,
         bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         progress: false,
+        progress_json: None,
     };
     let report = run(scenario, target).expect("run");
     let a = &report.aggregate;
@@ -140,6 +142,7 @@ fn churning_subscribers_leave_and_rejoin() {
         max_in_flight: 4,
         bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         progress: false,
+        progress_json: None,
     };
     let report = run(scenario, target).expect("run");
     println!("{}", report.summary());
