@@ -35,7 +35,7 @@ enum Cmd {
     /// Mint an access token with the configured key.
     Token(TokenArgs),
     /// Load a server (this one, any WHIP/WHEP server, or Janus) with real WebRTC clients.
-    Loadgen(manifold_loadgen::cli::Args),
+    Loadgen(Box<manifold_loadgen::cli::Args>),
 }
 
 #[derive(Args)]
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Serve(args) => serve(args),
         Cmd::Token(args) => token(args),
-        Cmd::Loadgen(args) => manifold_loadgen::cli::main(args),
+        Cmd::Loadgen(args) => manifold_loadgen::cli::main(*args),
     }
 }
 
