@@ -1,5 +1,7 @@
 //! The admin API: list rooms and who is in them, kick a participant, close a room. Every
-//! endpoint needs a token with the admin grant (any request, in dev mode).
+//! endpoint needs a token with the admin grant (any request, in dev mode). A token limited
+//! to a room acts on that room only: it may kick and close there, and may not list the
+//! rooms of the whole server.
 
 use std::collections::BTreeMap;
 
@@ -11,15 +13,17 @@ use manifold_api::{LeaveReason, ParticipantId, RoomName, SessionKind};
 use manifold_core::Command;
 use serde_json::{Value, json};
 
+use crate::auth::Access;
 use crate::error::ApiError;
 use crate::sessions::{SessionQuery, bearer};
 use crate::state::AppState;
 
-fn admin(state: &AppState, headers: &HeaderMap, query: &SessionQuery) -> Result<(), ApiError> {
+fn admin(state: &AppState, headers: &HeaderMap, query: &SessionQuery) -> Result<Access, ApiError> {
     let access = state
         .auth
         .verify(bearer(headers).or(query.access_token.as_deref()))?;
-    access.check_grant(|g| g.admin, "admin")
+    access.check_grant(|g| g.admin, "admin")?;
+    Ok(access)
 }
 
 fn kind_name(kind: SessionKind) -> &'static str {
@@ -36,7 +40,7 @@ pub async fn rooms(
     Query(query): Query<SessionQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin(&state, &headers, &query)?;
+    admin(&state, &headers, &query)?.check_every_room()?;
     let mut rooms: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let sessions = state.sessions();
     let roster = state.roster();
@@ -66,8 +70,10 @@ pub async fn kick(
     Query(query): Query<SessionQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin(&state, &headers, &query)?;
+    let access = admin(&state, &headers, &query)?;
     let not_found = || ApiError::NotFound(format!("no participant {id} in room {room}"));
+    // No session lives in a room of an invalid name.
+    access.check_room(&RoomName::parse(&room).map_err(|_| not_found())?)?;
     let pid: ParticipantId = id.parse().map_err(|_| not_found())?;
     let entry = state.session(pid).ok_or_else(not_found)?;
     if entry.room.as_str() != room {
@@ -91,9 +97,10 @@ pub async fn close_room(
     Query(query): Query<SessionQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin(&state, &headers, &query)?;
+    let access = admin(&state, &headers, &query)?;
     let room =
         RoomName::parse(&room).map_err(|e| ApiError::BadRequest(format!("room name {e}")))?;
+    access.check_room(&room)?;
     let sessions: Vec<_> = state
         .sessions()
         .into_iter()

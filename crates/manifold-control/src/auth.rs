@@ -64,6 +64,17 @@ impl Access {
         }
     }
 
+    /// Fail unless this access covers every room: what spans the server (its statistics,
+    /// the list of rooms) is not for a token limited to one room, admin or not.
+    pub fn check_every_room(&self) -> Result<(), ApiError> {
+        match &self.room {
+            Some(r) => Err(ApiError::Forbidden(format!(
+                "the token is for room {r} only; this needs a token for every room"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Fail unless this access has the grant `pick` selects.
     pub fn check_grant(&self, pick: fn(&Grants) -> bool, name: &str) -> Result<(), ApiError> {
         if pick(&self.grants) || self.grants.admin {
@@ -254,6 +265,40 @@ mod tests {
                 .check_grant(|g| g.subscribe, "subscribe"),
             Err(ApiError::Forbidden(_))
         ));
+    }
+
+    #[test]
+    fn a_room_scoped_admin_covers_its_room_only() {
+        let auth = Auth::new(Some(KEY)).unwrap();
+        let t = mint(
+            &auth,
+            "r1",
+            Grants {
+                admin: true,
+                ..Default::default()
+            },
+            Duration::from_secs(60),
+        );
+        let a = auth.verify(Some(&t)).unwrap();
+        a.check_room(&RoomName::parse("r1").unwrap()).unwrap();
+        assert!(matches!(
+            a.check_room(&RoomName::parse("r2").unwrap()),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(a.check_every_room(), Err(ApiError::Forbidden(_))));
+        let every = auth
+            .mint(
+                &Identity::parse("ops").unwrap(),
+                None,
+                Grants::ALL,
+                None,
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        auth.verify(Some(&every))
+            .unwrap()
+            .check_every_room()
+            .unwrap();
     }
 
     fn a_ok(auth: &Auth, t: &str, room: &RoomName) {

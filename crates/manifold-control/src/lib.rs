@@ -185,6 +185,7 @@ async fn stats(
         .auth
         .verify(sessions::bearer(&headers).or(query.access_token.as_deref()))?;
     access.check_grant(|g| g.admin, "admin")?;
+    access.check_every_room()?;
     let total = state.stats().await?;
     let mut value =
         serde_json::to_value(&total).map_err(|e| ApiError::Internal(format!("stats: {e}")))?;

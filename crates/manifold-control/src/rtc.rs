@@ -673,6 +673,15 @@ impl Conn {
         let room = RoomName::parse(&room)
             .map_err(|e| refuse(&id, "bad_message", format!("room name {e}")))?;
         let token = token.or_else(|| self.query_token.clone());
+        if token.is_none() && !state.auth.is_dev() {
+            // The HTTP wording points at an Authorization header a browser's WebSocket
+            // cannot send.
+            return Err(refuse(
+                &id,
+                "unauthorized",
+                "an access token is required (the token field of join, or ?access_token= on /rtc)",
+            ));
+        }
         let access = state
             .auth
             .verify(token.as_deref())
