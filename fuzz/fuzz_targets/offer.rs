@@ -12,7 +12,7 @@ use manifold_core::{NegotiateError, RtcFactory};
 
 fn factory() -> &'static RtcFactory {
     static F: OnceLock<RtcFactory> = OnceLock::new();
-    F.get_or_init(|| RtcFactory::new(64 * 1024))
+    F.get_or_init(|| RtcFactory::new(64 * 1024, std::time::Instant::now()))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -29,7 +29,7 @@ impl World {
         let now = Instant::now();
         let client_addr: SocketAddr = "10.0.0.1:5000".parse().expect("an address");
         let server_addr: SocketAddr = "10.0.0.2:40000".parse().expect("an address");
-        let factory = RtcFactory::new(64 * 1024);
+        let factory = RtcFactory::new(64 * 1024, now);
         let mut shard = Shard::new(ShardConfig::default(), now, 0);
         let mut client = Rtc::builder().set_rtp_mode(true).build(now);
         client.add_local_candidate(Candidate::host(client_addr, "udp").expect("a candidate"));

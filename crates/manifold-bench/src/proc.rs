@@ -94,9 +94,14 @@ pub fn cpu_ticks(stat: &str) -> Option<(u64, u64)> {
 
 /// `VmRSS` of `/proc/<pid>/status`, KiB.
 pub fn rss_kb(status: &str) -> Option<u64> {
+    status_field(status, "VmRSS:")
+}
+
+/// The first number after `key` (e.g. `"Threads:"`) in `/proc/<pid>/status`.
+pub fn status_field(status: &str, key: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .split_whitespace()
         .next()?
         .parse()

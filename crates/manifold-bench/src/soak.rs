@@ -20,7 +20,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::proc::{clock_ticks, cpu_ticks, machine_ticks, rss_kb};
+use crate::proc::{clock_ticks, cpu_ticks, machine_ticks, rss_kb, status_field};
 use crate::{Args, start_server};
 
 /// Seconds between samples.
@@ -37,6 +37,8 @@ pub struct SoakSample {
     pub rss_mb: f64,
     /// Server open file descriptors.
     pub fds: u64,
+    /// Server threads (media workers, control runtime, its blocking pool).
+    pub threads: u64,
     /// Participants and sessions the server reports.
     pub participants: u64,
     /// Sessions in the control plane's directory.
@@ -147,10 +149,11 @@ pub fn run(args: &Args) -> Result<bool, String> {
         };
         let s = now.sample(prev.as_ref(), started.elapsed().as_secs_f64());
         eprintln!(
-            "   {:>6.0} s  RSS {:>7.1} MB  fds {:>4}  participants {:>4}  sessions {:>4}  loss {:>5.2} %  server {:>5.1} %  machine {:>5.1} %",
+            "   {:>6.0} s  RSS {:>7.1} MB  fds {:>4}  threads {:>3}  participants {:>4}  sessions {:>4}  loss {:>5.2} %  server {:>5.1} %  machine {:>5.1} %",
             s.t_s,
             s.rss_mb,
             s.fds,
+            s.threads,
             s.participants,
             s.sessions,
             s.loss_pct,
@@ -172,6 +175,8 @@ pub fn run(args: &Args) -> Result<bool, String> {
     }
     let rss = flatness(&after, |s| s.rss_mb, |w| (w * 0.05).max(8.0));
     let fds = flatness(&after, |s| s.fds as f64, |w| (w * 0.02).max(5.0));
+    // Threads come and go with the blocking pool (negotiation): shown, not judged.
+    let threads = flatness(&after, |s| s.threads as f64, |w| w);
     let participants_end = median(after.iter().rev().take(3).map(|s| s.participants as f64));
     // Churn swaps clients one at a time: a few may be between leaving and rejoining.
     let participants_ok =
@@ -204,6 +209,7 @@ pub fn run(args: &Args) -> Result<bool, String> {
         "warmup_s": warmup_s,
         "rss_mb": rss,
         "fds": fds,
+        "threads": threads,
         "participants_end": participants_end,
         "participants_expected": clients,
         "loss_pct": loss_overall,
@@ -227,6 +233,7 @@ pub fn run(args: &Args) -> Result<bool, String> {
         warmup_s,
         &rss,
         &fds,
+        &threads,
         participants_end,
         loss_overall,
         cpu_after,
@@ -271,6 +278,7 @@ struct Probe {
     machine_total_s: f64,
     rss_kb: u64,
     fds: u64,
+    threads: u64,
     participants: u64,
     sessions: u64,
     packets_received: u64,
@@ -302,6 +310,7 @@ impl Probe {
             machine_total_s: total as f64 / tick,
             rss_kb: rss_kb(&status)?,
             fds,
+            threads: status_field(&status, "Threads:").unwrap_or(0),
             participants: n(&stats, "participants"),
             sessions: n(&stats, "sessions"),
             packets_received: n(&last, "packets_received"),
@@ -324,6 +333,7 @@ impl Probe {
             t_s: (t_s * 10.0).round() / 10.0,
             rss_mb: round2(self.rss_kb as f64 / 1024.0),
             fds: self.fds,
+            threads: self.threads,
             participants: self.participants,
             sessions: self.sessions,
             loss_pct: round2(100.0 * gaps as f64 / (pkts + gaps).max(1) as f64),
@@ -419,6 +429,7 @@ fn markdown(
     warmup_s: f64,
     rss: &Flatness,
     fds: &Flatness,
+    threads: &Flatness,
     participants_end: f64,
     loss: f64,
     machine_busy: f64,
@@ -445,6 +456,10 @@ fn markdown(
     );
     t += &row("RSS MB", rss, "MB");
     t += &row("open descriptors", fds, "fds");
+    t += &format!(
+        "| threads (not judged) | {:.0} | {:.0} | {:.0} | {:+.2} /h | {:+.1} | — | — |\n",
+        threads.at_warmup, threads.at_end, threads.max, threads.slope_per_hour, threads.growth
+    );
     t += &format!(
         "\nParticipants at the end: {participants_end:.0} of {clients}. Loss over the run: {loss:.3} %. \
          Verdict: **{}**.\n",
@@ -503,6 +518,7 @@ mod tests {
             t_s,
             rss_mb,
             fds,
+            threads: 8,
             participants: 16,
             sessions: 16,
             loss_pct: 0.0,

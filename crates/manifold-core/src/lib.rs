@@ -6,19 +6,28 @@
 //! minute of call can be simulated in milliseconds.
 #![forbid(unsafe_code)]
 
+mod command;
 mod config;
+mod fanout;
 pub mod forwarder;
+mod keys;
+mod membership;
 pub mod negotiate;
+mod negotiation;
+mod outbox;
 mod participant;
 mod room;
+mod room_session;
 mod shard;
 mod stats;
 mod track;
 
+pub use command::{Command, Input, NewSession};
 pub use config::ShardConfig;
 pub use negotiate::{NegotiateError, Negotiated, RtcFactory, SdpFragment};
-pub use room::Publication;
-pub use shard::{Command, Input, MAX_TRICKLED_CANDIDATES, NewSession, Output, Shard, Transmit};
+pub use negotiation::Publication;
+pub use outbox::{Output, Transmit};
+pub use shard::{MAX_TRICKLED_CANDIDATES, Shard};
 
 /// The WebRTC library the core is built on, re-exported so that callers building sessions
 /// and tests use the very same version.

@@ -116,8 +116,9 @@ pub struct RtcFactory {
 }
 
 impl RtcFactory {
-    /// A factory with a freshly generated certificate.
-    pub fn new(max_sdp_bytes: usize) -> Self {
+    /// A factory with a freshly generated certificate. `now` is when its certificate is
+    /// tried (see [`RtcFactory::with_certificate`]).
+    pub fn new(max_sdp_bytes: usize, now: Instant) -> Self {
         // str0m's crypto with OpenSSL for DTLS: peers with RSA certificates handshake too.
         let crypto = Arc::new(manifold_dtls::crypto_provider());
         // Certificates come from the aws-lc-rs provider, which always generates them; a
@@ -126,18 +127,19 @@ impl RtcFactory {
             .dtls_provider
             .generate_certificate()
             .expect("the compiled-in crypto provider generates DTLS certificates");
-        Self::with_certificate(crypto, cert, max_sdp_bytes)
+        Self::with_certificate(crypto, cert, max_sdp_bytes, now)
             .expect("a freshly generated certificate is usable")
     }
 
     /// A factory with a given provider and certificate. The certificate is tried once here:
     /// one the provider's DTLS stack cannot use (any RSA key for str0m's own dimpl; a key
     /// that does not match the certificate) is refused now rather than failing every
-    /// session later.
+    /// session later. `now` is the time the trial `Rtc` is built at.
     pub fn with_certificate(
         crypto: Arc<CryptoProvider>,
         cert: DtlsCert,
         max_sdp_bytes: usize,
+        now: Instant,
     ) -> Result<Self, String> {
         let factory = RtcFactory {
             crypto,
@@ -147,7 +149,7 @@ impl RtcFactory {
         };
         let probe = factory.clone();
         std::panic::catch_unwind(move || {
-            probe.rtc_config(IceCreds::new()).build(Instant::now());
+            probe.rtc_config(IceCreds::new()).build(now);
         })
         .map_err(|_| "the DTLS stack cannot use this certificate and key".to_owned())?;
         Ok(factory)

@@ -12,18 +12,20 @@ use std::time::Instant;
 use manifold_api::{
     Identity, LeaveReason, MediaKind, ParticipantId, RoomName, SessionKind, Source,
 };
+use slab::Slab;
 use str0m::format::PayloadParams;
 use str0m::media::{Mid, Pt};
 use str0m::rtp::Ssrc;
 use str0m::{Output as RtcOutput, Rtc};
 
 use crate::forwarder::Forwarder;
-use crate::shard::Outbox;
+use crate::keys::{PKey, TKey};
+use crate::negotiation::Negotiation;
+use crate::outbox::Outbox;
+use crate::track::Track;
 
-/// Index of a participant in the shard's slab.
-pub(crate) type PKey = usize;
-/// Index of a track in the shard's slab.
-pub(crate) type TKey = usize;
+/// Most SSRCs (main and repair) cached per publisher: a few m-lines, a few SSRCs each.
+pub(crate) const MAX_SSRCS_PER_PUBLISHER: usize = 32;
 
 /// Most remote addresses remembered per participant (ICE may probe from several).
 pub(crate) const MAX_ADDRS: usize = 8;
@@ -101,7 +103,7 @@ pub(crate) struct Participant {
     /// What its token allows.
     pub grants: manifold_api::Grants,
     /// Room sessions: the server-driven offer/answer state.
-    pub neg: crate::room::Negotiation,
+    pub neg: Negotiation,
 }
 
 impl Participant {
@@ -209,4 +211,62 @@ impl Participant {
             .copied()
             .collect()
     }
+
+    /// Whether `ssrc` is one of the publisher's: the main or the repair (RTX) SSRC of one of its
+    /// m-lines. Retransmissions arrive on the repair SSRC, which str0m does not look streams up
+    /// by; one found here is remembered so the next is a cache hit.
+    pub fn owns_ssrc(&mut self, tracks: &Slab<Track>, ssrc: Ssrc) -> bool {
+        if self.ssrc_tracks.iter().any(|(s, _)| *s == ssrc) {
+            return true;
+        }
+        let mut api = self.rtc.direct_api();
+        if api.stream_rx(&ssrc).is_some() {
+            return true;
+        }
+        for &tk in &self.tracks {
+            let Some(track) = tracks.get(tk) else {
+                continue;
+            };
+            let repair = api
+                .stream_rx_by_mid(track.mid, None)
+                .and_then(|rx| rx.rtx());
+            if repair == Some(ssrc) {
+                if self.ssrc_tracks.len() < MAX_SSRCS_PER_PUBLISHER {
+                    self.ssrc_tracks.push((ssrc, tk));
+                }
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A new receiving slot for a room session.
+pub(crate) fn new_slot(
+    mid: Mid,
+    kind: MediaKind,
+    want: Option<TKey>,
+    seed: u64,
+    state: SlotState,
+) -> Slot {
+    Slot {
+        mid,
+        kind,
+        state,
+        want,
+        tx_ssrc: None,
+        source: None,
+        pt_map: Vec::new(),
+        // Start below 2^15 / 2^31: a fresh SRTP stream must not begin with a non-zero
+        // rollover counter.
+        forwarder: Forwarder::new(kind, seed & 0x7fff, (seed >> 16) & 0x7fff_ffff),
+    }
+}
+
+/// A well-mixed 64-bit function of a seed: deterministic starting numbers per slot.
+pub(crate) fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }

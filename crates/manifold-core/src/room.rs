@@ -1,820 +1,131 @@
-//! Room sessions: one peer connection per participant whose offers always come from the
-//! server. Publishing adds a receiving m-line, subscribing a sending one; idle m-lines are
-//! reused; at most one offer is outstanding, and whatever comes up meanwhile waits for the
-//! next. Because only the server offers, two offers can never cross.
+//! A room on one shard: its members in join order, its publishers in the order they
+//! started (the first is the room's current publisher, whom `Source::RoomCurrent` players
+//! follow), and the index of the tracks published in it, so that joining and subscribing
+//! never scan the shard.
 
-use std::time::Instant;
+use manifold_api::TrackId;
 
-use manifold_api::protocol::{MidInfo, TrackSource};
-use manifold_api::{CommandError, CoreEvent, MediaKind, ReplyValue, TrackId};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::media::{Direction, Mid};
+use crate::keys::{PKey, TKey};
 
-use crate::forwarder::Forwarder;
-use crate::participant::{PKey, Slot, SlotState, TKey};
-use crate::shard::Shard;
-use crate::track::{Track, TrackLabel};
-
-/// A track a room participant asked to publish.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Publication {
-    /// The client's name for it.
-    pub cid: String,
-    /// Audio or video.
-    pub kind: MediaKind,
-    /// Camera, microphone, screen...
-    pub source: TrackSource,
-    /// Label.
-    pub name: String,
-    /// Starts muted.
-    pub muted: bool,
-}
-
-struct PendingPublication {
-    publication: Publication,
-    /// The m-line offered for it, once offered.
-    mid: Option<Mid>,
-}
-
-struct PendingOffer {
-    id: u64,
-    offer: SdpPendingOffer,
-    /// The ufrag an ICE restart in this offer replaces (unindexed once answered).
-    old_ufrag: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
-    /// The data channel.
-    Data,
-    /// The client publishes on it.
-    Send,
-    /// The client receives on it: the slot's index.
-    Receive(usize),
-    /// Retired.
-    Dead,
-}
-
-struct Line {
-    mid: Mid,
-    kind: &'static str,
-    role: Role,
-}
-
-/// The server-driven offer/answer state of one room participant.
+/// One room's membership and track index.
 #[derive(Default)]
-pub(crate) struct Negotiation {
-    pending: Option<PendingOffer>,
-    next_offer_id: u64,
-    dirty: bool,
-    ice_restart: bool,
-    publications: Vec<PendingPublication>,
-    /// Tracks to receive that have no m-line yet.
-    wanted: Vec<TKey>,
-    /// Published m-lines to make inactive (their tracks are gone).
-    retiring: Vec<Mid>,
-    lines: Vec<Line>,
-    /// The outstanding offer as sent, for a client that resumes and may have missed it.
-    last_offer: Option<(u64, String, Vec<MidInfo>)>,
+pub(crate) struct Room {
+    members: Vec<PKey>,
+    publishers: Vec<PKey>,
+    /// Every live track published in the room, in the order published.
+    tracks: Vec<(TrackId, TKey)>,
 }
 
-impl Negotiation {
-    /// The state right after the first offer (made off the media thread) went out.
-    pub fn started(
-        offer: Option<SdpPendingOffer>,
-        sdp: &str,
-        mids: Vec<MidInfo>,
-        data_mid: Option<Mid>,
-    ) -> Self {
-        let mut neg = Negotiation {
-            next_offer_id: 2,
-            ..Default::default()
-        };
-        if let Some(offer) = offer {
-            neg.pending = Some(PendingOffer {
-                id: 1,
-                offer,
-                old_ufrag: None,
-            });
-            neg.last_offer = Some((1, sdp.to_owned(), mids));
-        }
-        if let Some(mid) = data_mid {
-            neg.lines.push(Line {
-                mid,
-                kind: "application",
-                role: Role::Data,
-            });
-        }
-        neg
+impl Room {
+    /// Everyone in the room, in join order.
+    pub fn members(&self) -> &[PKey] {
+        &self.members
     }
 
-    /// Publications asked for but not live yet.
-    pub fn pending_publications(&self) -> usize {
-        self.publications.len()
+    /// Members that publish, in the order they started.
+    pub fn publishers(&self) -> &[PKey] {
+        &self.publishers
     }
 
-    /// Queue a track to receive.
-    pub fn want(&mut self, tk: TKey) {
-        if !self.wanted.contains(&tk) {
-            self.wanted.push(tk);
-            self.dirty = true;
+    /// Nobody is left.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// A member arrives.
+    pub fn add_member(&mut self, key: PKey) {
+        if !self.members.contains(&key) {
+            self.members.push(key);
         }
     }
 
-    /// Forget a track that went away before it got an m-line.
-    pub fn unwant(&mut self, tk: TKey) -> bool {
-        let before = self.wanted.len();
-        self.wanted.retain(|t| *t != tk);
-        before != self.wanted.len()
+    /// A member leaves (and stops publishing).
+    pub fn remove_member(&mut self, key: PKey) {
+        self.members.retain(|&k| k != key);
+        self.publishers.retain(|&k| k != key);
     }
 
-    /// A published m-line must become inactive.
-    pub fn retire(&mut self, mid: Mid) {
-        self.retiring.push(mid);
-        self.dirty = true;
+    /// Where `key` stands among the publishers.
+    pub fn publisher_place(&self, key: PKey) -> Option<usize> {
+        self.publishers.iter().position(|&k| k == key)
     }
 
-    /// Something changed that needs an offer.
-    pub fn touch(&mut self) {
-        self.dirty = true;
+    /// `key` publishes, at `place` (a replaced session's) or last.
+    pub fn add_publisher(&mut self, key: PKey, place: Option<usize>) {
+        if self.publishers.contains(&key) {
+            return;
+        }
+        match place {
+            Some(i) if i <= self.publishers.len() => self.publishers.insert(i, key),
+            _ => self.publishers.push(key),
+        }
     }
-}
 
-/// What one offer changes, planned before the `Rtc` is touched.
-struct Plan {
-    inactive: Vec<Mid>,
-    reactivate: Vec<(usize, TKey)>,
-    /// New publications: their kind, and a retired sending m-line of that kind to reuse.
-    publish: Vec<(MediaKind, Option<Mid>)>,
-    subscribe: Vec<(TKey, MediaKind, String, String)>,
-    restart: bool,
-}
+    /// `key` publishes nothing any more.
+    pub fn remove_publisher(&mut self, key: PKey) {
+        self.publishers.retain(|&k| k != key);
+    }
 
-fn str0m_kind(kind: MediaKind) -> str0m::media::MediaKind {
-    match kind {
-        MediaKind::Audio => str0m::media::MediaKind::Audio,
-        MediaKind::Video => str0m::media::MediaKind::Video,
+    /// A track is published in the room.
+    pub fn add_track(&mut self, id: TrackId, tk: TKey) {
+        self.tracks.push((id, tk));
+    }
+
+    /// A track ends.
+    pub fn remove_track(&mut self, tk: TKey) {
+        self.tracks.retain(|&(_, t)| t != tk);
+    }
+
+    /// The track `id`, if it is published in this room.
+    pub fn track(&self, id: TrackId) -> Option<TKey> {
+        self.tracks.iter().find(|(t, _)| *t == id).map(|&(_, k)| k)
+    }
+
+    /// Every track published in the room, in the order published.
+    pub fn tracks(&self) -> impl Iterator<Item = TKey> + '_ {
+        self.tracks.iter().map(|&(_, k)| k)
     }
 }
 
-fn kind_str(kind: MediaKind) -> &'static str {
-    match kind {
-        MediaKind::Audio => "audio",
-        MediaKind::Video => "video",
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Shard {
-    fn room_participant(&mut self, key: PKey) -> Result<(), CommandError> {
-        match self.participants.get(key) {
-            Some(p) if p.kind == manifold_api::SessionKind::Room && p.doomed.is_none() => Ok(()),
-            Some(_) => Err(CommandError::Rejected(
-                "only room-protocol sessions renegotiate".into(),
-            )),
-            None => Err(CommandError::UnknownParticipant),
+    #[test]
+    fn membership_and_publishers_keep_their_order() {
+        let mut r = Room::default();
+        for k in [3, 1, 2] {
+            r.add_member(k);
         }
-    }
-
-    /// `publish`: queue the publication; the next offer carries its m-line.
-    pub(crate) fn room_publish(
-        &mut self,
-        key: PKey,
-        publication: Publication,
-    ) -> Result<ReplyValue, CommandError> {
-        self.room_participant(key)?;
-        if !self.participants[key].grants.may_publish() {
-            return Err(CommandError::Forbidden(
-                "the token lacks the publish grant".into(),
-            ));
-        }
-        let limit = self.config.max_tracks_per_participant;
-        let p = &mut self.participants[key];
-        if p.tracks.len() + p.neg.pending_publications() >= limit {
-            return Err(CommandError::LimitReached(format!(
-                "a participant may publish {limit} tracks"
-            )));
-        }
-        if p.neg
-            .publications
-            .iter()
-            .any(|x| x.publication.cid == publication.cid)
-        {
-            return Err(CommandError::Rejected(format!(
-                "cid {:?} is already being published",
-                publication.cid
-            )));
-        }
-        p.neg.publications.push(PendingPublication {
-            publication,
-            mid: None,
-        });
-        p.neg.touch();
-        self.maybe_offer(key);
-        Ok(ReplyValue::Done)
+        r.add_member(1);
+        assert_eq!(r.members(), &[3, 1, 2]);
+        r.add_publisher(1, None);
+        r.add_publisher(2, None);
+        r.add_publisher(3, Some(0));
+        assert_eq!(r.publishers(), &[3, 1, 2]);
+        r.remove_member(3);
+        assert_eq!(r.members(), &[1, 2]);
+        assert_eq!(r.publishers(), &[1, 2]);
+        assert_eq!(r.publisher_place(2), Some(1));
+        r.remove_publisher(1);
+        assert_eq!(r.publishers(), &[2]);
+        assert!(!r.is_empty());
     }
 
-    /// `unpublish`.
-    pub(crate) fn room_unpublish(
-        &mut self,
-        now: Instant,
-        key: PKey,
-        track: TrackId,
-    ) -> Result<ReplyValue, CommandError> {
-        self.room_participant(key)?;
-        let tk = self.own_track(key, track)?;
-        let mid = self.tracks[tk].mid;
-        self.drop_track(now, tk);
-        let p = &mut self.participants[key];
-        p.neg.retire(mid);
-        let room = p.room.clone();
-        if p.tracks.is_empty()
-            && let Some(r) = self.rooms.get_mut(&room)
-        {
-            r.publishers.retain(|&k| k != key);
-        }
-        self.maybe_offer(key);
-        self.retarget(now, &room);
-        Ok(ReplyValue::Done)
-    }
-
-    /// `subscribe`.
-    pub(crate) fn room_subscribe(
-        &mut self,
-        key: PKey,
-        track: TrackId,
-    ) -> Result<ReplyValue, CommandError> {
-        self.room_participant(key)?;
-        if !self.participants[key].grants.may_subscribe() {
-            return Err(CommandError::Forbidden(
-                "the token lacks the subscribe grant".into(),
-            ));
-        }
-        let tk = self.track_in_room(key, track)?;
-        if self.tracks[tk].publisher == key {
-            return Err(CommandError::Rejected(
-                "you cannot subscribe to your own track".into(),
-            ));
-        }
-        let p = &mut self.participants[key];
-        let has_line = p
-            .slots
-            .iter()
-            .any(|s| s.want == Some(tk) && !matches!(s.state, SlotState::Closing { .. }));
-        if !has_line {
-            p.neg.want(tk);
-            self.maybe_offer(key);
-        }
-        Ok(ReplyValue::Done)
-    }
-
-    /// `unsubscribe`.
-    pub(crate) fn room_unsubscribe(
-        &mut self,
-        key: PKey,
-        track: TrackId,
-    ) -> Result<ReplyValue, CommandError> {
-        self.room_participant(key)?;
-        let tk = self.track_in_room(key, track)?;
-        if self.participants[key].neg.unwant(tk) {
-            return Ok(ReplyValue::Done);
-        }
-        let slot = self.participants[key]
-            .slots
-            .iter()
-            .position(|s| s.want == Some(tk) && !matches!(s.state, SlotState::Closing { .. }))
-            .ok_or_else(|| CommandError::NotFound(format!("you do not receive {track}")))?;
-        self.close_slot(key, slot);
-        self.maybe_offer(key);
-        Ok(ReplyValue::Done)
-    }
-
-    /// `ice_restart`: the next offer carries new ICE credentials.
-    pub(crate) fn room_restart_ice(&mut self, key: PKey) -> Result<ReplyValue, CommandError> {
-        self.room_participant(key)?;
-        let p = &mut self.participants[key];
-        p.neg.ice_restart = true;
-        p.neg.touch();
-        self.maybe_offer(key);
-        Ok(ReplyValue::Done)
-    }
-
-    /// A client resumed: send the outstanding offer again, if there is one.
-    pub(crate) fn room_resync(&mut self, key: PKey) {
-        let Some(p) = self.participants.get(key) else {
-            return;
-        };
-        if p.neg.pending.is_none() {
-            return;
-        }
-        if let Some((offer_id, sdp, mids)) = p.neg.last_offer.clone() {
-            let participant = p.id;
-            self.out.event(CoreEvent::Offer {
-                participant,
-                offer_id,
-                sdp,
-                mids,
-            });
-        }
-    }
-
-    /// The answer to offer `offer_id`.
-    pub(crate) fn room_answer(
-        &mut self,
-        now: Instant,
-        key: PKey,
-        offer_id: u64,
-        sdp: &str,
-    ) -> Result<ReplyValue, CommandError> {
-        self.room_participant(key)?;
-        let p = &mut self.participants[key];
-        match &p.neg.pending {
-            Some(pending) if pending.id == offer_id => {}
-            Some(pending) => {
-                return Err(CommandError::NoOfferPending(format!(
-                    "offer {offer_id} is not the outstanding one ({})",
-                    pending.id
-                )));
-            }
-            None => {
-                return Err(CommandError::NoOfferPending(
-                    "no offer is outstanding".into(),
-                ));
-            }
-        }
-        // Check and parse before consuming the pending offer: a garbled answer changes
-        // nothing.
-        crate::negotiate::check_sdp(sdp)
-            .map_err(|e| CommandError::BadSdp(format!("the answer is not usable: {e}")))?;
-        let answer = SdpAnswer::from_sdp_string(sdp)
-            .map_err(|e| CommandError::BadSdp(format!("the answer is not valid SDP: {e}")))?;
-        let pending = p.neg.pending.take().expect("checked above");
-        let applied = p.with_rtc(key, &mut self.out, |rtc| {
-            rtc.sdp_api().accept_answer(pending.offer, answer)
-        });
-        match applied {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                // The answer does not fit the offer: this session's state can no longer be
-                // trusted, and it alone ends.
-                tracing::warn!(participant = %p.id, error = %e, "answer does not match the offer");
-                p.doom(manifold_api::LeaveReason::Failed);
-                self.out.reap = true;
-                return Err(CommandError::BadSdp(format!(
-                    "the answer does not match the offer: {e}"
-                )));
-            }
-            None => {
-                self.out.reap = true;
-                return Err(CommandError::UnknownParticipant);
-            }
-        }
-        p.neg.last_offer = None;
-        if let Some(old) = pending.old_ufrag
-            && self.by_ufrag.get(&old) == Some(&key)
-        {
-            self.by_ufrag.remove(&old);
-        }
-        self.commit_answer(now, key);
-        self.maybe_offer(key);
-        Ok(ReplyValue::Done)
-    }
-
-    /// Everything the answered offer carried takes effect.
-    fn commit_answer(&mut self, now: Instant, key: PKey) {
-        // Publications become tracks.
-        let published: Vec<PendingPublication> = {
-            let neg = &mut self.participants[key].neg;
-            let (done, waiting) = std::mem::take(&mut neg.publications)
-                .into_iter()
-                .partition(|x| x.mid.is_some());
-            neg.publications = waiting;
-            done
-        };
-        let mut new_tracks = Vec::new();
-        for pp in published {
-            let mid = pp.mid.expect("partitioned on mid");
-            let params = self.participants[key].params_of(mid);
-            if params.is_empty() {
-                tracing::info!(participant = %self.participants[key].id, cid = %pp.publication.cid, "publication refused by the client");
-                continue;
-            }
-            let Publication {
-                cid,
-                kind,
-                source,
-                name,
-                muted,
-            } = pp.publication;
-            let label = TrackLabel {
-                source,
-                name,
-                muted,
-                cid: Some(cid),
-            };
-            let id = self.new_track_id();
-            let tk = self
-                .tracks
-                .insert(Track::new(id, key, mid, kind, label, params));
-            self.participants[key].tracks.push(tk);
-            new_tracks.push(tk);
-        }
-
-        // Receiving m-lines go live and attach to their tracks; closed ones become idle.
-        let mut attach = Vec::new();
-        let p = &mut self.participants[key];
-        for (i, slot) in p.slots.iter_mut().enumerate() {
-            match slot.state {
-                SlotState::Offered => {
-                    slot.state = SlotState::Live;
-                    if slot.tx_ssrc.is_none() {
-                        slot.tx_ssrc = p
-                            .rtc
-                            .direct_api()
-                            .stream_tx_by_mid(slot.mid, None)
-                            .map(|s| s.ssrc());
-                    }
-                    if let Some(tk) = slot.want {
-                        attach.push((i, tk));
-                    }
-                }
-                SlotState::Closing { in_flight: true } => slot.state = SlotState::Idle,
-                _ => {}
-            }
-        }
-        for (i, tk) in attach {
-            if self.tracks.contains(tk) {
-                self.attach(now, key, i, tk);
-            } else {
-                self.close_slot(key, i);
-            }
-        }
-
-        if !new_tracks.is_empty() {
-            let room = self.participants[key].room.clone();
-            if let Some(r) = self.rooms.get_mut(&room)
-                && !r.publishers.contains(&key)
-            {
-                r.publishers.push(key);
-            }
-            for tk in new_tracks {
-                self.announce_track(tk);
-            }
-            self.retarget(now, &room);
-        }
-    }
-
-    /// Tell the room about a new track and queue it for every auto-subscribing member.
-    pub(crate) fn announce_track(&mut self, tk: TKey) {
-        let track = &self.tracks[tk];
-        let publisher = &self.participants[track.publisher];
-        self.out.event(CoreEvent::TrackPublished {
-            room: publisher.room.clone(),
-            participant: publisher.id,
-            track: track.id,
-            kind: track.kind,
-            source: track.label.source,
-            name: track.label.name.clone(),
-            muted: track.label.muted,
-            cid: track.label.cid.clone(),
-        });
-        let Some(room) = self.rooms.get(&publisher.room) else {
-            return;
-        };
-        let members: Vec<PKey> = room
-            .members
-            .iter()
-            .copied()
-            .filter(|&m| m != track.publisher)
-            .collect();
-        for m in members {
-            let p = &mut self.participants[m];
-            if p.kind == manifold_api::SessionKind::Room && p.auto_subscribe && p.doomed.is_none() {
-                p.neg.want(tk);
-                self.maybe_offer(m);
-            }
-        }
-    }
-
-    /// A track is going away: every room member receiving it (or waiting to) lets it go,
-    /// and their m-lines close in the next offer.
-    pub(crate) fn release_track_for_rooms(&mut self, tk: TKey) {
-        let Some(room) = self
-            .tracks
-            .get(tk)
-            .and_then(|t| self.participants.get(t.publisher))
-            .map(|p| p.room.clone())
-        else {
-            return;
-        };
-        let members: Vec<PKey> = self
-            .rooms
-            .get(&room)
-            .map(|r| r.members.clone())
-            .unwrap_or_default();
-        for m in members {
-            let Some(p) = self.participants.get_mut(m) else {
-                continue;
-            };
-            if p.kind != manifold_api::SessionKind::Room || p.neg.unwant(tk) {
-                continue;
-            }
-            if let Some(i) = p.slots.iter().position(|s| s.want == Some(tk)) {
-                self.close_slot(m, i);
-                self.maybe_offer(m);
-            }
-        }
-    }
-
-    fn close_slot(&mut self, key: PKey, slot: usize) {
-        self.detach(key, slot);
-        let p = &mut self.participants[key];
-        let s = &mut p.slots[slot];
-        s.want = None;
-        if s.state != SlotState::Idle {
-            s.state = SlotState::Closing { in_flight: false };
-            p.neg.touch();
-        }
-    }
-
-    fn track_in_room(&self, key: PKey, track: TrackId) -> Result<TKey, CommandError> {
-        let room = &self.participants[key].room;
-        self.tracks
-            .iter()
-            .find(|(_, t)| {
-                t.id == track
-                    && self
-                        .participants
-                        .get(t.publisher)
-                        .is_some_and(|p| &p.room == room)
-            })
-            .map(|(k, _)| k)
-            .ok_or_else(|| CommandError::NotFound(format!("no track {track} in this room")))
-    }
-
-    /// Send an offer if something changed and none is outstanding.
-    pub(crate) fn maybe_offer(&mut self, key: PKey) {
-        let Some(p) = self.participants.get_mut(key) else {
-            return;
-        };
-        if p.kind != manifold_api::SessionKind::Room
-            || p.doomed.is_some()
-            || p.neg.pending.is_some()
-            || !p.neg.dirty
-        {
-            return;
-        }
-        p.neg.dirty = false;
-
-        // Plan.
-        let mut plan = Plan {
-            inactive: std::mem::take(&mut p.neg.retiring),
-            reactivate: Vec::new(),
-            publish: Vec::new(),
-            subscribe: Vec::new(),
-            restart: std::mem::take(&mut p.neg.ice_restart),
-        };
-        for s in p.slots.iter_mut() {
-            if let SlotState::Closing { in_flight } = &mut s.state {
-                *in_flight = true;
-                plan.inactive.push(s.mid);
-            }
-        }
-        for pp in &p.neg.publications {
-            if pp.mid.is_some() {
-                continue;
-            }
-            let kind = kind_str(pp.publication.kind);
-            let reuse = p
-                .neg
-                .lines
-                .iter()
-                .find(|l| {
-                    l.role == Role::Dead
-                        && l.kind == kind
-                        && !plan.inactive.contains(&l.mid)
-                        && !plan.publish.iter().any(|(_, m)| *m == Some(l.mid))
-                })
-                .map(|l| l.mid);
-            plan.publish.push((pp.publication.kind, reuse));
-        }
-        let wanted = std::mem::take(&mut p.neg.wanted);
-        let wanted: Vec<(TKey, MediaKind, String, String)> = wanted
-            .into_iter()
-            .filter_map(|tk| {
-                let track = self.tracks.get(tk)?;
-                let stream = self
-                    .participants
-                    .get(track.publisher)
-                    .map_or_else(|| "none".to_owned(), |q| q.id.to_string());
-                Some((tk, track.kind, stream, track.id.to_string()))
-            })
-            .collect();
-        let p = &mut self.participants[key];
-        for (tk, kind, stream, track) in wanted {
-            let idle = p
-                .slots
-                .iter()
-                .enumerate()
-                .find(|(i, s)| {
-                    s.kind == kind
-                        && s.state == SlotState::Idle
-                        && !plan.reactivate.iter().any(|(j, _)| j == i)
-                })
-                .map(|(i, _)| i);
-            match idle {
-                Some(i) => plan.reactivate.push((i, tk)),
-                None => plan.subscribe.push((tk, kind, stream, track)),
-            }
-        }
-        let p = &mut self.participants[key];
-        let reactivate_mids: Vec<Mid> = plan
-            .reactivate
-            .iter()
-            .map(|(i, _)| p.slots[*i].mid)
-            .collect();
-
-        // Apply to the Rtc.
-        let applied = p.with_rtc(key, &mut self.out, |rtc| {
-            let mut change = rtc.sdp_api();
-            for mid in &plan.inactive {
-                change.set_direction(*mid, Direction::Inactive);
-            }
-            for mid in &reactivate_mids {
-                change.set_direction(*mid, Direction::SendOnly);
-            }
-            let publish: Vec<Mid> = plan
-                .publish
-                .iter()
-                .map(|(k, reuse)| match reuse {
-                    Some(mid) => {
-                        change.set_direction(*mid, Direction::RecvOnly);
-                        *mid
-                    }
-                    None => change.add_media(str0m_kind(*k), Direction::RecvOnly, None, None, None),
-                })
-                .collect();
-            let subscribe: Vec<Mid> = plan
-                .subscribe
-                .iter()
-                .map(|(_, k, stream, track)| {
-                    change.add_media(
-                        str0m_kind(*k),
-                        Direction::SendOnly,
-                        Some(stream.clone()),
-                        Some(track.clone()),
-                        None,
-                    )
-                })
-                .collect();
-            let creds = plan.restart.then(|| change.ice_restart(true));
-            let offer = change
-                .apply()
-                .map(|(o, pending)| (o.to_sdp_string(), pending));
-            (offer, publish, subscribe, creds)
-        });
-        let Some((offer, publish, subscribe, creds)) = applied else {
-            self.out.reap = true;
-            return;
-        };
-        let p = &mut self.participants[key];
-        let Some((sdp, pending)) = offer else {
-            // Nothing needed negotiating after all (an m-line already inactive, say).
-            for s in p.slots.iter_mut() {
-                if s.state == (SlotState::Closing { in_flight: true }) {
-                    s.state = SlotState::Idle;
-                }
-            }
-            return;
-        };
-
-        // Record what the offer carries.
-        let mut mids = publish.into_iter();
-        for pp in p.neg.publications.iter_mut().filter(|x| x.mid.is_none()) {
-            let Some(mid) = mids.next() else { break };
-            pp.mid = Some(mid);
-            match p.neg.lines.iter_mut().find(|l| l.mid == mid) {
-                Some(reused) => reused.role = Role::Send,
-                None => p.neg.lines.push(Line {
-                    mid,
-                    kind: kind_str(pp.publication.kind),
-                    role: Role::Send,
-                }),
-            }
-        }
-        for (i, tk) in &plan.reactivate {
-            let slot = &mut p.slots[*i];
-            slot.want = Some(*tk);
-            slot.state = SlotState::Offered;
-        }
-        for ((tk, kind, _, _), mid) in plan.subscribe.iter().zip(subscribe) {
-            let index = p.slots.len();
-            let seed = crate::shard::splitmix64(p.id.0 ^ (index as u64).wrapping_mul(0x9e37_79b9));
-            p.slots
-                .push(new_slot(mid, *kind, Some(*tk), seed, SlotState::Offered));
-            p.neg.lines.push(Line {
-                mid,
-                kind: kind_str(*kind),
-                role: Role::Receive(index),
-            });
-        }
-        for line in p.neg.lines.iter_mut() {
-            if line.role == Role::Send && plan.inactive.contains(&line.mid) {
-                line.role = Role::Dead;
-            }
-        }
-        let old_ufrag = creds.map(|c| {
-            self.by_ufrag.insert(c.ufrag.clone(), key);
-            std::mem::replace(&mut p.ufrag, c.ufrag)
-        });
-        let offer_id = p.neg.next_offer_id;
-        p.neg.next_offer_id += 1;
-        p.neg.pending = Some(PendingOffer {
-            id: offer_id,
-            offer: pending,
-            old_ufrag,
-        });
-        let participant = p.id;
-        let mids = self.mid_infos(key);
-        self.participants[key].neg.last_offer = Some((offer_id, sdp.clone(), mids.clone()));
-        tracing::debug!(%participant, offer_id, publish = plan.publish.len(), subscribe = plan.subscribe.len(), reactivate = plan.reactivate.len(), inactive = plan.inactive.len(), "offer");
-        self.out.event(CoreEvent::Offer {
-            participant,
-            offer_id,
-            sdp,
-            mids,
-        });
-    }
-
-    pub(crate) fn new_track_id(&mut self) -> TrackId {
-        let id = TrackId(self.next_track);
-        self.next_track += 1;
-        id
-    }
-
-    /// What every m-line of `key`'s session is for, as the offer's `mids` list says.
-    fn mid_infos(&self, key: PKey) -> Vec<MidInfo> {
-        let p = &self.participants[key];
-        p.neg
-            .lines
-            .iter()
-            .map(|line| {
-                let mut info = MidInfo {
-                    mid: line.mid.to_string(),
-                    kind: line.kind.into(),
-                    cid: None,
-                    track: None,
-                    participant: None,
-                };
-                match line.role {
-                    Role::Send => {
-                        info.cid = p
-                            .tracks
-                            .iter()
-                            .map(|&tk| &self.tracks[tk])
-                            .find(|t| t.mid == line.mid)
-                            .and_then(|t| t.label.cid.clone())
-                            .or_else(|| {
-                                p.neg
-                                    .publications
-                                    .iter()
-                                    .find(|x| x.mid == Some(line.mid))
-                                    .map(|x| x.publication.cid.clone())
-                            });
-                    }
-                    Role::Receive(i) => {
-                        if let Some(tk) = p.slots.get(i).and_then(|s| s.want)
-                            && let Some(t) = self.tracks.get(tk)
-                        {
-                            info.track = Some(t.id);
-                            info.participant = self.participants.get(t.publisher).map(|q| q.id);
-                        }
-                    }
-                    Role::Data | Role::Dead => {}
-                }
-                info
-            })
-            .collect()
-    }
-}
-
-/// A new receiving slot for a room session.
-pub(crate) fn new_slot(
-    mid: Mid,
-    kind: MediaKind,
-    want: Option<TKey>,
-    seed: u64,
-    state: SlotState,
-) -> Slot {
-    Slot {
-        mid,
-        kind,
-        state,
-        want,
-        tx_ssrc: None,
-        source: None,
-        pt_map: Vec::new(),
-        // Start below 2^15 / 2^31: a fresh SRTP stream must not begin with a non-zero
-        // rollover counter.
-        forwarder: Forwarder::new(kind, seed & 0x7fff, (seed >> 16) & 0x7fff_ffff),
+    #[test]
+    fn the_track_index_finds_only_live_tracks() {
+        let mut r = Room::default();
+        r.add_track(TrackId(7), 0);
+        r.add_track(TrackId(9), 4);
+        assert_eq!(r.track(TrackId(9)), Some(4));
+        assert_eq!(r.tracks().collect::<Vec<_>>(), vec![0, 4]);
+        r.remove_track(0);
+        assert_eq!(r.track(TrackId(7)), None);
+        assert_eq!(r.tracks().collect::<Vec<_>>(), vec![4]);
     }
 }

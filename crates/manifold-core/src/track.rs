@@ -13,7 +13,7 @@ use str0m::media::{Mid, Pt};
 use str0m::rtp::{ExtensionValues, Ssrc};
 
 use crate::forwarder::PacketMeta;
-use crate::participant::PKey;
+use crate::keys::PKey;
 
 /// Recent packets a video track keeps (payloads shared, not copied): enough for a keyframe
 /// and what arrives while its first packet is retransmitted.

@@ -169,6 +169,7 @@ fn ecdsa_certificates_connect() {
             crypto,
             certificate(alg),
             manifold_core::negotiate::DEFAULT_MAX_SDP_BYTES,
+            h.now,
         )
         .expect("ECDSA certificates are usable");
         let cert = certificate(alg);
@@ -223,6 +224,7 @@ fn rsa_server_certificate_connects() {
         crypto,
         certificate(&rcgen::PKCS_RSA_SHA256),
         manifold_core::negotiate::DEFAULT_MAX_SDP_BYTES,
+        h.now,
     )
     .expect("OpenSSL uses RSA certificates");
     let openssl = || Arc::new(manifold_dtls::crypto_provider());
@@ -245,18 +247,19 @@ fn rsa_server_certificate_connects() {
 fn unusable_certificates_are_refused_at_start() {
     let dimpl = Arc::new(manifold_core::str0m::crypto::from_feature_flags());
     let max = manifold_core::negotiate::DEFAULT_MAX_SDP_BYTES;
+    let now = std::time::Instant::now();
     let rsa = certificate(&rcgen::PKCS_RSA_SHA256);
-    assert!(RtcFactory::with_certificate(dimpl, rsa, max).is_err());
+    assert!(RtcFactory::with_certificate(dimpl, rsa, max, now).is_err());
 
     let mut mismatched = certificate(&rcgen::PKCS_ECDSA_P256_SHA256);
     mismatched.private_key = certificate(&rcgen::PKCS_ECDSA_P256_SHA256).private_key;
     let openssl = Arc::new(manifold_dtls::crypto_provider());
-    assert!(RtcFactory::with_certificate(openssl.clone(), mismatched, max).is_err());
+    assert!(RtcFactory::with_certificate(openssl.clone(), mismatched, max, now).is_err());
     let garbage = DtlsCert {
         certificate: vec![0x30, 0x03, 1, 2, 3],
         private_key: vec![0; 10],
     };
-    assert!(RtcFactory::with_certificate(openssl, garbage, max).is_err());
+    assert!(RtcFactory::with_certificate(openssl, garbage, max, now).is_err());
 }
 
 #[test]
@@ -312,9 +315,9 @@ fn payload_type_checks() {
 fn a_panic_while_negotiating_is_contained_and_counted() {
     use manifold_core::str0m::Rtc;
     use manifold_core::str0m::media::Direction;
-    let factory = RtcFactory::new(64 * 1024);
-    assert_eq!(factory.panics(), 0);
     let now = std::time::Instant::now();
+    let factory = RtcFactory::new(64 * 1024, now);
+    assert_eq!(factory.panics(), 0);
     let mut client = Rtc::builder().build(now);
     let c =
         manifold_core::str0m::Candidate::host("127.0.0.1:9999".parse().unwrap(), "udp").unwrap();

@@ -37,7 +37,7 @@ fn a_whip_session_connects_over_udp() {
     change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
     let (offer, pending) = change.apply().expect("an offer");
 
-    let factory = RtcFactory::new(64 * 1024);
+    let factory = RtcFactory::new(64 * 1024, Instant::now());
     let negotiated = factory
         .accept(
             SessionKind::Whip,

@@ -530,7 +530,7 @@ impl Harness {
             now: epoch,
             shard,
             shard_timeout,
-            factory: RtcFactory::new(DEFAULT_MAX_SDP_BYTES),
+            factory: RtcFactory::new(DEFAULT_MAX_SDP_BYTES, epoch),
             clients: Vec::new(),
             events: Vec::new(),
             shard_wakeups: Vec::new(),

@@ -1,0 +1,271 @@
+//! The hot path: one packet from a publisher to every subscriber of its track. Each
+//! subscription's forwarder decides (drop, or forward with these numbers); this file applies
+//! the decision to the subscriber's `Rtc`. Also the keyframe requests that go back to the
+//! publisher, coalesced per track, and server-side mute.
+
+use std::time::Instant;
+
+use manifold_api::{CommandError, MediaKind, ReplyValue, TrackId};
+use manifold_rtp::DropReason;
+use slab::Slab;
+use str0m::media::KeyframeRequestKind;
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
+
+use crate::forwarder::{Decision, PacketMeta};
+use crate::keys::{PKey, TKey};
+use crate::outbox::Outbox;
+use crate::participant::{MAX_SSRCS_PER_PUBLISHER, Participant};
+use crate::shard::Shard;
+use crate::track::{HISTORY_PACKETS, Kept, SSRC_TAKEOVER_SILENCE, Subscriber, Track};
+
+impl Shard {
+    /// The hot path: one packet from a publisher to every subscriber of its track.
+    pub(crate) fn forward(&mut self, now: Instant, key: PKey, packet: RtpPacket) {
+        self.out.counters.rtp_in += 1;
+        let ssrc = packet.header.ssrc;
+        let Some(tk) = self.track_for(key, ssrc) else {
+            self.out.counters.drop(DropReason::UnknownSsrc);
+            return;
+        };
+        let Shard {
+            tracks,
+            participants,
+            out,
+            config,
+            ..
+        } = self;
+        let track = &mut tracks[tk];
+
+        if track.ssrc != Some(ssrc) {
+            let silent = track
+                .last_packet_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= SSRC_TAKEOVER_SILENCE);
+            if !silent {
+                out.counters.drop(DropReason::UnknownSsrc);
+                return;
+            }
+            if track.ssrc.replace(ssrc).is_some() {
+                // The encoder restarted under a new SSRC: a new numbering space, and the
+                // packets kept from the old one are no use to anyone.
+                track.history.clear();
+                for s in &track.subscribers {
+                    if let Some(p) = participants.get_mut(s.participant) {
+                        p.slots[s.slot].forwarder.switch_source();
+                    }
+                }
+            }
+        }
+        track.last_packet_at = Some(now);
+        if track.label.muted {
+            // Muted is muted on the server too: nothing of it reaches anyone.
+            out.counters.drop(DropReason::Muted);
+            return;
+        }
+
+        let pt = packet.header.payload_type;
+        let Some(info) = track.pt_info(pt) else {
+            out.counters.drop(DropReason::CodecMismatch);
+            return;
+        };
+        let keyframe = info
+            .video
+            .is_some_and(|c| manifold_rtp::is_keyframe(c, &packet.payload));
+        if keyframe {
+            track.keyframes.satisfied();
+        }
+        let video = track.kind == MediaKind::Video;
+        let this = Kept {
+            meta: PacketMeta {
+                seq: *packet.seq_no,
+                ts: packet.time.numer(),
+                clock_rate: info.clock_rate,
+                keyframe,
+            },
+            pt,
+            marker: packet.header.marker,
+            timestamp: packet.timestamp,
+            ext: ExtensionValues {
+                audio_level: packet.header.ext_vals.audio_level,
+                voice_activity: packet.header.ext_vals.voice_activity,
+                video_orientation: packet.header.ext_vals.video_orientation,
+                ..Default::default()
+            },
+            payload: packet.payload,
+        };
+        let mut wants_keyframe = false;
+
+        if track.subscribers.is_empty() {
+            out.counters.drop(DropReason::NoSubscriber);
+        }
+        for s in &track.subscribers {
+            let Some(p) = participants.get_mut(s.participant) else {
+                continue;
+            };
+            if !p.connected || p.doomed.is_some() {
+                out.counters.drop(DropReason::SubscriberNotReady);
+                continue;
+            }
+            let switched = match forward_one(p, s, &this, video, now, out) {
+                Ok(switched) => switched,
+                Err(reason) => {
+                    wants_keyframe |= reason == DropReason::WaitingForKeyframe;
+                    continue;
+                }
+            };
+            if switched && video {
+                // This subscriber starts on this keyframe. Packets after it that arrived
+                // before it (reordered, or it was itself a retransmission) were dropped while
+                // it waited; without them the keyframe cannot be decoded.
+                let mut later: Vec<&Kept> = track
+                    .history
+                    .iter()
+                    .filter(|k| k.meta.seq > this.meta.seq)
+                    .collect();
+                later.sort_by_key(|k| k.meta.seq);
+                for k in later {
+                    // Errors are counted inside; the rest of the replay goes on.
+                    let _ = forward_one(p, s, k, video, now, out);
+                }
+            }
+        }
+        if video {
+            if track.history.len() == HISTORY_PACKETS {
+                track.history.pop_front();
+            }
+            track.history.push_back(this);
+        }
+        if wants_keyframe && track.keyframes.ask(now, config.keyframe_request_interval) {
+            send_keyframe_request(track, participants, out);
+        }
+    }
+
+    /// The track a publisher's SSRC belongs to, learning the mapping on first sight.
+    pub(crate) fn track_for(&mut self, key: PKey, ssrc: Ssrc) -> Option<TKey> {
+        let p = self.participants.get_mut(key)?;
+        if let Some((_, tk)) = p.ssrc_tracks.iter().find(|(s, _)| *s == ssrc) {
+            return Some(*tk);
+        }
+        let mid = p.rtc.direct_api().stream_rx(&ssrc)?.mid();
+        let tk = p
+            .tracks
+            .iter()
+            .copied()
+            .find(|&tk| self.tracks[tk].mid == mid)?;
+        // Bounded: a publisher has few m-lines and few SSRCs per m-line.
+        if p.ssrc_tracks.len() < MAX_SSRCS_PER_PUBLISHER {
+            p.ssrc_tracks.push((ssrc, tk));
+        }
+        Some(tk)
+    }
+
+    pub(crate) fn request_keyframe(&mut self, now: Instant, tk: TKey) {
+        let Some(track) = self.tracks.get_mut(tk) else {
+            return;
+        };
+        if track.kind != MediaKind::Video {
+            return;
+        }
+        if track
+            .keyframes
+            .ask(now, self.config.keyframe_request_interval)
+        {
+            send_keyframe_request(track, &mut self.participants, &mut self.out);
+        }
+    }
+
+    /// Mute or unmute one of `key`'s tracks ([`Command::SetMuted`]).
+    pub(crate) fn set_muted(
+        &mut self,
+        now: Instant,
+        key: PKey,
+        track: TrackId,
+        muted: bool,
+    ) -> Result<ReplyValue, CommandError> {
+        let tk = self.own_track(key, track)?;
+        let t = &mut self.tracks[tk];
+        if std::mem::replace(&mut t.label.muted, muted) == muted || muted {
+            return Ok(ReplyValue::Done);
+        }
+        // Unmuted: what was kept from before the mute is stale, and every receiver resumes
+        // as after a source switch, numbering continuous, video on the next keyframe.
+        t.history.clear();
+        for s in &t.subscribers {
+            if let Some(p) = self.participants.get_mut(s.participant) {
+                p.slots[s.slot].forwarder.switch_source();
+            }
+        }
+        self.request_keyframe(now, tk);
+        Ok(ReplyValue::Done)
+    }
+}
+
+/// Decide for one kept packet and one subscriber, and write it to the subscriber's `Rtc` if
+/// it goes. `Ok(switched)` when it went (`switched`: it started a new source), otherwise the
+/// reason it did not, already counted.
+fn forward_one(
+    p: &mut Participant,
+    s: &Subscriber,
+    k: &Kept,
+    video: bool,
+    now: Instant,
+    out: &mut Outbox,
+) -> Result<bool, DropReason> {
+    let slot = &mut p.slots[s.slot];
+    let (Some(out_pt), Some(tx)) = (slot.map_pt(k.pt), slot.tx_ssrc) else {
+        // It cannot go out, so it must not take a sequence number either: the subscriber
+        // would wait for it, NACK it and never get it.
+        slot.forwarder.skip(&k.meta);
+        out.counters.drop(DropReason::CodecMismatch);
+        return Err(DropReason::CodecMismatch);
+    };
+    let (seq, ts, switched) = match slot.forwarder.decide(&k.meta, now) {
+        Decision::Drop(reason) => {
+            out.counters.drop(reason);
+            return Err(reason);
+        }
+        Decision::Forward { seq, ts, switched } => (seq, ts, switched),
+    };
+    let write = RtpWrite::new(out_pt, seq.into(), ts, k.timestamp, k.payload.clone())
+        .marker(k.marker)
+        .nackable(video)
+        .ext_vals(k.ext.clone());
+    let sent = p.with_rtc(s.participant, out, |rtc| {
+        let mut api = rtc.direct_api();
+        let stream = api.stream_tx(&tx)?;
+        stream.write_rtp(write);
+        Some(())
+    });
+    match sent {
+        Some(Some(())) => out.counters.rtp_out += 1,
+        Some(None) => out.counters.drop(DropReason::SubscriberNotReady),
+        None => out.reap = true,
+    }
+    Ok(switched)
+}
+
+fn send_keyframe_request(
+    track: &mut Track,
+    participants: &mut Slab<Participant>,
+    out: &mut Outbox,
+) {
+    let Some(ssrc) = track.ssrc else {
+        // Nothing received yet: the first packets of a new publisher start with a keyframe
+        // anyway; ask again at the next interval.
+        track.keyframes.pending = true;
+        return;
+    };
+    let Some(p) = participants.get_mut(track.publisher) else {
+        return;
+    };
+    let sent = p.with_rtc(track.publisher, out, |rtc| {
+        let mut api = rtc.direct_api();
+        let rx = api.stream_rx(&ssrc)?;
+        rx.request_keyframe(KeyframeRequestKind::Pli);
+        Some(())
+    });
+    match sent {
+        Some(Some(())) => out.counters.keyframe_requests += 1,
+        Some(None) => {}
+        None => out.reap = true,
+    }
+}
