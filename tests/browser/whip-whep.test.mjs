@@ -296,7 +296,7 @@ function redact(text) {
   return token ? hidden.split(token).join('…') : hidden;
 }
 
-/** @param {any} s A StatsSummary from web/js/manifold-webrtc.js. */
+/** @param {any} s A StatsSummary from web/sdk/stats.js (`statsSummary`). */
 function describe(s) {
   if (!s) return 'none';
   const codecs = [s.videoCodec, s.audioCodec].filter(Boolean).join('+') || 'no codec yet';

@@ -5,10 +5,10 @@
  * @module app/main
  */
 
-import { Room } from '../sdk/manifold.js';
+import { Room, captureMedia, errorText } from '../sdk/manifold.js';
 import { icon } from './icons.js';
 import { RoomView } from './room-view.js';
-import { $, errorMessage, hue, initials, randomRoomName, roomName as validRoomName, slug } from './util.js';
+import { $, hue, initials, randomRoomName, roomName as validRoomName, slug } from './util.js';
 
 /** @typedef {import('../sdk/manifold.js').ManifoldError} ManifoldError */
 
@@ -187,7 +187,7 @@ async function setCamera(on) {
     state.cameraTrack = null;
   } else if (!state.cameraTrack) {
     try {
-      const stream = await navigator.mediaDevices.getUserMedia({
+      const stream = await captureMedia('camera', {
         video: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } },
       });
       state.cameraTrack = stream.getVideoTracks()[0];
@@ -198,7 +198,7 @@ async function setCamera(on) {
       }
     } catch (error) {
       state.cameraOn = false;
-      els.previewNote.textContent = mediaProblem(error, 'camera');
+      els.previewNote.textContent = errorText(error);
     }
   }
   renderPreview();
@@ -212,7 +212,7 @@ async function setMic(on) {
     state.micTrack = null;
   } else if (!state.micTrack) {
     try {
-      const stream = await navigator.mediaDevices.getUserMedia({
+      const stream = await captureMedia('microphone', {
         audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
       });
       state.micTrack = stream.getAudioTracks()[0];
@@ -222,7 +222,7 @@ async function setMic(on) {
       }
     } catch (error) {
       state.micOn = false;
-      els.previewNote.textContent = mediaProblem(error, 'microphone');
+      els.previewNote.textContent = errorText(error);
     }
   }
   renderPreview();
@@ -257,19 +257,6 @@ function setToggle(button, on, html, title) {
   button.setAttribute('aria-label', title);
   button.setAttribute('aria-pressed', String(on));
   button.dataset.on = String(on);
-}
-
-/**
- * @param {unknown} error
- * @param {'camera' | 'microphone'} device
- */
-function mediaProblem(error, device) {
-  const name = error instanceof DOMException ? error.name : '';
-  if (name === 'NotAllowedError') return `Access to the ${device} is blocked`;
-  if (name === 'NotFoundError') return `No ${device} found`;
-  if (name === 'NotReadableError') return `The ${device} is in use elsewhere`;
-  if (!navigator.mediaDevices) return 'Camera needs HTTPS or localhost';
-  return `The ${device} is unavailable`;
 }
 
 /** @param {string} text */
@@ -326,11 +313,11 @@ async function join() {
     const code = /** @type {ManifoldError} */ (error)?.code;
     if (code === 'unauthorized' || code === 'forbidden') {
       els.tokenField.hidden = false;
-      showJoinError(`The server refused the token: ${errorMessage(error)}`);
+      showJoinError(`The server refused the token: ${errorText(error)}`);
     } else if (code === 'network' || code === 'timeout') {
-      showJoinError(`Could not reach the server. ${errorMessage(error)}`);
+      showJoinError(`Could not reach the server. ${errorText(error)}`);
     } else {
-      showJoinError(errorMessage(error));
+      showJoinError(errorText(error));
     }
     els.submit.disabled = false;
     els.submit.textContent = 'Join room';

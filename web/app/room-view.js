@@ -4,10 +4,11 @@
  * @module app/room-view
  */
 
+import { errorText } from '../sdk/manifold.js';
 import { ChatPanel } from './chat.js';
 import { icon } from './icons.js';
 import { Stage } from './stage.js';
-import { $, copyText, errorMessage, h, toast } from './util.js';
+import { $, copyText, h, toast } from './util.js';
 
 /** @typedef {import('../sdk/manifold.js').Room} Room */
 /** @typedef {import('../sdk/manifold.js').LocalTrack} LocalTrack */
@@ -183,8 +184,8 @@ export class RoomView {
       await operation();
     } catch (error) {
       // Cancelling the screen picker is not worth a red toast.
-      const cancelled = control === 'screen' && /cancelled/i.test(errorMessage(error));
-      toast(errorMessage(error), { kind: cancelled ? 'info' : 'error' });
+      const cancelled = control === 'screen' && /cancelled/i.test(errorText(error));
+      toast(errorText(error), { kind: cancelled ? 'info' : 'error' });
     } finally {
       this.#busy.delete(control);
       this.#renderLocal();
@@ -200,7 +201,7 @@ export class RoomView {
       await this.room.sendChat(text, { to });
     } catch (error) {
       const requestId = /** @type {any} */ (error)?.requestId;
-      if (typeof requestId === 'number') this.#chat.markFailed(requestId, errorMessage(error));
+      if (typeof requestId === 'number') this.#chat.markFailed(requestId, errorText(error));
       throw error;
     }
   }

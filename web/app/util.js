@@ -153,11 +153,3 @@ export async function copyText(text) {
     return ok;
   }
 }
-
-/**
- * @param {unknown} error
- * @returns {string}
- */
-export function errorMessage(error) {
-  return error instanceof Error ? error.message : String(error);
-}

@@ -1,10 +1,11 @@
 /**
  * What the publisher and player pages share: query parameters, the status line, and the
- * live stats line. No WebRTC here; that lives in manifold-webrtc.js.
+ * live stats line. No WebRTC and no error wording here; both come from the SDK
+ * (`/sdk/manifold.js`: WhipPublisher, WhepPlayer, statsSummary, errorText).
  * @module ui
  */
 
-/** @typedef {import('./manifold-webrtc.js').StatsSummary} StatsSummary */
+/** @typedef {import('../sdk/stats.js').StatsSummary} StatsSummary */
 
 /** @typedef {'idle' | 'busy' | 'live' | 'error'} StatusKind */
 
@@ -136,23 +137,4 @@ function bitrate(bytes, previousBytes, now, before) {
   const bits = ((bytes - previousBytes) * 8) / seconds;
   if (bits >= 1e6) return `${(bits / 1e6).toFixed(1)} Mbit/s`;
   return `${Math.round(bits / 1e3)} kbit/s`;
-}
-
-/**
- * A human sentence for an error from getUserMedia or the WebRTC module.
- * @param {unknown} error
- * @returns {string}
- */
-export function describeError(error) {
-  if (error instanceof DOMException) {
-    switch (error.name) {
-      case 'NotAllowedError':
-        return 'Camera or microphone access was denied.';
-      case 'NotFoundError':
-        return 'No camera or microphone was found.';
-      case 'NotReadableError':
-        return 'The camera or microphone is in use by another program.';
-    }
-  }
-  return error instanceof Error ? error.message : String(error);
 }

@@ -3,8 +3,8 @@
  * Tests drive it through `window.manifold` and `?autostart=1`.
  */
 
-import { WhepPlayer, statsSummary } from './manifold-webrtc.js';
-import { StatusLine, byId, describeError, input, query, showStats } from './ui.js';
+import { WhepPlayer, errorText, statsSummary } from '../sdk/manifold.js';
+import { StatusLine, byId, input, query, showStats } from './ui.js';
 
 const form = /** @type {HTMLFormElement} */ (byId('controls'));
 const room = input('room');
@@ -72,7 +72,7 @@ async function play() {
   } catch (error) {
     if (player !== session) return;
     await stop();
-    status.set('error', `Could not play: ${describeError(error)}`);
+    status.set('error', `Could not play: ${errorText(error)}`);
   }
 }
 

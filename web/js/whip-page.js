@@ -3,8 +3,8 @@
  * Tests drive it through `window.manifold` and `?autostart=1`.
  */
 
-import { WhipPublisher, statsSummary } from './manifold-webrtc.js';
-import { StatusLine, byId, describeError, input, query, showStats } from './ui.js';
+import { WhipPublisher, captureMedia, errorText, statsSummary } from '../sdk/manifold.js';
+import { StatusLine, byId, input, query, showStats } from './ui.js';
 
 const form = /** @type {HTMLFormElement} */ (byId('controls'));
 const room = input('room');
@@ -63,11 +63,8 @@ async function start() {
     else if (session.state === 'failed') status.set('error', 'Connection to the server was lost.');
   });
   try {
-    if (!navigator.mediaDevices?.getUserMedia) {
-      throw new Error('This page needs a secure context for the camera: open it over HTTPS or on localhost.');
-    }
     status.set('busy', 'Asking for camera and microphone…');
-    camera = await navigator.mediaDevices.getUserMedia({
+    camera = await captureMedia('camera and microphone', {
       audio: true,
       video: { width: { ideal: 1280 }, height: { ideal: 720 } },
     });
@@ -79,7 +76,7 @@ async function start() {
   } catch (error) {
     if (publisher !== session) return;
     await stop();
-    status.set('error', `Could not publish: ${describeError(error)}`);
+    status.set('error', `Could not publish: ${errorText(error)}`);
   }
 }
 

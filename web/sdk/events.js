@@ -1,10 +1,40 @@
 /**
- * A small typed event emitter on top of `EventTarget`: events are `CustomEvent`s whose
- * `detail` carries the payload, so both `addEventListener(name, e => e.detail)` and the
- * shorter `on(name, detail => ...)` work.
+ * Events: a small typed emitter on top of `EventTarget`, whose events are `CustomEvent`s
+ * with the payload in `detail` (so both `addEventListener(name, e => e.detail)` and the
+ * shorter `on(name, detail => ...)` work), and the catalogue of the Room's events.
  *
  * @module manifold/events
  */
+
+/** @typedef {import('./tracks.js').LocalTrack} LocalTrack */
+/** @typedef {import('./tracks.js').RemoteTrack} RemoteTrack */
+/** @typedef {import('./tracks.js').Participant<RemoteTrack>} RemoteParticipant */
+/** @typedef {import('./tracks.js').Participant<LocalTrack>} LocalParticipant */
+/** @typedef {import('./chat.js').ChatMessage} ChatMessage */
+/** @typedef {import('./errors.js').ManifoldError} ManifoldError */
+/** @typedef {'connecting' | 'connected' | 'reconnecting' | 'disconnected'} ConnectionState */
+
+/**
+ * The Room's events and the `detail` each carries.
+ * @typedef {object} RoomEvents
+ * @property {{participant: RemoteParticipant}} participantJoined
+ * @property {{participant: RemoteParticipant, reason: string}} participantLeft
+ * @property {{participant: RemoteParticipant | LocalParticipant}} participantUpdated
+ * @property {{participant: RemoteParticipant, track: RemoteTrack}} trackPublished
+ * @property {{participant: RemoteParticipant, track: RemoteTrack}} trackUnpublished
+ * @property {{participant: RemoteParticipant | null, track: RemoteTrack, mediaStreamTrack: MediaStreamTrack, mid: string}} trackSubscribed
+ * @property {{participant: RemoteParticipant | null, track: RemoteTrack, mediaStreamTrack: MediaStreamTrack | null, mid: string | null}} trackUnsubscribed
+ * @property {{participant: RemoteParticipant | LocalParticipant, track: RemoteTrack | LocalTrack, muted: boolean}} trackMuted
+ * @property {{track: LocalTrack}} localTrackPublished
+ * @property {{track: LocalTrack}} localTrackUnpublished
+ * @property {ChatMessage} chat
+ * @property {{state: ConnectionState, previous: ConnectionState}} connectionStateChanged
+ * @property {{cause: 'signaling' | 'media'}} reconnecting
+ * @property {{}} reconnected
+ * @property {{reason: string, message: string}} disconnected
+ * @property {{error: ManifoldError}} error
+ */
+
 
 /**
  * @template {Record<string, any>} EventMap Event name → type of its `detail`.

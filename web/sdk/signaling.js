@@ -1,6 +1,6 @@
 /**
  * One signaling WebSocket: JSON text frames in and out, `"v": 1` added to everything sent.
- * Reconnection lives in the Room; a SignalingSocket is never reopened.
+ * Reconnection lives in reconnection.js; a SignalingSocket is never reopened.
  *
  * @module manifold/signaling
  */
