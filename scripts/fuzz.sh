@@ -6,7 +6,8 @@
 #   bash scripts/fuzz.sh long [target]    # each target to 10 million runs or 30 minutes
 #   bash scripts/fuzz.sh seeds            # regenerate fuzz/corpus/ from the test suite
 #
-# Builds with optimisations and debug assertions (integer overflow is a crash too) and
+# Long runs build with optimisations and debug assertions (integer overflow is a crash too), the
+# smoke the dev profile; both
 # without a sanitizer: the code under test is safe Rust, and the sanitizer build of the
 # C dependencies (OpenSSL, AWS-LC) would double the cold build. Any crash fails the run and
 # leaves its input under fuzz/artifacts/<target>/.
@@ -17,9 +18,13 @@ die() { echo "fuzz: $*" >&2; exit 1; }
 
 mode="${1:-smoke}"
 only="${2:-}"
-targets=(classify stun keyframe rewriters sdp_check trickle room_message token offer shard_datagram)
+targets=(classify stun keyframe vp8 rewriters sdp_check trickle room_message token offer shard_datagram)
 smoke_secs="${FUZZ_SMOKE_SECS:-8}"
+# Long runs: optimised, with debug assertions. The smoke in the test command builds the dev
+# profile instead (debug assertions on, no optimisation): a quicker cold build, and
+# eight seconds per target need no speed.
 build=(-O -a -s none)
+if [ "$mode" = smoke ]; then build=(--dev -s none); fi
 
 ensure_tools() {
   cargo +nightly --version >/dev/null 2>&1 \

@@ -8,6 +8,7 @@ Deterministic: the same captures give the same corpora.
 """
 
 import hashlib
+import random
 import json
 import os
 import sys
@@ -71,6 +72,53 @@ def trickle_fragments(sdps):
     return out
 
 
+# A simulcast description as Chromium writes one (three RIDs, the top one paused), to start
+# the SDP checks' simulcast rules from: the suite's clients do not send simulcast.
+SIMULCAST = (b"a=rid:q send\r\na=rid:h send\r\na=rid:f send pt=96;max-width=1280\r\n"
+             b"a=simulcast:send q;h;~f\r\n")
+
+
+def with_simulcast(sdp):
+    """`sdp` with SIMULCAST at the end of its first video m-line."""
+    out, in_video, done = [], False, False
+    for line in sdp.split(b"\r\n"):
+        if line.startswith(b"m=") and in_video and not done:
+            out.append(SIMULCAST.rstrip(b"\r\n"))
+            done = True
+        if line.startswith(b"m="):
+            in_video = line.startswith(b"m=video")
+        out.append(line)
+    if in_video and not done:
+        out.insert(len(out) - 1 if out and out[-1] == b"" else len(out), SIMULCAST.rstrip(b"\r\n"))
+    return b"\r\n".join(out)
+
+
+def vp8_sequences():
+    """Input for the vp8 target: steps of (operation, length, payload) over VP8 payload
+    descriptors with PictureID, TL0PICIDX and TID, as Chromium's temporal layers send them:
+    forward (2), drop a picture (0), switch source (1)."""
+    rng = random.Random(3)
+    out = []
+    for n in range(4):
+        seq = b""
+        pid, tl0 = rng.randrange(32768), rng.randrange(256)
+        for i in range(40):
+            tid = i % 2
+            if n != 1:
+                p = bytes([0x90, 0xE0, 0x80 | (pid >> 8) & 0x7F, pid & 0xFF, tl0 & 0xFF, tid << 6, 0x9D, 0x01, 0x2A])
+            else:
+                p = bytes([0x90, 0xE0, pid & 0x7F, tl0 & 0xFF, tid << 6, 0x9D])
+            op = 0 if (tid == 1 and n % 2 == 0) else 2
+            if i in (15, 30):
+                seq += bytes([1, len(p)]) + p
+            seq += bytes([op, len(p)]) + p
+            if tid == 0:
+                tl0 += 1
+            pid = (pid + 1) % 32768
+        out.append(seq)
+    return out
+
+
 def main():
     capture, corpus = sys.argv[1], sys.argv[2]
     datagrams = load(capture, "datagram")
@@ -96,12 +144,16 @@ def main():
     picks = spread(small, datagram_class)
     write(corpus, "shard_datagram", [bytes([0x00]) + d for d in picks] + [bytes([0x81]) + d for d in picks[:8]])
     write(corpus, "keyframe", spread(payloads, lambda b: b[:2]))
-    write(corpus, "sdp_check", spread(sdps, lambda b: b.count(b"m=")))
-    write(corpus, "offer", [bytes([i % 2]) + s for i, s in enumerate(spread(offers, lambda b: b.count(b"m=")))])
+    checked = spread(sdps, lambda b: b.count(b"m="))
+    write(corpus, "sdp_check", checked + [with_simulcast(s) for s in checked[:2]])
+    picked = spread(offers, lambda b: b.count(b"m="))
+    write(corpus, "offer", [bytes([i % 2]) + s for i, s in enumerate(picked)]
+          + [bytes([0]) + with_simulcast(s) for s in picked[:2] if b"a=sendonly" in s])
     write(corpus, "trickle", spread(trickle_fragments(offers), len, 20))
     write(corpus, "room_message", spread(messages, lambda b: json.loads(b).get("type", "") if b.startswith(b"{") else ""))
     write(corpus, "token", spread(tokens, len, 10))
     # rewriters takes structured input (arbitrary): a few byte strings to start from.
+    write(corpus, "vp8", vp8_sequences())
     write(corpus, "rewriters", [bytes((i + k) % 256 for k in range(64)) for i in range(0, 256, 32)])
 
 

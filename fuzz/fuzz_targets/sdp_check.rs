@@ -1,5 +1,6 @@
 //! The SDP pre-check run on every offer and every room client's answer before str0m sees
-//! it (payload types: range, one codec per payload type across the session).
+//! it (payload types: range, one codec per payload type across the session; simulcast: RIDs
+//! and a=simulcast agree per m-line).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -62,7 +62,7 @@ impl World {
                     source: None,
                     auto_subscribe: false,
                     grants: Grants::ALL,
-                    negotiated,
+                    negotiated: negotiated.into(),
                 }),
             }),
         );

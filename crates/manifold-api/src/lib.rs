@@ -5,7 +5,9 @@
 //! cluster bus, can speak it without pulling in the media stack.
 #![forbid(unsafe_code)]
 
+pub mod command;
 mod ids;
+pub mod negotiation;
 pub mod protocol;
 mod stats;
 

@@ -9,8 +9,8 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use manifold_api::command::Command;
 use manifold_api::{LeaveReason, ParticipantId, RoomName, SessionKind};
-use manifold_core::Command;
 use serde_json::{Value, json};
 
 use crate::auth::Access;

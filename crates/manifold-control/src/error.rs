@@ -5,7 +5,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use manifold_api::CommandError;
-use manifold_core::NegotiateError;
+use manifold_api::negotiation::NegotiateError;
 use serde::Serialize;
 
 /// An error answer.

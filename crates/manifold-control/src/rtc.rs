@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
+use manifold_api::command::{Command, NegotiatedSession, NewSession, Publication};
+use manifold_api::negotiation::SdpFragment;
 use manifold_api::protocol::{
     ChatSender, ClientMessage, CloseReason, MessageId, ParticipantInfo, ServerMessage,
 };
 use manifold_api::{
     CommandError, Identity, LeaveReason, ParticipantId, ReplyValue, RoomName, SessionKind,
 };
-use manifold_core::{Command, NewSession, Publication, SdpFragment};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -803,7 +804,7 @@ impl Conn {
         &self,
         id: &Option<MessageId>,
         worker: u16,
-        session: impl FnOnce(manifold_core::Negotiated) -> NewSession,
+        session: impl FnOnce(NegotiatedSession) -> NewSession,
     ) -> Result<(u64, String, Vec<manifold_api::protocol::MidInfo>), (Option<MessageId>, Refusal)>
     {
         let state = &self.state;
@@ -819,7 +820,7 @@ impl Conn {
                 .map_err(|e| refuse(id, "internal", format!("negotiation task failed: {e}")))?
                 .map_err(|e| from_api(id, e.into()))?;
         let sdp = negotiated.sdp.clone();
-        let mids = negotiated.offer_mids();
+        let mids = negotiated.mids.clone();
         let session = Box::new(session(negotiated));
         self.command(id, worker, |request| Command::Join { request, session })
             .await?;

@@ -7,11 +7,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use manifold_api::command::{Command, NewSession};
+use manifold_api::negotiation::SdpFragment;
 use manifold_api::{
     Identity, LeaveReason, ParticipantId, ReplyValue, RoomName, SessionKind, Source,
 };
-use manifold_core::str0m::Candidate;
-use manifold_core::{Command, NewSession, SdpFragment};
 use serde::Deserialize;
 
 use crate::auth::Access;
@@ -308,10 +308,8 @@ pub async fn session_patch(
             });
             let mut frag = format!("a=ice-lite\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
             if let Some(w) = state.workers.get(usize::from(entry.worker)) {
-                for addr in w.candidates() {
-                    if let Ok(c) = Candidate::host(*addr, "udp") {
-                        frag.push_str(&format!("a={}\r\n", c.to_sdp_string()));
-                    }
+                for line in w.candidate_lines() {
+                    frag.push_str(&format!("a={line}\r\n"));
                 }
             }
             frag.push_str("a=end-of-candidates\r\n");

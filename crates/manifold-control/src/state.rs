@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use manifold_api::command::{Command, Negotiator};
 use manifold_api::protocol::{CloseReason, ParticipantInfo, ServerMessage, TrackInfo};
 use manifold_api::{
     CommandError, CoreEvent, Identity, LeaveReason, ParticipantId, ReplyValue, RequestId, RoomName,
     SessionKind, ShardStats,
 };
-use manifold_core::{Command, RtcFactory};
 use manifold_io::{EventSink, Undelivered, WorkerHandle};
 use tokio::sync::{mpsc, oneshot};
 
@@ -125,7 +125,7 @@ pub struct Inner {
     /// Media workers.
     pub workers: Vec<WorkerHandle>,
     /// Builds `Rtc`s for new sessions.
-    pub factory: RtcFactory,
+    pub factory: Arc<dyn Negotiator>,
     /// Token verification.
     pub auth: Auth,
     /// What the HTTP listener refused or closed.
@@ -182,7 +182,7 @@ impl AppState {
     pub fn new(
         config: ControlConfig,
         workers: Vec<WorkerHandle>,
-        factory: RtcFactory,
+        factory: Arc<dyn Negotiator>,
         auth: Auth,
     ) -> Self {
         let quota = governor::Quota::per_second(

@@ -153,6 +153,7 @@ impl Forwarder {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a test's epoch
 mod tests {
     use super::*;
     use std::time::Duration;

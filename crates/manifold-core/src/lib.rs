@@ -18,14 +18,16 @@ mod outbox;
 mod participant;
 mod room;
 mod room_session;
+mod sdp_check;
 mod shard;
 mod stats;
 mod track;
 
-pub use command::{Command, Input, NewSession};
+pub use command::{Command, Input};
 pub use config::ShardConfig;
+pub use manifold_api::command::Publication;
+pub use manifold_api::command::{NegotiatedSession, Negotiator, NewSession};
 pub use negotiate::{NegotiateError, Negotiated, RtcFactory, SdpFragment};
-pub use negotiation::Publication;
 pub use outbox::{Output, Transmit};
 pub use shard::{MAX_TRICKLED_CANDIDATES, Shard};
 

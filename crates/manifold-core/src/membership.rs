@@ -10,14 +10,14 @@ use manifold_api::{
 use str0m::format::PayloadParams;
 use str0m::media::Mid;
 
-use crate::command::NewSession;
 use crate::keys::{PKey, TKey};
 use crate::negotiate::Negotiated;
 use crate::negotiation::Negotiation;
-use crate::participant::{Participant, SlotState, new_slot, splitmix64};
+use crate::participant::{Participant, SlotState, new_slot, send_ssrc, splitmix64};
 use crate::room::Room;
 use crate::shard::Shard;
 use crate::track::{Subscriber, Track, TrackLabel};
+use manifold_api::command::NewSession;
 
 impl Shard {
     pub(crate) fn join(&mut self, now: Instant, session: NewSession) -> Result<(), CommandError> {
@@ -34,6 +34,11 @@ impl Shard {
         if self.by_id.contains_key(&id) {
             return Err(CommandError::Rejected(format!("{id} already joined")));
         }
+        let Ok(negotiated) = negotiated.into_state::<Negotiated>() else {
+            return Err(CommandError::Rejected(
+                "the session was not negotiated by this server's negotiator".into(),
+            ));
+        };
         let refused = match kind {
             SessionKind::Whip => !grants.may_publish(),
             SessionKind::Whep => !grants.may_subscribe(),
@@ -141,11 +146,7 @@ impl Shard {
                 for (i, m) in media.iter().enumerate() {
                     let seed = splitmix64(id.0 ^ (i as u64).wrapping_mul(0x9e37_79b9));
                     let mut slot = new_slot(m.mid, m.kind, None, seed, SlotState::Live);
-                    slot.tx_ssrc = p
-                        .rtc
-                        .direct_api()
-                        .stream_tx_by_mid(m.mid, None)
-                        .map(|s| s.ssrc());
+                    slot.tx_ssrc = send_ssrc(&mut p.rtc, m.mid, m.kind);
                     p.slots.push(slot);
                 }
             }

@@ -11,7 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use manifold_api::command::{NegotiatedSession, Negotiator};
+pub use manifold_api::negotiation::{MAX_FRAGMENT_CANDIDATES, NegotiateError, SdpFragment};
 use manifold_api::protocol::MidInfo;
+
+pub use crate::sdp_check::{MAX_PAYLOAD_TYPES, MAX_SIMULCAST_LAYERS, check_sdp};
 use manifold_api::{MediaKind, SessionKind};
 use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::config::{CryptoProvider, DtlsCert};
@@ -23,34 +27,6 @@ pub const DEFAULT_MAX_SDP_BYTES: usize = 64 * 1024;
 
 /// Most m-lines accepted in one offer: a WHIP or WHEP session needs two or three.
 pub const MAX_MEDIA_LINES: usize = 16;
-
-/// Why an offer could not be answered. Every variant is the client's fault and maps to a
-/// 4xx answer; the message is safe to show to the client.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum NegotiateError {
-    /// The offer is larger than the limit.
-    #[error("SDP offer is {size} bytes, the limit is {limit}")]
-    TooLarge {
-        /// Offer size.
-        size: usize,
-        /// The limit.
-        limit: usize,
-    },
-    /// The offer could not be parsed as SDP.
-    #[error("malformed SDP: {0}")]
-    Malformed(String),
-    /// The offer parsed but WebRTC rejected it (no fingerprint, no ICE credentials, ...).
-    #[error("unacceptable SDP offer: {0}")]
-    Rejected(String),
-    /// Nothing in the offer can be used for this kind of session.
-    #[error("{0}")]
-    NoUsableMedia(String),
-    /// The WebRTC stack panicked on this input: a bug, contained to this request and
-    /// counted ([`RtcFactory::panics`]). Not the client's fault as far as it can tell.
-    #[error("the server failed to negotiate this session (an internal error, counted)")]
-    Panicked,
-}
 
 /// One negotiated m-line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +77,14 @@ impl std::fmt::Debug for Negotiated {
             .field("ufrag", &self.ufrag)
             .field("media", &self.media)
             .finish_non_exhaustive()
+    }
+}
+
+impl From<Negotiated> for NegotiatedSession {
+    fn from(n: Negotiated) -> Self {
+        let sdp = n.sdp.clone();
+        let mids = n.offer_mids();
+        NegotiatedSession::new(sdp, mids, n)
     }
 }
 
@@ -340,91 +324,6 @@ fn offered_mids(offer: &str) -> Result<Vec<Mid>, NegotiateError> {
     Ok(mids)
 }
 
-/// Most distinct payload types one SDP may map: Chromium offers about 50 across audio and
-/// video; 128 exist.
-pub const MAX_PAYLOAD_TYPES: usize = 96;
-
-/// Checks an SDP (an offer, or a room client's answer) for what the WebRTC stack would
-/// take badly, before it sees it: every `a=rtpmap`/`a=fmtp` names a payload type 0-127,
-/// and one payload type means one codec configuration throughout the session (RFC 8843
-/// §9.1: bundled m-lines share one payload-type space). str0m asserts on a payload type
-/// mapped to two codecs ("Pt locked multiple times"); here it is a clear `bad_sdp`.
-pub fn check_sdp(sdp: &str) -> Result<(), NegotiateError> {
-    // pt → its rtpmap and fmtp as first seen, with the m-line each was seen in.
-    let mut seen: Vec<Option<PtUse<'_>>> = vec![None; 128];
-    let mut distinct = 0usize;
-    let mut section = 0u16;
-    for line in sdp.lines() {
-        let line = line.trim_end();
-        if line.starts_with("m=") {
-            section = section.saturating_add(1);
-            continue;
-        }
-        let (what, rest) = if let Some(r) = line.strip_prefix("a=rtpmap:") {
-            ("rtpmap", r)
-        } else if let Some(r) = line.strip_prefix("a=fmtp:") {
-            ("fmtp", r)
-        } else {
-            continue;
-        };
-        let (pt, value) = rest.split_once(' ').unwrap_or((rest, ""));
-        let pt: usize = match pt.parse() {
-            Ok(n) if n < 128 => n,
-            _ => {
-                return Err(NegotiateError::Malformed(format!(
-                    "a={what} names payload type {:?}; payload types are 0 to 127",
-                    truncated(pt)
-                )));
-            }
-        };
-        let value = value.trim();
-        let entry = &mut seen[pt];
-        let uses = entry.get_or_insert_with(|| {
-            distinct += 1;
-            PtUse::default()
-        });
-        let slot = match what {
-            "rtpmap" => &mut uses.rtpmap,
-            _ => &mut uses.fmtp,
-        };
-        match slot {
-            None => *slot = Some((section, value)),
-            Some((_, v)) if v.eq_ignore_ascii_case(value) => {}
-            Some((first, v)) => {
-                return Err(NegotiateError::Rejected(format!(
-                    "payload type {pt} is mapped twice (a={what}:{pt} {:?} in m-line {first}, \
-                     {:?} in m-line {section}); one payload type must mean one codec \
-                     throughout the session",
-                    truncated(v),
-                    truncated(value),
-                )));
-            }
-        }
-        if distinct > MAX_PAYLOAD_TYPES {
-            return Err(NegotiateError::Rejected(format!(
-                "more than {MAX_PAYLOAD_TYPES} payload types"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// What an SDP said about one payload type: its rtpmap and fmtp values and the m-line each
-/// came from.
-#[derive(Clone, Copy, Default)]
-struct PtUse<'a> {
-    rtpmap: Option<(u16, &'a str)>,
-    fmtp: Option<(u16, &'a str)>,
-}
-
-/// At most 64 characters of client input, for an error message.
-fn truncated(s: &str) -> &str {
-    match s.char_indices().nth(64) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
 /// str0m's parse errors span several lines and include a pointer value; clients get the
 /// readable part on one line.
 fn describe_parse_error(text: &str) -> String {
@@ -463,73 +362,39 @@ fn usable_media(rtc: &Rtc, kind: SessionKind, mids: &[Mid]) -> Vec<NegotiatedMed
         .collect()
 }
 
-/// Parsed body of a trickle-ICE / ICE-restart PATCH (`application/trickle-ice-sdpfrag`,
-/// RFC 8840): the client's ICE credentials, if it sent them, and its candidates.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct SdpFragment {
-    /// `a=ice-ufrag`, when present.
-    pub ufrag: Option<String>,
-    /// `a=ice-pwd`, when present.
-    pub pwd: Option<String>,
-    /// Candidate lines, without the `a=` prefix.
-    pub candidates: Vec<String>,
-    /// The client signalled `a=end-of-candidates`.
-    pub end_of_candidates: bool,
-}
+impl Negotiator for RtcFactory {
+    fn accept(
+        &self,
+        kind: SessionKind,
+        offer: &str,
+        candidates: &[SocketAddr],
+        now: Instant,
+    ) -> Result<NegotiatedSession, NegotiateError> {
+        RtcFactory::accept(self, kind, offer, candidates, now).map(Into::into)
+    }
 
-/// Most candidates accepted in one fragment.
-pub const MAX_FRAGMENT_CANDIDATES: usize = 64;
+    fn offer(
+        &self,
+        candidates: &[SocketAddr],
+        now: Instant,
+    ) -> Result<NegotiatedSession, NegotiateError> {
+        RtcFactory::offer(self, candidates, now).map(Into::into)
+    }
 
-impl SdpFragment {
-    /// Parse a fragment. Unknown lines (`a=mid`, `m=`, ...) are ignored, as RFC 8840 allows.
-    pub fn parse(body: &str, max_bytes: usize) -> Result<Self, NegotiateError> {
-        if body.len() > max_bytes {
-            return Err(NegotiateError::TooLarge {
-                size: body.len(),
-                limit: max_bytes,
-            });
-        }
-        let mut frag = SdpFragment::default();
-        for line in body.lines() {
-            let line = line.trim_end();
-            if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
-                frag.ufrag = Some(check_ice_token(v, 4, 256, "ice-ufrag")?);
-            } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
-                frag.pwd = Some(check_ice_token(v, 22, 256, "ice-pwd")?);
-            } else if let Some(v) = line.strip_prefix("a=") {
-                if v.starts_with("candidate:") {
-                    if frag.candidates.len() == MAX_FRAGMENT_CANDIDATES {
-                        return Err(NegotiateError::Rejected(format!(
-                            "more than {MAX_FRAGMENT_CANDIDATES} candidates"
-                        )));
-                    }
-                    frag.candidates.push(v.to_owned());
-                } else if v == "end-of-candidates" {
-                    frag.end_of_candidates = true;
-                }
-            }
-        }
-        if frag.ufrag.is_some() != frag.pwd.is_some() {
-            return Err(NegotiateError::Malformed(
-                "a=ice-ufrag and a=ice-pwd must come together".into(),
-            ));
-        }
-        Ok(frag)
+    fn panics(&self) -> u64 {
+        RtcFactory::panics(self)
     }
 }
 
-fn check_ice_token(v: &str, min: usize, max: usize, what: &str) -> Result<String, NegotiateError> {
-    // RFC 8839 ice-char: ALPHA / DIGIT / "+" / "/".
-    let ok = (min..=max).contains(&v.len())
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
-    if ok {
-        Ok(v.to_owned())
-    } else {
-        Err(NegotiateError::Malformed(format!(
-            "a={what} must be {min} to {max} ice-chars"
-        )))
-    }
+/// The SDP `a=candidate` values (without `a=`) of host candidates at `addrs`, as str0m
+/// writes them into answers: for fragments the server sends itself (an ICE restart's
+/// PATCH answer).
+pub fn host_candidate_lines(addrs: &[SocketAddr]) -> Vec<String> {
+    addrs
+        .iter()
+        .filter_map(|a| Candidate::host(*a, "udp").ok())
+        .map(|c| c.to_sdp_string())
+        .collect()
 }
 
 #[cfg(test)]
@@ -565,52 +430,5 @@ mod tests {
         );
         assert_eq!(msg, "Unexpected `g`; Expected `v`; sdp line");
         assert_eq!(describe_parse_error(""), "unreadable SDP");
-    }
-
-    #[test]
-    fn fragment_parses_candidates_and_credentials() {
-        let body = "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\nm=audio 9 RTP/AVP 0\r\n\
-                    a=mid:0\r\na=candidate:1 1 udp 2113937151 127.0.0.1 5000 typ host\r\n\
-                    a=end-of-candidates\r\n";
-        let f = SdpFragment::parse(body, 4096).unwrap();
-        assert_eq!(f.ufrag.as_deref(), Some("abcd"));
-        assert_eq!(f.candidates.len(), 1);
-        assert!(f.end_of_candidates);
-    }
-
-    #[test]
-    fn fragment_rejects_bad_input() {
-        assert!(matches!(
-            SdpFragment::parse(&"x".repeat(5000), 4096),
-            Err(NegotiateError::TooLarge { .. })
-        ));
-        assert!(matches!(
-            SdpFragment::parse("a=ice-ufrag:abcd\r\n", 4096),
-            Err(NegotiateError::Malformed(_))
-        ));
-        assert!(matches!(
-            SdpFragment::parse(
-                "a=ice-ufrag:a b\r\na=ice-pwd:0123456789012345678901\r\n",
-                4096
-            ),
-            Err(NegotiateError::Malformed(_))
-        ));
-        let many: String = (0..65)
-            .map(|i| {
-                format!(
-                    "a=candidate:{i} 1 udp 1 127.0.0.1 {} typ host\r\n",
-                    5000 + i
-                )
-            })
-            .collect();
-        assert!(matches!(
-            SdpFragment::parse(&many, 1 << 20),
-            Err(NegotiateError::Rejected(_))
-        ));
-        // Garbage is not an error: nothing in it is a fragment line.
-        assert_eq!(
-            SdpFragment::parse("\u{0}\u{1}garbage", 4096).unwrap(),
-            SdpFragment::default()
-        );
     }
 }

@@ -2,27 +2,12 @@
 //! waiting for an m-line, tracks waiting to be received, the outstanding offer, and what
 //! every m-line is for. Owned by the participant; `room_session.rs` acts on it.
 
-use manifold_api::MediaKind;
-use manifold_api::protocol::{MidInfo, TrackSource};
+use manifold_api::command::Publication;
+use manifold_api::protocol::MidInfo;
 use str0m::change::SdpPendingOffer;
 use str0m::media::Mid;
 
 use crate::keys::TKey;
-
-/// A track a room participant asked to publish.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Publication {
-    /// The client's name for it.
-    pub cid: String,
-    /// Audio or video.
-    pub kind: MediaKind,
-    /// Camera, microphone, screen...
-    pub source: TrackSource,
-    /// Label.
-    pub name: String,
-    /// Starts muted.
-    pub muted: bool,
-}
 
 pub(crate) struct PendingPublication {
     pub publication: Publication,

@@ -27,6 +27,14 @@ use crate::track::Track;
 /// Most SSRCs (main and repair) cached per publisher: a few m-lines, a few SSRCs each.
 pub(crate) const MAX_SSRCS_PER_PUBLISHER: usize = 32;
 
+/// Video packets each subscriber's stream keeps for answering NACKs, and for how long:
+/// enough for a few round trips at the bitrates forwarded, and a bound on what a stall can
+/// make one subscriber hold. str0m's default (2,000 packets over 3 s) lets the cache grow
+/// with every backlog a stall leaves and never shrink: up to about 400 KB per stream.
+pub(crate) const RTX_CACHE_PACKETS: usize = 256;
+/// See [`RTX_CACHE_PACKETS`].
+pub(crate) const RTX_CACHE_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Most remote addresses remembered per participant (ICE may probe from several).
 pub(crate) const MAX_ADDRS: usize = 8;
 
@@ -269,4 +277,15 @@ pub(crate) fn splitmix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+/// The SSRC we send on for m-line `mid`, with its resend cache bounded
+/// ([`RTX_CACHE_PACKETS`]) for video.
+pub(crate) fn send_ssrc(rtc: &mut Rtc, mid: Mid, kind: MediaKind) -> Option<Ssrc> {
+    let mut api = rtc.direct_api();
+    let tx = api.stream_tx_by_mid(mid, None)?;
+    if kind == MediaKind::Video {
+        tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, None);
+    }
+    Some(tx.ssrc())
 }

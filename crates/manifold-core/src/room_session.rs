@@ -11,8 +11,10 @@ use str0m::change::SdpAnswer;
 use str0m::media::{Direction, Mid};
 
 use crate::keys::{PKey, TKey};
-use crate::negotiation::{Line, PendingOffer, PendingPublication, Publication, Role};
-use crate::participant::{SlotState, new_slot, splitmix64};
+use manifold_api::command::Publication;
+
+use crate::negotiation::{Line, PendingOffer, PendingPublication, Role};
+use crate::participant::{SlotState, new_slot, send_ssrc, splitmix64};
 use crate::shard::Shard;
 use crate::track::TrackLabel;
 
@@ -298,11 +300,7 @@ impl Shard {
                 SlotState::Offered => {
                     slot.state = SlotState::Live;
                     if slot.tx_ssrc.is_none() {
-                        slot.tx_ssrc = p
-                            .rtc
-                            .direct_api()
-                            .stream_tx_by_mid(slot.mid, None)
-                            .map(|s| s.ssrc());
+                        slot.tx_ssrc = send_ssrc(&mut p.rtc, slot.mid, slot.kind);
                     }
                     if let Some(tk) = slot.want {
                         attach.push((i, tk));

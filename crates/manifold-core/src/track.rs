@@ -178,6 +178,7 @@ fn video_codec(codec: Codec) -> Option<VideoCodec> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a test's epoch
 mod tests {
     use super::*;
 

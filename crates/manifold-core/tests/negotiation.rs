@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certs::certificate;
-use common::sdp_edit::opus_on_video_pt;
+use common::sdp_edit::{opus_on_video_pt, simulcast_naming_a_missing_rid};
 use common::{ClientSpec, Harness, JoinError, Link, check_stream, config, sdp_value};
 use manifold_api::Source;
 use manifold_core::str0m::config::DtlsCert;
@@ -247,6 +247,7 @@ fn rsa_server_certificate_connects() {
 fn unusable_certificates_are_refused_at_start() {
     let dimpl = Arc::new(manifold_core::str0m::crypto::from_feature_flags());
     let max = manifold_core::negotiate::DEFAULT_MAX_SDP_BYTES;
+    #[allow(clippy::disallowed_methods)] // an epoch
     let now = std::time::Instant::now();
     let rsa = certificate(&rcgen::PKCS_RSA_SHA256);
     assert!(RtcFactory::with_certificate(dimpl, rsa, max, now).is_err());
@@ -277,6 +278,24 @@ fn one_payload_type_for_two_codecs_is_refused_before_str0m() {
     let spec = ClientSpec::publisher("p", "room").edit_offer(opus_on_video_pt);
     let e = negotiate_error(&mut h, spec);
     assert!(matches!(e, NegotiateError::Rejected(_)), "{e:?}");
+    assert_eq!(h.stats().participants, 0);
+}
+
+/// A simulcast description that does not agree with itself is a clear refusal before
+/// str0m sees it, for publishers and players alike.
+#[test]
+fn inconsistent_simulcast_is_refused() {
+    let mut h = Harness::new(config(), 48);
+    for spec in [
+        ClientSpec::publisher("p", "room"),
+        ClientSpec::subscriber("s", "room", Source::RoomCurrent),
+    ] {
+        let e = negotiate_error(&mut h, spec.edit_offer(simulcast_naming_a_missing_rid));
+        assert!(
+            matches!(&e, NegotiateError::Rejected(m) if m.contains("rid \"h\"")),
+            "{e:?}"
+        );
+    }
     assert_eq!(h.stats().participants, 0);
 }
 
@@ -315,6 +334,7 @@ fn payload_type_checks() {
 fn a_panic_while_negotiating_is_contained_and_counted() {
     use manifold_core::str0m::Rtc;
     use manifold_core::str0m::media::Direction;
+    #[allow(clippy::disallowed_methods)] // an epoch
     let now = std::time::Instant::now();
     let factory = RtcFactory::new(64 * 1024, now);
     assert_eq!(factory.panics(), 0);

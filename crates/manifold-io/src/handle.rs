@@ -97,6 +97,8 @@ pub struct WorkerHandle {
     index: u16,
     local_addr: SocketAddr,
     candidates: Arc<[SocketAddr]>,
+    /// `candidates` as SDP candidate values, made once.
+    candidate_lines: Arc<[String]>,
     commands: Sender<Command>,
     waker: Arc<mio::Waker>,
     counters: Arc<SharedCounters>,
@@ -114,6 +116,7 @@ impl WorkerHandle {
         WorkerHandle {
             index,
             local_addr,
+            candidate_lines: manifold_core::negotiate::host_candidate_lines(&candidates).into(),
             candidates,
             commands,
             waker,
@@ -161,6 +164,12 @@ impl WorkerHandle {
     /// port. The first one is the address the worker's shard knows itself by.
     pub fn candidates(&self) -> &[SocketAddr] {
         &self.candidates
+    }
+
+    /// The same as SDP `a=candidate` values (without `a=`), for fragments the control plane
+    /// writes itself.
+    pub fn candidate_lines(&self) -> &[String] {
+        &self.candidate_lines
     }
 
     /// This worker's overload counters.

@@ -61,7 +61,7 @@ fn a_whip_session_connects_over_udp() {
                 source: None,
                 auto_subscribe: false,
                 grants: manifold_api::Grants::ALL,
-                negotiated,
+                negotiated: negotiated.into(),
             }),
         })
         .unwrap();

@@ -7,6 +7,8 @@
 //! anything truncated or inconsistent: a missed keyframe costs a PLI round
 //! trip, a false one shows the viewer a broken picture.
 
+use crate::vp8::Vp8Descriptor;
+
 /// A video codec whose RTP payload format this module understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VideoCodec {
@@ -38,7 +40,7 @@ pub enum VideoCodec {
 pub fn is_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
     let mut r = Reader::new(payload);
     let keyframe = match codec {
-        VideoCodec::Vp8 => vp8(&mut r),
+        VideoCodec::Vp8 => vp8(payload),
         VideoCodec::Vp9 => vp9(&mut r),
         VideoCodec::H264 => h264(&mut r),
         VideoCodec::H265 => h265(&mut r),
@@ -47,38 +49,15 @@ pub fn is_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
     keyframe.unwrap_or(false)
 }
 
-/// RFC 7741 section 4.2 payload descriptor, then the first byte of the VP8
-/// frame header (RFC 6386 section 9.1).
-fn vp8(r: &mut Reader<'_>) -> Option<bool> {
-    let first = r.u8()?;
-    let extended = first & 0x80 != 0;
-    let start_of_partition = first & 0x10 != 0;
-    let partition_index = first & 0x07;
+/// RFC 7741 section 4.2 payload descriptor ([`Vp8Descriptor`]), then the first
+/// byte of the VP8 frame header (RFC 6386 section 9.1).
+fn vp8(payload: &[u8]) -> Option<bool> {
+    let d = Vp8Descriptor::parse(payload)?;
     // Only the first packet of partition 0 carries the frame header.
-    if !start_of_partition || partition_index != 0 {
+    if !d.starts_frame() {
         return Some(false);
     }
-
-    if extended {
-        let x = r.u8()?;
-        if x & 0x80 != 0 {
-            // I: PictureID, 15 bits when M is set, else 7.
-            let picture_id = r.u8()?;
-            if picture_id & 0x80 != 0 {
-                r.u8()?;
-            }
-        }
-        if x & 0x40 != 0 {
-            // L: TL0PICIDX.
-            r.u8()?;
-        }
-        if x & 0x30 != 0 {
-            // T or K: one shared TID/Y/KEYIDX byte.
-            r.u8()?;
-        }
-    }
-
-    let frame_tag = r.u8()?;
+    let frame_tag = *payload.get(d.len)?;
     // The P bit is an inverse key frame flag: 0 means key frame.
     Some(frame_tag & 0x01 == 0)
 }

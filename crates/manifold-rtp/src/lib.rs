@@ -1,6 +1,7 @@
 //! Pure packet logic for the Manifold SFU: sequence-number and timestamp
-//! rewriting, keyframe detection, first-byte demultiplexing, ICE ufrag
-//! extraction from STUN, and the typed reasons a packet is dropped.
+//! rewriting, VP8 PictureID/TL0PICIDX rewriting, keyframe detection, first-byte
+//! demultiplexing, ICE ufrag extraction from STUN, and the typed reasons a packet
+//! is dropped.
 //!
 //! Nothing here does I/O or reads a clock, and nothing here panics on
 //! network input: every parser takes arbitrary bytes and answers `None`,
@@ -16,6 +17,7 @@ pub mod keyframe;
 pub mod seq;
 pub mod stun;
 pub mod ts;
+pub mod vp8;
 
 pub use demux::{PacketClass, classify};
 pub use drop::DropReason;
@@ -23,6 +25,7 @@ pub use keyframe::{VideoCodec, is_keyframe};
 pub use seq::SeqRewriter;
 pub use stun::local_ufrag;
 pub use ts::TsRewriter;
+pub use vp8::{Vp8Descriptor, Vp8Fields, Vp8Rewriter};
 
 /// A pseudo-random byte source for the property-style tests of every module.
 ///

@@ -222,7 +222,10 @@ fn run(config: Config) -> Result<(), String> {
     let (sink, events) = manifold_control::event_channel(config.media.event_queue);
     let workers = MediaWorkers::start(config.media_config(), sink)
         .map_err(|e| format!("cannot start the media workers: {e}"))?;
-    let factory = RtcFactory::new(config.limits.max_body_bytes, std::time::Instant::now());
+    let factory = std::sync::Arc::new(RtcFactory::new(
+        config.limits.max_body_bytes,
+        std::time::Instant::now(),
+    ));
     let (max_connections, lowered) = config.connection_cap(open_file_limit());
     if lowered {
         tracing::warn!(

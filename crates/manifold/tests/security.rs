@@ -333,6 +333,37 @@ fn a_payload_type_conflict_is_bad_sdp_not_a_panic() {
     assert_eq!(stats["panics"], 0, "{stats}");
 }
 
+/// A simulcast description that does not agree with itself (an `a=simulcast` naming a RID
+/// no `a=rid` line describes) is `bad_sdp`, and the room is untouched.
+#[test]
+fn inconsistent_simulcast_is_bad_sdp() {
+    let server = Server::start(&[], &env());
+    let publisher = token("p", Some("sc"), &["publish"]);
+    let admin = token("ops", None, &["admin"]);
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(
+        str0m::Candidate::host("127.0.0.1:9999".parse().unwrap(), "udp").unwrap(),
+    );
+    let mut change = rtc.sdp_api();
+    use str0m::media::{Direction, MediaKind};
+    change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let offer = change.apply().unwrap().0.to_sdp_string();
+    let bad = sdp_edit::simulcast_naming_a_missing_rid(offer);
+    let r = Http::new()
+        .post(server.url("/whip/sc"))
+        .bearer_auth(&publisher)
+        .header("content-type", "application/sdp")
+        .body(bad)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"], "bad_sdp", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("rid"), "{body}");
+    let stats = server.stats(Some(&admin));
+    assert_eq!(stats["participants"], 0, "{stats}");
+}
+
 /// Defect 6: a message over the WebSocket layer's cap closed the socket with no status
 /// (1005) instead of 1009; token errors echoed parser internals.
 #[test]

@@ -1,5 +1,5 @@
-//! Virtual-time test harness: one `Shard`, several str0m clients (WHIP publishers and WHEP
-//! players, RTP mode) and a seeded network between them with per-direction loss, delay and
+//! Virtual-time test harness: one `Shard`, several str0m clients (WHIP publishers, WHEP
+//! players and room-protocol members, RTP mode) and a seeded network between them with per-direction loss, delay and
 //! jitter. Time is a value the harness owns: one `Instant::now()` is taken as the epoch and
 //! then only ever advanced by durations, so a 10-second call runs in a fraction of a second.
 //! Runs repeat: the network's choices are seeded and keyed to packet identity (see
@@ -8,6 +8,10 @@
 //! Publishers generate synthetic media: Opus every 20 ms and VP8 at 30 fps, several packets
 //! per frame, each payload carrying a small record (publisher tag, per-stream counter, frame
 //! number) so receivers can tell which packet of which publisher they got.
+//!
+//! Room members (`ClientSpec::room`) join with the server's first offer and answer every
+//! offer the shard makes as a browser would, at once; `Harness::publish`, `subscribe`,
+//! `unsubscribe` and `unpublish` send the room commands.
 #![allow(dead_code)]
 
 pub mod capture;
@@ -19,12 +23,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+
+use manifold_api::protocol::{MidInfo, TrackSource};
 use manifold_api::{
     CommandError, CoreEvent, Grants, Identity, LeaveReason, ParticipantId, ReplyValue, RequestId,
-    RoomName, SessionKind, ShardStats, Source,
+    RoomName, SessionKind, ShardStats, Source, TrackId,
 };
 use manifold_core::negotiate::DEFAULT_MAX_SDP_BYTES;
-use manifold_core::str0m::change::{SdpAnswer, SdpPendingOffer};
+use manifold_core::str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use manifold_core::str0m::format::Codec;
 use manifold_core::str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use manifold_core::str0m::net::{Protocol, Receive};
@@ -32,7 +39,7 @@ use manifold_core::str0m::rtp::{RawPacket, RtpWrite, Ssrc};
 use manifold_core::str0m::{Candidate, Event, Input as RtcInput, Output as RtcOutput};
 use manifold_core::str0m::{Rtc, RtcConfig};
 use manifold_core::{
-    Command, Input, NegotiateError, NewSession, Output, RtcFactory, Shard, ShardConfig,
+    Command, Input, NegotiateError, NewSession, Output, Publication, RtcFactory, Shard, ShardConfig,
 };
 
 /// The shard's announced address: every client sends to it, every shard transmit comes from it.
@@ -201,6 +208,8 @@ pub struct ClientSpec {
     pub edit_offer: Option<EditOffer>,
     /// What its token allows.
     pub grants: Grants,
+    /// Room members: subscribe to every track of the room.
+    pub auto_subscribe: bool,
 }
 
 impl ClientSpec {
@@ -220,7 +229,26 @@ impl ClientSpec {
             configure: None,
             edit_offer: None,
             grants: Grants::ALL,
+            auto_subscribe: false,
         }
+    }
+
+    /// A room-protocol member: no m-line until it publishes (`Harness::publish`, which sends
+    /// what `media` says for the kind published), subscribed to every track of the room.
+    pub fn room(identity: &str, room: &str) -> Self {
+        ClientSpec {
+            kind: SessionKind::Room,
+            audio: false,
+            video: false,
+            auto_subscribe: true,
+            ..Self::publisher(identity, room)
+        }
+    }
+
+    /// Room members: whether to be subscribed to every track automatically.
+    pub fn auto_subscribe(mut self, on: bool) -> Self {
+        self.auto_subscribe = on;
+        self
     }
 
     /// A WHEP player receiving audio and video from `source`.
@@ -426,9 +454,47 @@ pub struct Client {
     /// The m-lines this client offered, in order.
     pub mids: Vec<(Mid, MediaKind)>,
     kinds: HashMap<Ssrc, MediaKind>,
+    /// Room members: what they send once an m-line of that kind is theirs.
+    room_media: Option<MediaConfig>,
 }
 
 impl Client {
+    fn new(
+        identity: String,
+        id: ParticipantId,
+        addr: SocketAddr,
+        kind: SessionKind,
+        rtc: Rtc,
+        (uplink, downlink): (Link, Link),
+        now: Instant,
+    ) -> Self {
+        Client {
+            identity,
+            id,
+            addr,
+            kind,
+            rtc,
+            uplink,
+            downlink,
+            running: true,
+            timeout: now,
+            joined_at: now,
+            connected_at: None,
+            closed_at: None,
+            error: None,
+            received: Vec::new(),
+            keyframe_requests: Vec::new(),
+            publisher: None,
+            raw: Vec::new(),
+            answer: String::new(),
+            server_ufrag: String::new(),
+            client_ufrag: String::new(),
+            mids: Vec::new(),
+            kinds: HashMap::new(),
+            room_media: None,
+        }
+    }
+
     pub fn received_of(&self, kind: MediaKind) -> Vec<&Received> {
         self.received.iter().filter(|r| r.kind == kind).collect()
     }
@@ -512,6 +578,9 @@ pub struct Harness {
     by_addr: HashMap<SocketAddr, usize>,
     next_id: u64,
     publishers: u8,
+    /// Offers the shard made to room members, answered once the shard is drained.
+    offers: VecDeque<(ParticipantId, u64, String, Vec<MidInfo>)>,
+    next_request: u64,
 }
 
 impl Harness {
@@ -519,6 +588,7 @@ impl Harness {
         // str0m draws SSRCs, ICE credentials and ids from fastrand's per-thread generator;
         // seeding it makes them, and so the network's per-packet fates, repeatable.
         fastrand::seed(seed);
+        #[allow(clippy::disallowed_methods)] // the harness's epoch; virtual time from here
         let epoch = Instant::now();
         let mut shard = Shard::new(config, epoch, 0);
         let shard_timeout = match shard.poll_output() {
@@ -544,6 +614,8 @@ impl Harness {
             by_addr: HashMap::new(),
             next_id: 1,
             publishers: 0,
+            offers: VecDeque::new(),
+            next_request: 1 << 32,
         }
     }
 
@@ -568,17 +640,20 @@ impl Harness {
             configure,
             edit_offer,
             grants: spec_grants,
+            auto_subscribe,
         } = spec;
-        let n = self.next_id;
-        self.next_id += 1;
-        let addr = SocketAddr::from(([10, 1, (n >> 8) as u8, n as u8], 40_000 + n as u16));
-
-        let mut config = Rtc::builder().set_rtp_mode(true);
-        if let Some(f) = configure {
-            config = f(config);
+        if kind == SessionKind::Room {
+            return self.join_room(
+                identity,
+                room,
+                auto_subscribe,
+                spec_grants,
+                (uplink, downlink),
+                media,
+                configure,
+            );
         }
-        let mut rtc = config.build(self.now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        let (n, addr, mut rtc) = self.new_client_rtc(configure);
         let dir = match kind {
             SessionKind::Whip => Direction::SendOnly,
             SessionKind::Whep => Direction::RecvOnly,
@@ -631,10 +706,9 @@ impl Harness {
         let server_ufrag = negotiated.ufrag.clone();
         let client_ufrag = sdp_value(&offer, "a=ice-ufrag:").unwrap_or_default();
         let id = ParticipantId(0x1000 + n);
-        let request = RequestId(n);
-        self.command(Command::Join {
-            request,
-            session: Box::new(NewSession {
+        self.join_shard(
+            n,
+            NewSession {
                 id,
                 identity: Identity::parse(&identity).expect("identity"),
                 room: RoomName::parse(&room).expect("room"),
@@ -642,14 +716,9 @@ impl Harness {
                 source,
                 auto_subscribe: false,
                 grants: spec_grants,
-                negotiated,
-            }),
-        });
-        match self.reply(request) {
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(JoinError::Command(e)),
-            None => panic!("no reply to join {request:?}"),
-        }
+                negotiated: negotiated.into(),
+            },
+        )?;
         self.finish_join(
             rtc, pending, &answer, identity, id, addr, kind, mids, uplink, downlink, media,
         );
@@ -711,32 +780,245 @@ impl Harness {
             }
         });
         let idx = self.clients.len();
-        self.clients.push(Client {
-            identity,
-            id,
-            addr,
-            kind,
-            rtc,
-            uplink,
-            downlink,
-            running: true,
-            timeout: self.now,
-            joined_at: self.now,
-            connected_at: None,
-            closed_at: None,
-            error: None,
-            received: Vec::new(),
-            keyframe_requests: Vec::new(),
-            publisher,
-            raw: Vec::new(),
-            answer: String::new(),
-            server_ufrag: String::new(),
-            client_ufrag: String::new(),
-            mids,
-            kinds: HashMap::new(),
-        });
+        let mut c = Client::new(identity, id, addr, kind, rtc, (uplink, downlink), self.now);
+        c.publisher = publisher;
+        c.mids = mids;
+        self.clients.push(c);
         self.by_addr.insert(addr, idx);
         self.drain_client(idx);
+    }
+
+    /// A new client's number, address and `Rtc` (RTP mode, one host candidate).
+    fn new_client_rtc(&mut self, configure: Option<ConfigureRtc>) -> (u64, SocketAddr, Rtc) {
+        let n = self.next_id;
+        self.next_id += 1;
+        let addr = SocketAddr::from(([10, 1, (n >> 8) as u8, n as u8], 40_000 + n as u16));
+        let mut config = Rtc::builder().set_rtp_mode(true);
+        if let Some(f) = configure {
+            config = f(config);
+        }
+        let mut rtc = config.build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        (n, addr, rtc)
+    }
+
+    /// Hand client `n`'s session to the shard and take its reply.
+    fn join_shard(&mut self, n: u64, session: NewSession) -> Result<(), JoinError> {
+        let request = RequestId(n);
+        self.command(Command::Join {
+            request,
+            session: Box::new(session),
+        });
+        match self.reply(request) {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(JoinError::Command(e)),
+            None => panic!("no reply to join {request:?}"),
+        }
+    }
+
+    /// A room member: the shard's first offer (a data channel only) is answered at once.
+    #[allow(clippy::too_many_arguments)]
+    fn join_room(
+        &mut self,
+        identity: String,
+        room: String,
+        auto_subscribe: bool,
+        grants: Grants,
+        (uplink, downlink): (Link, Link),
+        media: MediaConfig,
+        configure: Option<ConfigureRtc>,
+    ) -> Result<usize, JoinError> {
+        let (n, addr, rtc) = self.new_client_rtc(configure);
+        let negotiated = self
+            .factory
+            .offer(&[SERVER], self.now)
+            .map_err(JoinError::Negotiate)?;
+        let offer = negotiated.sdp.clone();
+        let first_mids = negotiated.offer_mids();
+        let server_ufrag = negotiated.ufrag.clone();
+        let id = ParticipantId(0x1000 + n);
+        self.join_shard(
+            n,
+            NewSession {
+                id,
+                identity: Identity::parse(&identity).expect("identity"),
+                room: RoomName::parse(&room).expect("room"),
+                kind: SessionKind::Room,
+                source: None,
+                auto_subscribe,
+                grants,
+                negotiated: negotiated.into(),
+            },
+        )?;
+        let idx = self.clients.len();
+        let kind = SessionKind::Room;
+        let mut c = Client::new(identity, id, addr, kind, rtc, (uplink, downlink), self.now);
+        c.server_ufrag = server_ufrag;
+        c.room_media = Some(media);
+        self.clients.push(c);
+        self.by_addr.insert(addr, idx);
+        self.answer_offer(idx, 1, &offer, &first_mids);
+        Ok(idx)
+    }
+
+    /// Room member `idx` answers offer `offer_id` as a browser would, and starts sending on
+    /// the m-lines the offer made for its publications.
+    fn answer_offer(&mut self, idx: usize, offer_id: u64, sdp: &str, mids: &[MidInfo]) {
+        let now = self.now;
+        let c = &mut self.clients[idx];
+        let offer = SdpOffer::from_sdp_string(sdp).expect("the server's offer parses");
+        let answer = c
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .expect("the client accepts the server's offer")
+            .to_sdp_string();
+        c.client_ufrag = sdp_value(&answer, "a=ice-ufrag:").unwrap_or_default();
+        c.answer = answer.clone();
+        for info in mids.iter().filter(|m| m.cid.is_some()) {
+            let kind = match info.kind.as_str() {
+                "audio" => MediaKind::Audio,
+                "video" => MediaKind::Video,
+                _ => continue,
+            };
+            let mid = Mid::from(info.mid.as_str());
+            if !c.mids.iter().any(|(m, _)| *m == mid) {
+                c.mids.push((mid, kind));
+            }
+        }
+        if let Some(media) = c.room_media
+            && !c.mids.is_empty()
+        {
+            if c.publisher.is_none() {
+                let tag = self.publishers;
+                self.publishers += 1;
+                c.publisher = Some(Publisher {
+                    tag,
+                    config: media,
+                    audio: None,
+                    video: None,
+                    next_audio: None,
+                    next_video: None,
+                    frame: 0,
+                    keyframe_due: media.first_frame_keyframe,
+                    last_keyframe: None,
+                    sent: Vec::new(),
+                    paused: false,
+                });
+            }
+            let connected = c.connected_at.is_some();
+            let p = c.publisher.as_mut().expect("just made");
+            if media.audio && p.audio.is_none() {
+                p.audio = out_stream(&mut c.rtc, &c.mids, MediaKind::Audio, Codec::Opus);
+                if connected && p.audio.is_some() {
+                    p.next_audio = Some(now);
+                }
+            }
+            if media.video && p.video.is_none() {
+                p.video = out_stream(&mut c.rtc, &c.mids, MediaKind::Video, Codec::Vp8);
+                if connected && p.video.is_some() {
+                    p.next_video = Some(now);
+                    p.keyframe_due = true;
+                }
+            }
+        }
+        let participant = c.id;
+        // As for an offerer: the ICE agent needs a time after the negotiation.
+        if let Err(e) = c.rtc.handle_input(RtcInput::Timeout(now)) {
+            c.error = Some(e.to_string());
+        }
+        self.drain_client(idx);
+        let request = self.new_request();
+        self.command(Command::Answer {
+            request,
+            participant,
+            offer_id,
+            sdp: answer,
+        });
+        match self.reply(request) {
+            Some(Ok(_)) => {}
+            other => panic!("the shard refused an answer to its own offer: {other:?}"),
+        }
+    }
+
+    fn new_request(&mut self) -> RequestId {
+        self.next_request += 1;
+        RequestId(self.next_request)
+    }
+
+    /// Run a room command for member `idx` and return the shard's reply.
+    pub fn room_command(
+        &mut self,
+        idx: usize,
+        make: impl FnOnce(RequestId, ParticipantId) -> Command,
+    ) -> Result<ReplyValue, CommandError> {
+        let request = self.new_request();
+        let participant = self.clients[idx].id;
+        self.command(make(request, participant));
+        self.reply(request).expect("a reply to a room command")
+    }
+
+    /// Room member `idx` publishes a track of `kind` under the client id `cid`.
+    pub fn publish(
+        &mut self,
+        idx: usize,
+        kind: MediaKind,
+        cid: &str,
+    ) -> Result<ReplyValue, CommandError> {
+        let (kind, source) = match kind {
+            MediaKind::Audio => (manifold_api::MediaKind::Audio, TrackSource::Microphone),
+            MediaKind::Video => (manifold_api::MediaKind::Video, TrackSource::Camera),
+        };
+        let publication = Publication {
+            cid: cid.into(),
+            kind,
+            source,
+            name: cid.into(),
+            muted: false,
+        };
+        self.room_command(idx, |request, participant| Command::Publish {
+            request,
+            participant,
+            publication,
+        })
+    }
+
+    /// The id the shard gave the track member `idx` published as `cid`.
+    pub fn track_of(&self, idx: usize, cid: &str) -> Option<TrackId> {
+        let id = self.clients[idx].id;
+        self.events.iter().rev().find_map(|(_, e)| match e {
+            CoreEvent::TrackPublished {
+                participant,
+                track,
+                cid: Some(c),
+                ..
+            } if *participant == id && c == cid => Some(*track),
+            _ => None,
+        })
+    }
+
+    pub fn subscribe(&mut self, idx: usize, track: TrackId) -> Result<ReplyValue, CommandError> {
+        self.room_command(idx, |request, participant| Command::Subscribe {
+            request,
+            participant,
+            track,
+        })
+    }
+
+    pub fn unsubscribe(&mut self, idx: usize, track: TrackId) -> Result<ReplyValue, CommandError> {
+        self.room_command(idx, |request, participant| Command::Unsubscribe {
+            request,
+            participant,
+            track,
+        })
+    }
+
+    pub fn unpublish(&mut self, idx: usize, track: TrackId) -> Result<ReplyValue, CommandError> {
+        self.room_command(idx, |request, participant| Command::Unpublish {
+            request,
+            participant,
+            track,
+        })
     }
 
     /// The reply to `request`, if the shard sent one.
@@ -1027,11 +1309,32 @@ impl Harness {
                         None => self.net.undeliverable += 1,
                     }
                 }
-                Output::Event(e) => self.events.push((self.now, e)),
+                Output::Event(e) => {
+                    if let CoreEvent::Offer {
+                        participant,
+                        offer_id,
+                        sdp,
+                        mids,
+                    } = &e
+                    {
+                        self.offers
+                            .push_back((*participant, *offer_id, sdp.clone(), mids.clone()));
+                    }
+                    self.events.push((self.now, e));
+                }
                 Output::Timeout(t) => {
                     self.shard_timeout = t;
                     break;
                 }
+            }
+        }
+        while let Some((participant, offer_id, sdp, mids)) = self.offers.pop_front() {
+            if let Some(i) = self
+                .clients
+                .iter()
+                .position(|c| c.id == participant && c.running)
+            {
+                self.answer_offer(i, offer_id, &sdp, &mids);
             }
         }
     }

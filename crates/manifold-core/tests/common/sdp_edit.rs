@@ -37,3 +37,24 @@ pub fn opus_on_video_pt(offer: String) -> String {
     }
     out
 }
+
+/// Adds a simulcast description to the offer's video m-line whose `a=simulcast` names a RID
+/// (`h`) that no `a=rid` line describes.
+pub fn simulcast_naming_a_missing_rid(offer: String) -> String {
+    let mut out = String::new();
+    let mut in_video = false;
+    for line in offer.lines() {
+        if line.starts_with("m=") {
+            if in_video {
+                out.push_str("a=rid:q send\r\na=simulcast:send q;h\r\n");
+            }
+            in_video = line.starts_with("m=video");
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if in_video {
+        out.push_str("a=rid:q send\r\na=simulcast:send q;h\r\n");
+    }
+    out
+}
