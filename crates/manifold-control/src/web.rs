@@ -61,7 +61,7 @@ mod tests {
         assert!(Assets::get("whip.html").is_some());
         assert!(Assets::get("whep.html").is_some());
         assert_eq!(
-            content_type("js/manifold-webrtc.js"),
+            content_type("sdk/whip-whep.js"),
             "text/javascript; charset=utf-8"
         );
     }

@@ -7,7 +7,10 @@
 //! every switch continues from the last number sent, and every dropped picture is closed
 //! up, also for packets that arrive out of order. [`Vp8Descriptor::parse`] reads the fields
 //! and where they are; [`Vp8Descriptor::write`] puts rewritten values in a copy of the
-//! payload, same length, nothing else touched.
+//! payload, same length, nothing else touched. On the packet path the payload is shared by
+//! every subscriber and is not copied: the forwarder hands the rewriter's numbers to str0m's
+//! `Vp8Patch` on the `RtpWrite`, which patches the bytes while it copies them into the
+//! outgoing packet; `write` is the reference the tests and the fuzz target check against.
 
 /// PictureID values are 15 bits (7 in the short form).
 const PID_MOD: u16 = 1 << 15;
