@@ -295,6 +295,30 @@ fn pings_do_not_keep_an_unjoined_socket() {
     });
 }
 
+/// A str0m client's offer with these m-lines.
+fn offer_of(lines: &[(str0m::media::MediaKind, str0m::media::Direction)]) -> String {
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(
+        str0m::Candidate::host("127.0.0.1:9999".parse().unwrap(), "udp").unwrap(),
+    );
+    let mut change = rtc.sdp_api();
+    for (kind, dir) in lines {
+        change.add_media(*kind, *dir, None, None, None);
+    }
+    change.apply().unwrap().0.to_sdp_string()
+}
+
+/// POST `sdp` to a WHIP/WHEP endpoint with `token`.
+fn post_sdp(server: &Server, path: &str, token: &str, sdp: String) -> reqwest::blocking::Response {
+    Http::new()
+        .post(server.url(path))
+        .bearer_auth(token)
+        .header("content-type", "application/sdp")
+        .body(sdp)
+        .send()
+        .unwrap()
+}
+
 /// Defect 4: an offer mapping one payload type to two codecs reached a str0m assertion
 /// (HTTP 500, uncounted).
 #[test]
@@ -302,25 +326,18 @@ fn a_payload_type_conflict_is_bad_sdp_not_a_panic() {
     let server = Server::start(&[], &env());
     let viewer = token("v", Some("pt"), &["subscribe"]);
     let admin = token("ops", None, &["admin"]);
-    let mut rtc = str0m::Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(
-        str0m::Candidate::host("127.0.0.1:9999".parse().unwrap(), "udp").unwrap(),
-    );
-    let mut change = rtc.sdp_api();
     use str0m::media::{Direction, MediaKind};
-    change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-    change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-    let offer = change.apply().unwrap().0.to_sdp_string();
+    let offer = offer_of(&[
+        (MediaKind::Audio, Direction::RecvOnly),
+        (MediaKind::Video, Direction::RecvOnly),
+    ]);
     // The first video payload type also names Opus in the audio m-line.
-    let bad = sdp_edit::opus_on_video_pt(offer);
-    let http = Http::new();
-    let r = http
-        .post(server.url("/whep/pt"))
-        .bearer_auth(&viewer)
-        .header("content-type", "application/sdp")
-        .body(bad)
-        .send()
-        .unwrap();
+    let r = post_sdp(
+        &server,
+        "/whep/pt",
+        &viewer,
+        sdp_edit::opus_on_video_pt(offer),
+    );
     assert_eq!(r.status().as_u16(), 400);
     let body: Value = r.json().unwrap();
     assert_eq!(body["error"], "bad_sdp", "{body}");
@@ -340,22 +357,10 @@ fn inconsistent_simulcast_is_bad_sdp() {
     let server = Server::start(&[], &env());
     let publisher = token("p", Some("sc"), &["publish"]);
     let admin = token("ops", None, &["admin"]);
-    let mut rtc = str0m::Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(
-        str0m::Candidate::host("127.0.0.1:9999".parse().unwrap(), "udp").unwrap(),
-    );
-    let mut change = rtc.sdp_api();
     use str0m::media::{Direction, MediaKind};
-    change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    let offer = change.apply().unwrap().0.to_sdp_string();
+    let offer = offer_of(&[(MediaKind::Video, Direction::SendOnly)]);
     let bad = sdp_edit::simulcast_naming_a_missing_rid(offer);
-    let r = Http::new()
-        .post(server.url("/whip/sc"))
-        .bearer_auth(&publisher)
-        .header("content-type", "application/sdp")
-        .body(bad)
-        .send()
-        .unwrap();
+    let r = post_sdp(&server, "/whip/sc", &publisher, bad);
     assert_eq!(r.status().as_u16(), 400);
     let body: Value = r.json().unwrap();
     assert_eq!(body["error"], "bad_sdp", "{body}");
