@@ -5,25 +5,21 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Server, wait_until};
+use common::{Server, str0m_offer, wait_until};
 use manifold_loadgen::{Client, Engine, MediaShape, MediaSpec, join};
 use reqwest::blocking::Client as Http;
-use str0m::Rtc;
 use str0m::media::{Direction, MediaKind};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// An offer from a str0m client configured by `f`, with a host candidate.
+/// An audio and a video m-line of `direction` from a str0m client configured by `f`.
 fn offer(direction: Direction, f: impl FnOnce(str0m::RtcConfig) -> str0m::RtcConfig) -> String {
-    let mut rtc: Rtc = f(Rtc::builder()).build(Instant::now());
-    let c = str0m::Candidate::host("127.0.0.1:9999".parse().unwrap(), "udp").unwrap();
-    rtc.add_local_candidate(c);
-    let mut change = rtc.sdp_api();
-    change.add_media(MediaKind::Audio, direction, None, None, None);
-    change.add_media(MediaKind::Video, direction, None, None, None);
-    change.apply().unwrap().0.to_sdp_string()
+    str0m_offer(
+        &[(MediaKind::Audio, direction), (MediaKind::Video, direction)],
+        f,
+    )
 }
 
 fn post(

@@ -11,12 +11,11 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Server, wait_until};
+use common::{Server, str0m_offer, wait_until};
 use futures_util::{SinkExt, StreamExt};
 use manifold_loadgen::{MediaSpec, join};
 use reqwest::blocking::Client as Http;
 use serde_json::{Value, json};
-use str0m::Rtc;
 use str0m::media::{Direction, MediaKind};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -714,15 +713,12 @@ fn session(server: &Server, rt: &tokio::runtime::Runtime, kind: &str) -> Session
     }
 }
 
-/// An offer from a str0m client, with a host candidate.
+/// An audio and a video m-line of `direction` from a str0m client.
 fn offer(direction: Direction) -> String {
-    let mut rtc = Rtc::builder().build(Instant::now());
-    let c = str0m::Candidate::host("127.0.0.1:9999".parse().unwrap(), "udp").unwrap();
-    rtc.add_local_candidate(c);
-    let mut change = rtc.sdp_api();
-    change.add_media(MediaKind::Audio, direction, None, None, None);
-    change.add_media(MediaKind::Video, direction, None, None, None);
-    change.apply().unwrap().0.to_sdp_string()
+    str0m_offer(
+        &[(MediaKind::Audio, direction), (MediaKind::Video, direction)],
+        |c| c,
+    )
 }
 
 fn now() -> u64 {

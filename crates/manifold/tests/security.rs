@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::room::RoomClient;
-use common::{Server, rt, ws_url};
+use common::{Server, rt, str0m_offer, ws_url};
 use futures_util::{SinkExt, StreamExt};
 use manifold_loadgen::{MediaSpec, join};
 use reqwest::blocking::Client as Http;
@@ -295,19 +295,6 @@ fn pings_do_not_keep_an_unjoined_socket() {
     });
 }
 
-/// A str0m client's offer with these m-lines.
-fn offer_of(lines: &[(str0m::media::MediaKind, str0m::media::Direction)]) -> String {
-    let mut rtc = str0m::Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(
-        str0m::Candidate::host("127.0.0.1:9999".parse().unwrap(), "udp").unwrap(),
-    );
-    let mut change = rtc.sdp_api();
-    for (kind, dir) in lines {
-        change.add_media(*kind, *dir, None, None, None);
-    }
-    change.apply().unwrap().0.to_sdp_string()
-}
-
 /// POST `sdp` to a WHIP/WHEP endpoint with `token`.
 fn post_sdp(server: &Server, path: &str, token: &str, sdp: String) -> reqwest::blocking::Response {
     Http::new()
@@ -327,10 +314,13 @@ fn a_payload_type_conflict_is_bad_sdp_not_a_panic() {
     let viewer = token("v", Some("pt"), &["subscribe"]);
     let admin = token("ops", None, &["admin"]);
     use str0m::media::{Direction, MediaKind};
-    let offer = offer_of(&[
-        (MediaKind::Audio, Direction::RecvOnly),
-        (MediaKind::Video, Direction::RecvOnly),
-    ]);
+    let offer = str0m_offer(
+        &[
+            (MediaKind::Audio, Direction::RecvOnly),
+            (MediaKind::Video, Direction::RecvOnly),
+        ],
+        |c| c,
+    );
     // The first video payload type also names Opus in the audio m-line.
     let r = post_sdp(
         &server,
@@ -358,7 +348,7 @@ fn inconsistent_simulcast_is_bad_sdp() {
     let publisher = token("p", Some("sc"), &["publish"]);
     let admin = token("ops", None, &["admin"]);
     use str0m::media::{Direction, MediaKind};
-    let offer = offer_of(&[(MediaKind::Video, Direction::SendOnly)]);
+    let offer = str0m_offer(&[(MediaKind::Video, Direction::SendOnly)], |c| c);
     let bad = sdp_edit::simulcast_naming_a_missing_rid(offer);
     let r = post_sdp(&server, "/whip/sc", &publisher, bad);
     assert_eq!(r.status().as_u16(), 400);
@@ -641,14 +631,15 @@ fn lifecycle_events_survive_a_full_channel() {
         ],
     );
     let http = Http::new();
-    let mut rtc = str0m::Rtc::builder().build(Instant::now());
-    // Nothing listens there: the sessions never connect and time out.
-    rtc.add_local_candidate(str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
-    let mut change = rtc.sdp_api();
     use str0m::media::{Direction, MediaKind};
-    change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    let offer = change.apply().unwrap().0.to_sdp_string();
+    // Nothing listens at the offer's candidate: the sessions never connect and time out.
+    let offer = str0m_offer(
+        &[
+            (MediaKind::Audio, Direction::SendOnly),
+            (MediaKind::Video, Direction::SendOnly),
+        ],
+        |c| c,
+    );
     for i in 0..60 {
         let r = http
             .post(server.url(&format!("/whip/burst{}", i % 3)))
@@ -691,17 +682,13 @@ fn session_starts_are_rate_limited_per_address_and_capped() {
         ],
     );
     let http = Http::new();
-    let mut rtc = str0m::Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
-    let mut change = rtc.sdp_api();
-    change.add_media(
-        str0m::media::MediaKind::Audio,
-        str0m::media::Direction::SendOnly,
-        None,
-        None,
-        None,
+    let offer = str0m_offer(
+        &[(
+            str0m::media::MediaKind::Audio,
+            str0m::media::Direction::SendOnly,
+        )],
+        |c| c,
     );
-    let offer = change.apply().unwrap().0.to_sdp_string();
     let post = |room: &str| {
         let r = http
             .post(server.url(&format!("/whip/{room}")))

@@ -119,6 +119,22 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+/// An offer from a str0m client configured by `configure`, with a host candidate and one
+/// m-line per `(kind, direction)`.
+pub fn str0m_offer(
+    lines: &[(str0m::media::MediaKind, str0m::media::Direction)],
+    configure: impl FnOnce(str0m::RtcConfig) -> str0m::RtcConfig,
+) -> String {
+    let mut rtc = configure(str0m::Rtc::builder()).build(std::time::Instant::now());
+    let c = str0m::Candidate::host("127.0.0.1:9999".parse().unwrap(), "udp").unwrap();
+    rtc.add_local_candidate(c);
+    let mut change = rtc.sdp_api();
+    for (kind, direction) in lines {
+        change.add_media(*kind, *direction, None, None, None);
+    }
+    change.apply().unwrap().0.to_sdp_string()
+}
+
 #[path = "../../../manifold-core/tests/common/capture.rs"]
 pub mod capture;
 pub mod room;
