@@ -52,10 +52,10 @@ impl NegotiatedSession {
         }
     }
 
-    /// The negotiator's state back, if it is of type `T`.
-    pub fn into_state<T: Any>(self) -> Result<T, Self> {
+    /// The SDP, the m-lines and the negotiator's state back, if the state is of type `T`.
+    pub fn into_parts<T: Any>(self) -> Result<(String, Vec<MidInfo>, T), Self> {
         match self.state.downcast::<T>() {
-            Ok(t) => Ok(*t),
+            Ok(t) => Ok((self.sdp, self.mids, *t)),
             Err(state) => Err(NegotiatedSession {
                 sdp: self.sdp,
                 mids: self.mids,

@@ -34,7 +34,7 @@ impl Shard {
         if self.by_id.contains_key(&id) {
             return Err(CommandError::Rejected(format!("{id} already joined")));
         }
-        let Ok(negotiated) = negotiated.into_state::<Negotiated>() else {
+        let Ok((sdp, mids, negotiated)) = negotiated.into_parts::<Negotiated>() else {
             return Err(CommandError::Rejected(
                 "the session was not negotiated by this server's negotiator".into(),
             ));
@@ -81,14 +81,13 @@ impl Shard {
             self.unlink(old, LeaveReason::Replaced);
         }
 
-        let mids = negotiated.offer_mids();
         let Negotiated {
             rtc,
             ufrag,
             media,
-            sdp,
             pending,
             data_mid,
+            ..
         } = negotiated;
         let neg = match kind {
             SessionKind::Room => Negotiation::started(pending, &sdp, mids, data_mid),

@@ -44,7 +44,7 @@ pub struct Negotiated {
     /// The local ICE ufrag: the key a shard indexes the session by until its address is known.
     pub ufrag: String,
     /// The SDP for the client: the answer to its offer (WHIP, WHEP), or the server's first
-    /// offer (room sessions).
+    /// offer (room sessions). Moved out into the [`NegotiatedSession`] made from this.
     pub sdp: String,
     /// The m-lines that carry media for this session's purpose: received media for WHIP,
     /// sent media for WHEP; none yet for a room session.
@@ -80,9 +80,11 @@ impl std::fmt::Debug for Negotiated {
     }
 }
 
+/// The SDP and the first offer's m-lines travel outside; the shard takes them back with the
+/// state ([`NegotiatedSession::into_parts`]).
 impl From<Negotiated> for NegotiatedSession {
-    fn from(n: Negotiated) -> Self {
-        let sdp = n.sdp.clone();
+    fn from(mut n: Negotiated) -> Self {
+        let sdp = std::mem::take(&mut n.sdp);
         let mids = n.offer_mids();
         NegotiatedSession::new(sdp, mids, n)
     }
