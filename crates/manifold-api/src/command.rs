@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::negotiation::{NegotiateError, SdpFragment};
-use crate::protocol::{MidInfo, TrackSource};
+use crate::protocol::{MidInfo, QualityRequest, TrackSource};
 use crate::{
     Grants, Identity, LeaveReason, MediaKind, ParticipantId, RequestId, RoomName, SessionKind,
     Source, TrackId,
@@ -29,6 +29,8 @@ pub struct Publication {
     pub name: String,
     /// Starts muted.
     pub muted: bool,
+    /// Simulcast layers to receive it in (video; 1 = no simulcast).
+    pub layers: u8,
 }
 
 /// A session negotiated off the media threads, ready for a shard: the SDP for the client and
@@ -220,6 +222,20 @@ pub enum Command {
         track: TrackId,
         /// Muted or not.
         muted: bool,
+    },
+    /// The most a subscriber wants of one of its video subscriptions. Replies `Done` or
+    /// `NotFound` (it does not receive that video track).
+    SetVideoQuality {
+        /// Reply correlation.
+        request: RequestId,
+        /// The subscriber.
+        participant: ParticipantId,
+        /// The track it receives.
+        track: TrackId,
+        /// At most this, or `Auto` with `size`.
+        quality: QualityRequest,
+        /// For `Auto`: the rendered width and height in device pixels.
+        size: Option<(u32, u32)>,
     },
     /// A room participant's client reconnected: send the outstanding offer again.
     Resync {

@@ -260,6 +260,33 @@ pub enum CoreEvent {
         /// Track.
         track: TrackId,
     },
+    /// What a subscriber receives of one of its video subscriptions changed.
+    StreamState {
+        /// The subscriber.
+        participant: ParticipantId,
+        /// The track.
+        track: TrackId,
+        /// Flowing or paused.
+        state: protocol::StreamState,
+        /// The layer now received, while active.
+        quality: Option<protocol::Quality>,
+    },
+    /// The layers of a publisher's simulcast track that someone receives changed.
+    Dynacast {
+        /// The publisher.
+        participant: ParticipantId,
+        /// Its track.
+        track: TrackId,
+        /// The RIDs to keep sending.
+        active: Vec<String>,
+    },
+    /// Who speaks in a room changed.
+    SpeakersChanged {
+        /// Room.
+        room: RoomName,
+        /// Loudest first, at most three.
+        speakers: Vec<protocol::Speaker>,
+    },
     /// The last participant left; the room is gone from this shard.
     RoomClosed {
         /// Room.

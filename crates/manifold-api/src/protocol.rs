@@ -48,6 +48,57 @@ pub enum TrackSource {
     Other,
 }
 
+/// Most simulcast layers one video track may have.
+pub const MAX_LAYERS: u8 = 3;
+/// Largest rendered size `set_video_quality` accepts, per side.
+pub const MAX_RENDER_SIDE: u32 = 16384;
+
+/// A video quality: which of a track's layers, lowest to highest. With fewer than three
+/// layers, `medium` and `high` name the top one when there is no middle one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    /// The lowest layer.
+    Low,
+    /// The middle layer.
+    Medium,
+    /// The highest layer.
+    High,
+}
+
+/// What a subscriber asks of one video subscription (`set_video_quality`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityRequest {
+    /// At most this layer.
+    Low,
+    /// At most this layer.
+    Medium,
+    /// At most this layer (the default).
+    High,
+    /// The smallest layer that covers the rendered size given with it.
+    Auto,
+}
+
+/// Whether a subscriber receives a video subscription (`stream_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamState {
+    /// Video flows.
+    Active,
+    /// The subscriber's link cannot carry even the lowest layer.
+    Paused,
+}
+
+/// One entry of `speakers_changed`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Speaker {
+    /// Who.
+    pub participant: ParticipantId,
+    /// How loud, 0 (silence) to 1.
+    pub level: f32,
+}
+
 /// A track as the room sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrackInfo {
@@ -203,6 +254,9 @@ pub enum ClientMessage {
         /// Start muted.
         #[serde(default)]
         muted: Option<bool>,
+        /// Simulcast layers to offer for a video track (1 to [`MAX_LAYERS`]; default 1).
+        #[serde(default)]
+        layers: Option<u8>,
     },
     /// Stop publishing a track.
     Unpublish {
@@ -245,6 +299,24 @@ pub enum ClientMessage {
         v: u32,
         /// The track.
         track: TrackId,
+    },
+    /// The most one wants of a video subscription.
+    SetVideoQuality {
+        /// Request id.
+        #[serde(default)]
+        id: Option<MessageId>,
+        /// Version.
+        v: u32,
+        /// The track.
+        track: TrackId,
+        /// At most this, or `auto` with the rendered size.
+        quality: QualityRequest,
+        /// Rendered width in device pixels (`auto`).
+        #[serde(default)]
+        width: Option<u32>,
+        /// Rendered height in device pixels (`auto`).
+        #[serde(default)]
+        height: Option<u32>,
     },
     /// Change one's name or metadata.
     Update {
@@ -409,6 +481,7 @@ impl ClientMessage {
             | ClientMessage::Mute { id, .. }
             | ClientMessage::Subscribe { id, .. }
             | ClientMessage::Unsubscribe { id, .. }
+            | ClientMessage::SetVideoQuality { id, .. }
             | ClientMessage::Update { id, .. }
             | ClientMessage::Chat { id, .. }
             | ClientMessage::IceRestart { id, .. }
@@ -434,7 +507,26 @@ impl ClientMessage {
                     return too_large("`metadata` is over 4096 bytes");
                 }
             }
-            ClientMessage::Publish { cid, name, .. } => {
+            ClientMessage::Publish {
+                cid,
+                name,
+                kind,
+                layers,
+                ..
+            } => {
+                match (kind, layers) {
+                    (_, None) | (MediaKind::Video, Some(1..=MAX_LAYERS)) => {}
+                    (MediaKind::Audio, Some(_)) => {
+                        return Err(ProtocolError::BadMessage(
+                            "`layers` is for video tracks only".into(),
+                        ));
+                    }
+                    (MediaKind::Video, Some(_)) => {
+                        return Err(ProtocolError::BadMessage(format!(
+                            "`layers` must be 1 to {MAX_LAYERS}"
+                        )));
+                    }
+                }
                 if cid.is_empty() || cid.chars().count() > MAX_CID_CHARS {
                     return Err(ProtocolError::BadMessage(
                         "`cid` must be 1 to 64 characters".into(),
@@ -445,6 +537,28 @@ impl ClientMessage {
                     .is_some_and(|n| n.chars().count() > MAX_CID_CHARS)
                 {
                     return too_large("`name` is over 64 characters");
+                }
+            }
+            ClientMessage::SetVideoQuality {
+                quality,
+                width,
+                height,
+                ..
+            } => {
+                let side = |v: &Option<u32>| v.is_some_and(|v| (1..=MAX_RENDER_SIDE).contains(&v));
+                match quality {
+                    QualityRequest::Auto if !(side(width) && side(height)) => {
+                        return Err(ProtocolError::BadMessage(format!(
+                            "`auto` needs `width` and `height`, 1 to {MAX_RENDER_SIDE} each"
+                        )));
+                    }
+                    QualityRequest::Auto => {}
+                    _ if width.is_some() || height.is_some() => {
+                        return Err(ProtocolError::BadMessage(
+                            "`width` and `height` go with `auto` only".into(),
+                        ));
+                    }
+                    _ => {}
                 }
             }
             ClientMessage::Chat { text, .. } => {
@@ -587,6 +701,27 @@ pub enum ServerMessage {
         /// Muted?
         muted: bool,
     },
+    /// To a subscriber: what it now receives of one of its video subscriptions.
+    StreamState {
+        /// The track.
+        track: TrackId,
+        /// Flowing or paused.
+        state: StreamState,
+        /// The layer received while active.
+        quality: Option<Quality>,
+    },
+    /// To a publisher: the layers of its simulcast track that someone receives.
+    Dynacast {
+        /// The track.
+        track: TrackId,
+        /// The RIDs to keep sending; the others may be paused.
+        active: Vec<String>,
+    },
+    /// Who speaks now, loudest first.
+    SpeakersChanged {
+        /// At most three.
+        speakers: Vec<Speaker>,
+    },
     /// A chat message.
     Chat {
         /// Sender.
@@ -721,6 +856,71 @@ mod tests {
         let id = "i".repeat(65);
         let (_, e) = parse(&format!(r#"{{"v":1,"type":"ping","id":"{id}"}}"#)).unwrap_err();
         assert_eq!(e.code(), "too_large");
+    }
+
+    #[test]
+    fn simulcast_and_quality_requests_are_checked() {
+        let m = parse(
+            r#"{"v":1,"type":"publish","cid":"c","kind":"video","source":"camera","layers":3}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            m,
+            ClientMessage::Publish {
+                layers: Some(3),
+                ..
+            }
+        ));
+        for bad in [
+            r#"{"v":1,"type":"publish","cid":"c","kind":"video","source":"camera","layers":4}"#,
+            r#"{"v":1,"type":"publish","cid":"c","kind":"video","source":"camera","layers":0}"#,
+            r#"{"v":1,"type":"publish","cid":"c","kind":"audio","source":"microphone","layers":2}"#,
+            r#"{"v":1,"type":"set_video_quality","track":"t0000000000000001","quality":"auto"}"#,
+            r#"{"v":1,"type":"set_video_quality","track":"t0000000000000001","quality":"auto","width":0,"height":9}"#,
+            r#"{"v":1,"type":"set_video_quality","track":"t0000000000000001","quality":"auto","width":99999,"height":9}"#,
+            r#"{"v":1,"type":"set_video_quality","track":"t0000000000000001","quality":"low","width":3}"#,
+            r#"{"v":1,"type":"set_video_quality","track":"t0000000000000001","quality":"ultra"}"#,
+        ] {
+            let (_, e) = parse(bad).unwrap_err();
+            assert_eq!(e.code(), "bad_message", "{bad}");
+        }
+        let m = parse(
+            r#"{"v":1,"type":"set_video_quality","track":"t0000000000000001","quality":"auto","width":320,"height":180}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            m,
+            ClientMessage::SetVideoQuality {
+                quality: QualityRequest::Auto,
+                width: Some(320),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn quality_messages_serialize() {
+        let s = ServerMessage::StreamState {
+            track: TrackId(1),
+            state: StreamState::Paused,
+            quality: None,
+        }
+        .to_json();
+        assert!(
+            s.contains(r#""type":"stream_state""#) && s.contains(r#""state":"paused""#),
+            "{s}"
+        );
+        let s = ServerMessage::SpeakersChanged {
+            speakers: vec![Speaker {
+                participant: ParticipantId(2),
+                level: 0.5,
+            }],
+        }
+        .to_json();
+        assert!(
+            s.contains(r#""type":"speakers_changed""#) && s.contains(r#""level":0.5"#),
+            "{s}"
+        );
     }
 
     #[test]

@@ -455,6 +455,7 @@ impl Conn {
                 source,
                 name,
                 muted,
+                layers,
                 ..
             } => {
                 let can = state.with_member(me, |m| m.publishing.len()).unwrap_or(0);
@@ -491,6 +492,7 @@ impl Conn {
                     source,
                     name: name.unwrap_or_default(),
                     muted: muted.unwrap_or(false),
+                    layers: layers.unwrap_or(1),
                 };
                 let result = self
                     .command(&id, worker, |request| Command::Publish {
@@ -582,6 +584,25 @@ impl Conn {
                             track,
                         }
                     }
+                })
+                .await?;
+                Ok(Flow::Continue)
+            }
+            ClientMessage::SetVideoQuality {
+                track,
+                quality,
+                width,
+                height,
+                ..
+            } => {
+                // The shard knows what this member receives; it answers `not_found` for
+                // anything else.
+                self.command(&id, worker, |request| Command::SetVideoQuality {
+                    request,
+                    participant: me,
+                    track,
+                    quality,
+                    size: width.zip(height),
                 })
                 .await?;
                 Ok(Flow::Continue)

@@ -284,6 +284,31 @@ impl AppState {
                         mids,
                     },
                 ),
+                CoreEvent::StreamState {
+                    participant,
+                    track,
+                    state,
+                    quality,
+                } => self.roster().send(
+                    participant,
+                    ServerMessage::StreamState {
+                        track,
+                        state,
+                        quality,
+                    },
+                ),
+                CoreEvent::Dynacast {
+                    participant,
+                    track,
+                    active,
+                } => self
+                    .roster()
+                    .send(participant, ServerMessage::Dynacast { track, active }),
+                CoreEvent::SpeakersChanged { room, speakers } => self.roster().broadcast(
+                    &room,
+                    None,
+                    &ServerMessage::SpeakersChanged { speakers },
+                ),
                 _ => {}
             }
         }

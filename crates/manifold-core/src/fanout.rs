@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use manifold_api::{CommandError, MediaKind, ReplyValue, TrackId};
-use manifold_rtp::DropReason;
+use manifold_rtp::{DropReason, VideoCodec};
 use slab::Slab;
 use str0m::media::KeyframeRequestKind;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
@@ -16,14 +16,16 @@ use crate::keys::{PKey, TKey};
 use crate::outbox::Outbox;
 use crate::participant::{MAX_SSRCS_PER_PUBLISHER, Participant};
 use crate::shard::Shard;
-use crate::track::{HISTORY_PACKETS, Kept, SSRC_TAKEOVER_SILENCE, Subscriber, Track};
+use crate::track::{
+    HISTORY_PACKETS, Kept, PACKET_OVERHEAD, SSRC_TAKEOVER_SILENCE, Subscriber, Track,
+};
 
 impl Shard {
     /// The hot path: one packet from a publisher to every subscriber of its track.
     pub(crate) fn forward(&mut self, now: Instant, key: PKey, packet: RtpPacket) {
         self.out.counters.rtp_in += 1;
         let ssrc = packet.header.ssrc;
-        let Some(tk) = self.track_for(key, ssrc) else {
+        let Some((tk, li)) = self.track_for(key, ssrc) else {
             self.out.counters.drop(DropReason::UnknownSsrc);
             return;
         };
@@ -36,25 +38,29 @@ impl Shard {
         } = self;
         let track = &mut tracks[tk];
 
-        if track.ssrc != Some(ssrc) {
-            let silent = track
+        let layer = &mut track.layers[usize::from(li)];
+        if layer.ssrc != Some(ssrc) {
+            // Without a RID, a second SSRC takes over only after the first fell silent; a
+            // RID names its layer, so its new SSRC (an encoder restart) takes over at once.
+            let silent = layer
                 .last_packet_at
                 .is_none_or(|t| now.saturating_duration_since(t) >= SSRC_TAKEOVER_SILENCE);
-            if !silent {
+            if layer.rid.is_none() && !silent {
                 out.counters.drop(DropReason::UnknownSsrc);
                 return;
             }
-            if track.ssrc.replace(ssrc).is_some() {
-                // The encoder restarted under a new SSRC: a new numbering space, and the
-                // packets kept from the old one are no use to anyone.
-                track.history.clear();
+            if layer.ssrc.replace(ssrc).is_some() {
+                // A new numbering space, and the packets kept from the old one are no use
+                // to anyone.
+                layer.history.clear();
                 for s in &track.subscribers {
                     if let Some(p) = participants.get_mut(s.participant) {
-                        p.slots[s.slot].forwarder.switch_source();
+                        p.slots[s.slot].forwarder.restart_layer(li);
                     }
                 }
             }
         }
+        track.layers[usize::from(li)].last_packet_at = Some(now);
         track.last_packet_at = Some(now);
         if track.label.muted {
             // Muted is muted on the server too: nothing of it reaches anyone.
@@ -67,20 +73,39 @@ impl Shard {
             out.counters.drop(DropReason::CodecMismatch);
             return;
         };
+        let ts = packet.time.numer();
+        let layer = &mut track.layers[usize::from(li)];
+        layer
+            .meter
+            .packet(now, packet.payload.len() + PACKET_OVERHEAD, ts);
         let keyframe = info
             .video
             .is_some_and(|c| manifold_rtp::is_keyframe(c, &packet.payload));
+        let vp8 = info.video == Some(VideoCodec::Vp8);
         if keyframe {
-            track.keyframes.satisfied();
+            layer.keyframes.satisfied();
+            if vp8 && let Some(size) = manifold_rtp::keyframe_size(&packet.payload) {
+                layer.size = Some(size);
+            }
+        }
+        if let Some(level) = packet.header.ext_vals.audio_level {
+            track.level.observe(level);
         }
         let video = track.kind == MediaKind::Video;
         let this = Kept {
             meta: PacketMeta {
                 seq: *packet.seq_no,
-                ts: packet.time.numer(),
+                ts,
                 clock_rate: info.clock_rate,
                 keyframe,
+                layer: li,
+                vp8: vp8
+                    .then(|| manifold_rtp::Vp8Descriptor::parse(&packet.payload))
+                    .flatten(),
             },
+            vp8: vp8
+                .then(|| str0m::rtp::Vp8Descriptor::parse(&packet.payload).ok())
+                .flatten(),
             pt,
             marker: packet.header.marker,
             timestamp: packet.timestamp,
@@ -97,6 +122,7 @@ impl Shard {
         if track.subscribers.is_empty() {
             out.counters.drop(DropReason::NoSubscriber);
         }
+        let history = &track.layers[usize::from(li)].history;
         for s in &track.subscribers {
             let Some(p) = participants.get_mut(s.participant) else {
                 continue;
@@ -116,8 +142,7 @@ impl Shard {
                 // This subscriber starts on this keyframe. Packets after it that arrived
                 // before it (reordered, or it was itself a retransmission) were dropped while
                 // it waited; without them the keyframe cannot be decoded.
-                let mut later: Vec<&Kept> = track
-                    .history
+                let mut later: Vec<&Kept> = history
                     .iter()
                     .filter(|k| k.meta.seq > this.meta.seq)
                     .collect();
@@ -128,48 +153,78 @@ impl Shard {
                 }
             }
         }
+        let layer = &mut track.layers[usize::from(li)];
         if video {
-            if track.history.len() == HISTORY_PACKETS {
-                track.history.pop_front();
+            if layer.history.len() == HISTORY_PACKETS {
+                layer.history.pop_front();
             }
-            track.history.push_back(this);
+            layer.history.push_back(this);
         }
-        if wants_keyframe && track.keyframes.ask(now, config.keyframe_request_interval) {
-            send_keyframe_request(track, participants, out);
+        if wants_keyframe && layer.keyframes.ask(now, config.keyframe_request_interval) {
+            send_keyframe_request(track, li, participants, out);
         }
     }
 
-    /// The track a publisher's SSRC belongs to, learning the mapping on first sight.
-    pub(crate) fn track_for(&mut self, key: PKey, ssrc: Ssrc) -> Option<TKey> {
+    /// The track and layer a publisher's SSRC belongs to, learning the mapping on first
+    /// sight.
+    pub(crate) fn track_for(&mut self, key: PKey, ssrc: Ssrc) -> Option<(TKey, u8)> {
         let p = self.participants.get_mut(key)?;
-        if let Some((_, tk)) = p.ssrc_tracks.iter().find(|(s, _)| *s == ssrc) {
-            return Some(*tk);
+        if let Some(&(_, tk, layer)) = p.ssrc_tracks.iter().find(|(s, _, _)| *s == ssrc) {
+            return Some((tk, layer));
         }
-        let mid = p.rtc.direct_api().stream_rx(&ssrc)?.mid();
+        let (mid, rid) = {
+            let mut api = p.rtc.direct_api();
+            let rx = api.stream_rx(&ssrc)?;
+            (rx.mid(), rx.rid())
+        };
         let tk = p
             .tracks
             .iter()
             .copied()
             .find(|&tk| self.tracks[tk].mid == mid)?;
+        let layer = self.tracks[tk].layer_of(rid)?;
         // Bounded: a publisher has few m-lines and few SSRCs per m-line.
         if p.ssrc_tracks.len() < MAX_SSRCS_PER_PUBLISHER {
-            p.ssrc_tracks.push((ssrc, tk));
+            p.ssrc_tracks.push((ssrc, tk, layer));
         }
-        Some(tk)
+        Some((tk, layer))
     }
 
-    pub(crate) fn request_keyframe(&mut self, now: Instant, tk: TKey) {
+    /// Ask the publisher of `tk` for a keyframe of `layer`, coalesced per layer.
+    pub(crate) fn request_keyframe(&mut self, now: Instant, tk: TKey, layer: u8) {
         let Some(track) = self.tracks.get_mut(tk) else {
             return;
         };
         if track.kind != MediaKind::Video {
             return;
         }
-        if track
-            .keyframes
-            .ask(now, self.config.keyframe_request_interval)
-        {
-            send_keyframe_request(track, &mut self.participants, &mut self.out);
+        let Some(l) = track.layers.get_mut(usize::from(layer)) else {
+            return;
+        };
+        if l.keyframes.ask(now, self.config.keyframe_request_interval) {
+            send_keyframe_request(track, layer, &mut self.participants, &mut self.out);
+        }
+    }
+
+    /// Ask for a keyframe of every layer some subscriber of `tk` waits for.
+    pub(crate) fn request_wanted_keyframes(&mut self, now: Instant, tk: TKey) {
+        let Some(track) = self.tracks.get(tk) else {
+            return;
+        };
+        let mut wanted = 0u8;
+        for s in &track.subscribers {
+            if let Some(p) = self.participants.get(s.participant)
+                && p.connected
+                && let Some(l) = p.slots[s.slot].forwarder.wants_keyframe()
+            {
+                wanted |= 1 << l;
+            }
+        }
+        for l in 0..track.layers.len() as u8 {
+            let pending = self.tracks[tk].layers[usize::from(l)].keyframes.pending;
+            if wanted & (1 << l) != 0 || pending {
+                self.request_keyframe(now, tk, l);
+            }
         }
     }
 
@@ -188,13 +243,13 @@ impl Shard {
         }
         // Unmuted: what was kept from before the mute is stale, and every receiver resumes
         // as after a source switch, numbering continuous, video on the next keyframe.
-        t.history.clear();
+        t.clear_history();
         for s in &t.subscribers {
             if let Some(p) = self.participants.get_mut(s.participant) {
                 p.slots[s.slot].forwarder.switch_source();
             }
         }
-        self.request_keyframe(now, tk);
+        self.request_wanted_keyframes(now, tk);
         Ok(ReplyValue::Done)
     }
 }
@@ -218,17 +273,38 @@ fn forward_one(
         out.counters.drop(DropReason::CodecMismatch);
         return Err(DropReason::CodecMismatch);
     };
-    let (seq, ts, switched) = match slot.forwarder.decide(&k.meta, now) {
+    let (seq, ts, switched, vp8) = match slot.forwarder.decide(&k.meta, now) {
         Decision::Drop(reason) => {
             out.counters.drop(reason);
             return Err(reason);
         }
-        Decision::Forward { seq, ts, switched } => (seq, ts, switched),
+        Decision::Forward {
+            seq,
+            ts,
+            switched,
+            vp8,
+        } => (seq, ts, switched, vp8),
     };
-    let write = RtpWrite::new(out_pt, seq.into(), ts, k.timestamp, k.payload.clone())
+    let mut write = RtpWrite::new(out_pt, seq.into(), ts, k.timestamp, k.payload.clone())
         .marker(k.marker)
         .nackable(video)
         .ext_vals(k.ext.clone());
+    if let (Some(fields), Some(d)) = (vp8, &k.vp8) {
+        // The payload stays shared: str0m patches the descriptor while it copies it out.
+        let long = k.meta.vp8.is_some_and(|m| m.long_picture_id);
+        let mut patch = d.patch();
+        if let Some(pid) = fields.picture_id {
+            // A 7-bit field keeps a 7-bit value, whatever the previous source used.
+            patch = patch.picture_id(if long { pid } else { pid & 0x7f });
+        }
+        if let Some(tl0) = fields.tl0picidx {
+            patch = patch.tl0_pic_idx(tl0);
+        }
+        match patch.build() {
+            Ok(p) => write = write.vp8_patch(p),
+            Err(e) => tracing::trace!(error = %e, "VP8 descriptor left as is"),
+        }
+    }
     let sent = p.with_rtc(s.participant, out, |rtc| {
         let mut api = rtc.direct_api();
         let stream = api.stream_tx(&tx)?;
@@ -245,13 +321,17 @@ fn forward_one(
 
 fn send_keyframe_request(
     track: &mut Track,
+    layer: u8,
     participants: &mut Slab<Participant>,
     out: &mut Outbox,
 ) {
-    let Some(ssrc) = track.ssrc else {
+    let Some(l) = track.layers.get_mut(usize::from(layer)) else {
+        return;
+    };
+    let Some(ssrc) = l.ssrc else {
         // Nothing received yet: the first packets of a new publisher start with a keyframe
         // anyway; ask again at the next interval.
-        track.keyframes.pending = true;
+        l.keyframes.pending = true;
         return;
     };
     let Some(p) = participants.get_mut(track.publisher) else {

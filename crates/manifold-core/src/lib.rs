@@ -6,20 +6,24 @@
 //! minute of call can be simulated in milliseconds.
 #![forbid(unsafe_code)]
 
+mod allocator;
 mod command;
 mod config;
 mod fanout;
 pub mod forwarder;
 mod keys;
+mod layer;
 mod membership;
 pub mod negotiate;
 mod negotiation;
 mod outbox;
 mod participant;
+mod quality;
 mod room;
 mod room_session;
 mod sdp_check;
 mod shard;
+mod speakers;
 mod stats;
 mod track;
 

@@ -8,7 +8,7 @@ use manifold_api::{
     CommandError, CoreEvent, LeaveReason, MediaKind, RoomName, SessionKind, Source, TrackId,
 };
 use str0m::format::PayloadParams;
-use str0m::media::Mid;
+use str0m::media::{Mid, Rid, Rids};
 
 use crate::keys::{PKey, TKey};
 use crate::negotiate::Negotiated;
@@ -104,6 +104,10 @@ impl Shard {
             addrs: Vec::new(),
             tracks: Vec::new(),
             ssrc_tracks: Vec::new(),
+            estimate: None,
+            bwe_targets: (0, 0),
+            loss_ceiling: Default::default(),
+            sent_rate: 0,
             slots: Vec::new(),
             timer: None,
             connected: false,
@@ -308,8 +312,11 @@ impl Shard {
             slot: slot_index,
         });
         tracing::debug!(participant = %p.id, track = %track.id, "attached");
-        if p.connected {
-            self.request_keyframe(now, tk);
+        slot.reported = None;
+        // Choose its layer now, and ask for that layer's keyframe.
+        self.allocate(now, key);
+        if self.participants[key].connected {
+            self.request_wanted_keyframes(now, tk);
         }
     }
 
@@ -355,7 +362,7 @@ impl Shard {
         }
         if let Some(p) = self.participants.get_mut(track.publisher) {
             p.tracks.retain(|&t| t != tk);
-            p.ssrc_tracks.retain(|&(_, t)| t != tk);
+            p.ssrc_tracks.retain(|&(_, t, _)| t != tk);
             if let Some(r) = self.rooms.get_mut(&p.room) {
                 r.remove_track(tk);
             }
@@ -379,9 +386,14 @@ impl Shard {
     ) -> TKey {
         let id = TrackId(self.next_track);
         self.next_track += 1;
+        // Simulcast: the RIDs negotiated for the m-line, in the order negotiated.
+        let rids: Vec<Rid> = match self.participants[key].rtc.media(mid).map(|m| m.rids_rx()) {
+            Some(Rids::Specific(rids)) => rids.clone(),
+            _ => Vec::new(),
+        };
         let tk = self
             .tracks
-            .insert(Track::new(id, key, mid, kind, label, params));
+            .insert(Track::new(id, key, mid, kind, label, params, &rids));
         let p = &mut self.participants[key];
         p.tracks.push(tk);
         if let Some(r) = self.rooms.get_mut(&p.room) {

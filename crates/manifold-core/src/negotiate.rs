@@ -17,6 +17,7 @@ use manifold_api::protocol::MidInfo;
 
 pub use crate::sdp_check::{MAX_PAYLOAD_TYPES, MAX_SIMULCAST_LAYERS, check_sdp};
 use manifold_api::{MediaKind, SessionKind};
+use str0m::bwe::Bitrate;
 use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::media::{Direction, Mid};
@@ -27,6 +28,13 @@ pub const DEFAULT_MAX_SDP_BYTES: usize = 64 * 1024;
 
 /// Most m-lines accepted in one offer: a WHIP or WHEP session needs two or three.
 pub const MAX_MEDIA_LINES: usize = 16;
+
+/// Where every subscriber's downlink estimate starts, kbit/s: a medium layer and audio fit;
+/// the estimator probes up from there.
+pub const INITIAL_ESTIMATE_KBPS: u64 = 800;
+
+/// How often every session reports its streams' statistics to the shard.
+pub const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One negotiated m-line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +164,12 @@ impl RtcFactory {
             .enable_h264(true)
             .enable_vp9(true)
             .enable_av1(true)
+            // Send-side bandwidth estimation (TWCC) towards every subscriber: what the
+            // allocator shares out. It starts where a medium layer fits and probes up.
+            .enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
+            // Receiver reports' loss, per sending stream: the allocator's second opinion
+            // when a queue is full and delay stops growing (`quality.rs`).
+            .set_stats_interval(Some(STATS_INTERVAL))
     }
 
     /// Panics the WebRTC stack raised while negotiating, caught and answered as

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
+use manifold_api::protocol::{Quality, QualityRequest, StreamState};
 use manifold_api::{
     Identity, LeaveReason, MediaKind, ParticipantId, RoomName, SessionKind, Source,
 };
@@ -34,6 +35,9 @@ pub(crate) const MAX_SSRCS_PER_PUBLISHER: usize = 32;
 pub(crate) const RTX_CACHE_PACKETS: usize = 256;
 /// See [`RTX_CACHE_PACKETS`].
 pub(crate) const RTX_CACHE_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+/// Queued resends are dropped when they would make up more than this share of a stream
+/// (str0m's default): on a full link, resending everything lost only keeps it full.
+pub(crate) const RTX_RATIO_CAP: f32 = 0.15;
 
 /// Most remote addresses remembered per participant (ICE may probe from several).
 pub(crate) const MAX_ADDRS: usize = 8;
@@ -70,6 +74,14 @@ pub(crate) struct Slot {
     /// Publisher PT → this subscriber's PT for the same codec.
     pub pt_map: Vec<(Pt, Pt)>,
     pub forwarder: Forwarder,
+    /// Video: the most the subscriber asked for (`set_video_quality`).
+    pub quality: QualityRequest,
+    /// Video: the rendered size that goes with `QualityRequest::Auto`.
+    pub render_size: Option<(u32, u32)>,
+    /// Video: what the subscriber was last told it receives (`stream_state`).
+    pub reported: Option<(StreamState, Option<Quality>)>,
+    /// Video: since when not even its lowest layer fits the estimate.
+    pub short_since: Option<Instant>,
 }
 
 impl Slot {
@@ -92,8 +104,8 @@ pub(crate) struct Participant {
     pub addrs: Vec<SocketAddr>,
     /// Tracks this participant publishes.
     pub tracks: Vec<TKey>,
-    /// SSRC → track cache, filled on first packet of each SSRC.
-    pub ssrc_tracks: Vec<(Ssrc, TKey)>,
+    /// SSRC → (track, layer) cache, filled on first packet of each SSRC.
+    pub ssrc_tracks: Vec<(Ssrc, TKey, u8)>,
     pub slots: Vec<Slot>,
     /// The `Rtc` timeout currently scheduled in the shard's timer heap.
     pub timer: Option<Instant>,
@@ -112,6 +124,14 @@ pub(crate) struct Participant {
     pub grants: manifold_api::Grants,
     /// Room sessions: the server-driven offer/answer state.
     pub neg: Negotiation,
+    /// The downlink estimate of its `Rtc`'s bandwidth estimator, bits per second.
+    pub estimate: Option<u64>,
+    /// The (minimum, desired) rates last given to its bandwidth estimator.
+    pub bwe_targets: (u64, u64),
+    /// What the loss its receiver reports allows (`quality::LossCeiling`).
+    pub loss_ceiling: crate::quality::LossCeiling,
+    /// What its allocation sends it now, bits per second.
+    pub sent_rate: u64,
 }
 
 impl Participant {
@@ -224,7 +244,7 @@ impl Participant {
     /// m-lines. Retransmissions arrive on the repair SSRC, which str0m does not look streams up
     /// by; one found here is remembered so the next is a cache hit.
     pub fn owns_ssrc(&mut self, tracks: &Slab<Track>, ssrc: Ssrc) -> bool {
-        if self.ssrc_tracks.iter().any(|(s, _)| *s == ssrc) {
+        if self.ssrc_tracks.iter().any(|(s, _, _)| *s == ssrc) {
             return true;
         }
         let mut api = self.rtc.direct_api();
@@ -235,14 +255,16 @@ impl Participant {
             let Some(track) = tracks.get(tk) else {
                 continue;
             };
-            let repair = api
-                .stream_rx_by_mid(track.mid, None)
-                .and_then(|rx| rx.rtx());
-            if repair == Some(ssrc) {
-                if self.ssrc_tracks.len() < MAX_SSRCS_PER_PUBLISHER {
-                    self.ssrc_tracks.push((ssrc, tk));
+            for (li, layer) in track.layers.iter().enumerate() {
+                let repair = api
+                    .stream_rx_by_mid(track.mid, layer.rid)
+                    .and_then(|rx| rx.rtx());
+                if repair == Some(ssrc) {
+                    if self.ssrc_tracks.len() < MAX_SSRCS_PER_PUBLISHER {
+                        self.ssrc_tracks.push((ssrc, tk, li as u8));
+                    }
+                    return true;
                 }
-                return true;
             }
         }
         false
@@ -265,6 +287,10 @@ pub(crate) fn new_slot(
         tx_ssrc: None,
         source: None,
         pt_map: Vec::new(),
+        quality: QualityRequest::High,
+        render_size: None,
+        reported: None,
+        short_since: None,
         // Start below 2^15 / 2^31: a fresh SRTP stream must not begin with a non-zero
         // rollover counter.
         forwarder: Forwarder::new(kind, seed & 0x7fff, (seed >> 16) & 0x7fff_ffff),
@@ -285,7 +311,20 @@ pub(crate) fn send_ssrc(rtc: &mut Rtc, mid: Mid, kind: MediaKind) -> Option<Ssrc
     let mut api = rtc.direct_api();
     let tx = api.stream_tx_by_mid(mid, None)?;
     if kind == MediaKind::Video {
-        tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, None);
+        tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(RTX_RATIO_CAP));
+        // Forwarded video goes out as it comes: the allocator keeps the rate within the
+        // estimate, and a pacer queue in front of a full link would hold the keyframe of
+        // the lower layer behind seconds of the higher one.
+        tx.set_unpaced(true);
     }
     Some(tx.ssrc())
+}
+
+/// Forget what stream `ssrc` could resend: after a down-switch on a full link, resending
+/// the packets of the layer it could not carry would keep it full.
+pub(crate) fn forget_resends(rtc: &mut Rtc, ssrc: Ssrc) {
+    if let Some(tx) = rtc.direct_api().stream_tx(&ssrc) {
+        // A new cache replaces the old one.
+        tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(RTX_RATIO_CAP));
+    }
 }

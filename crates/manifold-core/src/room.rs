@@ -1,11 +1,12 @@
 //! A room on one shard: its members in join order, its publishers in the order they
 //! started (the first is the room's current publisher, whom `Source::RoomCurrent` players
 //! follow), and the index of the tracks published in it, so that joining and subscribing
-//! never scan the shard.
+//! never scan the shard; and who in it speaks (`speakers.rs`).
 
 use manifold_api::TrackId;
 
 use crate::keys::{PKey, TKey};
+use crate::speakers::RoomSpeakers;
 
 /// One room's membership and track index.
 #[derive(Default)]
@@ -14,6 +15,8 @@ pub(crate) struct Room {
     publishers: Vec<PKey>,
     /// Every live track published in the room, in the order published.
     tracks: Vec<(TrackId, TKey)>,
+    /// Who speaks, as last reported.
+    pub speakers: RoomSpeakers<PKey>,
 }
 
 impl Room {

@@ -22,8 +22,9 @@ use crate::track::TrackLabel;
 struct Plan {
     inactive: Vec<Mid>,
     reactivate: Vec<(usize, TKey)>,
-    /// New publications: their kind, and a retired sending m-line of that kind to reuse.
-    publish: Vec<(MediaKind, Option<Mid>)>,
+    /// New publications: their kind, a retired sending m-line of that kind to reuse, and
+    /// their simulcast layers.
+    publish: Vec<(MediaKind, Option<Mid>, u8)>,
     subscribe: Vec<(TKey, MediaKind, String, String)>,
     restart: bool,
 }
@@ -282,6 +283,7 @@ impl Shard {
                 source,
                 name,
                 muted,
+                layers: _,
             } = pp.publication;
             let label = TrackLabel {
                 source,
@@ -451,10 +453,13 @@ impl Shard {
                     l.role == Role::Dead
                         && l.kind == kind
                         && !plan.inactive.contains(&l.mid)
-                        && !plan.publish.iter().any(|(_, m)| *m == Some(l.mid))
+                        && !plan.publish.iter().any(|(_, m, _)| *m == Some(l.mid))
                 })
                 .map(|l| l.mid);
-            plan.publish.push((pp.publication.kind, reuse));
+            // A simulcast publication needs an m-line of its own: an old one cannot take RIDs.
+            let reuse = reuse.filter(|_| pp.publication.layers <= 1);
+            plan.publish
+                .push((pp.publication.kind, reuse, pp.publication.layers));
         }
         let wanted = std::mem::take(&mut p.neg.wanted);
         let wanted: Vec<(TKey, MediaKind, String, String)> = wanted
@@ -504,12 +509,18 @@ impl Shard {
             let publish: Vec<Mid> = plan
                 .publish
                 .iter()
-                .map(|(k, reuse)| match reuse {
+                .map(|(k, reuse, layers)| match reuse {
                     Some(mid) => {
                         change.set_direction(*mid, Direction::RecvOnly);
                         *mid
                     }
-                    None => change.add_media(str0m_kind(*k), Direction::RecvOnly, None, None, None),
+                    None => change.add_media(
+                        str0m_kind(*k),
+                        Direction::RecvOnly,
+                        None,
+                        None,
+                        simulcast_recv(*layers),
+                    ),
                 })
                 .collect();
             let subscribe: Vec<Mid> = plan
@@ -648,4 +659,27 @@ impl Shard {
             })
             .collect()
     }
+}
+
+/// The RIDs a room publication of `layers` simulcast layers is received in, lowest first:
+/// `q`, `h`, `f` (quarter, half, full resolution); two layers are `q` and `f`.
+pub(crate) fn simulcast_rids(layers: u8) -> &'static [&'static str] {
+    match layers {
+        0 | 1 => &[],
+        2 => &["q", "f"],
+        _ => &["q", "h", "f"],
+    }
+}
+
+/// The receive side of a simulcast m-line for `layers` layers (`None` for one).
+fn simulcast_recv(layers: u8) -> Option<str0m::media::Simulcast> {
+    let rids = simulcast_rids(layers);
+    if rids.is_empty() {
+        return None;
+    }
+    let mut s = str0m::media::Simulcast::new();
+    for r in rids {
+        s.add_recv_layer(str0m::media::SimulcastLayer::new(r));
+    }
+    Some(s)
 }

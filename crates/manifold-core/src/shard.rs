@@ -13,6 +13,7 @@ use manifold_api::{
 };
 use manifold_rtp::{DropReason, PacketClass};
 use slab::Slab;
+use str0m::bwe::BweKind;
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::Ssrc;
 use str0m::{Candidate, Event, IceConnectionState, IceCreds};
@@ -289,23 +290,16 @@ impl Shard {
         // Keep asking while someone waits: a lost PLI must not freeze a subscriber. And send
         // what was coalesced: a request that came within the interval after the last one is
         // pending until the interval has passed, whether or not a forwarder waits.
-        let waiting: Vec<TKey> = self
+        let video: Vec<TKey> = self
             .tracks
             .iter()
-            .filter(|(_, t)| {
-                t.kind == MediaKind::Video
-                    && (t.keyframes.pending
-                        || t.subscribers.iter().any(|s| {
-                            self.participants.get(s.participant).is_some_and(|p| {
-                                p.connected && p.slots[s.slot].forwarder.wants_keyframe()
-                            })
-                        }))
-            })
+            .filter(|(_, t)| t.kind == MediaKind::Video)
             .map(|(k, _)| k)
             .collect();
-        for tk in waiting {
-            self.request_keyframe(now, tk);
+        for tk in video {
+            self.request_wanted_keyframes(now, tk);
         }
+        self.quality_tick(now);
     }
 
     fn handle_command(&mut self, now: Instant, command: Command) {
@@ -390,6 +384,15 @@ impl Shard {
                 muted,
             } => self.room_command(request, participant, |shard, key| {
                 shard.set_muted(now, key, track, muted)
+            }),
+            Command::SetVideoQuality {
+                request,
+                participant,
+                track,
+                quality,
+                size,
+            } => self.room_command(request, participant, |shard, key| {
+                shard.set_video_quality(now, key, track, quality, size)
             }),
             Command::Resync { participant } => {
                 if let Ok(key) = self.key_of(participant) {
@@ -496,7 +499,7 @@ impl Shard {
                 });
                 let sources: Vec<TKey> = p.slots.iter().filter_map(|s| s.source).collect();
                 for tk in sources {
-                    self.request_keyframe(now, tk);
+                    self.request_wanted_keyframes(now, tk);
                 }
             }
             Event::IceConnectionStateChange(state) => match state {
@@ -510,14 +513,33 @@ impl Shard {
             },
             Event::RtpPacket(packet) => self.forward(now, key, packet),
             Event::KeyframeRequest(req) => {
-                let source = p
-                    .slots
-                    .iter()
-                    .find(|s| s.mid == req.mid)
-                    .and_then(|s| s.source);
-                if let Some(tk) = source {
-                    self.request_keyframe(now, tk);
+                // A subscriber's request goes to the layer it receives (or waits for).
+                let source = p.slots.iter().find(|s| s.mid == req.mid).and_then(|s| {
+                    let layer = s.forwarder.current().or(s.forwarder.target())?;
+                    Some((s.source?, layer))
+                });
+                if let Some((tk, layer)) = source {
+                    self.request_keyframe(now, tk, layer);
                 }
+            }
+            Event::MediaEgressStats(stats) => {
+                if let Some(loss) = stats.loss
+                    && p.slots
+                        .iter()
+                        .any(|s| s.mid == stats.mid && s.kind == MediaKind::Video)
+                    && p.loss_ceiling.report(loss, p.sent_rate)
+                {
+                    self.allocate(now, key);
+                }
+            }
+            Event::EgressBitrateEstimate(kind) => {
+                let estimate = match kind {
+                    BweKind::Twcc { estimate, .. } => estimate,
+                    BweKind::Remb { estimate, .. } => estimate,
+                    _ => return,
+                };
+                p.estimate = Some(estimate.as_u64());
+                self.allocate(now, key);
             }
             Event::Closed => {
                 p.doom(LeaveReason::PeerClosed);

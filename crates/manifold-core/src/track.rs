@@ -1,7 +1,7 @@
-//! A published track: where its packets come from, which codecs its payload types mean,
-//! who receives it, and when it last asked its publisher for a keyframe.
+//! A published track: which codecs its payload types mean, its layers (one, or a simulcast
+//! encoding per RID, each with its own SSRC, keyframe requests and measurements: `layer.rs`),
+//! who receives it, how loud it is (audio), and which layers the publisher was told to send.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,19 +9,22 @@ use manifold_api::protocol::TrackSource;
 use manifold_api::{MediaKind, TrackId};
 use manifold_rtp::VideoCodec;
 use str0m::format::{Codec, PayloadParams};
-use str0m::media::{Mid, Pt};
-use str0m::rtp::{ExtensionValues, Ssrc};
+use str0m::media::{Mid, Pt, Rid};
+use str0m::rtp::ExtensionValues;
 
 use crate::forwarder::PacketMeta;
 use crate::keys::PKey;
+use crate::layer::{self, Layer};
+use crate::speakers::LevelMeter;
 
 /// Recent packets a video track keeps (payloads shared, not copied): enough for a keyframe
 /// and what arrives while its first packet is retransmitted.
 pub(crate) const HISTORY_PACKETS: usize = 128;
 
-/// How long a track's SSRC must be silent before another SSRC on the same m-line may take
-/// over (an encoder restart). Shorter than that, a second SSRC is a stray (or simulcast,
-/// which this track does not select among yet) and is dropped.
+/// How long the SSRC of a layer without a RID must be silent before another SSRC on the same
+/// m-line may take over (an encoder restart). Shorter than that, a second SSRC is a stray
+/// and is dropped. (A simulcast layer's RID names it, so a new SSRC with the same RID takes
+/// over at once.)
 pub(crate) const SSRC_TAKEOVER_SILENCE: Duration = Duration::from_millis(1000);
 
 /// Codec facts of one payload type, looked up per packet.
@@ -64,10 +67,16 @@ impl KeyframeRequests {
     }
 }
 
+/// Bytes a forwarded packet costs on the wire besides its payload (RTP header and
+/// extensions, SRTP tag, UDP and IP), for layer bitrates.
+pub(crate) const PACKET_OVERHEAD: usize = 60;
+
 /// One packet of a track as every subscriber gets it: computed once, payload shared.
 #[derive(Clone, Debug)]
 pub(crate) struct Kept {
     pub meta: PacketMeta,
+    /// str0m's view of a VP8 descriptor, to patch the rewritten numbers in on the way out.
+    pub vp8: Option<str0m::rtp::Vp8Descriptor>,
     pub pt: Pt,
     pub marker: bool,
     /// When it arrived.
@@ -106,6 +115,15 @@ impl TrackLabel {
     }
 }
 
+/// Which layers the publisher was last told to send (dynacast), and a pause in waiting.
+#[derive(Debug, Default)]
+pub(crate) struct Dynacast {
+    /// Bit per layer index: told to send.
+    pub active: u8,
+    /// Since when fewer layers have been needed than are active.
+    pub surplus_since: Option<Instant>,
+}
+
 pub(crate) struct Track {
     pub id: TrackId,
     pub publisher: PKey,
@@ -115,14 +133,16 @@ pub(crate) struct Track {
     /// The publisher's negotiated payload parameters for this m-line.
     pub params: Vec<PayloadParams>,
     pub pts: Vec<PtInfo>,
-    /// The SSRC currently carrying this track.
-    pub ssrc: Option<Ssrc>,
+    /// Its layers, in the order negotiated (RIDs) or just one; at most
+    /// [`manifold_api::protocol::MAX_LAYERS`].
+    pub layers: Vec<Layer>,
+    /// Layer indices from lowest to highest quality ([`layer::rank`]).
+    pub order: Vec<u8>,
     pub last_packet_at: Option<Instant>,
     pub subscribers: Vec<Subscriber>,
-    pub keyframes: KeyframeRequests,
-    /// The last [`HISTORY_PACKETS`] packets of a video track, in arrival order, so a
-    /// subscriber that starts on a keyframe also gets the rest of it when that arrived first.
-    pub history: VecDeque<Kept>,
+    /// Audio: its level, for active-speaker detection.
+    pub level: LevelMeter,
+    pub dynacast: Dynacast,
 }
 
 impl Track {
@@ -133,6 +153,7 @@ impl Track {
         kind: MediaKind,
         label: TrackLabel,
         params: Vec<PayloadParams>,
+        rids: &[Rid],
     ) -> Self {
         let pts = params
             .iter()
@@ -145,6 +166,18 @@ impl Track {
                 }
             })
             .collect();
+        let max = usize::from(manifold_api::protocol::MAX_LAYERS);
+        let layers: Vec<Layer> = if rids.is_empty() || kind == MediaKind::Audio {
+            vec![Layer::new(None)]
+        } else {
+            rids.iter()
+                .take(max)
+                .map(|r| Layer::new(Some(*r)))
+                .collect()
+        };
+        let mut order = Vec::new();
+        layer::rank(&layers, &mut order);
+        let all = (1u8 << layers.len()) - 1;
         Track {
             id,
             publisher,
@@ -153,16 +186,50 @@ impl Track {
             label,
             params,
             pts,
-            ssrc: None,
+            layers,
+            order,
             last_packet_at: None,
             subscribers: Vec::new(),
-            keyframes: KeyframeRequests::default(),
-            history: VecDeque::new(),
+            level: LevelMeter::default(),
+            dynacast: Dynacast {
+                active: all,
+                surplus_since: None,
+            },
         }
     }
 
     pub fn pt_info(&self, pt: Pt) -> Option<PtInfo> {
         self.pts.iter().find(|i| i.pt == pt).copied()
+    }
+
+    /// Has more than one layer.
+    pub fn is_simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
+
+    /// The layer a packet with `rid` belongs to (`None`: the only layer of a track without
+    /// simulcast, or the first).
+    pub fn layer_of(&self, rid: Option<Rid>) -> Option<u8> {
+        match rid {
+            None => Some(0),
+            Some(r) => self
+                .layers
+                .iter()
+                .position(|l| l.rid == Some(r))
+                .map(|i| i as u8),
+        }
+    }
+
+    /// Where layer `layer` stands, lowest quality 0.
+    pub fn rank_of(&self, layer: u8) -> Option<usize> {
+        self.order.iter().position(|&l| l == layer)
+    }
+
+    /// Forget what was kept of every layer (a restart, an unmute).
+    pub fn clear_history(&mut self) {
+        for l in &mut self.layers {
+            l.history.clear();
+        }
     }
 }
 

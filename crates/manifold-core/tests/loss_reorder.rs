@@ -157,8 +157,10 @@ fn run(seed: u64) {
                         c.identity,
                         check.range
                     );
+                    // A player starts on a keyframe a frame or two into the call (its
+                    // start waits for one; str0m paces the stream out).
                     assert!(
-                        check.range + 10 >= sent_video,
+                        check.range + 20 >= sent_video,
                         "seed {seed} {}: the stream covers the call ({} of {sent_video})",
                         c.identity,
                         check.range

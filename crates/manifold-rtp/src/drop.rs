@@ -31,6 +31,10 @@ pub enum DropReason {
     SubscriberNotReady,
     /// The publisher muted the track: the server stops forwarding it. Not a loss.
     Muted,
+    /// A simulcast layer or temporal layer this subscriber does not receive now. Not a loss.
+    OtherLayer,
+    /// The subscriber's link carries no video now; its video is paused. Not a loss.
+    Paused,
 }
 
 impl DropReason {
@@ -47,6 +51,8 @@ impl DropReason {
         Self::NoSubscriber,
         Self::SubscriberNotReady,
         Self::Muted,
+        Self::OtherLayer,
+        Self::Paused,
     ];
 
     /// Stable snake_case name for metrics labels and JSON.
@@ -62,15 +68,21 @@ impl DropReason {
             Self::NoSubscriber => "no_subscriber",
             Self::SubscriberNotReady => "subscriber_not_ready",
             Self::Muted => "muted",
+            Self::OtherLayer => "other_layer",
+            Self::Paused => "paused",
         }
     }
 
     /// Whether a drop of this kind means media a receiver wanted was lost.
     ///
-    /// `NoSubscriber` and `Muted` are the exceptions: nobody wanted the packet,
-    /// so counting them would make an idle or muted room look lossy.
+    /// `NoSubscriber`, `Muted`, `OtherLayer` and `Paused` are the exceptions: nobody
+    /// wanted the packet, so counting them would make an idle, muted or simulcast room
+    /// look lossy.
     pub fn counts_as_loss(self) -> bool {
-        !matches!(self, Self::NoSubscriber | Self::Muted)
+        !matches!(
+            self,
+            Self::NoSubscriber | Self::Muted | Self::OtherLayer | Self::Paused
+        )
     }
 }
 
@@ -102,9 +114,11 @@ mod tests {
                 DropReason::NoSubscriber => 7,
                 DropReason::SubscriberNotReady => 8,
                 DropReason::Muted => 9,
+                DropReason::OtherLayer => 10,
+                DropReason::Paused => 11,
             }
         }
-        assert_eq!(DropReason::ALL.len(), 10);
+        assert_eq!(DropReason::ALL.len(), 12);
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(index(*r), i);
         }
@@ -149,7 +163,13 @@ mod tests {
     #[test]
     fn only_unwanted_packets_are_not_loss() {
         for r in DropReason::ALL {
-            let unwanted = matches!(r, DropReason::NoSubscriber | DropReason::Muted);
+            let unwanted = matches!(
+                r,
+                DropReason::NoSubscriber
+                    | DropReason::Muted
+                    | DropReason::OtherLayer
+                    | DropReason::Paused
+            );
             assert_eq!(r.counts_as_loss(), !unwanted);
         }
     }

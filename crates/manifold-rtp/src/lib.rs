@@ -25,7 +25,7 @@ pub use keyframe::{VideoCodec, is_keyframe};
 pub use seq::SeqRewriter;
 pub use stun::local_ufrag;
 pub use ts::TsRewriter;
-pub use vp8::{Vp8Descriptor, Vp8Fields, Vp8Rewriter};
+pub use vp8::{Vp8Descriptor, Vp8Fields, Vp8Rewriter, keyframe_size};
 
 /// A pseudo-random byte source for the property-style tests of every module.
 ///

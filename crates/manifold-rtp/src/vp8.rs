@@ -257,6 +257,24 @@ impl Vp8Rewriter {
     }
 }
 
+/// The frame width and height a VP8 keyframe announces (RFC 6386 §9.1), read from the first
+/// packet of the frame (`payload` with its descriptor); `None` for anything else.
+pub fn keyframe_size(payload: &[u8]) -> Option<(u16, u16)> {
+    let d = Vp8Descriptor::parse(payload)?;
+    if !d.starts_frame() {
+        return None;
+    }
+    let frame = payload.get(d.len..)?;
+    // Frame tag (3 bytes, P bit clear for a keyframe), start code, then 14-bit sizes.
+    let header = frame.get(..10)?;
+    if header[0] & 0x01 != 0 || header[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let width = u16::from_le_bytes([header[6], header[7]]) & 0x3fff;
+    let height = u16::from_le_bytes([header[8], header[9]]) & 0x3fff;
+    (width > 0 && height > 0).then_some((width, height))
+}
+
 /// `a` comes after `b` in 15-bit PictureID order.
 fn newer(a: u16, b: u16) -> bool {
     let d = a.wrapping_sub(b) % PID_MOD;
@@ -407,5 +425,26 @@ mod tests {
                 }
             }
         });
+    }
+
+    #[test]
+    fn keyframe_sizes_are_read_from_the_frame_header() {
+        // Descriptor with a 15-bit PictureID; keyframe tag; start code; 640x360.
+        let mut p = vec![0x90, 0x80, 0x81, 0x23, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+        p.extend_from_slice(&640u16.to_le_bytes());
+        p.extend_from_slice(&360u16.to_le_bytes());
+        p.extend_from_slice(&[0; 8]);
+        assert_eq!(keyframe_size(&p), Some((640, 360)));
+        let mut delta = p.clone();
+        delta[4] |= 0x01;
+        assert_eq!(keyframe_size(&delta), None, "an interframe");
+        assert_eq!(keyframe_size(&p[..12]), None, "truncated");
+        let mut later = p.clone();
+        later[0] &= !0x10;
+        assert_eq!(
+            keyframe_size(&later),
+            None,
+            "not the first packet of the frame"
+        );
     }
 }

@@ -17,6 +17,7 @@
 pub mod capture;
 mod room_session;
 pub mod sdp_edit;
+pub mod simulcast;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
@@ -135,6 +136,10 @@ pub struct Link {
     pub delay: Duration,
     /// Extra delay, uniform in `[0, jitter)`; larger than the packet spacing, it reorders.
     pub jitter: Duration,
+    /// A bottleneck of this many bits per second, with a queue that holds at most
+    /// `queue` worth of datagrams (more are dropped at its tail), as a router's would.
+    pub rate_bps: Option<u64>,
+    pub queue: Duration,
 }
 
 impl Default for Link {
@@ -143,6 +148,8 @@ impl Default for Link {
             loss: 0.0,
             delay: Duration::from_millis(5),
             jitter: Duration::ZERO,
+            rate_bps: None,
+            queue: Duration::from_millis(100),
         }
     }
 }
@@ -153,6 +160,16 @@ impl Link {
             loss,
             delay,
             jitter,
+            ..Link::default()
+        }
+    }
+
+    /// A link of `bps` bits per second (20 ms one-way, 100 ms of queue).
+    pub fn capped(bps: u64) -> Self {
+        Link {
+            delay: Duration::from_millis(20),
+            rate_bps: Some(bps),
+            ..Link::default()
         }
     }
 }
@@ -170,6 +187,9 @@ pub struct MediaConfig {
     pub packets_per_keyframe: usize,
     pub video_payload: usize,
     pub audio_payload: usize,
+    /// WHIP publishers: offer video with this many simulcast layers (`q`, `h`, `f`; 0 or
+    /// 1: none). Room members ask for layers when they publish (`publish_layers`).
+    pub simulcast: u8,
 }
 
 impl Default for MediaConfig {
@@ -183,6 +203,7 @@ impl Default for MediaConfig {
             packets_per_keyframe: 6,
             video_payload: 1000,
             audio_payload: 80,
+            simulcast: 0,
         }
     }
 }
@@ -326,6 +347,10 @@ impl Received {
 
     /// The first packet of a VP8 keyframe.
     pub fn is_keyframe_start(&self) -> bool {
+        if self.payload.first().is_some_and(|b| b & 0x80 != 0) {
+            return self.kind == MediaKind::Video
+                && simulcast::is_sim_keyframe_start(&self.payload);
+        }
         self.kind == MediaKind::Video
             && self.payload.len() >= 2
             && self.payload[0] & 0x10 != 0
@@ -348,15 +373,17 @@ pub struct Record {
 
 impl Record {
     fn write(&self, out: &mut [u8]) {
-        out[RECORD_AT] = MAGIC;
-        out[RECORD_AT + 1] = self.tag;
-        out[RECORD_AT + 2..RECORD_AT + 10].copy_from_slice(&self.counter.to_be_bytes());
-        out[RECORD_AT + 10..RECORD_AT + 18].copy_from_slice(&self.frame.to_be_bytes());
-        out[RECORD_AT + 18..RECORD_AT + 20].copy_from_slice(&self.index.to_be_bytes());
+        let at = simulcast::record_at(out);
+        out[at] = MAGIC;
+        out[at + 1] = self.tag;
+        out[at + 2..at + 10].copy_from_slice(&self.counter.to_be_bytes());
+        out[at + 10..at + 18].copy_from_slice(&self.frame.to_be_bytes());
+        out[at + 18..at + 20].copy_from_slice(&self.index.to_be_bytes());
     }
 
     pub fn parse(p: &[u8]) -> Option<Record> {
-        let r = p.get(RECORD_AT..RECORD_AT + 20)?;
+        let at = simulcast::record_at(p);
+        let r = p.get(at..at + 20)?;
         if r[0] != MAGIC {
             return None;
         }
@@ -404,6 +431,8 @@ pub struct Publisher {
     pub sent: Vec<Sent>,
     /// Media generation is paused (the encoder stopped).
     pub paused: bool,
+    /// Simulcast: one stream per layer instead of `video`.
+    pub layers: Vec<simulcast::SimLayer>,
 }
 
 impl Publisher {
@@ -574,6 +603,8 @@ pub struct Harness {
     seed: u64,
     lanes: HashMap<u64, Rng>,
     attempts: HashMap<(u64, u32, u16), u32>,
+    /// Capped links: when each lane's bottleneck is free again.
+    queues: HashMap<u64, Instant>,
     flights: BinaryHeap<Reverse<Flight>>,
     order: u64,
     by_addr: HashMap<SocketAddr, usize>,
@@ -610,6 +641,7 @@ impl Harness {
             seed,
             lanes: HashMap::new(),
             attempts: HashMap::new(),
+            queues: HashMap::new(),
             flights: BinaryHeap::new(),
             order: 0,
             by_addr: HashMap::new(),
@@ -673,12 +705,19 @@ impl Harness {
             mids.push((mid, MediaKind::Audio));
         }
         if video {
+            let sim = (kind == SessionKind::Whip && media.simulcast > 1).then(|| {
+                let mut s = manifold_core::str0m::media::Simulcast::new();
+                for rid in ["q", "h", "f"].iter().take(usize::from(media.simulcast)) {
+                    s.add_send_layer(manifold_core::str0m::media::SimulcastLayer::new(rid));
+                }
+                s
+            });
             let mid = api.add_media(
                 MediaKind::Video,
                 dir,
                 Some("s".into()),
                 Some("v".into()),
-                None,
+                sim,
             );
             mids.push((mid, MediaKind::Video));
         }
@@ -762,8 +801,12 @@ impl Harness {
                 .audio
                 .then(|| out_stream(&mut rtc, &mids, MediaKind::Audio, Codec::Opus))
                 .flatten();
-            let video = media
-                .video
+            let layers = if media.video {
+                simulcast::layers(&mut rtc, &mids)
+            } else {
+                Vec::new()
+            };
+            let video = (media.video && layers.is_empty())
                 .then(|| out_stream(&mut rtc, &mids, MediaKind::Video, Codec::Vp8))
                 .flatten();
             Publisher {
@@ -778,6 +821,7 @@ impl Harness {
                 last_keyframe: None,
                 sent: Vec::new(),
                 paused: false,
+                layers,
             }
         });
         let idx = self.clients.len();
@@ -1032,9 +1076,23 @@ impl Harness {
             self.net.lost += 1;
             return;
         }
+        let mut departs = self.now;
+        if let Some(rate) = link.rate_bps.filter(|r| *r > 0) {
+            let lane_key = mix(&[addr_key(lane), u64::from(dest == Dest::Shard)]);
+            let free = self.queues.entry(lane_key).or_insert(self.now);
+            let start = (*free).max(self.now);
+            if start.saturating_duration_since(self.now) > link.queue {
+                // The bottleneck's queue is full: dropped at its tail.
+                self.net.lost += 1;
+                return;
+            }
+            let bits = (contents.len() as u64 + 28) * 8;
+            *free = start + Duration::from_nanos(bits * 1_000_000_000 / rate);
+            departs = *free;
+        }
         self.order += 1;
         self.flights.push(Reverse(Flight {
-            due: self.now + link.delay + jitter,
+            due: departs + link.delay + jitter,
             order: self.order,
             dest,
             source,
@@ -1106,6 +1164,14 @@ impl Harness {
                     }
                 }
                 Output::Event(e) => {
+                    if let CoreEvent::Dynacast {
+                        participant,
+                        active,
+                        ..
+                    } = &e
+                    {
+                        self.apply_dynacast(*participant, active);
+                    }
                     if let CoreEvent::Offer {
                         participant,
                         offer_id,
@@ -1171,7 +1237,7 @@ impl Harness {
                             if p.audio.is_some() {
                                 p.next_audio = Some(now);
                             }
-                            if p.video.is_some() {
+                            if p.video.is_some() || !p.layers.is_empty() {
                                 p.next_video = Some(now);
                             }
                         }
@@ -1206,6 +1272,11 @@ impl Harness {
                         c.keyframe_requests.push((now, req.mid, req.kind));
                         if let Some(p) = &mut c.publisher {
                             p.keyframe_due = true;
+                            for l in p.layers.iter_mut() {
+                                if req.rid.is_none_or(|r| *r == *l.rid) {
+                                    l.keyframe_due = true;
+                                }
+                            }
                         }
                     }
                     Event::Closed => {
@@ -1256,6 +1327,20 @@ impl Harness {
             s.counter += 1;
             s.ts = s.ts.wrapping_add(AUDIO_TICKS_PER_PACKET);
             p.next_audio = Some(at + AUDIO_INTERVAL);
+            wrote = true;
+        }
+        while let Some(at) = p.next_video.filter(|t| *t <= now)
+            && !p.layers.is_empty()
+        {
+            simulcast::write_frame(
+                &mut c.rtc,
+                &mut p.layers,
+                p.tag,
+                p.config.keyframe_interval,
+                now,
+                &mut p.sent,
+            );
+            p.next_video = Some(at + FRAME_INTERVAL);
             wrote = true;
         }
         while let Some(at) = p.next_video.filter(|t| *t <= now) {
@@ -1364,6 +1449,36 @@ impl Harness {
     }
 
     /// Publisher `idx` stops sending media (its encoder stops).
+    /// A room publisher does what dynacast says, as the SDK does: layers not listed stop,
+    /// listed ones (re)start with a keyframe.
+    fn apply_dynacast(&mut self, participant: ParticipantId, active: &[String]) {
+        let Some(c) = self.clients.iter_mut().find(|c| c.id == participant) else {
+            return;
+        };
+        let Some(p) = c.publisher.as_mut() else {
+            return;
+        };
+        for l in p.layers.iter_mut() {
+            let on = active.contains(&l.rid);
+            if on && l.paused {
+                l.keyframe_due = true;
+            }
+            l.paused = !on;
+        }
+    }
+
+    /// Stop (or restart) one simulcast layer of publisher `idx`, as an encoder does when its
+    /// uplink cannot carry it.
+    pub fn pause_layer(&mut self, idx: usize, rid: &str, paused: bool) {
+        let p = self.clients[idx].publisher_mut();
+        for l in p.layers.iter_mut().filter(|l| l.rid == rid) {
+            if l.paused && !paused {
+                l.keyframe_due = true;
+            }
+            l.paused = paused;
+        }
+    }
+
     pub fn pause_media(&mut self, idx: usize, paused: bool) {
         let now = self.now;
         let p = self.clients[idx].publisher_mut();

@@ -15,7 +15,7 @@ use manifold_core::{Command, NewSession, Publication};
 
 use super::{
     Client, ConfigureRtc, Harness, JoinError, Link, MediaConfig, Publisher, SERVER, out_stream,
-    sdp_value,
+    sdp_value, simulcast,
 };
 
 impl Harness {
@@ -107,6 +107,7 @@ impl Harness {
                     last_keyframe: None,
                     sent: Vec::new(),
                     paused: false,
+                    layers: Vec::new(),
                 });
             }
             let connected = c.connected_at.is_some();
@@ -117,9 +118,12 @@ impl Harness {
                     p.next_audio = Some(now);
                 }
             }
-            if media.video && p.video.is_none() {
-                p.video = out_stream(&mut c.rtc, &c.mids, MediaKind::Video, Codec::Vp8);
-                if connected && p.video.is_some() {
+            if media.video && p.video.is_none() && p.layers.is_empty() {
+                p.layers = simulcast::layers(&mut c.rtc, &c.mids);
+                if p.layers.is_empty() {
+                    p.video = out_stream(&mut c.rtc, &c.mids, MediaKind::Video, Codec::Vp8);
+                }
+                if connected && (p.video.is_some() || !p.layers.is_empty()) {
                     p.next_video = Some(now);
                     p.keyframe_due = true;
                 }
@@ -168,6 +172,17 @@ impl Harness {
         kind: MediaKind,
         cid: &str,
     ) -> Result<ReplyValue, CommandError> {
+        self.publish_layers(idx, kind, cid, 1)
+    }
+
+    /// Room member `idx` publishes a track of `kind`, video in `layers` simulcast layers.
+    pub fn publish_layers(
+        &mut self,
+        idx: usize,
+        kind: MediaKind,
+        cid: &str,
+        layers: u8,
+    ) -> Result<ReplyValue, CommandError> {
         let (kind, source) = match kind {
             MediaKind::Audio => (manifold_api::MediaKind::Audio, TrackSource::Microphone),
             MediaKind::Video => (manifold_api::MediaKind::Video, TrackSource::Camera),
@@ -178,11 +193,29 @@ impl Harness {
             source,
             name: cid.into(),
             muted: false,
+            layers,
         };
         self.room_command(idx, |request, participant| Command::Publish {
             request,
             participant,
             publication,
+        })
+    }
+
+    /// Subscriber `idx` wants at most `quality` of `track`.
+    pub fn set_video_quality(
+        &mut self,
+        idx: usize,
+        track: TrackId,
+        quality: manifold_api::protocol::QualityRequest,
+        size: Option<(u32, u32)>,
+    ) -> Result<ReplyValue, CommandError> {
+        self.room_command(idx, |request, participant| Command::SetVideoQuality {
+            request,
+            participant,
+            track,
+            quality,
+            size,
         })
     }
 
