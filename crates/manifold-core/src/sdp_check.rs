@@ -99,8 +99,10 @@ fn truncated(s: &str) -> &str {
 /// send and what the layer allocator chooses among).
 pub const MAX_SIMULCAST_LAYERS: usize = 3;
 
-/// Longest RID accepted (RFC 8851 sets none; browsers use one to three characters).
-const MAX_RID_LEN: usize = 16;
+/// Longest RID accepted (RFC 8851 sets none; browsers use one to three characters). The
+/// WebRTC stack keeps eight and reads `-` as `_`, so RIDs that differ only beyond that
+/// would name one layer: duplicates are judged on that form.
+const MAX_RID_LEN: usize = 8;
 
 /// Most `a=rid` lines in one m-line.
 const MAX_RIDS_PER_SECTION: usize = 8;
@@ -147,7 +149,13 @@ impl<'a> SimulcastSection<'a> {
                 truncated(id)
             ))
         })?;
-        if self.rids.iter().any(|(r, _)| *r == id) {
+        let same = |r: &str| {
+            r.len() == id.len()
+                && r.bytes()
+                    .zip(id.bytes())
+                    .all(|(a, b)| rid_byte(a) == rid_byte(b))
+        };
+        if self.rids.iter().any(|(r, _)| same(r)) {
             return Err(NegotiateError::Rejected(format!(
                 "rid {id:?} appears twice in m-line {m}"
             )));
@@ -261,6 +269,11 @@ impl<'a> SimulcastSection<'a> {
     }
 }
 
+/// A RID byte as the WebRTC stack keeps it.
+fn rid_byte(b: u8) -> u8 {
+    if b == b'-' { b'_' } else { b }
+}
+
 fn check_rid(id: &str, m: usize) -> Result<(), NegotiateError> {
     // RFC 8851 rid-id: 1*(ALPHA / DIGIT / "-" / "_").
     let ok = (1..=MAX_RID_LEN).contains(&id.len())
@@ -340,8 +353,11 @@ mod tests {
             // four layers
             "a=rid:a send\r\na=rid:b send\r\na=rid:c send\r\na=rid:d send\r\n\
              a=simulcast:send a;b;c;d\r\n",
-            // duplicate RIDs
+            // duplicate RIDs, also as the WebRTC stack reads them
             "a=rid:q send\r\na=rid:q send\r\na=simulcast:send q\r\n",
+            "a=rid:a-b send\r\na=rid:a_b send\r\na=simulcast:send a-b;a_b\r\n",
+            // longer than the stack keeps
+            "a=rid:abcdefghi send\r\na=simulcast:send abcdefghi\r\n",
             "a=rid:q send\r\na=rid:h send\r\na=simulcast:send q;q\r\n",
             // directions disagree
             "a=rid:q recv\r\na=simulcast:send q\r\n",

@@ -348,3 +348,106 @@ fn a_publisher_that_stops_a_layer_moves_its_receivers_to_one_that_exists() {
     let surprises = decoder_surprises(&h, v, from);
     assert!(surprises.is_empty(), "{surprises:?}");
 }
+
+#[test]
+fn a_whip_publisher_s_simulcast_reaches_whep_players_at_their_own_layer() {
+    use manifold_api::Source;
+    let mut h = Harness::new(config(), 96);
+    let media = common::MediaConfig {
+        simulcast: 3,
+        keyframe_interval: Some(Duration::from_secs(2)),
+        ..Default::default()
+    };
+    let publisher = h.add(ClientSpec::publisher("obs", "show").media(media));
+    let fast = h.add(
+        ClientSpec::subscriber("tv", "show", Source::RoomCurrent).downlink(Link::capped(4_000_000)),
+    );
+    let slow = h.add(
+        ClientSpec::subscriber("phone", "show", Source::RoomCurrent)
+            .downlink(Link::capped(300_000)),
+    );
+    h.connect(&[publisher, fast, slow], Duration::from_secs(5));
+    assert_eq!(h.clients[publisher].publisher().layers.len(), 3);
+    h.run_for(Duration::from_secs(20));
+    let end = h.elapsed();
+    let from = end - Duration::from_secs(4);
+    let fast_layers = layers_between(&h, fast, from, end);
+    let slow_layers = layers_between(&h, slow, from, end);
+    assert!(
+        fast_layers[2] > 0 && fast_layers[0] + fast_layers[1] == 0,
+        "4 Mbit/s: {fast_layers:?}"
+    );
+    assert!(
+        slow_layers[0] > 0 && slow_layers[1] + slow_layers[2] == 0,
+        "300 kbit/s: {slow_layers:?}"
+    );
+    // A WHIP client cannot be told to pause layers: it is never asked to.
+    assert!(
+        h.events_where(|e| matches!(e, CoreEvent::Dynacast { .. }))
+            .is_empty()
+    );
+}
+
+#[test]
+fn the_loudest_microphones_are_the_room_s_speakers() {
+    let mut h = Harness::new(config(), 97);
+    let loud = common::MediaConfig {
+        audio_level: Some(-20),
+        video: false,
+        ..Default::default()
+    };
+    let quiet = common::MediaConfig {
+        audio_level: Some(-127),
+        video: false,
+        ..Default::default()
+    };
+    let ada = h.add(ClientSpec::room("ada", "room").media(loud));
+    let bob = h.add(ClientSpec::room("bob", "room").media(quiet));
+    h.connect(&[ada, bob], Duration::from_secs(5));
+    for i in [ada, bob] {
+        assert_eq!(h.publish(i, MediaKind::Audio, "mic"), Ok(ReplyValue::Done));
+    }
+    let speakers = |h: &Harness| -> Vec<Vec<manifold_api::ParticipantId>> {
+        h.events_where(|e| matches!(e, CoreEvent::SpeakersChanged { .. }))
+            .into_iter()
+            .filter_map(|e| match e {
+                CoreEvent::SpeakersChanged { speakers, .. } => {
+                    Some(speakers.iter().map(|s| s.participant).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    h.run_for(Duration::from_secs(3));
+    let ada_id = h.clients[ada].id;
+    let bob_id = h.clients[bob].id;
+    assert_eq!(
+        speakers(&h).last(),
+        Some(&vec![ada_id]),
+        "ada speaks, bob does not"
+    );
+    // Bob starts talking louder; Ada falls silent: the list follows, with hysteresis.
+    h.clients[bob].publisher_mut().config.audio_level = Some(-10);
+    h.clients[ada].publisher_mut().config.audio_level = Some(-127);
+    h.run_for(Duration::from_millis(300));
+    assert_eq!(
+        speakers(&h).last(),
+        Some(&vec![bob_id, ada_id]),
+        "ada still counts for a while"
+    );
+    h.run_for(Duration::from_secs(3));
+    assert_eq!(speakers(&h).last(), Some(&vec![bob_id]));
+    // Every change is one event, and they come at most three a second.
+    let events: Vec<_> = h
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, CoreEvent::SpeakersChanged { .. }))
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[1] - w[0] >= Duration::from_millis(330))
+    );
+    assert!(events.len() <= 4, "{} events", events.len());
+}

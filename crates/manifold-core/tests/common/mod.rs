@@ -37,7 +37,7 @@ use manifold_core::str0m::change::{SdpAnswer, SdpPendingOffer};
 use manifold_core::str0m::format::Codec;
 use manifold_core::str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use manifold_core::str0m::net::{Protocol, Receive};
-use manifold_core::str0m::rtp::{RawPacket, RtpWrite, Ssrc};
+use manifold_core::str0m::rtp::{ExtensionValues, RawPacket, RtpWrite, Ssrc};
 use manifold_core::str0m::{Candidate, Event, Input as RtcInput, Output as RtcOutput};
 use manifold_core::str0m::{Rtc, RtcConfig};
 use manifold_core::{
@@ -187,6 +187,8 @@ pub struct MediaConfig {
     pub packets_per_keyframe: usize,
     pub video_payload: usize,
     pub audio_payload: usize,
+    /// The RFC 6464 audio level its audio packets carry (`-dBov`, 0 loudest), if any.
+    pub audio_level: Option<i8>,
     /// WHIP publishers: offer video with this many simulcast layers (`q`, `h`, `f`; 0 or
     /// 1: none). Room members ask for layers when they publish (`publish_layers`).
     pub simulcast: u8,
@@ -203,6 +205,7 @@ impl Default for MediaConfig {
             packets_per_keyframe: 6,
             video_payload: 1000,
             audio_payload: 80,
+            audio_level: None,
             simulcast: 0,
         }
     }
@@ -1309,7 +1312,14 @@ impl Harness {
                 index: 0,
             }
             .write(&mut payload);
-            let write = RtpWrite::new(s.pt, s.seq.into(), s.ts, now, payload).nackable(false);
+            let level = p.config.audio_level;
+            let write = RtpWrite::new(s.pt, s.seq.into(), s.ts, now, payload)
+                .nackable(false)
+                .ext_vals(ExtensionValues {
+                    audio_level: level,
+                    voice_activity: level.map(|l| l > -50),
+                    ..Default::default()
+                });
             c.rtc
                 .direct_api()
                 .stream_tx(&s.ssrc)
