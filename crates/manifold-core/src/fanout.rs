@@ -1,8 +1,10 @@
 //! The hot path: one packet from a publisher to every subscriber of its track. Each
 //! subscription's forwarder decides (drop, or forward with these numbers); this file applies
 //! the decision to the subscriber's `Rtc`. Also the keyframe requests that go back to the
-//! publisher, coalesced per track, and server-side mute.
+//! publisher, coalesced per layer, server-side mute, and audio RED unwrapped for subscribers
+//! that take plain Opus.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use manifold_api::{CommandError, MediaKind, ReplyValue, TrackId};
@@ -106,6 +108,7 @@ impl Shard {
             vp8: vp8
                 .then(|| str0m::rtp::Vp8Descriptor::parse(&packet.payload).ok())
                 .flatten(),
+            red_primary: info.red_of.and_then(|_| red_primary(&packet.payload)),
             pt,
             marker: packet.header.marker,
             timestamp: packet.timestamp,
@@ -266,7 +269,12 @@ fn forward_one(
     out: &mut Outbox,
 ) -> Result<bool, DropReason> {
     let slot = &mut p.slots[s.slot];
-    let (Some(out_pt), Some(tx)) = (slot.map_pt(k.pt), slot.tx_ssrc) else {
+    let payload = match slot.map_pt(k.pt) {
+        Some((pt, false)) => Some((pt, k.payload.clone())),
+        Some((pt, true)) => k.red_primary.clone().map(|p| (pt, p)),
+        None => None,
+    };
+    let (Some((out_pt, payload)), Some(tx)) = (payload, slot.tx_ssrc) else {
         // It cannot go out, so it must not take a sequence number either: the subscriber
         // would wait for it, NACK it and never get it.
         slot.forwarder.skip(&k.meta);
@@ -285,7 +293,7 @@ fn forward_one(
             vp8,
         } => (seq, ts, switched, vp8),
     };
-    let mut write = RtpWrite::new(out_pt, seq.into(), ts, k.timestamp, k.payload.clone())
+    let mut write = RtpWrite::new(out_pt, seq.into(), ts, k.timestamp, payload)
         .marker(k.marker)
         .nackable(video)
         .ext_vals(k.ext.clone());
@@ -317,6 +325,14 @@ fn forward_one(
         None => out.reap = true,
     }
     Ok(switched)
+}
+
+/// The primary block of a RED payload, copied once per packet for every subscriber that
+/// takes the plain codec; `None` when the payload is not valid RED.
+fn red_primary(payload: &[u8]) -> Option<Arc<[u8]>> {
+    let blocks = str0m::rtp::RedDecoder::decode(payload).ok()?;
+    let primary = blocks.iter().find(|b| b.is_primary)?;
+    Some(Arc::from(primary.payload))
 }
 
 fn send_keyframe_request(

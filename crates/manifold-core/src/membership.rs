@@ -298,9 +298,17 @@ impl Shard {
             .iter()
             .filter_map(|theirs| {
                 let ours = config.match_params(*theirs)?;
-                remote_pts
-                    .contains(&ours.pt())
-                    .then(|| (theirs.pt(), ours.pt()))
+                remote_pts.contains(&ours.pt()).then_some((theirs, ours))
+            })
+            .flat_map(|(theirs, ours)| {
+                // Audio RED (RFC 2198) as the publisher sends it: forwarded as RED where
+                // this subscriber negotiated it, unwrapped to plain Opus where not.
+                // (str0m keeps a codec's RED PT only when both sides negotiated it.)
+                let red = theirs.red().map(|r| match ours.red() {
+                    Some(o) => (r, o, false),
+                    None => (r, ours.pt(), true),
+                });
+                std::iter::once((theirs.pt(), ours.pt(), false)).chain(red)
             })
             .collect();
         let slot = &mut p.slots[slot_index];

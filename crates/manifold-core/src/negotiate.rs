@@ -159,7 +159,8 @@ impl RtcFactory {
             .set_rtp_mode(true)
             .set_local_ice_credentials(creds)
             .clear_codecs()
-            .enable_opus(true, false)
+            // Opus with RED (RFC 2198, `red/48000/2`) where the client offers it.
+            .enable_opus(true, true)
             .enable_vp8(true)
             .enable_h264(true)
             .enable_vp9(true)

@@ -71,8 +71,9 @@ pub(crate) struct Slot {
     pub tx_ssrc: Option<Ssrc>,
     /// The track feeding it, if any.
     pub source: Option<TKey>,
-    /// Publisher PT → this subscriber's PT for the same codec.
-    pub pt_map: Vec<(Pt, Pt)>,
+    /// Publisher PT → this subscriber's PT for the same codec, and whether the payload must
+    /// be unwrapped on the way (RED to a subscriber that takes plain Opus only).
+    pub pt_map: Vec<(Pt, Pt, bool)>,
     pub forwarder: Forwarder,
     /// Video: the most the subscriber asked for (`set_video_quality`).
     pub quality: QualityRequest,
@@ -85,8 +86,13 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub fn map_pt(&self, pt: Pt) -> Option<Pt> {
-        self.pt_map.iter().find(|(i, _)| *i == pt).map(|(_, o)| *o)
+    /// The PT a publisher's packet of `pt` goes out with here, and whether its RED
+    /// payload is unwrapped to the primary block.
+    pub fn map_pt(&self, pt: Pt) -> Option<(Pt, bool)> {
+        self.pt_map
+            .iter()
+            .find(|(i, _, _)| *i == pt)
+            .map(|(_, o, unwrap)| (*o, *unwrap))
     }
 }
 

@@ -34,6 +34,8 @@ pub(crate) struct PtInfo {
     pub clock_rate: u32,
     /// Set for video codecs whose keyframes we can recognise.
     pub video: Option<VideoCodec>,
+    /// A RED (RFC 2198) payload type: the PT of the codec it carries.
+    pub red_of: Option<Pt>,
 }
 
 /// Keyframe requests to one source, coalesced: at most one per interval, and one pending
@@ -77,6 +79,9 @@ pub(crate) struct Kept {
     pub meta: PacketMeta,
     /// str0m's view of a VP8 descriptor, to patch the rewritten numbers in on the way out.
     pub vp8: Option<str0m::rtp::Vp8Descriptor>,
+    /// A RED packet's primary block, for subscribers that take the plain codec (`None`: not
+    /// RED, or not decodable).
+    pub red_primary: Option<Arc<[u8]>>,
     pub pt: Pt,
     pub marker: bool,
     /// When it arrived.
@@ -157,13 +162,20 @@ impl Track {
     ) -> Self {
         let pts = params
             .iter()
-            .map(|p| {
+            .flat_map(|p| {
                 let spec = p.spec();
-                PtInfo {
+                let plain = PtInfo {
                     pt: p.pt(),
                     clock_rate: spec.clock_rate.get(),
                     video: video_codec(spec.codec),
-                }
+                    red_of: None,
+                };
+                let red = p.red().map(|pt| PtInfo {
+                    pt,
+                    red_of: Some(p.pt()),
+                    ..plain
+                });
+                std::iter::once(plain).chain(red)
             })
             .collect();
         let max = usize::from(manifold_api::protocol::MAX_LAYERS);

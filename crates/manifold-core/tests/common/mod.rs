@@ -37,7 +37,9 @@ use manifold_core::str0m::change::{SdpAnswer, SdpPendingOffer};
 use manifold_core::str0m::format::Codec;
 use manifold_core::str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use manifold_core::str0m::net::{Protocol, Receive};
-use manifold_core::str0m::rtp::{ExtensionValues, RawPacket, RtpWrite, Ssrc};
+use manifold_core::str0m::rtp::{
+    ExtensionValues, RawPacket, RedEncoder, RedundantBlock, RtpWrite, Ssrc,
+};
 use manifold_core::str0m::{Candidate, Event, Input as RtcInput, Output as RtcOutput};
 use manifold_core::str0m::{Rtc, RtcConfig};
 use manifold_core::{
@@ -189,6 +191,8 @@ pub struct MediaConfig {
     pub audio_payload: usize,
     /// The RFC 6464 audio level its audio packets carry (`-dBov`, 0 loudest), if any.
     pub audio_level: Option<i8>,
+    /// Send audio as RED (RFC 2198, one redundant block) when RED was negotiated.
+    pub red: bool,
     /// WHIP publishers: offer video with this many simulcast layers (`q`, `h`, `f`; 0 or
     /// 1: none). Room members ask for layers when they publish (`publish_layers`).
     pub simulcast: u8,
@@ -206,6 +210,7 @@ impl Default for MediaConfig {
             video_payload: 1000,
             audio_payload: 80,
             audio_level: None,
+            red: false,
             simulcast: 0,
         }
     }
@@ -414,6 +419,10 @@ struct OutStream {
     mid: Mid,
     ssrc: Ssrc,
     pt: Pt,
+    /// The RED payload type wrapping `pt`, if negotiated.
+    red: Option<Pt>,
+    /// The last payload sent (RED's redundant block).
+    last_payload: Vec<u8>,
     seq: u64,
     ts: u32,
     counter: u64,
@@ -1313,7 +1322,25 @@ impl Harness {
             }
             .write(&mut payload);
             let level = p.config.audio_level;
-            let write = RtpWrite::new(s.pt, s.seq.into(), s.ts, now, payload)
+            let (pt, payload) = match s.red.filter(|_| p.config.red) {
+                Some(red) => {
+                    // The previous packet rides along as the redundant block.
+                    let previous = std::mem::replace(&mut s.last_payload, payload.clone());
+                    let block = RedundantBlock {
+                        pt: *s.pt,
+                        timestamp_offset: AUDIO_TICKS_PER_PACKET,
+                        payload: previous,
+                    };
+                    let blocks = if block.payload.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![block]
+                    };
+                    (red, RedEncoder::encode(*s.pt, &payload, &blocks))
+                }
+                None => (s.pt, payload),
+            };
+            let write = RtpWrite::new(pt, s.seq.into(), s.ts, now, payload)
                 .nackable(false)
                 .ext_vals(ExtensionValues {
                     audio_level: level,
@@ -1571,17 +1598,21 @@ fn out_stream(
 ) -> Option<OutStream> {
     let mid = mids.iter().find(|(_, k)| *k == kind)?.0;
     let remote_pts = rtc.media(mid)?.remote_pts().to_vec();
-    let pt = rtc
+    let params = *rtc
         .codec_config()
         .params()
         .iter()
-        .find(|p| p.spec().codec == codec && remote_pts.contains(&p.pt()))?
-        .pt();
+        .find(|p| p.spec().codec == codec && remote_pts.contains(&p.pt()))?;
+    let pt = params.pt();
+    // str0m keeps a codec's RED PT only when both sides negotiated it.
+    let red = params.red();
     let ssrc = rtc.direct_api().stream_tx_by_mid(mid, None)?.ssrc();
     Some(OutStream {
         mid,
         ssrc,
         pt,
+        red,
+        last_payload: Vec::new(),
         seq: 1000,
         ts: 50_000,
         counter: 0,

@@ -86,6 +86,8 @@ pub(super) fn layers(rtc: &mut Rtc, mids: &[(Mid, MediaKind)]) -> Vec<SimLayer> 
                 mid,
                 ssrc,
                 pt,
+                red: None,
+                last_payload: Vec::new(),
                 seq: 1000 + 10_000 * i as u64,
                 ts: 50_000 + 1_000_000 * i as u32,
                 counter: 0,
