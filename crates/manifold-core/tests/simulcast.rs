@@ -451,3 +451,29 @@ fn the_loudest_microphones_are_the_room_s_speakers() {
     );
     assert!(events.len() <= 4, "{} events", events.len());
 }
+
+#[test]
+fn an_encoder_restart_under_new_ssrcs_keeps_the_subscriber_on_its_layer() {
+    let (mut h, publisher, subs, _) = room(98, &[Link::capped(5_000_000)]);
+    let v = subs[0];
+    assert!(h.run_until(Duration::from_secs(20), |h| {
+        switched_to(h, v, HIGH).is_some_and(|t| h.elapsed() - t > Duration::from_secs(1))
+    }));
+    let before = h.clients[v].received_of(MediaKind::Video).len();
+    let restarted = h.elapsed();
+    h.restart_encoder(publisher, 1);
+    h.run_for(Duration::from_secs(3));
+    let after = layers_between(&h, v, restarted + Duration::from_secs(1), h.elapsed());
+    assert!(
+        after[2] > 0 && after[0] + after[1] == 0,
+        "still the high layer: {after:?}"
+    );
+    assert!(h.clients[v].received_of(MediaKind::Video).len() > before + 100);
+    // The new SSRCs took over (no stray drops), and the subscriber saw one stream.
+    assert_eq!(h.stats().drops_for("unknown_ssrc"), 0, "{:?}", h.stats());
+    let check = check_stream(&h.clients[v], MediaKind::Video);
+    assert_eq!(check.ssrcs.len(), 1);
+    let (from, _) = final_run(&h, v, HIGH).expect("the high layer");
+    let surprises = decoder_surprises(&h, v, from);
+    assert!(surprises.is_empty(), "{surprises:?}");
+}

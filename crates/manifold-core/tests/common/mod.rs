@@ -1516,6 +1516,13 @@ impl Harness {
         }
     }
 
+    /// Publisher `idx`'s simulcast encoder restarts under new SSRCs.
+    pub fn restart_encoder(&mut self, idx: usize, seed: u32) {
+        let c = &mut self.clients[idx];
+        let p = c.publisher.as_mut().expect("a publisher");
+        simulcast::restart(&mut c.rtc, &mut p.layers, seed);
+    }
+
     pub fn pause_media(&mut self, idx: usize, paused: bool) {
         let now = self.now;
         let p = self.clients[idx].publisher_mut();

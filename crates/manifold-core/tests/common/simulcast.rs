@@ -169,7 +169,10 @@ pub(super) fn write_frame(
             let write = RtpWrite::new(s.pt, s.seq.into(), s.ts, now, payload)
                 .marker(index + 1 == packets)
                 .nackable(true);
-            if let Some(tx) = rtc.direct_api().stream_tx(&s.ssrc) {
+            // By mid and RID: after `reset_stream_tx` str0m still files the stream under
+            // its first SSRC.
+            let rid = l.rid.as_str().into();
+            if let Some(tx) = rtc.direct_api().stream_tx_by_mid(s.mid, Some(rid)) {
                 tx.write_rtp(write);
             }
             sent.push(Sent {
@@ -186,6 +189,25 @@ pub(super) fn write_frame(
         l.stream.ts = l.stream.ts.wrapping_add(super::VIDEO_TICKS_PER_FRAME);
         l.pid = (l.pid + 1) & 0x7fff;
         l.frame += 1;
+    }
+}
+
+/// The encoder restarts: every layer continues under a new SSRC with new sequence numbers
+/// and timestamps, starting with a keyframe, as a browser does after `replaceTrack` or a
+/// crash of its encoder.
+pub(super) fn restart(rtc: &mut Rtc, layers: &mut [SimLayer], seed: u32) {
+    for (i, l) in layers.iter_mut().enumerate() {
+        let ssrc = (0x5000_0000 + seed * 16 + i as u32).into();
+        let rtx = (0x6000_0000 + seed * 16 + i as u32).into();
+        let rid = l.rid.as_str().into();
+        rtc.direct_api()
+            .reset_stream_tx(l.stream.mid, Some(rid), ssrc, Some(rtx))
+            .expect("the layer's send stream");
+        l.stream.ssrc = ssrc;
+        l.stream.seq = 40_000 + 1000 * i as u64;
+        l.stream.ts = 7_000_000 + 100_000 * i as u32;
+        l.pid = 20_000 + 10 * i as u16;
+        l.keyframe_due = true;
     }
 }
 
