@@ -62,7 +62,9 @@ impl Shard {
                 }
             }
         }
-        track.layers[usize::from(li)].last_packet_at = Some(now);
+        let layer = &mut track.layers[usize::from(li)];
+        layer.last_packet_at = Some(now);
+        layer.ever_flowed = true;
         track.last_packet_at = Some(now);
         if track.label.muted {
             // Muted is muted on the server too: nothing of it reaches anyone.

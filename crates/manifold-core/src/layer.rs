@@ -99,6 +99,8 @@ pub(crate) struct Layer {
     pub size: Option<(u16, u16)>,
     /// The publisher was told to pause it (dynacast); silence is expected.
     pub paused: bool,
+    /// It has carried media at some point: a layer only paused by us can be resumed.
+    pub ever_flowed: bool,
 }
 
 impl Layer {
@@ -112,16 +114,18 @@ impl Layer {
             meter: RateMeter::default(),
             size: None,
             paused: false,
+            ever_flowed: false,
         }
     }
 
     /// Can a subscriber be moved to this layer? It is flowing, or only paused by us and so
-    /// resumes on demand.
+    /// resumes on demand (even when it was paused before it could be measured: its cost is
+    /// then assumed by rank).
     pub fn available(&self, now: Instant) -> bool {
         let flowing = self
             .last_packet_at
             .is_some_and(|t| now.saturating_duration_since(t) < LAYER_SILENCE);
-        flowing || (self.paused && self.meter.last_active_bps > 0)
+        flowing || (self.paused && self.ever_flowed)
     }
 
     /// What forwarding it costs, bits per second: the measured rate, or the last one seen

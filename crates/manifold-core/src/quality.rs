@@ -268,6 +268,16 @@ impl Shard {
                     _ => false,
                 };
                 let congested = down && choice.is_some_and(|to| to + 1 < w.choices);
+                tracing::debug!(
+                    participant = %p.id,
+                    from = ?f.target(),
+                    to = ?layer,
+                    congested,
+                    estimate = ?p.estimate,
+                    ceiling = ?p.loss_ceiling.bps,
+                    costs = ?&w.costs[..usize::from(w.choices)],
+                    "layer target"
+                );
                 f.set_target(layer, congested);
                 if congested && let Some(ssrc) = p.slots[c.slot].tx_ssrc {
                     flush.push(ssrc);
