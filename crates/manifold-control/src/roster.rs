@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use manifold_api::protocol::{ParticipantInfo, ServerMessage, TrackInfo};
+use manifold_api::protocol::{ParticipantInfo, ServerMessage, Speaker, TrackInfo};
 use manifold_api::{ParticipantId, RoomName, TrackId};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -82,6 +82,9 @@ pub struct Member {
 pub struct Roster {
     members: HashMap<ParticipantId, Member>,
     rooms: HashMap<RoomName, Vec<ParticipantId>>,
+    /// Each room's speakers as last reported (rooms where someone speaks only), for members
+    /// that join or come back while they speak.
+    speakers: HashMap<RoomName, Vec<Speaker>>,
 }
 
 impl Roster {
@@ -99,9 +102,24 @@ impl Roster {
             list.retain(|p| *p != id);
             if list.is_empty() {
                 self.rooms.remove(&m.room);
+                self.speakers.remove(&m.room);
             }
         }
         Some(m)
+    }
+
+    /// The room's speakers changed.
+    pub fn set_speakers(&mut self, room: &RoomName, speakers: &[Speaker]) {
+        if speakers.is_empty() || !self.rooms.contains_key(room) {
+            self.speakers.remove(room);
+        } else {
+            self.speakers.insert(room.clone(), speakers.to_vec());
+        }
+    }
+
+    /// Who speaks in the room now, if anyone.
+    pub fn speakers(&self, room: &RoomName) -> Option<&[Speaker]> {
+        self.speakers.get(room).map(Vec::as_slice)
     }
 
     /// A member.

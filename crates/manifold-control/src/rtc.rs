@@ -818,7 +818,18 @@ impl Conn {
             sdp,
             mids,
         });
+        self.tell_speakers(&state, &room);
         Ok(Flow::Continue)
+    }
+
+    /// Someone arriving (or coming back) while others speak hears who does: the room is
+    /// told only of changes.
+    fn tell_speakers(&self, state: &AppState, room: &RoomName) {
+        if let Some(speakers) = state.roster().speakers(room) {
+            self.reply(ServerMessage::SpeakersChanged {
+                speakers: speakers.to_vec(),
+            });
+        }
     }
 
     async fn start_session(
@@ -886,6 +897,7 @@ impl Conn {
         });
         // An offer the client may have missed while away is sent again.
         let _ = state.tell(worker, Command::Resync { participant });
+        self.tell_speakers(&state, &room);
         Ok(Flow::Continue)
     }
 }

@@ -304,11 +304,11 @@ impl AppState {
                 } => self
                     .roster()
                     .send(participant, ServerMessage::Dynacast { track, active }),
-                CoreEvent::SpeakersChanged { room, speakers } => self.roster().broadcast(
-                    &room,
-                    None,
-                    &ServerMessage::SpeakersChanged { speakers },
-                ),
+                CoreEvent::SpeakersChanged { room, speakers } => {
+                    let mut roster = self.roster();
+                    roster.set_speakers(&room, &speakers);
+                    roster.broadcast(&room, None, &ServerMessage::SpeakersChanged { speakers });
+                }
                 _ => {}
             }
         }

@@ -413,7 +413,15 @@ impl Shard {
                 // A WHIP client cannot be told: it sends every layer.
                 continue;
             }
+            // The lowest layer always stays; so does a layer that has not sent anything yet
+            // (a browser starts its upper layers as its own uplink estimate grows): pausing
+            // it saves nothing, and it could never show that it is there.
             let mut needed = 1u8 << t.order[0];
+            for (i, l) in t.layers.iter().enumerate() {
+                if !l.ever_flowed {
+                    needed |= 1 << i;
+                }
+            }
             for s in &t.subscribers {
                 let Some(p) = self.participants.get(s.participant) else {
                     continue;

@@ -477,3 +477,36 @@ fn an_encoder_restart_under_new_ssrcs_keeps_the_subscriber_on_its_layer() {
     let surprises = decoder_surprises(&h, v, from);
     assert!(surprises.is_empty(), "{surprises:?}");
 }
+
+#[test]
+fn a_layer_that_starts_late_is_not_paused_before_it_could_be_used() {
+    let mut h = Harness::new(config(), 99);
+    // As a browser whose own uplink estimate is still low: only the lowest layer at first.
+    let late = common::MediaConfig {
+        late_layers: true,
+        ..Default::default()
+    };
+    let publisher = h.add(ClientSpec::room("alice", "room").media(late));
+    let viewer = h.add(ClientSpec::room("bob", "room").downlink(Link::capped(5_000_000)));
+    h.connect(&[publisher, viewer], Duration::from_secs(5));
+    assert_eq!(
+        h.publish_layers(publisher, MediaKind::Video, "cam", 3),
+        Ok(ReplyValue::Done)
+    );
+    h.run_for(Duration::from_secs(6));
+    let alice = h.clients[publisher].id;
+    let paused_by_dynacast = h
+        .events_where(|e| matches!(e, CoreEvent::Dynacast { participant, .. } if *participant == alice))
+        .into_iter()
+        .any(|e| matches!(e, CoreEvent::Dynacast { active, .. } if !active.contains(&"f".to_owned())));
+    // The viewer was on the only layer there was; the silent ones were left alone.
+    assert!(!paused_by_dynacast, "a layer that never sent was paused");
+    // The upper layers start: the viewer climbs to the top.
+    let started = h.elapsed();
+    h.pause_layer(publisher, "h", false);
+    h.pause_layer(publisher, "f", false);
+    let up = h.run_until(Duration::from_secs(15), |h| {
+        switched_to(h, viewer, HIGH).is_some_and(|t| t > started)
+    });
+    assert!(up, "{:?}", layers_between(&h, viewer, started, h.elapsed()));
+}

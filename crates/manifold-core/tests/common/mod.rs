@@ -193,6 +193,9 @@ pub struct MediaConfig {
     pub audio_level: Option<i8>,
     /// Send audio as RED (RFC 2198, one redundant block) when RED was negotiated.
     pub red: bool,
+    /// Simulcast: only the lowest layer starts sending (`Harness::pause_layer` starts the
+    /// others).
+    pub late_layers: bool,
     /// WHIP publishers: offer video with this many simulcast layers (`q`, `h`, `f`; 0 or
     /// 1: none). Room members ask for layers when they publish (`publish_layers`).
     pub simulcast: u8,
@@ -211,6 +214,7 @@ impl Default for MediaConfig {
             audio_payload: 80,
             audio_level: None,
             red: false,
+            late_layers: false,
             simulcast: 0,
         }
     }
@@ -814,7 +818,7 @@ impl Harness {
                 .then(|| out_stream(&mut rtc, &mids, MediaKind::Audio, Codec::Opus))
                 .flatten();
             let layers = if media.video {
-                simulcast::layers(&mut rtc, &mids)
+                simulcast::layers(&mut rtc, &mids, media.late_layers)
             } else {
                 Vec::new()
             };

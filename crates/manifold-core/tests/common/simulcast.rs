@@ -47,7 +47,9 @@ fn shape(i: usize) -> (u16, u16, usize, usize) {
 }
 
 /// The layers of the video m-line among `mids`, if it was negotiated with simulcast.
-pub(super) fn layers(rtc: &mut Rtc, mids: &[(Mid, MediaKind)]) -> Vec<SimLayer> {
+/// With `late`, only the lowest layer starts: the others wait for `Harness::pause_layer`,
+/// as a browser's upper layers wait for its uplink estimate.
+pub(super) fn layers(rtc: &mut Rtc, mids: &[(Mid, MediaKind)], late: bool) -> Vec<SimLayer> {
     let Some(mid) = mids
         .iter()
         .find(|(_, k)| *k == MediaKind::Video)
@@ -101,7 +103,7 @@ pub(super) fn layers(rtc: &mut Rtc, mids: &[(Mid, MediaKind)]) -> Vec<SimLayer> 
             frame: 0,
             keyframe_due: true,
             last_keyframe: None,
-            paused: false,
+            paused: late && i > 0,
         });
     }
     out
