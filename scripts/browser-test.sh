@@ -26,6 +26,9 @@ for t in tests/browser/*.test.mjs; do
   echo "--- $t against $url"
   MANIFOLD_URL="$url" node "$t" || status=1
 done
+# The WHIP page again, publishing three simulcast layers.
+echo "--- tests/browser/whip-whep.test.mjs with simulcast against $url"
+MANIFOLD_WHIP_SIMULCAST=1 MANIFOLD_URL="$url" node tests/browser/whip-whep.test.mjs || status=1
 if [ $status != 0 ]; then
   echo "--- server log" >&2
   cat "$log" >&2

@@ -6,8 +6,10 @@
  *
  *   MANIFOLD_URL=http://127.0.0.1:18080 node whip-whep.test.mjs
  *
- * MANIFOLD_TOKEN, if set, is passed to both pages. Uses Debian's /usr/bin/chromium
- * (CHROMIUM overrides it); never downloads a browser. Exit code 0 means pass.
+ * MANIFOLD_TOKEN, if set, is passed to both pages; MANIFOLD_WHIP_SIMULCAST=1 makes the
+ * publisher offer its video in three simulcast layers (`whip.html?simulcast=1`). Uses
+ * Debian's /usr/bin/chromium (CHROMIUM overrides it); never downloads a browser. Exit
+ * code 0 means pass.
  */
 
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -28,6 +30,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const artifacts = join(here, 'artifacts');
 const base = (process.env.MANIFOLD_URL ?? '').replace(/\/+$/, '');
 const token = process.env.MANIFOLD_TOKEN ?? '';
+const simulcast = process.env.MANIFOLD_WHIP_SIMULCAST === '1';
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
 /** A failed expectation: printed as is, without a stack. */
@@ -85,7 +88,7 @@ async function run() {
     if (token) params.set('token', token);
     return params;
   };
-  console.log(`server ${base}, room ${room}, browser ${executablePath}`);
+  console.log(`server ${base}, room ${room}, browser ${executablePath}${simulcast ? ', simulcast publisher' : ''}`);
 
   await mkdir(artifacts, { recursive: true });
   state.userDataDir = await mkdtemp(join(tmpdir(), 'manifold-chromium-'));
@@ -96,7 +99,7 @@ async function run() {
     viewport: { width: 1100, height: 900 },
   });
 
-  state.publisher = await openPage('whip', `${base}/whip.html?${query({})}`);
+  state.publisher = await openPage('whip', `${base}/whip.html?${query(simulcast ? { simulcast: '1' } : {})}`);
   const published = await waitForStats(
     state.publisher,
     'publisher',

@@ -1,6 +1,7 @@
 /**
  * The room screen: connects a Room's events to the stage, the chat panel and the
- * control bar.
+ * control bar, and asks for each camera received the quality its tile's menu says
+ * (`auto` by default: what the tile's size needs).
  * @module app/room-view
  */
 
@@ -15,6 +16,7 @@ import { $, copyText, h, toast } from './util.js';
 /** @typedef {import('../sdk/manifold.js').RemoteTrack} RemoteTrack */
 /** @typedef {import('../sdk/manifold.js').RemoteParticipant} RemoteParticipant */
 /** @typedef {import('../sdk/manifold.js').ConnectionState} ConnectionState */
+/** @typedef {import('../sdk/manifold.js').VideoQuality} VideoQuality */
 
 /**
  * @typedef {object} InitialMedia
@@ -47,6 +49,8 @@ export class RoomView {
   #audio = new Map();
   /** @type {Set<string>} buttons with an operation in flight */
   #busy = new Set();
+  /** @type {Map<string, VideoQuality>} participant id → quality of their camera, if not auto */
+  #qualities = new Map();
   /** @type {(reason: string, message: string) => void} */
   #onExit;
 
@@ -57,7 +61,9 @@ export class RoomView {
   constructor(room, { onExit }) {
     this.room = room;
     this.#onExit = onExit;
-    this.#stage = new Stage($('#stage'));
+    this.#stage = new Stage($('#stage'), {
+      onQuality: (participantId, quality) => this.#chooseQuality(participantId, /** @type {VideoQuality} */ (quality)),
+    });
     this.#chat = new ChatPanel($('#chat-panel'), {
       send: (text, to) => this.#sendChat(text, to),
       onUnread: (count) => {
@@ -162,6 +168,37 @@ export class RoomView {
   }
 
   // ---------------------------------------------------------------------------------
+
+  /**
+   * The quality menu on a participant's tile changed.
+   * @param {string} participantId
+   * @param {VideoQuality} quality
+   */
+  #chooseQuality(participantId, quality) {
+    if (quality === 'auto') this.#qualities.delete(participantId);
+    else this.#qualities.set(participantId, quality);
+    // The video on the tile: the camera, or another video that is not a screen share.
+    const participant = this.room.participants.get(participantId);
+    const videos = [...participant?.tracks.values() ?? []].filter((t) => t.kind === 'video' && t.source !== 'screen' && t.subscribed);
+    const shown = videos.find((t) => t.source === 'camera') ?? videos[0];
+    if (shown) this.#askQuality(participantId, shown, { explicit: true });
+  }
+
+  /**
+   * Asks for a participant's camera in the quality its tile's menu says.
+   * @param {string} participantId
+   * @param {RemoteTrack} track
+   * @param {{explicit?: boolean}} [options] `explicit`: chosen by the user, so a refusal is shown.
+   */
+  #askQuality(participantId, track, { explicit = false } = {}) {
+    const quality = this.#qualities.get(participantId) ?? 'auto';
+    const element = this.#stage.videoElement(participantId);
+    const options = quality === 'auto' && element ? { element } : undefined;
+    this.room.setVideoQuality(track.id, quality === 'auto' && !element ? 'high' : quality, options).catch((error) => {
+      console.warn('manifold: video quality', quality, errorText(error));
+      if (explicit) toast(`Could not change the video quality: ${errorText(error)}`, { kind: 'error' });
+    });
+  }
 
   /** @param {LocalTrack} screen */
   #showScreen(screen) {
@@ -268,7 +305,7 @@ export class RoomView {
     /** @type {(() => void)[]} */
     const offs = [
       room.on('participantJoined', ({ participant }) => {
-        this.#stage.upsertParticipant(participant);
+        this.#stage.upsertParticipant(participant, { quality: this.#qualities.get(participant.id) });
         this.#refreshMic(participant);
         this.#refreshPeople();
         this.#chat.notice(`${participant.name} joined`);
@@ -276,6 +313,7 @@ export class RoomView {
       }),
       room.on('participantLeft', ({ participant, reason }) => {
         this.#stage.removeParticipant(participant.id);
+        this.#qualities.delete(participant.id);
         this.#refreshPeople();
         const why = reason === 'timeout' ? ' (connection lost)' : '';
         this.#chat.notice(`${participant.name} left${why}`);
@@ -308,6 +346,8 @@ export class RoomView {
         } else {
           this.#stage.setVideo(participant.id, mediaStreamTrack);
           this.#stage.setVideoMuted(participant.id, track.muted);
+          this.#stage.setPaused({ participantId: participant.id }, track.streamState === 'paused');
+          this.#askQuality(participant.id, track);
         }
       }),
       room.on('trackUnsubscribed', ({ participant, track, mediaStreamTrack }) => {
@@ -316,6 +356,7 @@ export class RoomView {
         } else if (track.source === 'screen') {
           this.#stage.removeScreen(track.id);
         } else if (participant) {
+          this.#stage.setPaused({ participantId: participant.id }, false);
           // Only if it is still the one shown (a newer camera may have taken its place).
           const tile = document.querySelector(`[data-testid="tile"][data-participant="${participant.id}"] video`);
           const shown = /** @type {HTMLVideoElement | null} */ (tile)?.srcObject;
@@ -337,6 +378,12 @@ export class RoomView {
         }
         this.#renderLocal();
       }),
+      room.on('streamStateChanged', ({ participant, track, state }) => {
+        const paused = state === 'paused';
+        if (track.source === 'screen') this.#stage.setPaused({ screen: track.id }, paused);
+        else if (participant) this.#stage.setPaused({ participantId: participant.id }, paused);
+      }),
+      room.on('activeSpeakersChanged', ({ activeSpeakers }) => this.#stage.setSpeaking(activeSpeakers)),
       room.on('chat', (message) => this.#chat.add(message, room.localParticipant.id)),
       room.on('connectionStateChanged', ({ state }) => this.#renderState(state)),
       room.on('reconnecting', ({ cause }) => {
@@ -370,7 +417,10 @@ export class RoomView {
         if (track.subscribed && track.mediaStreamTrack) {
           if (track.kind === 'audio') this.#playAudio(track.id, track.mediaStreamTrack);
           else if (track.source === 'screen') this.#stage.addScreen(track.id, participant, track.mediaStreamTrack);
-          else this.#stage.setVideo(participant.id, track.mediaStreamTrack);
+          else {
+            this.#stage.setVideo(participant.id, track.mediaStreamTrack);
+            this.#askQuality(participant.id, track);
+          }
         }
       }
     }
@@ -379,6 +429,7 @@ export class RoomView {
     this.#renderState(this.room.connectionState);
     this.#refreshPeople();
     this.#renderLocal();
+    this.#stage.setSpeaking(this.room.activeSpeakers);
   }
 
   /** Updates the control bar and the local tile from our own tracks. */

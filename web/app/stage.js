@@ -2,6 +2,8 @@
  * The stage: one tile per participant (video, or an avatar with initials), plus one tile
  * per screen share. Without screen shares the tiles fill the stage in the largest grid
  * that fits; with one, the shares take the spotlight and the people move to a strip.
+ * Tiles also show who is speaking, a video paused for lack of bandwidth, and, on others'
+ * cameras, a menu for the quality to receive.
  * @module app/stage
  */
 
@@ -11,13 +13,28 @@ import { h, hue, initials } from './util.js';
 const ASPECT = 16 / 9;
 const GAP = 12;
 
+/** The quality menu's choices, as `Room.setVideoQuality` takes them. */
+const QUALITY_CHOICES = [
+  ['auto', 'Auto'],
+  ['high', 'High'],
+  ['medium', 'Medium'],
+  ['low', 'Low'],
+];
+
 /**
  * @typedef {object} TileState
  * @property {HTMLElement} element
  * @property {HTMLVideoElement} video
  * @property {MediaStreamTrack | null} track
  * @property {boolean} videoMuted The publisher muted the video.
+ * @property {HTMLSelectElement | null} quality The quality menu (others' cameras only).
  * @property {() => void} detach Removes the track listeners.
+ */
+
+/**
+ * @typedef {object} StageOptions
+ * @property {(participantId: string, quality: string) => void} onQuality The quality menu
+ *   of a participant's tile was changed.
  */
 
 export class Stage {
@@ -28,10 +45,16 @@ export class Stage {
   #root;
   #spotlight;
   #strip;
+  /** @type {StageOptions} */
+  #options;
 
-  /** @param {HTMLElement} root */
-  constructor(root) {
+  /**
+   * @param {HTMLElement} root
+   * @param {StageOptions} options
+   */
+  constructor(root, options) {
     this.#root = root;
+    this.#options = options;
     this.#spotlight = h('div', { class: 'spotlight', 'data-testid': 'spotlight' });
     this.#strip = h('div', { class: 'tiles', 'data-testid': 'tiles' });
     root.replaceChildren(this.#spotlight, this.#strip);
@@ -46,12 +69,15 @@ export class Stage {
   /**
    * Adds a participant's tile, or renames it.
    * @param {{id: string, name: string, identity: string}} participant
-   * @param {{local?: boolean}} [options]
+   * @param {{local?: boolean, quality?: string}} [options] `quality`: what the tile's
+   *   quality menu shows at first (others' tiles only).
    */
-  upsertParticipant(participant, { local = false } = {}) {
+  upsertParticipant(participant, { local = false, quality = 'auto' } = {}) {
     let tile = this.#people.get(participant.id);
     if (!tile) {
-      tile = createTile({ testid: 'tile', participantId: participant.id, local, screen: false });
+      const onQuality = local ? null : (/** @type {string} */ value) => this.#options.onQuality(participant.id, value);
+      tile = createTile({ testid: 'tile', participantId: participant.id, local, screen: false, onQuality });
+      if (tile.quality) tile.quality.value = quality;
       this.#people.set(participant.id, tile);
       // The local tile goes first; others in join order.
       if (local) this.#strip.prepend(tile.element);
@@ -110,6 +136,43 @@ export class Stage {
   }
 
   /**
+   * The element a participant's camera is shown in (its size is what `auto` quality
+   * follows).
+   * @param {string} participantId
+   * @returns {HTMLVideoElement | null}
+   */
+  videoElement(participantId) {
+    return this.#people.get(participantId)?.video ?? null;
+  }
+
+  /**
+   * Marks the tiles of who is speaking (class `speaking`, `data-speaking="true"`).
+   * @param {Iterable<string>} participantIds
+   */
+  setSpeaking(participantIds) {
+    const speaking = new Set(participantIds);
+    for (const [id, tile] of this.#people) {
+      const on = speaking.has(id);
+      tile.element.classList.toggle('speaking', on);
+      if (on) tile.element.dataset.speaking = 'true';
+      else delete tile.element.dataset.speaking;
+    }
+  }
+
+  /**
+   * Shows or hides the "paused: low bandwidth" badge on a participant's tile, or on a
+   * screen share's (`screen`: its key).
+   * @param {{participantId?: string, screen?: string}} which
+   * @param {boolean} paused
+   */
+  setPaused({ participantId, screen }, paused) {
+    const tile = screen !== undefined ? this.#screens.get(screen) : this.#people.get(participantId ?? '');
+    if (!tile) return;
+    /** @type {HTMLElement} */ (tile.element.querySelector('[data-testid="paused"]')).hidden = !paused;
+    tile.element.classList.toggle('paused', paused);
+  }
+
+  /**
    * Adds a screen share tile to the spotlight.
    * @param {string} key Unique per share (the track id).
    * @param {{id: string, name: string, identity: string}} participant
@@ -119,7 +182,7 @@ export class Stage {
   addScreen(key, participant, track, { local = false } = {}) {
     let tile = this.#screens.get(key);
     if (!tile) {
-      tile = createTile({ testid: 'screen-tile', participantId: participant.id, local, screen: true });
+      tile = createTile({ testid: 'screen-tile', participantId: participant.id, local, screen: true, onQuality: null });
       tile.element.dataset.track = key;
       this.#screens.set(key, tile);
       this.#spotlight.append(tile.element);
@@ -204,23 +267,44 @@ function fit(container, width, height, count) {
 }
 
 /**
- * @param {{testid: string, participantId: string, local: boolean, screen: boolean}} options
+ * @param {{testid: string, participantId: string, local: boolean, screen: boolean,
+ *   onQuality: ((quality: string) => void) | null}} options With `onQuality`, the tile
+ *   gets a quality menu.
  * @returns {TileState}
  */
-function createTile({ testid, participantId, local, screen }) {
+function createTile({ testid, participantId, local, screen, onQuality }) {
   const video = /** @type {HTMLVideoElement} */ (h('video', { autoplay: true, playsinline: true }));
   video.muted = true; // Sound plays through separate audio elements.
   const avatar = h('div', { class: 'avatar' }, [h('span', { class: 'avatar-initials' })]);
   const mic = h('span', { class: 'tile-mic', 'data-testid': 'muted', title: 'Microphone off', hidden: true });
   mic.innerHTML = icon('micOff', { size: 16, label: 'Microphone off' });
   const label = h('div', { class: 'tile-label' }, [mic, h('span', { class: 'tile-name' })]);
+  const paused = h('span', {
+    class: 'tile-badge',
+    'data-testid': 'paused',
+    title: 'The connection cannot carry this video right now',
+    hidden: true,
+  }, ['Paused: low bandwidth']);
+  /** @type {HTMLSelectElement | null} */
+  let quality = null;
+  if (onQuality) {
+    quality = /** @type {HTMLSelectElement} */ (h('select', {
+      class: 'tile-quality',
+      'data-testid': 'quality',
+      'aria-label': 'Video quality',
+      title: 'Video quality to receive (Auto: what this tile’s size needs)',
+      hidden: true,
+    }, QUALITY_CHOICES.map(([value, text]) => h('option', { value }, [text]))));
+    const menu = quality;
+    menu.addEventListener('change', () => onQuality(menu.value));
+  }
   const element = h('article', {
     class: `tile${screen ? ' tile-screen' : ''}${local ? ' tile-local' : ''}`,
     'data-testid': testid,
     'data-participant': participantId,
     'data-local': local ? 'true' : undefined,
-  }, [video, avatar, label]);
-  return { element, video, track: null, videoMuted: false, detach: () => {} };
+  }, [video, avatar, label, paused, ...(quality ? [quality] : [])]);
+  return { element, video, track: null, videoMuted: false, quality, detach: () => {} };
 }
 
 /**
@@ -278,4 +362,6 @@ function refresh(tile) {
   const track = tile.track;
   const showing = Boolean(track && track.readyState === 'live' && !track.muted && !tile.videoMuted);
   tile.element.classList.toggle('has-video', showing);
+  // A quality to choose while there is a camera to receive, shown or paused.
+  if (tile.quality) tile.quality.hidden = !track || tile.videoMuted;
 }

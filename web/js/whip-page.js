@@ -1,6 +1,6 @@
 /**
- * The publisher page: camera preview, Start and Stop, status and stats.
- * Tests drive it through `window.manifold` and `?autostart=1`.
+ * The publisher page: camera preview, Start and Stop, the simulcast choice, status and
+ * stats. Tests drive it through `window.manifold`, `?autostart=1` and `?simulcast=1`.
  */
 
 import { WhipPublisher, captureMedia, errorText, statsSummary } from '../sdk/manifold.js';
@@ -9,6 +9,7 @@ import { StatusLine, byId, input, query, showStats } from './ui.js';
 const form = /** @type {HTMLFormElement} */ (byId('controls'));
 const room = input('room');
 const token = input('token');
+const simulcast = input('simulcast');
 const startButton = /** @type {HTMLButtonElement} */ (byId('start'));
 const stopButton = /** @type {HTMLButtonElement} */ (byId('stop'));
 const preview = /** @type {HTMLVideoElement} */ (byId('preview'));
@@ -18,6 +19,7 @@ const statsLine = byId('stats');
 
 room.value = query.get('room') || 'demo';
 token.value = query.get('token') || '';
+simulcast.checked = query.get('simulcast') === '1';
 
 /** @type {WhipPublisher | null} */
 let publisher = null;
@@ -48,6 +50,7 @@ function setRunning(running) {
   stopButton.disabled = !running;
   room.disabled = running;
   token.disabled = running;
+  simulcast.disabled = running;
 }
 
 async function start() {
@@ -58,7 +61,9 @@ async function start() {
   publisher = session;
   session.addEventListener('statechange', () => {
     if (publisher !== session) return;
-    if (session.state === 'connected') status.set('live', `Publishing to room “${roomName}”.`);
+    if (session.state === 'connected') {
+      status.set('live', `Publishing to room “${roomName}”${simulcast.checked ? ' in three layers' : ''}.`);
+    }
     else if (session.state === 'disconnected') status.set('busy', 'Connection interrupted, waiting for it to recover…');
     else if (session.state === 'failed') status.set('error', 'Connection to the server was lost.');
   });
@@ -72,7 +77,7 @@ async function start() {
     preview.srcObject = camera;
     status.set('busy', `Connecting to room “${roomName}”…`);
     stopStats = showStats(statsLine, () => window.manifold.stats(), 'publisher');
-    await session.publish(camera);
+    await session.publish(camera, { simulcast: simulcast.checked });
   } catch (error) {
     if (publisher !== session) return;
     await stop();

@@ -12,6 +12,7 @@
 /** @typedef {import('./tracks.js').Participant<LocalTrack>} LocalParticipant */
 /** @typedef {import('./chat.js').ChatMessage} ChatMessage */
 /** @typedef {import('./errors.js').ManifoldError} ManifoldError */
+/** @typedef {import('./speakers.js').ActiveSpeaker} ActiveSpeaker */
 /** @typedef {'connecting' | 'connected' | 'reconnecting' | 'disconnected'} ConnectionState */
 
 /**
@@ -27,6 +28,11 @@
  * @property {{participant: RemoteParticipant | LocalParticipant, track: RemoteTrack | LocalTrack, muted: boolean}} trackMuted
  * @property {{track: LocalTrack}} localTrackPublished
  * @property {{track: LocalTrack}} localTrackUnpublished
+ * @property {{participant: RemoteParticipant | null, track: RemoteTrack, state: 'active' | 'paused', quality: string | null}} streamStateChanged
+ *   What the server sends of a received video changed: the layer (`quality`: low, medium,
+ *   high) while `active`, or `paused` because the link cannot carry even the lowest.
+ * @property {{activeSpeakers: string[], speakers: ActiveSpeaker[]}} activeSpeakersChanged
+ *   Who is speaking, loudest first (participant ids, and with their levels).
  * @property {ChatMessage} chat
  * @property {{state: ConnectionState, previous: ConnectionState}} connectionStateChanged
  * @property {{cause: 'signaling' | 'media'}} reconnecting

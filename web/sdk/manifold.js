@@ -27,6 +27,8 @@ export { Emitter } from './events.js';
 export { signalingUrl, PROTOCOL_VERSION } from './signaling.js';
 export { captureMedia } from './capture.js';
 export { statsSummary } from './stats.js';
+export { LAYER_ENCODINGS } from './simulcast.js';
+export { VIDEO_QUALITIES } from './quality.js';
 export { WhipPublisher, WhepPlayer, postSdpOffer, deleteSession, SDP_CONTENT_TYPE } from './whip-whep.js';
 export {
   waitForIceGathering, waitForConnection, PREFERRED_VIDEO_CODEC, ICE_GATHERING_TIMEOUT_MS, MEDIA_CONNECT_TIMEOUT_MS,
@@ -42,4 +44,7 @@ export {
 /** @typedef {import('./room.js').LocalParticipant} LocalParticipant */
 /** @typedef {import('./tracks.js').TrackInfo} TrackInfo */
 /** @typedef {import('./tracks.js').TrackSource} TrackSource */
+/** @typedef {import('./tracks.js').VideoQuality} VideoQuality */
+/** @typedef {import('./simulcast.js').SimulcastOption} SimulcastOption */
+/** @typedef {import('./speakers.js').ActiveSpeaker} ActiveSpeaker */
 /** @typedef {import('./capture.js').CaptureKind} CaptureKind */

@@ -1,15 +1,17 @@
 /**
  * A room's peer connection and its negotiation: answering the server's offers one at a
  * time, putting each m-line the offer lists to its use (a local track to send by `cid`, a
- * remote track to receive by `track`, or inactive), trickling our ICE candidates, and
- * answering a repeated offer (after a resume) with the same answer. What the receive
- * m-lines mean for subscriptions is the caller's: it gets them once answered.
+ * remote track to receive by `track`, or inactive), giving a simulcast publication's
+ * sender its layers before answering, trickling our ICE candidates, and answering a
+ * repeated offer (after a resume) with the same answer. What the receive m-lines mean for
+ * subscriptions is the caller's: it gets them once answered.
  *
  * @module manifold/negotiation
  */
 
 import { ManifoldError, errorText } from './errors.js';
 import { createPeerConnection } from './peer.js';
+import { applyLayers } from './simulcast.js';
 
 /** @typedef {import('./signaling.js').Message} Message */
 /** @typedef {import('./tracks.js').LocalTrack} LocalTrack */
@@ -131,6 +133,17 @@ export class Negotiator {
     }
   }
 
+  /**
+   * The sender a publication is negotiated on, or null before (or after) that.
+   * @param {LocalTrack} local
+   * @returns {RTCRtpSender | null}
+   */
+  senderOf(local) {
+    if (local.mid === null) return null;
+    const transceiver = this.pc?.getTransceivers().find((t) => t.mid === local.mid);
+    return transceiver?.sender.track === local.mediaStreamTrack ? transceiver.sender : null;
+  }
+
   /** Closes the peer connection, for good. */
   close() {
     this.pc?.close();
@@ -138,7 +151,8 @@ export class Negotiator {
 
   /**
    * Puts a publication on the m-line the server gave its cid, or turns the m-line
-   * inactive if the publication is gone.
+   * inactive if the publication is gone. A simulcast publication newly put there gets its
+   * layers now: the offer has just created one encoding per RID, and the answer follows.
    * @param {RTCRtpTransceiver} transceiver
    * @param {string} mid
    * @param {LocalTrack | undefined} local
@@ -147,7 +161,9 @@ export class Negotiator {
     if (local && (local.state === 'publishing' || local.state === 'published')) {
       await transceiver.sender.replaceTrack(local.mediaStreamTrack);
       transceiver.direction = 'sendonly';
+      const placed = local.mid === mid;
       local.mid = mid;
+      if (!placed && local.layers > 1) await applyLayers(transceiver.sender, local);
     } else {
       await transceiver.sender.replaceTrack(null);
       transceiver.direction = 'inactive';

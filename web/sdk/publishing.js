@@ -2,19 +2,34 @@
  * What this client publishes: capturing camera, microphone and screen, the LocalTracks
  * and their lifecycle (`publish` until `published`, mute, unpublish, a track the server
  * or the browser ended), asking again for publications a signaling drop may have lost,
- * and the local participant's own updates. Which m-line a publication is sent on is the
- * negotiation's; it looks publications up here by `cid`.
+ * the layers the server's `dynacast` wants sent, and the local participant's own
+ * updates. Which m-line a publication is sent on is the negotiation's; it looks
+ * publications up here by `cid`. What a layer is lives in `simulcast.js`.
  *
  * @module manifold/publishing
  */
 
 import { captureMedia } from './capture.js';
+import { applyLayers, layerCount } from './simulcast.js';
 import { LocalTrack } from './tracks.js';
 
 /** @typedef {import('./signaling.js').Message} Message */
 /** @typedef {import('./tracks.js').TrackSource} TrackSource */
 /** @typedef {import('./tracks.js').Participant<LocalTrack>} LocalParticipant */
 /** @typedef {import('./channel.js').SignalingChannel} SignalingChannel */
+/** @typedef {import('./simulcast.js').SimulcastOption} SimulcastOption */
+
+/**
+ * @typedef {object} PublishOptions
+ * @property {TrackSource} [source] Default `microphone` for audio, `camera` for video.
+ * @property {string} [name]
+ * @property {boolean} [muted]
+ * @property {boolean} [stopOnUnpublish] Stop the track when it is unpublished (default true).
+ * @property {SimulcastOption} [simulcast] Video layers: default, camera video in as many
+ *   layers as its size allows (3 from 540 px on the shorter side, 2 from 360) and other
+ *   video in one; `true` that for any video, `false` one layer, or 1 to 3. Audio and
+ *   screen shares always have one.
+ */
 
 const PUBLISH_TIMEOUT_MS = 20_000;
 
@@ -25,6 +40,8 @@ const PUBLISH_TIMEOUT_MS = 20_000;
  * @property {(error: unknown) => void} emitError An `error` event.
  * @property {SignalingChannel} channel
  * @property {(mediaStreamTrack: MediaStreamTrack) => void} detachSender Stops sending it now.
+ * @property {(local: LocalTrack) => RTCRtpSender | null} senderOf The sender a publication
+ *   is negotiated on, if it is.
  * @property {() => void} assertJoined Throws a ManifoldError (`state`) unless in the room.
  * @property {() => boolean} isClosed Whether the room is over.
  */
@@ -66,14 +83,15 @@ export class Publisher {
 
   /**
    * @param {MediaTrackConstraints} [constraints]
+   * @param {{simulcast?: SimulcastOption}} [options]
    * @returns {Promise<LocalTrack>}
    */
-  async publishCamera(constraints) {
+  async publishCamera(constraints, { simulcast } = {}) {
     const stream = await captureMedia('camera', {
       video: constraints ?? { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } },
     });
     const track = stream.getVideoTracks()[0];
-    return this.publishTrack(track, { source: 'camera', name: track.label });
+    return this.publishTrack(track, { source: 'camera', name: track.label, simulcast });
   }
 
   /**
@@ -126,7 +144,7 @@ export class Publisher {
    * Asks the server for an m-line; resolves once it accepted (`published`). A track that
    * ends (device unplugged, sharing stopped) is unpublished.
    * @param {MediaStreamTrack} mediaStreamTrack
-   * @param {{source?: TrackSource, name?: string, muted?: boolean, stopOnUnpublish?: boolean}} [options]
+   * @param {PublishOptions} [options]
    * @returns {Promise<LocalTrack>}
    */
   async publishTrack(mediaStreamTrack, options = {}) {
@@ -142,6 +160,7 @@ export class Publisher {
       mediaStreamTrack,
       muted,
       stopOnUnpublish: options.stopOnUnpublish ?? true,
+      layers: layerCount(mediaStreamTrack, source, options.simulcast),
     });
     mediaStreamTrack.enabled = !muted;
     this.#byCid.set(cid, local);
@@ -151,10 +170,7 @@ export class Publisher {
       if (local.state === 'publishing' || local.state === 'published') this.unpublish(local).catch(() => {});
     });
     try {
-      await this.#hooks.channel.request(
-        { type: 'publish', cid, kind, source, name: local.name, muted },
-        { expect: 'published', cid, timeoutMs: PUBLISH_TIMEOUT_MS },
-      );
+      await this.#hooks.channel.request(publishMessage(local), { expect: 'published', cid, timeoutMs: PUBLISH_TIMEOUT_MS });
     } catch (error) {
       if (local.state === 'publishing') {
         local.state = 'failed';
@@ -253,10 +269,25 @@ export class Publisher {
   republishPending() {
     for (const local of this.#byCid.values()) {
       if (local.state !== 'publishing' || local.mid !== null) continue;
-      const { cid, kind, source, name, muted } = local;
-      this.#hooks.channel.request({ type: 'publish', cid, kind, source, name, muted }, { optional: true, expect: 'published' })
-        .catch(() => {});
+      this.#hooks.channel.request(publishMessage(local), { optional: true, expect: 'published' }).catch(() => {});
     }
+  }
+
+  /**
+   * `dynacast`: sends the layers someone receives and pauses the others. Layers of a
+   * publication not negotiated yet are taken up when it is.
+   * @param {Message} message
+   * @returns {Promise<void>}
+   */
+  async applyDynacast(message) {
+    const local = this.#byTrackId(message.track);
+    if (!local || local.layers < 2 || !Array.isArray(message.active)) return;
+    // Negotiated, but the browser made no simulcast encodings: one layer, nothing to switch.
+    if (local.mid !== null && local.rids.length === 0) return;
+    const active = message.active.filter((/** @type {unknown} */ rid) => typeof rid === 'string');
+    local.activeLayers = local.rids.length ? local.rids.filter((rid) => active.includes(rid)) : active;
+    const sender = this.#hooks.senderOf(local);
+    if (sender) await applyLayers(sender, local);
   }
 
   /** The room is over: every local track counts as unpublished and, unless kept, stops. */
@@ -318,4 +349,16 @@ export class Publisher {
   #byTrackId(trackId) {
     return [...this.#me.tracks.values()].find((t) => t.trackId === trackId);
   }
+}
+
+/**
+ * The `publish` request for a publication; `layers` only for simulcast.
+ * @param {LocalTrack} local
+ * @returns {Message}
+ */
+function publishMessage({ cid, kind, source, name, muted, layers }) {
+  /** @type {Message} */
+  const message = { type: 'publish', cid, kind, source, name, muted };
+  if (layers > 1) message.layers = layers;
+  return message;
 }

@@ -6,8 +6,10 @@
  * - `session.js`: joining, routing incoming messages in order, what a closed socket means;
  * - `channel.js`: the current socket, requests and their replies, outbox, keepalive;
  * - `negotiation.js`: the peer connection, answering the server's offers;
- * - `publishing.js`: local tracks: publish, mute, unpublish;
+ * - `publishing.js`: local tracks: publish, mute, unpublish, dynacast (`simulcast.js`: layers);
  * - `subscribing.js`: remote participants and tracks, subscriptions;
+ * - `quality.js`: the video quality asked of each subscription, and what the server sends;
+ * - `speakers.js`: who is speaking;
  * - `reconnection.js`: resuming a dropped socket, restarting failed ICE;
  * - `chat.js`: chat messages.
  *
@@ -20,9 +22,11 @@ import { ManifoldError, closingText, errorText } from './errors.js';
 import { Emitter } from './events.js';
 import { Negotiator } from './negotiation.js';
 import { Publisher } from './publishing.js';
+import { QualityControl } from './quality.js';
 import { RECONNECT_GRACE_MS, Reconnector } from './reconnection.js';
 import { Session } from './session.js';
 import { signalingUrl } from './signaling.js';
+import { ActiveSpeakers } from './speakers.js';
 import { readPeerStats, trackStats } from './stats.js';
 import { Subscriptions } from './subscribing.js';
 import { Participant } from './tracks.js';
@@ -32,6 +36,10 @@ import { Participant } from './tracks.js';
 /** @typedef {import('./tracks.js').TrackSource} TrackSource */
 /** @typedef {import('./tracks.js').LocalTrack} LocalTrack */
 /** @typedef {import('./tracks.js').RemoteTrack} RemoteTrack */
+/** @typedef {import('./tracks.js').VideoQuality} VideoQuality */
+/** @typedef {import('./publishing.js').PublishOptions} PublishOptions */
+/** @typedef {import('./simulcast.js').SimulcastOption} SimulcastOption */
+/** @typedef {import('./quality.js').QualityOptions} QualityOptions */
 /** @typedef {Participant<RemoteTrack>} RemoteParticipant */
 /** @typedef {Participant<LocalTrack>} LocalParticipant */
 /** @typedef {import('./chat.js').ChatMessage} ChatMessage */
@@ -110,6 +118,10 @@ export class Room extends Emitter {
   #reconnector;
   /** @type {Chat} */
   #chat;
+  /** @type {QualityControl} */
+  #quality;
+  /** @type {ActiveSpeakers} */
+  #speakers;
 
   /**
    * Use `Room.connect`.
@@ -132,12 +144,31 @@ export class Room extends Emitter {
     const emitError = (/** @type {unknown} */ error) => this.#emitError(error);
     const isClosed = () => this.connectionState === 'disconnected';
     const end = (/** @type {string} */ reason, /** @type {string} */ message) => this.#teardown(reason, message);
-    this.#subscriptions = new Subscriptions(this.participants, { emit, channel, localId: () => this.localParticipant.id });
+    this.#quality = new QualityControl({
+      channel,
+      track: (trackId) => this.#subscriptions.remoteTracks.find((track) => track.id === trackId),
+      participant: (id) => this.participants.get(id),
+      emit,
+      emitError,
+    });
+    this.#speakers = new ActiveSpeakers(
+      (id) => (id === this.localParticipant.id ? this.localParticipant : this.participants.get(id) ?? null),
+      emit,
+    );
+    this.#subscriptions = new Subscriptions(this.participants, {
+      emit,
+      channel,
+      localId: () => this.localParticipant.id,
+      onSubscribed: (track) => this.#quality.subscribed(track),
+      onUnsubscribed: (track) => this.#quality.unsubscribed(track),
+      onRemoved: (track) => this.#quality.forget(track),
+    });
     this.#publisher = new Publisher(this.localParticipant, {
       emit,
       emitError,
       channel,
       detachSender: (track) => this.#negotiator.detachSender(track),
+      senderOf: (local) => this.#negotiator.senderOf(local),
       assertJoined: () => this.#assertJoined(),
       isClosed,
     });
@@ -151,7 +182,15 @@ export class Room extends Emitter {
     });
     this.#chat = new Chat(channel, this.localParticipant, this.participants, (message) => this.emit('chat', message));
     this.#session = new Session(
-      { channel, negotiator: this.#negotiator, publisher: this.#publisher, subscriptions: this.#subscriptions, chat: this.#chat },
+      {
+        channel,
+        negotiator: this.#negotiator,
+        publisher: this.#publisher,
+        subscriptions: this.#subscriptions,
+        quality: this.#quality,
+        speakers: this.#speakers,
+        chat: this.#chat,
+      },
       {
         onJoined: (message, resumed) => this.#onJoined(message, resumed),
         onDropped: () => this.#reconnector.handleSignalingLost(),
@@ -194,16 +233,27 @@ export class Room extends Emitter {
     return this.#subscriptions.remoteTracks;
   }
 
+  /**
+   * Who is speaking now, loudest first (participant ids, this client's own included), as
+   * the server last said (`activeSpeakersChanged`).
+   * @returns {string[]}
+   */
+  get activeSpeakers() {
+    return [...this.#speakers.ids];
+  }
+
   // ---------------------------------------------------------------------------------
   // Publishing (publishing.js)
 
   /**
-   * Captures the camera and publishes it.
+   * Captures the camera and publishes it, by default in simulcast layers (see
+   * `publishTrack`).
    * @param {MediaTrackConstraints} [constraints]
+   * @param {{simulcast?: SimulcastOption}} [options]
    * @returns {Promise<LocalTrack>}
    */
-  publishCamera(constraints) {
-    return this.#publisher.publishCamera(constraints);
+  publishCamera(constraints, options) {
+    return this.#publisher.publishCamera(constraints, options);
   }
 
   /**
@@ -232,9 +282,15 @@ export class Room extends Emitter {
    * once the server accepted it (`trackId` set). When the track ends (device unplugged,
    * sharing stopped), it is unpublished.
    *
+   * Camera video goes out in simulcast layers the server forwards to each receiver as it
+   * can take them: three (full, half and quarter size) when the capture is at least 540
+   * pixels on its shorter side, two (full and half) from 360, else one. `simulcast`
+   * changes that: `false` or 1 for one layer, 2 or 3, or `true` for the camera's rule on
+   * any video. Audio and screen shares always have one.
+   *
    * @param {MediaStreamTrack} mediaStreamTrack
-   * @param {{source?: TrackSource, name?: string, muted?: boolean, stopOnUnpublish?: boolean}} [options]
-   *   `stopOnUnpublish` (default true) stops the track when it is unpublished.
+   * @param {PublishOptions} [options] `stopOnUnpublish` (default true) stops the track
+   *   when it is unpublished.
    * @returns {Promise<LocalTrack>}
    */
   publishTrack(mediaStreamTrack, options = {}) {
@@ -284,6 +340,24 @@ export class Room extends Emitter {
   async unsubscribe(trackId) {
     this.#assertJoined();
     await this.#subscriptions.request('unsubscribe', trackId);
+  }
+
+  /**
+   * The most this client wants of a remote video: `low`, `medium`, `high` (the server's
+   * default), or `auto`: the smallest layer that covers the size the video is shown at,
+   * followed as `element` is resized (debounced, sent only when it changes) or fixed with
+   * `width` and `height` (device pixels). The server may send less when the link cannot
+   * carry it (`streamStateChanged`). Kept across resubscriptions; switching away from
+   * `auto` stops following the element. Resolves once sent (a refusal within a few seconds
+   * rejects), or at once while the track is not received: it is sent when it is.
+   * @param {string} trackId
+   * @param {VideoQuality} quality
+   * @param {QualityOptions} [options]
+   * @returns {Promise<void>}
+   */
+  async setVideoQuality(trackId, quality, options) {
+    this.#assertJoined();
+    await this.#quality.set(trackId, quality, options);
   }
 
   /**
@@ -412,6 +486,8 @@ export class Room extends Emitter {
     this.#negotiator.close();
     this.#publisher.stopAll();
     this.#subscriptions.reset();
+    this.#quality.reset();
+    this.#speakers.reset();
     this.#setState('disconnected');
     if (!silent) this.emit('disconnected', { reason, message });
   }

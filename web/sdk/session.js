@@ -21,8 +21,11 @@ const CONNECT_TIMEOUT_MS = 10_000;
  * @typedef {object} SessionParts
  * @property {SignalingChannel} channel Settles requests with their replies.
  * @property {{handleOffer: (message: Message) => Promise<void>}} negotiator `offer`
- * @property {{handle: (message: Message) => boolean}} publisher Our own tracks and participant.
+ * @property {{handle: (message: Message) => boolean, applyDynacast: (message: Message) => Promise<void>}} publisher
+ *   Our own tracks and participant; `dynacast`.
  * @property {{handle: (message: Message) => boolean}} subscriptions Everyone else's.
+ * @property {{handle: (message: Message) => void}} quality `stream_state`
+ * @property {{handle: (message: Message) => void}} speakers `speakers_changed`
  * @property {{handle: (message: Message) => void}} chat `chat`
  */
 
@@ -153,6 +156,16 @@ export class Session {
         break;
       case 'offer':
         await parts.negotiator.handleOffer(message);
+        break;
+      case 'dynacast':
+        // Awaited like offers: the sender's parameters change one step at a time.
+        await parts.publisher.applyDynacast(message);
+        break;
+      case 'stream_state':
+        parts.quality.handle(message);
+        break;
+      case 'speakers_changed':
+        parts.speakers.handle(message);
         break;
       case 'chat':
         parts.chat.handle(message);

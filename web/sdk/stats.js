@@ -12,7 +12,21 @@
 /** @typedef {import('./tracks.js').Participant<import('./tracks.js').LocalTrack>} LocalParticipant */
 
 /**
- * Counters of one RTP stream, in or out, as `readPeerStats` reports them.
+ * One simulcast layer of a sent video.
+ * @typedef {object} LayerStats
+ * @property {string} rid
+ * @property {boolean} active Whether the browser sends it (dynacast may pause it).
+ * @property {number} packets
+ * @property {number} bytes
+ * @property {number} frames framesSent.
+ * @property {number} frameWidth
+ * @property {number} frameHeight
+ */
+
+/**
+ * Counters of one RTP stream, in or out, as `readPeerStats` reports them. A simulcast
+ * video sent on one m-line counts as one stream: packets and bytes summed over its
+ * layers, the most frames of any layer, the largest picture; `layers` has each.
  * @typedef {object} StreamStats
  * @property {string} mid
  * @property {'audio' | 'video'} kind
@@ -25,6 +39,7 @@
  * @property {number} framesPerSecond
  * @property {string | null} codec MIME type, e.g. `video/VP8`.
  * @property {string | null} trackIdentifier Inbound only: the receiving MediaStreamTrack's id.
+ * @property {LayerStats[]} layers Outbound simulcast only: per layer, in the browser's order.
  */
 
 /**
@@ -50,6 +65,7 @@
  * @property {number} frameWidth
  * @property {number} frameHeight
  * @property {string | null} codec
+ * @property {LayerStats[]} layers Local simulcast video only: per layer.
  */
 
 /**
@@ -87,6 +103,8 @@
  * @typedef {object} RtpStream
  * @property {boolean} inbound
  * @property {string | null} mid Null when the browser does not say.
+ * @property {string | null} rid Outbound simulcast layers only.
+ * @property {boolean} active Outbound: whether the browser sends it.
  * @property {'audio' | 'video'} kind
  * @property {number} packets
  * @property {number} bytes
@@ -127,6 +145,8 @@ async function readRtpStreams(pc) {
       streams.push({
         inbound,
         mid: mid === undefined || mid === null ? null : String(mid),
+        rid: !inbound && stat.rid ? String(stat.rid) : null,
+        active: stat.active ?? true,
         kind: (stat.kind ?? stat.mediaType) === 'audio' ? 'audio' : 'video',
         packets: (inbound ? stat.packetsReceived : stat.packetsSent) ?? 0,
         bytes: (inbound ? stat.bytesReceived : stat.bytesSent) ?? 0,
@@ -166,12 +186,28 @@ export async function readPeerStats(pc) {
     if (stream.mid === null) continue;
     const map = stream.inbound ? result.inbound : result.outbound;
     const frames = stream.inbound ? stream.framesDecoded : stream.framesSent;
-    // Simulcast would give several outbound streams per mid; sum them.
+    /** @type {LayerStats[]} */
+    const layers = stream.rid === null ? [] : [{
+      rid: stream.rid,
+      active: stream.active,
+      packets: stream.packets,
+      bytes: stream.bytes,
+      frames,
+      frameWidth: stream.frameWidth,
+      frameHeight: stream.frameHeight,
+    }];
+    // Simulcast gives several outbound streams per mid: one stream, summed.
     const previous = map.get(stream.mid);
     if (previous) {
       previous.packets += stream.packets;
       previous.bytes += stream.bytes;
-      previous.frames += frames;
+      previous.frames = Math.max(previous.frames, frames);
+      previous.layers.push(...layers);
+      if (stream.frameWidth * stream.frameHeight > previous.frameWidth * previous.frameHeight) {
+        previous.frameWidth = stream.frameWidth;
+        previous.frameHeight = stream.frameHeight;
+        previous.framesPerSecond = stream.framesPerSecond;
+      }
       continue;
     }
     map.set(stream.mid, {
@@ -186,6 +222,7 @@ export async function readPeerStats(pc) {
       framesPerSecond: stream.framesPerSecond,
       codec: stream.codec,
       trackIdentifier: stream.trackIdentifier,
+      layers,
     });
   }
   return result;
@@ -222,6 +259,7 @@ export function trackStats(stats, participants, localParticipant) {
     frameWidth: stream?.frameWidth ?? 0,
     frameHeight: stream?.frameHeight ?? 0,
     codec: stream?.codec ?? null,
+    layers: stream?.layers ?? [],
   });
   /** @type {TrackStats[]} */
   const remote = [];

@@ -22,6 +22,9 @@ import { Participant, RemoteTrack } from './tracks.js';
  * @property {(name: string, detail: any) => void} emit A Room event.
  * @property {SignalingChannel} channel
  * @property {() => string} localId This client's participant id.
+ * @property {(track: RemoteTrack) => void} onSubscribed Received from now on (again).
+ * @property {(track: RemoteTrack) => void} onUnsubscribed No longer received.
+ * @property {(track: RemoteTrack) => void} onRemoved Gone from the room.
  */
 
 export class Subscriptions {
@@ -160,6 +163,7 @@ export class Subscriptions {
       track.subscribed = true;
       track.mid = mid;
       track.mediaStreamTrack = mediaStreamTrack;
+      this.#hooks.onSubscribed(track);
       this.#hooks.emit('trackSubscribed', {
         participant: this.participants.get(track.participantId) ?? null,
         track,
@@ -241,10 +245,9 @@ export class Subscriptions {
     }
     if (existing.source === 'other' && info.source && info.source !== 'other') {
       // Made up from an offer that came first; now we know what it is.
+      const { subscribed, mid, mediaStreamTrack, videoQuality, streamState, streamQuality } = existing;
       Object.assign(existing, new RemoteTrack(info, participantId), {
-        subscribed: existing.subscribed,
-        mid: existing.mid,
-        mediaStreamTrack: existing.mediaStreamTrack,
+        subscribed, mid, mediaStreamTrack, videoQuality, streamState, streamQuality,
       });
       this.#hooks.emit('trackPublished', { participant, track: existing });
       if (existing.subscribed && existing.mediaStreamTrack && existing.mid) {
@@ -265,6 +268,7 @@ export class Subscriptions {
     if (!participant || !track) return;
     this.#markUnsubscribed(track);
     participant.tracks.delete(trackId);
+    this.#hooks.onRemoved(track);
     this.#hooks.emit('trackUnpublished', { participant, track });
   }
 
@@ -289,6 +293,7 @@ export class Subscriptions {
     track.subscribed = false;
     track.mid = null;
     track.mediaStreamTrack = null;
+    this.#hooks.onUnsubscribed(track);
     this.#hooks.emit('trackUnsubscribed', {
       participant: this.participants.get(track.participantId) ?? null,
       track,

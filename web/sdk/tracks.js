@@ -6,7 +6,10 @@
  * @module manifold/tracks
  */
 
+import { layerRids } from './simulcast.js';
+
 /** @typedef {'audio' | 'video'} TrackKind */
+/** @typedef {'low' | 'medium' | 'high' | 'auto'} VideoQuality */
 /** @typedef {'camera' | 'microphone' | 'screen' | 'screen_audio' | 'other'} TrackSource */
 
 /**
@@ -59,6 +62,19 @@ export class RemoteTrack {
     this.mid = null;
     /** The received track, while subscribed. @type {MediaStreamTrack | null} */
     this.mediaStreamTrack = null;
+    /**
+     * Video: the most this client asked for (`Room.setVideoQuality`); the server's
+     * default is `high`. @type {VideoQuality}
+     */
+    this.videoQuality = 'high';
+    /**
+     * Video: what the server last said it sends (`stream_state`): `active`, `paused` (the
+     * link cannot carry even the lowest layer), or null before it said anything.
+     * @type {'active' | 'paused' | null}
+     */
+    this.streamState = null;
+    /** Video: the layer received while `active` (`low`, `medium`, `high`). @type {string | null} */
+    this.streamQuality = null;
   }
 
   /**
@@ -138,9 +154,9 @@ export class Participant {
 export class LocalTrack {
   /**
    * @param {{cid: string, source: TrackSource, name?: string, mediaStreamTrack: MediaStreamTrack,
-   *   muted?: boolean, stopOnUnpublish?: boolean}} init
+   *   muted?: boolean, stopOnUnpublish?: boolean, layers?: number}} init
    */
-  constructor({ cid, source, name = '', mediaStreamTrack, muted = false, stopOnUnpublish = true }) {
+  constructor({ cid, source, name = '', mediaStreamTrack, muted = false, stopOnUnpublish = true, layers = 1 }) {
     /** The client's name for the track, unique in this Room. */
     this.cid = cid;
     /** The server's id, once published. @type {string | null} */
@@ -167,6 +183,20 @@ export class LocalTrack {
     this.companions = [];
     /** Whether unpublishing stops `mediaStreamTrack` (turning the camera light off). */
     this.stopOnUnpublish = stopOnUnpublish;
+    /** Simulcast layers asked of the server (`layers` in `publish`); 1 is no simulcast. */
+    this.layers = layers;
+    /**
+     * The RIDs the browser encodes, lowest first (`q`, `h`, `f`), once negotiated; empty
+     * for one layer, also when the browser made no simulcast encodings.
+     * @type {string[]}
+     */
+    this.rids = [];
+    /**
+     * The layers being sent: all of them at first, then those the server's `dynacast`
+     * says someone receives.
+     * @type {string[]}
+     */
+    this.activeLayers = layerRids(layers);
   }
 
   /**

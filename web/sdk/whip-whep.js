@@ -18,6 +18,7 @@
 
 import { ManifoldError, errorText } from './errors.js';
 import { PREFERRED_VIDEO_CODEC, createPeerConnection, preferCodec, waitForConnection, waitForIceGathering } from './peer.js';
+import { sendEncodings } from './simulcast.js';
 
 export const SDP_CONTENT_TYPE = 'application/sdp';
 
@@ -221,14 +222,21 @@ export class WhipPublisher extends HttpSession {
    * so a track added later needs no renegotiation. Resolves once connected. The stream
    * stays the caller's: stop() does not stop its tracks.
    *
+   * With `simulcast`, the video is offered in three layers (RIDs `q`, `h`, `f`: a quarter,
+   * half and full size, see `LAYER_ENCODINGS`); a server that does not take them gets one.
+   *
    * @param {MediaStream} mediaStream
+   * @param {{simulcast?: boolean}} [options]
    * @returns {Promise<void>}
    */
-  async publish(mediaStream) {
+  async publish(mediaStream, { simulcast = false } = {}) {
     this.createPeerConnection((pc) => {
       for (const kind of /** @type {const} */ (['audio', 'video'])) {
         const track = mediaStream.getTracks().find((t) => t.kind === kind);
-        const transceiver = pc.addTransceiver(track ?? kind, { direction: 'sendonly', streams: [mediaStream] });
+        /** @type {RTCRtpTransceiverInit} */
+        const init = { direction: 'sendonly', streams: [mediaStream] };
+        if (kind === 'video' && track && simulcast) init.sendEncodings = sendEncodings(3);
+        const transceiver = pc.addTransceiver(track ?? kind, init);
         if (kind === 'video') preferCodec(transceiver, 'video', PREFERRED_VIDEO_CODEC);
       }
     });
