@@ -510,3 +510,37 @@ fn a_layer_that_starts_late_is_not_paused_before_it_could_be_used() {
     });
     assert!(up, "{:?}", layers_between(&h, viewer, started, h.elapsed()));
 }
+
+#[test]
+fn one_subscriber_s_dreadful_feedback_changes_nobody_else_s_layer() {
+    // Bob's link loses half of everything: his receiver reports and transport feedback say
+    // so (a forged or absurd report looks the same to the server). Only Bob's allocation
+    // follows it.
+    let (mut h, publisher, subs, _) = room(
+        100,
+        &[
+            Link::capped(5_000_000),
+            Link::lossy(0.5, Duration::from_millis(20), Duration::ZERO),
+        ],
+    );
+    let (ada, bob) = (subs[0], subs[1]);
+    assert!(h.run_until(Duration::from_secs(20), |h| {
+        switched_to(h, ada, HIGH).is_some_and(|t| h.elapsed() - t > Duration::from_secs(2))
+    }));
+    let settled = h.elapsed();
+    h.run_for(Duration::from_secs(10));
+    let ada_layers = layers_between(&h, ada, settled, h.elapsed());
+    assert!(
+        ada_layers[2] > 0 && ada_layers[0] + ada_layers[1] == 0,
+        "Ada stays on the high layer: {ada_layers:?}"
+    );
+    let (from, _) = final_run(&h, ada, HIGH).expect("the high layer");
+    assert!(decoder_surprises(&h, ada, from).is_empty());
+    let bob_layers = layers_between(&h, bob, settled, h.elapsed());
+    assert!(
+        bob_layers[2] == 0,
+        "Bob's own allocation came down: {bob_layers:?}"
+    );
+    // The publisher keeps sending the layer Ada takes.
+    assert!(!h.clients[publisher].publisher().layers[2].paused);
+}
