@@ -18,8 +18,17 @@ const LOW: u16 = 0;
 
 /// A room with a three-layer publisher and one subscriber per downlink given.
 fn room(seed: u64, downlinks: &[Link]) -> (Harness, usize, Vec<usize>, TrackId) {
+    room_with(seed, downlinks, common::MediaConfig::default())
+}
+
+/// [`room`] with the publisher's media as given.
+fn room_with(
+    seed: u64,
+    downlinks: &[Link],
+    media: common::MediaConfig,
+) -> (Harness, usize, Vec<usize>, TrackId) {
     let mut h = Harness::new(config(), seed);
-    let publisher = h.add(ClientSpec::room("alice", "room"));
+    let publisher = h.add(ClientSpec::room("alice", "room").media(media));
     let subs: Vec<usize> = downlinks
         .iter()
         .enumerate()
@@ -543,4 +552,39 @@ fn one_subscriber_s_dreadful_feedback_changes_nobody_else_s_layer() {
     );
     // The publisher keeps sending the layer Ada takes.
     assert!(!h.clients[publisher].publisher().layers[2].paused);
+}
+
+#[test]
+fn h264_simulcast_is_selected_per_subscriber_too() {
+    let h264 = common::MediaConfig {
+        h264: true,
+        ..Default::default()
+    };
+    let (mut h, _, subs, _) =
+        room_with(101, &[Link::capped(3_000_000), Link::capped(300_000)], h264);
+    h.run_for(Duration::from_secs(20));
+    let end = h.elapsed();
+    let from = end - Duration::from_secs(4);
+    let fast = layers_between(&h, subs[0], from, end);
+    let slow = layers_between(&h, subs[1], from, end);
+    assert!(fast[2] > 0 && fast[0] + fast[1] == 0, "3 Mbit/s: {fast:?}");
+    assert!(
+        slow[0] > 0 && slow[1] + slow[2] == 0,
+        "300 kbit/s: {slow:?}"
+    );
+    for (idx, layer) in [(subs[0], HIGH), (subs[1], LOW)] {
+        let (from, _) = final_run(&h, idx, layer).expect("a final layer");
+        let mut video: Vec<_> = h.clients[idx]
+            .received_of(MediaKind::Video)
+            .into_iter()
+            .filter(|r| r.seq_no >= from)
+            .map(|r| r.seq_no)
+            .collect();
+        video.sort();
+        video.dedup();
+        assert!(
+            video.windows(2).all(|w| w[1] == w[0] + 1),
+            "viewer {idx}: no holes after the switch"
+        );
+    }
 }

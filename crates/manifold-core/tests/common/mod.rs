@@ -193,6 +193,8 @@ pub struct MediaConfig {
     pub audio_level: Option<i8>,
     /// Send audio as RED (RFC 2198, one redundant block) when RED was negotiated.
     pub red: bool,
+    /// Simulcast layers in H.264 rather than VP8.
+    pub h264: bool,
     /// Simulcast: only the lowest layer starts sending (`Harness::pause_layer` starts the
     /// others).
     pub late_layers: bool,
@@ -215,6 +217,7 @@ impl Default for MediaConfig {
             audio_level: None,
             red: false,
             late_layers: false,
+            h264: false,
             simulcast: 0,
         }
     }
@@ -818,7 +821,7 @@ impl Harness {
                 .then(|| out_stream(&mut rtc, &mids, MediaKind::Audio, Codec::Opus))
                 .flatten();
             let layers = if media.video {
-                simulcast::layers(&mut rtc, &mids, media.late_layers)
+                simulcast::layers(&mut rtc, &mids, media.late_layers, media.h264)
             } else {
                 Vec::new()
             };

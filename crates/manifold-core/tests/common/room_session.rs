@@ -119,7 +119,7 @@ impl Harness {
                 }
             }
             if media.video && p.video.is_none() && p.layers.is_empty() {
-                p.layers = simulcast::layers(&mut c.rtc, &c.mids, media.late_layers);
+                p.layers = simulcast::layers(&mut c.rtc, &c.mids, media.late_layers, media.h264);
                 if p.layers.is_empty() {
                     p.video = out_stream(&mut c.rtc, &c.mids, MediaKind::Video, Codec::Vp8);
                 }

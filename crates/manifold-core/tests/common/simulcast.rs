@@ -34,6 +34,8 @@ pub struct SimLayer {
     last_keyframe: Option<Instant>,
     /// The encoder does not send this layer (stopped, or paused by dynacast).
     pub paused: bool,
+    /// H.264 instead of VP8.
+    h264: bool,
 }
 
 /// The shape of layer `i` (lowest first): frame size, packets per frame, payload bytes.
@@ -48,8 +50,15 @@ fn shape(i: usize) -> (u16, u16, usize, usize) {
 
 /// The layers of the video m-line among `mids`, if it was negotiated with simulcast.
 /// With `late`, only the lowest layer starts: the others wait for `Harness::pause_layer`,
-/// as a browser's upper layers wait for its uplink estimate.
-pub(super) fn layers(rtc: &mut Rtc, mids: &[(Mid, MediaKind)], late: bool) -> Vec<SimLayer> {
+/// as a browser's upper layers wait for its uplink estimate. With `h264`, the layers are
+/// H.264 (single NAL unit packets: IDR slices for keyframes) instead of VP8.
+pub(super) fn layers(
+    rtc: &mut Rtc,
+    mids: &[(Mid, MediaKind)],
+    late: bool,
+    h264: bool,
+) -> Vec<SimLayer> {
+    let codec = if h264 { Codec::H264 } else { Codec::Vp8 };
     let Some(mid) = mids
         .iter()
         .find(|(_, k)| *k == MediaKind::Video)
@@ -70,7 +79,7 @@ pub(super) fn layers(rtc: &mut Rtc, mids: &[(Mid, MediaKind)], late: bool) -> Ve
         .codec_config()
         .params()
         .iter()
-        .find(|p| p.spec().codec == Codec::Vp8 && remote_pts.contains(&p.pt()))
+        .find(|p| p.spec().codec == codec && remote_pts.contains(&p.pt()))
         .map(|p| p.pt())
     else {
         return Vec::new();
@@ -104,6 +113,7 @@ pub(super) fn layers(rtc: &mut Rtc, mids: &[(Mid, MediaKind)], late: bool) -> Ve
             keyframe_due: true,
             last_keyframe: None,
             paused: late && i > 0,
+            h264,
         });
     }
     out
@@ -144,6 +154,37 @@ pub(super) fn write_frame(
         };
         for index in 0..packets {
             let mut payload = vec![0u8; l.payload.max(SIM_RECORD_AT + 20)];
+            if l.h264 {
+                // One NAL unit per packet: IDR slices make a keyframe, others are P slices.
+                payload[0] = if keyframe { 0x65 } else { 0x41 };
+                payload[1] = 0x88;
+                let s = &mut l.stream;
+                Record {
+                    tag,
+                    counter: s.counter,
+                    frame: l.frame,
+                    index: ((li as u16) << 8) | index as u16,
+                }
+                .write(&mut payload);
+                let write = RtpWrite::new(s.pt, s.seq.into(), s.ts, now, payload)
+                    .marker(index + 1 == packets)
+                    .nackable(true);
+                let rid = l.rid.as_str().into();
+                if let Some(tx) = rtc.direct_api().stream_tx_by_mid(s.mid, Some(rid)) {
+                    tx.write_rtp(write);
+                }
+                sent.push(Sent {
+                    at: now,
+                    kind: MediaKind::Video,
+                    seq_no: s.seq,
+                    ts: s.ts,
+                    counter: s.counter,
+                    keyframe_start: keyframe && index == 0,
+                });
+                s.seq += 1;
+                s.counter += 1;
+                continue;
+            }
             payload[0] = if index == 0 { 0x90 } else { 0x80 };
             payload[1] = 0xe0;
             payload[2] = 0x80 | (l.pid >> 8) as u8;
