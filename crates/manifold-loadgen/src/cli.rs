@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, ValueEnum};
 
+use crate::downlink::parse_caps;
 use crate::janus::Janus;
 use crate::room::RoomTarget;
 use crate::run::{Scenario, run};
@@ -78,6 +79,21 @@ pub struct Args {
     /// Periodic keyframes, e.g. `2s` (besides those asked for by PLI/FIR).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub keyframe_interval: Option<Duration>,
+    /// Publish video as three simulcast layers over WHIP: RIDs `q`, `h`, `f` (320x180,
+    /// 640x360, 1280x720) at a tenth, a third and all of `--video-bitrate`, each answering
+    /// its own keyframe requests. WHIP/WHEP target only.
+    #[arg(long)]
+    pub simulcast: bool,
+    /// Cap subscribers' downlinks: comma-separated rates (`300k`, `1m`, `2.5M`, bits per
+    /// second) or `none`, spread round-robin over each room's subscribers (subscriber `j`
+    /// gets item `j mod n`), e.g. `300k,1m,3m,none`. A token bucket with a tail-drop queue
+    /// in front of each subscriber's WebRTC stack.
+    #[arg(long)]
+    pub downlink_caps: Option<String>,
+    /// Queue of a capped downlink, as time at its rate, e.g. `200ms` (past it, datagrams
+    /// are dropped).
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub downlink_queue: Duration,
     /// Opus packet size in bytes (about 32 kbps at 80).
     #[arg(long, default_value_t = 80)]
     pub audio_bytes: usize,
@@ -155,6 +171,20 @@ pub fn prepare(args: &Args) -> Result<(Scenario, Target), String> {
     if args.ramp <= 0.0 || args.churn < 0.0 {
         return Err("--ramp must be positive and --churn not negative".into());
     }
+    if args.simulcast && (args.audio_only || args.target != TargetKind::WhipWhep) {
+        return Err(
+            "--simulcast publishes video over WHIP: it needs --target whip-whep and video".into(),
+        );
+    }
+    if args.downlink_queue < Duration::from_millis(1)
+        || args.downlink_queue > Duration::from_secs(10)
+    {
+        return Err("--downlink-queue must be 1ms to 10s".into());
+    }
+    let downlink_caps = match &args.downlink_caps {
+        Some(list) => parse_caps(list, args.downlink_queue)?,
+        None => Vec::new(),
+    };
     let target = match args.target {
         TargetKind::WhipWhep => {
             let base = args.server.trim_end_matches('/');
@@ -212,6 +242,8 @@ pub fn prepare(args: &Args) -> Result<(Scenario, Target), String> {
         bind_ip: args.bind_ip,
         progress: !args.quiet,
         progress_json: args.progress_json.clone(),
+        simulcast: args.simulcast,
+        downlink_caps,
     };
     Ok((scenario, target))
 }
@@ -341,6 +373,36 @@ mod tests {
         let (_, room) = prepare(&parse(&["--target", "room"])).unwrap();
         assert_eq!(room.name(), "room");
         assert!(prepare(&parse(&["--target", "room", "--server", "http://10.1.1.1"])).is_err());
+    }
+
+    #[test]
+    fn simulcast_and_downlink_caps() {
+        let (sc, _) = prepare(&parse(&[
+            "--simulcast",
+            "--subscribers",
+            "8",
+            "--downlink-caps",
+            "300k,1m,none",
+            "--downlink-queue",
+            "150ms",
+        ]))
+        .unwrap();
+        assert!(sc.simulcast);
+        assert_eq!(sc.downlink_caps.len(), 3);
+        let first = sc.downlink_caps[0].unwrap();
+        assert_eq!(
+            (first.rate_bps, first.queue),
+            (300_000, Duration::from_millis(150))
+        );
+        assert_eq!(sc.downlink_caps[2], None);
+        let (plain, _) = prepare(&parse(&[])).unwrap();
+        assert!(!plain.simulcast && plain.downlink_caps.is_empty());
+        // Simulcast is offered over WHIP, and needs video.
+        assert!(prepare(&parse(&["--simulcast", "--target", "room"])).is_err());
+        assert!(prepare(&parse(&["--simulcast", "--target", "janus"])).is_err());
+        assert!(prepare(&parse(&["--simulcast", "--audio-only"])).is_err());
+        assert!(prepare(&parse(&["--downlink-caps", "300k,slow"])).is_err());
+        assert!(prepare(&parse(&["--downlink-caps", "1m", "--downlink-queue", "0s"])).is_err());
     }
 
     #[test]

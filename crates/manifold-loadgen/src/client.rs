@@ -1,5 +1,7 @@
 //! One generated client in the media engine: its `Rtc`, its socket, the media it sends (a
-//! publisher) or the statistics of what it receives (a subscriber).
+//! publisher: one VP8 stream, or three simulcast layers) or what it receives (a
+//! subscriber: per-kind statistics, its video's frames and layers, through a capped
+//! downlink if it was given one).
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -8,27 +10,33 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use serde::Serialize;
 use str0m::format::Codec;
-use str0m::media::{MediaKind, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
+use str0m::rtp::Ssrc;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::hist::Histogram;
+use crate::downlink::{Downlink, DownlinkCap, DownlinkReport};
+use crate::recv::RecvStats;
+use crate::send::SendTrack;
 use crate::signal::Joined;
-use crate::stamp::{Stamp, next_source, now_us};
+use crate::simulcast::{self, LayerSent, SendLayer};
+use crate::stamp::{Stamp, now_us};
 use crate::synth;
+use crate::video::{VideoRecv, VideoReport};
 
 /// How a publisher's media is shaped.
 #[derive(Clone, Copy, Debug)]
 pub struct MediaShape {
-    /// Video bitrate.
+    /// Video bitrate (of the top layer, with simulcast).
     pub video_bitrate_bps: u32,
-    /// Video frame rate.
+    /// Video frame rate (of every layer).
     pub fps: u32,
     /// Periodic keyframes (on top of those requested by PLI/FIR).
     pub keyframe_interval: Option<Duration>,
     /// Opus packet size in bytes.
     pub audio_bytes: usize,
+    /// Send the simulcast layers of [`simulcast::PLAN`] (the offer must have had them).
+    pub simulcast: bool,
 }
 
 impl Default for MediaShape {
@@ -38,115 +46,26 @@ impl Default for MediaShape {
             fps: 30,
             keyframe_interval: None,
             audio_bytes: 80,
+            simulcast: false,
         }
     }
 }
 
-/// A gap between packets of one track longer than this counts as a freeze.
-pub const FREEZE_GAP: Duration = Duration::from_millis(500);
+/// How a subscriber receives.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SubscriberSetup {
+    /// Its downlink's cap (`None`: as fast as loopback).
+    pub downlink: Option<DownlinkCap>,
+    /// Its publisher sends simulcast: video loss is counted on RTP sequence numbers (the
+    /// server's, continuous across layers) instead of one stamp source.
+    pub simulcast: bool,
+}
 
 /// A client that has not connected (ICE + DTLS) this long after its offer has failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A connected client whose ICE stays disconnected this long has lost its connection.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-struct SendTrack {
-    source: u32,
-    pt: Pt,
-    ssrc: Ssrc,
-    seq: u64,
-    ts: u64,
-    index: u32,
-    sent: u64,
-}
-
-/// Receive statistics of one kind of media.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct RecvStats {
-    /// The sending track (from the stamps), once something arrived.
-    pub source: Option<u32>,
-    /// Packets received (duplicates included).
-    pub packets: u64,
-    /// Distinct stamped packets received.
-    pub unique: u64,
-    /// Duplicates.
-    pub duplicates: u64,
-    /// First stamp index seen.
-    pub first_index: Option<u32>,
-    /// Highest stamp index seen.
-    pub max_index: Option<u32>,
-    /// Freezes: gaps between packets longer than [`FREEZE_GAP`].
-    pub freezes: u64,
-    /// Packets whose stamp index lay too far from the first one to track.
-    pub out_of_range: u64,
-    /// Latency (stamp's send time to receipt, microseconds) of every distinct packet.
-    #[serde(skip)]
-    pub latency: Histogram,
-    #[serde(skip)]
-    seen: Vec<u64>,
-    #[serde(skip)]
-    last_arrival: Option<Instant>,
-}
-
-/// Most distinct indices tracked per stream (64 Mi packets: days of video).
-const MAX_TRACKED_WORDS: usize = 1 << 20;
-
-impl RecvStats {
-    /// Account for one received packet: `now` is its arrival, `now_us` the same instant as
-    /// wall-clock microseconds (to compare with the stamp's send time).
-    pub fn record(&mut self, stamp: Stamp, now: Instant, now_us: u64) {
-        self.packets += 1;
-        if let Some(last) = self.last_arrival
-            && now.saturating_duration_since(last) > FREEZE_GAP
-        {
-            self.freezes += 1;
-        }
-        self.last_arrival = Some(now);
-        self.source.get_or_insert(stamp.source);
-        let first = *self.first_index.get_or_insert(stamp.index);
-        if stamp.index < first {
-            // A reordered packet older than the first: count it, keep the bitmap simple.
-            self.unique += 1;
-            return;
-        }
-        let offset = (stamp.index - first) as usize;
-        let (word, bit) = (offset / 64, offset % 64);
-        // Bounded: a client runs for a bounded time at a bounded packet rate.
-        if word >= self.seen.len() {
-            if word >= MAX_TRACKED_WORDS {
-                self.out_of_range += 1;
-                return;
-            }
-            self.seen.resize(word + 1, 0);
-        }
-        if self.seen[word] & (1 << bit) != 0 {
-            self.duplicates += 1;
-            return;
-        }
-        self.seen[word] |= 1 << bit;
-        self.unique += 1;
-        self.max_index = Some(self.max_index.map_or(stamp.index, |m| m.max(stamp.index)));
-        self.latency.record(now_us.saturating_sub(stamp.sent_us));
-    }
-
-    /// Packets missing between the first and the highest index received: loss so far,
-    /// not counting what is still in flight.
-    pub fn gaps(&self) -> u64 {
-        match (self.first_index, self.max_index) {
-            (Some(f), Some(m)) => (u64::from(m - f) + 1).saturating_sub(self.unique),
-            _ => 0,
-        }
-    }
-
-    /// Packets expected between the first one received and `last_sent` (inclusive).
-    pub fn expected(&self, last_sent: u32) -> u64 {
-        match self.first_index {
-            Some(f) if last_sent >= f => u64::from(last_sent - f) + 1,
-            _ => 0,
-        }
-    }
-}
 
 /// A snapshot of one client.
 #[derive(Clone, Debug, Serialize)]
@@ -166,22 +85,65 @@ pub struct ClientReport {
     pub left_early: bool,
     /// Audio packets sent (publishers).
     pub audio_sent: u64,
-    /// Video packets sent (publishers).
+    /// Video packets sent (publishers; every layer's).
     pub video_sent: u64,
-    /// Keyframe requests received (publishers).
+    /// Keyframe requests received (publishers) or sent (subscribers: PLIs of its decoder
+    /// model).
     pub keyframe_requests: u64,
     /// Source id stamped on the audio it sends (publishers).
     pub audio_source: Option<u32>,
-    /// Source id stamped on the video it sends (publishers).
+    /// Source id stamped on the video it sends (publishers without simulcast).
     pub video_source: Option<u32>,
+    /// What each simulcast layer sent (publishers with simulcast).
+    pub layers: Vec<LayerSent>,
     /// UDP payload bytes sent (media, RTCP, STUN, DTLS).
     pub bytes_sent: u64,
-    /// UDP payload bytes received.
+    /// UDP payload bytes received (past the downlink's cap, if any).
     pub bytes_received: u64,
+    /// RTP datagrams (media, retransmissions, padding) that reached the socket, before any
+    /// downlink cap: what the server sent this subscriber.
+    pub rtp_in: u64,
+    /// The capped downlink, if it has one.
+    pub downlink: Option<DownlinkReport>,
+    /// From its first media packet to its last, seconds.
+    pub media_s: f64,
+    /// UDP bitrate received over that time, kbit/s.
+    pub received_kbps: Option<f64>,
     /// Audio received (subscribers).
     pub audio: RecvStats,
     /// Video received (subscribers).
     pub video: RecvStats,
+    /// Its video's frames, layers and freezes (subscribers).
+    pub video_frames: VideoReport,
+}
+
+impl ClientReport {
+    /// A report of a client that did nothing yet.
+    pub fn new(label: String, role: &'static str) -> ClientReport {
+        ClientReport {
+            label,
+            role,
+            connected: false,
+            connect_ms: None,
+            failure: None,
+            left_early: false,
+            audio_sent: 0,
+            video_sent: 0,
+            keyframe_requests: 0,
+            audio_source: None,
+            video_source: None,
+            layers: Vec::new(),
+            bytes_sent: 0,
+            bytes_received: 0,
+            rtp_in: 0,
+            downlink: None,
+            media_s: 0.0,
+            received_kbps: None,
+            audio: RecvStats::default(),
+            video: RecvStats::default(),
+            video_frames: VideoReport::default(),
+        }
+    }
 }
 
 enum Role {
@@ -189,6 +151,7 @@ enum Role {
         shape: MediaShape,
         audio: Option<SendTrack>,
         video: Option<SendTrack>,
+        layers: Vec<SendLayer>,
         next_audio: Instant,
         next_video: Instant,
         want_keyframe: bool,
@@ -199,7 +162,11 @@ enum Role {
     Subscriber {
         audio: RecvStats,
         video: RecvStats,
+        frames: Box<VideoRecv>,
+        by_seq: bool,
         kinds: Vec<(Ssrc, MediaKind)>,
+        /// The SSRC its video arrives on, once it did.
+        video_ssrc: Option<Ssrc>,
     },
 }
 
@@ -219,6 +186,11 @@ pub struct Client {
     timeout: Instant,
     bytes_sent: u64,
     bytes_received: u64,
+    rtp_in: u64,
+    downlink: Option<Downlink>,
+    /// First and latest media packet: when, and `bytes_received` then.
+    first_media: Option<(Instant, u64)>,
+    last_media: Option<(Instant, u64)>,
     buf: Vec<u8>,
 }
 
@@ -233,6 +205,7 @@ impl Client {
                 shape,
                 audio: None,
                 video: None,
+                layers: Vec::new(),
                 next_audio: now,
                 next_video: now,
                 want_keyframe: true,
@@ -240,23 +213,42 @@ impl Client {
                 keyframe_requests: 0,
                 paused: false,
             },
+            None,
         )
     }
 
-    /// A subscriber.
+    /// A subscriber on an uncapped link.
     pub fn subscriber(label: String, joined: Joined) -> std::io::Result<Client> {
+        Client::subscriber_with(label, joined, SubscriberSetup::default())
+    }
+
+    /// A subscriber set up as `setup` says.
+    pub fn subscriber_with(
+        label: String,
+        joined: Joined,
+        setup: SubscriberSetup,
+    ) -> std::io::Result<Client> {
         Client::new(
             label,
             joined,
             Role::Subscriber {
                 audio: RecvStats::default(),
                 video: RecvStats::default(),
+                frames: Box::default(),
+                by_seq: setup.simulcast,
                 kinds: Vec::new(),
+                video_ssrc: None,
             },
+            setup.downlink.map(|cap| Downlink::new(cap, Instant::now())),
         )
     }
 
-    fn new(label: String, joined: Joined, role: Role) -> std::io::Result<Client> {
+    fn new(
+        label: String,
+        joined: Joined,
+        role: Role,
+        downlink: Option<Downlink>,
+    ) -> std::io::Result<Client> {
         joined.socket.set_nonblocking(true)?;
         let local = joined.socket.local_addr()?;
         Ok(Client {
@@ -274,6 +266,10 @@ impl Client {
             timeout: Instant::now(),
             bytes_sent: 0,
             bytes_received: 0,
+            rtp_in: 0,
+            downlink,
+            first_media: None,
+            last_media: None,
             buf: vec![0u8; 2048],
         })
     }
@@ -286,9 +282,13 @@ impl Client {
     /// When this client next needs attention.
     pub fn deadline(&self) -> Instant {
         let mut d = self.timeout;
+        if let Some(release) = self.downlink.as_ref().and_then(Downlink::next_release) {
+            d = d.min(release);
+        }
         if let Role::Publisher {
             audio,
             video,
+            layers,
             next_audio,
             next_video,
             ..
@@ -298,7 +298,7 @@ impl Client {
             if audio.is_some() {
                 d = d.min(*next_audio);
             }
-            if video.is_some() {
+            if video.is_some() || !layers.is_empty() {
                 d = d.min(*next_video);
             }
         }
@@ -336,28 +336,22 @@ impl Client {
         }
     }
 
-    /// Read every datagram waiting on the socket.
+    /// Read every datagram waiting on the socket (into the downlink's queue, when capped).
     pub fn handle_readable(&mut self) {
         loop {
             match self.socket.recv_from(&mut self.buf) {
                 Ok((n, source)) => {
+                    let data = &self.buf[..n];
+                    if is_rtp(data) {
+                        self.rtp_in += 1;
+                    }
+                    if let Some(link) = self.downlink.as_mut() {
+                        link.offer(data, source);
+                        continue;
+                    }
                     let now = Instant::now();
                     self.bytes_received += n as u64;
-                    let Ok(contents) = self.buf[..n].try_into() else {
-                        continue;
-                    };
-                    let input = Input::Receive(
-                        now,
-                        Receive {
-                            proto: Protocol::Udp,
-                            source,
-                            destination: self.local,
-                            contents,
-                        },
-                    );
-                    if let Err(e) = self.rtc.handle_input(input) {
-                        tracing::debug!(client = %self.label, error = %e, "input rejected");
-                    }
+                    feed(&mut self.rtc, &self.label, self.local, now, source, data);
                     self.drain(now);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -369,6 +363,7 @@ impl Client {
                 }
             }
         }
+        self.release(Instant::now());
     }
 
     /// Advance timers and generate due media.
@@ -376,6 +371,7 @@ impl Client {
         if !self.is_alive() {
             return;
         }
+        self.release(now);
         match (self.connected_at, self.disconnected_at) {
             (None, _) if now.saturating_duration_since(self.started) > CONNECT_TIMEOUT => {
                 self.fail("connect_timeout".into());
@@ -404,6 +400,9 @@ impl Client {
         }
         if self.connected_at.is_some() {
             self.send_media(now);
+            if self.decode_video(now) {
+                self.drain(now);
+            }
         }
     }
 
@@ -436,40 +435,50 @@ impl Client {
         let connect_ms = self
             .connected_at
             .map(|t| t.saturating_duration_since(self.started).as_millis() as u64);
-        let mut r = ClientReport {
-            label: self.label.clone(),
-            role: "subscriber",
-            connected: self.connected_at.is_some(),
-            connect_ms,
-            failure: self.failure.clone(),
-            left_early: false,
-            audio_sent: 0,
-            video_sent: 0,
-            keyframe_requests: 0,
-            audio_source: None,
-            video_source: None,
-            bytes_sent: self.bytes_sent,
-            bytes_received: self.bytes_received,
-            audio: RecvStats::default(),
-            video: RecvStats::default(),
+        let (media_s, received_kbps) = match (self.first_media, self.last_media) {
+            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => {
+                let s = t1.saturating_duration_since(t0).as_secs_f64();
+                (s, Some((b1 - b0) as f64 * 8.0 / 1000.0 / s))
+            }
+            _ => (0.0, None),
         };
+        let mut r = ClientReport::new(self.label.clone(), "subscriber");
+        r.connected = self.connected_at.is_some();
+        r.connect_ms = connect_ms;
+        r.failure = self.failure.clone();
+        r.bytes_sent = self.bytes_sent;
+        r.bytes_received = self.bytes_received;
+        r.rtp_in = self.rtp_in;
+        r.downlink = self.downlink.as_ref().map(Downlink::report);
+        r.media_s = media_s;
+        r.received_kbps = received_kbps;
         match &self.role {
             Role::Publisher {
                 audio,
                 video,
+                layers,
                 keyframe_requests,
                 ..
             } => {
                 r.role = "publisher";
                 r.audio_sent = audio.as_ref().map_or(0, |t| t.sent);
-                r.video_sent = video.as_ref().map_or(0, |t| t.sent);
+                r.video_sent = video.as_ref().map_or(0, |t| t.sent)
+                    + layers.iter().map(SendLayer::sent).sum::<u64>();
                 r.keyframe_requests = *keyframe_requests;
                 r.audio_source = audio.as_ref().map(|t| t.source);
                 r.video_source = video.as_ref().map(|t| t.source);
+                r.layers = layers.iter().map(SendLayer::report).collect();
             }
-            Role::Subscriber { audio, video, .. } => {
+            Role::Subscriber {
+                audio,
+                video,
+                frames,
+                ..
+            } => {
                 r.audio = audio.clone();
                 r.video = video.clone();
+                r.video_frames = frames.report(self.last_media.map(|(t, _)| t));
+                r.keyframe_requests = r.video_frames.keyframe_requests;
             }
         }
         r
@@ -479,6 +488,31 @@ impl Client {
         if self.failure.is_none() {
             tracing::debug!(client = %self.label, why, "client failed");
             self.failure = Some(why);
+        }
+    }
+
+    /// A subscriber's decoder model moves on with time, and asks for a keyframe (PLI) when
+    /// it is stuck; whether it asked (the `Rtc` then needs draining).
+    fn decode_video(&mut self, now: Instant) -> bool {
+        let Role::Subscriber {
+            frames, video_ssrc, ..
+        } = &mut self.role
+        else {
+            return false;
+        };
+        frames.handle_time(now);
+        request_keyframe(&mut self.rtc, frames, *video_ssrc, now)
+    }
+
+    /// Hand the `Rtc` what the capped downlink lets through by `now`.
+    fn release(&mut self, now: Instant) {
+        while let Some((buf, source)) = self.downlink.as_mut().and_then(|l| l.pop(now)) {
+            self.bytes_received += buf.len() as u64;
+            feed(&mut self.rtc, &self.label, self.local, now, source, &buf);
+            self.drain(now);
+            if let Some(link) = self.downlink.as_mut() {
+                link.recycle(buf);
+            }
         }
     }
 
@@ -510,15 +544,22 @@ impl Client {
             Event::Connected => {
                 self.connected_at.get_or_insert(now);
                 if let Role::Publisher {
+                    shape,
                     audio,
                     video,
+                    layers,
                     next_audio,
                     next_video,
                     ..
                 } = &mut self.role
                 {
-                    *audio = send_track(&mut self.rtc, &self.media, MediaKind::Audio, Codec::Opus);
-                    *video = send_track(&mut self.rtc, &self.media, MediaKind::Video, Codec::Vp8);
+                    let (rtc, media) = (&mut self.rtc, &self.media);
+                    *audio = SendTrack::open(rtc, media, MediaKind::Audio, Codec::Opus, None);
+                    if shape.simulcast {
+                        *layers = simulcast::open_layers(rtc, media, shape.video_bitrate_bps);
+                    } else {
+                        *video = SendTrack::open(rtc, media, MediaKind::Video, Codec::Vp8, None);
+                    }
                     *next_audio = now;
                     *next_video = now;
                 }
@@ -534,15 +575,19 @@ impl Client {
             Event::IceConnectionStateChange(_) => {
                 self.disconnected_at = None;
             }
-            Event::KeyframeRequest(_) => {
+            Event::KeyframeRequest(req) => {
                 if let Role::Publisher {
                     want_keyframe,
                     keyframe_requests,
+                    layers,
                     ..
                 } = &mut self.role
                 {
                     *want_keyframe = true;
                     *keyframe_requests += 1;
+                    for l in layers.iter_mut() {
+                        l.handle_keyframe_request(req.rid);
+                    }
                 }
             }
             Event::RtpPacket(pkt) => {
@@ -550,7 +595,10 @@ impl Client {
                 let Role::Subscriber {
                     audio,
                     video,
+                    frames,
+                    by_seq,
                     kinds,
+                    video_ssrc,
                 } = &mut self.role
                 else {
                     return;
@@ -571,14 +619,32 @@ impl Client {
                         kind
                     }
                 };
-                let Some(stamp) = Stamp::read(&pkt.payload) else {
-                    return;
-                };
+                self.first_media.get_or_insert((now, self.bytes_received));
+                self.last_media = Some((now, self.bytes_received));
+                let stamp = Stamp::read(&pkt.payload);
                 let wall = now_us();
-                match kind {
-                    MediaKind::Audio => audio.record(stamp, now, wall),
-                    MediaKind::Video => video.record(stamp, now, wall),
+                match (kind, stamp) {
+                    (MediaKind::Audio, Some(s)) => {
+                        audio.record(s, now, wall);
+                        frames.handle_time(now);
+                    }
+                    (MediaKind::Audio, None) => frames.handle_time(now),
+                    (MediaKind::Video, _) => {
+                        *video_ssrc = Some(ssrc);
+                        let seq = *pkt.seq_no;
+                        let h = &pkt.header;
+                        frames.handle_packet(now, seq, h.timestamp, h.marker, &pkt.payload);
+                        if *by_seq {
+                            // Bounded runs never take a stream past 2^32 packets.
+                            let sent = stamp.map(|s| s.sent_us);
+                            video.record_index(seq as u32, sent, now, wall);
+                        } else if let Some(s) = stamp {
+                            video.record(s, now, wall);
+                        }
+                    }
                 }
+                // Inside the drain loop: the request goes out with what follows.
+                request_keyframe(&mut self.rtc, frames, *video_ssrc, now);
             }
             _ => {}
         }
@@ -589,6 +655,7 @@ impl Client {
             shape,
             audio,
             video,
+            layers,
             next_audio,
             next_video,
             want_keyframe,
@@ -608,8 +675,7 @@ impl Client {
             let mut n = 0;
             while *next_audio <= now && n < 5 {
                 let payload = synth::opus_packet(t.source, t.index, now_us(), shape.audio_bytes);
-                write(&mut self.rtc, t, now, payload, true, false);
-                t.index = t.index.wrapping_add(1);
+                t.write(&mut self.rtc, now, payload, true, false);
                 t.ts += u64::from(synth::OPUS_FRAME_TICKS);
                 *next_audio += Duration::from_millis(20);
                 n += 1;
@@ -618,6 +684,17 @@ impl Client {
             if *next_audio <= now {
                 *next_audio = now + Duration::from_millis(20);
             }
+        }
+        let interval = Duration::from_micros(1_000_000 / u64::from(shape.fps.max(1)));
+        if !layers.is_empty() && *next_video <= now {
+            for l in layers.iter_mut() {
+                l.write_frame(&mut self.rtc, now, shape.fps, shape.keyframe_interval);
+            }
+            *next_video += interval;
+            if *next_video <= now {
+                *next_video = now + interval;
+            }
+            wrote = true;
         }
         if let Some(t) = video
             && *next_video <= now
@@ -635,10 +712,8 @@ impl Client {
             let packets = synth::vp8_frame(key, size, t.source, t.index, now_us());
             let last = packets.len() - 1;
             for (i, p) in packets.into_iter().enumerate() {
-                write(&mut self.rtc, t, now, p, i == last, true);
-                t.index = t.index.wrapping_add(1);
+                t.write(&mut self.rtc, now, p, i == last, true);
             }
-            let interval = Duration::from_micros(1_000_000 / u64::from(shape.fps.max(1)));
             t.ts += 90_000 / u64::from(shape.fps.max(1));
             *next_video += interval;
             if *next_video <= now {
@@ -652,126 +727,73 @@ impl Client {
     }
 }
 
-fn write(
+/// Ask for a keyframe on `ssrc` when the decoder model wants one; whether it did.
+fn request_keyframe(
     rtc: &mut Rtc,
-    t: &mut SendTrack,
+    frames: &mut VideoRecv,
+    ssrc: Option<Ssrc>,
     now: Instant,
-    payload: Vec<u8>,
-    marker: bool,
-    video: bool,
-) {
-    let mut api = rtc.direct_api();
-    let Some(stream) = api.stream_tx(&t.ssrc) else {
-        return;
+) -> bool {
+    let Some(ssrc) = ssrc else {
+        return false;
     };
-    let seq: SeqNo = t.seq.into();
-    stream.write_rtp(
-        RtpWrite::new(t.pt, seq, t.ts as u32, now, payload)
-            .marker(marker)
-            .nackable(video),
-    );
-    t.seq += 1;
-    t.sent += 1;
+    if !frames.wants_keyframe(now) {
+        return false;
+    }
+    match rtc.direct_api().stream_rx(&ssrc) {
+        Some(rx) => {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            true
+        }
+        None => false,
+    }
 }
 
-fn send_track(
+/// Hand one datagram to `rtc` (which the caller then drains).
+fn feed(
     rtc: &mut Rtc,
-    media: &[(Mid, MediaKind)],
-    kind: MediaKind,
-    codec: Codec,
-) -> Option<SendTrack> {
-    let mid = media.iter().find(|(_, k)| *k == kind)?.0;
-    let remote_pts = rtc.media(mid)?.remote_pts().to_vec();
-    let pt = rtc
-        .codec_config()
-        .params()
-        .iter()
-        .find(|p| p.spec().codec == codec && remote_pts.contains(&p.pt()))?
-        .pt();
-    let ssrc = rtc.direct_api().stream_tx_by_mid(mid, None)?.ssrc();
-    let seed = u64::from(*ssrc);
-    Some(SendTrack {
-        source: next_source(),
-        pt,
-        ssrc,
-        seq: seed & 0x3fff,
-        ts: (seed << 8) & 0x3fff_ffff,
-        index: 0,
-        sent: 0,
-    })
+    label: &str,
+    local: SocketAddr,
+    now: Instant,
+    source: SocketAddr,
+    data: &[u8],
+) {
+    let Ok(contents) = data.try_into() else {
+        return;
+    };
+    let input = Input::Receive(
+        now,
+        Receive {
+            proto: Protocol::Udp,
+            source,
+            destination: local,
+            contents,
+        },
+    );
+    if let Err(e) = rtc.handle_input(input) {
+        tracing::debug!(client = %label, error = %e, "input rejected");
+    }
+}
+
+/// Is a datagram RTP (RFC 7983: first byte 128 to 191; RFC 5761: RTCP's packet types 192
+/// to 223 in the second byte)?
+fn is_rtp(d: &[u8]) -> bool {
+    matches!(d, [128..=191, b1, ..] if !(192..=223).contains(b1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn stamp(index: u32, sent_us: u64) -> Stamp {
-        Stamp {
-            source: 9,
-            index,
-            sent_us,
-        }
-    }
-
     #[test]
-    fn loss_duplicates_and_latency_are_counted() {
-        let t0 = Instant::now();
-        let mut s = RecvStats::default();
-        // Indices 100..=199 with every tenth one missing and 150 twice.
-        for i in 100..200u32 {
-            if i % 10 == 3 {
-                continue;
-            }
-            let at = t0 + Duration::from_millis(u64::from(i - 100) * 20);
-            s.record(stamp(i, 1_000_000), at, 1_000_000 + 2_000);
-        }
-        s.record(stamp(150, 1_000_000), t0, 1_000_000 + 2_000);
-        assert_eq!(s.source, Some(9));
-        assert_eq!(s.first_index, Some(100));
-        assert_eq!(s.max_index, Some(199));
-        assert_eq!(s.packets, 91);
-        assert_eq!(s.unique, 90);
-        assert_eq!(s.duplicates, 1);
-        assert_eq!(s.gaps(), 10);
-        // The sender sent up to 209: ten more in flight or lost at the tail.
-        assert_eq!(s.expected(209), 110);
-        assert_eq!(s.expected(50), 0, "a sender behind the first index");
-        assert_eq!(s.latency.count(), 90, "duplicates are not sampled");
-        let p50 = s.latency.quantile(0.5).unwrap();
-        assert!((1_940..=2_000).contains(&p50), "{p50}");
-        assert_eq!(s.freezes, 0);
-    }
-
-    #[test]
-    fn gaps_longer_than_the_freeze_threshold_are_freezes() {
-        let t0 = Instant::now();
-        let mut s = RecvStats::default();
-        let mut at = t0;
-        for i in 0..10u32 {
-            // One long stall after packet 4, one just under the threshold after 7.
-            at += match i {
-                5 => FREEZE_GAP + Duration::from_millis(1),
-                8 => FREEZE_GAP,
-                _ => Duration::from_millis(33),
-            };
-            s.record(stamp(i, 0), at, 0);
-        }
-        assert_eq!(s.freezes, 1);
-        assert_eq!(s.gaps(), 0);
-    }
-
-    #[test]
-    fn reordered_and_far_packets_do_not_break_accounting() {
-        let t0 = Instant::now();
-        let mut s = RecvStats::default();
-        s.record(stamp(10, 0), t0, 0);
-        s.record(stamp(12, 0), t0, 0);
-        s.record(stamp(11, 0), t0, 0);
-        s.record(stamp(5, 0), t0, 0); // older than the first: counted, not tracked
-        s.record(stamp(u32::MAX, 0), t0, 0); // absurdly far: counted apart
-        assert_eq!(s.unique, 4);
-        assert_eq!(s.out_of_range, 1);
-        assert_eq!(s.max_index, Some(12));
-        assert_eq!(s.gaps(), 0);
+    fn rtp_is_told_from_rtcp_stun_and_dtls() {
+        // RTP with marker and PT 96 / without marker PT 111; RTCP receiver report (201);
+        // a STUN binding request; a DTLS handshake record.
+        assert!(is_rtp(&[0x80, 0xe0, 0, 1]));
+        assert!(is_rtp(&[0x90, 111, 0, 1]));
+        assert!(!is_rtp(&[0x81, 201, 0, 7]));
+        assert!(!is_rtp(&[0x00, 0x01, 0, 0]));
+        assert!(!is_rtp(&[22, 0xfe, 0xfd]));
+        assert!(!is_rtp(&[0x80]));
     }
 }

@@ -5,8 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::client::{ClientReport, RecvStats};
+use crate::classes::ClassSummary;
+use crate::client::ClientReport;
 use crate::hist::Histogram;
+use crate::recv::RecvStats;
 
 /// Quantiles in milliseconds.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -55,6 +57,9 @@ pub struct Steady {
     pub packets_sent: u64,
     /// UDP bytes publishers sent in the window.
     pub bytes_sent: u64,
+    /// RTP datagrams that reached subscribers' sockets in the window, before any downlink
+    /// cap: what the server sent them, retransmissions and padding included.
+    pub rtp_in: u64,
 }
 
 impl Steady {
@@ -83,6 +88,8 @@ pub struct Counters {
     pub bytes_sent: u64,
     /// Packets missing inside what subscribers received.
     pub gaps: u64,
+    /// RTP datagrams that reached subscribers' sockets.
+    pub rtp_in: u64,
 }
 
 impl Counters {
@@ -97,6 +104,7 @@ impl Counters {
                 c.packets_received += r.audio.unique + r.video.unique;
                 c.bytes_received += r.bytes_received;
                 c.gaps += r.audio.gaps() + r.video.gaps();
+                c.rtp_in += r.rtp_in;
             }
         }
         c
@@ -112,6 +120,7 @@ impl Counters {
             packets_sent: self.packets_sent.saturating_sub(earlier.packets_sent),
             bytes_sent: self.bytes_sent.saturating_sub(earlier.bytes_sent),
             gaps: self.gaps.saturating_sub(earlier.gaps),
+            rtp_in: self.rtp_in.saturating_sub(earlier.rtp_in),
         }
     }
 }
@@ -152,8 +161,14 @@ pub struct Aggregate {
     pub duplicates: u64,
     /// Send-to-receive latency, milliseconds.
     pub latency_ms: Quantiles,
-    /// Gaps longer than the freeze threshold.
+    /// Gaps between packets longer than the freeze threshold.
     pub freezes: u64,
+    /// Video freezes: no new complete frame for longer than the threshold.
+    pub frame_freezes: u64,
+    /// Layer switches subscribers saw (keyframes of another size).
+    pub layer_switches: u64,
+    /// VP8 numbering breaks between adjacent frames subscribers received.
+    pub numbering_breaks: u64,
     /// Streams (subscriber × kind) that received something.
     pub streams: u64,
 }
@@ -173,6 +188,9 @@ pub struct Report {
     pub steady: Steady,
     /// Aggregates.
     pub aggregate: Aggregate,
+    /// Subscribers by downlink class (runs with caps or simulcast).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassSummary>,
     /// Every client, churned ones included.
     pub clients: Vec<ClientReport>,
 }
@@ -222,6 +240,9 @@ pub fn aggregate(clients: &[ClientReport], join_failures: &[String]) -> Aggregat
         if r.connected && r.failure.is_none() && r.audio.packets + r.video.packets == 0 {
             *a.failures.entry("no_media".into()).or_default() += 1;
         }
+        a.frame_freezes += r.video_frames.freezes;
+        a.layer_switches += r.video_frames.layer_switches;
+        a.numbering_breaks += r.video_frames.numbering_breaks;
         for s in [&r.audio, &r.video] {
             if s.packets == 0 {
                 continue;
@@ -299,6 +320,25 @@ impl Report {
             self.steady.packets_per_second(),
             self.steady.mbps_received()
         );
+        for c in &self.classes {
+            let ending: Vec<String> = c
+                .ending_layers
+                .iter()
+                .map(|(layer, n)| format!("{n} on {layer}"))
+                .collect();
+            out += &format!(
+                "\n  {} ×{}: {:.0} kbps, mostly {}, ending {} | video loss {:.2}% | {:.1} fps, freezes {:.2}/min, switches {:.2}/min",
+                c.class,
+                c.subscribers,
+                c.received_kbps,
+                c.layer_mostly.as_deref().unwrap_or("-"),
+                ending.join(", "),
+                c.video_loss_pct,
+                c.fps,
+                c.freezes_per_min,
+                c.layer_switches_per_min,
+            );
+        }
         out
     }
 
@@ -328,23 +368,16 @@ mod tests {
     use crate::stamp::Stamp;
 
     fn publisher(label: &str, audio: (u32, u64), video: (u32, u64)) -> ClientReport {
-        ClientReport {
-            label: label.into(),
-            role: "publisher",
-            connected: true,
-            connect_ms: Some(40),
-            failure: None,
-            left_early: false,
-            audio_sent: audio.1,
-            video_sent: video.1,
-            keyframe_requests: 0,
-            audio_source: Some(audio.0),
-            video_source: Some(video.0),
-            bytes_sent: 1000,
-            bytes_received: 10,
-            audio: RecvStats::default(),
-            video: RecvStats::default(),
-        }
+        let mut r = ClientReport::new(label.into(), "publisher");
+        r.connected = true;
+        r.connect_ms = Some(40);
+        r.audio_sent = audio.1;
+        r.video_sent = video.1;
+        r.audio_source = Some(audio.0);
+        r.video_source = Some(video.0);
+        r.bytes_sent = 1000;
+        r.bytes_received = 10;
+        r
     }
 
     fn stream(source: u32, indices: impl Iterator<Item = u32>, latency_us: u64) -> RecvStats {
@@ -365,23 +398,15 @@ mod tests {
     }
 
     fn subscriber(label: &str, audio: RecvStats, video: RecvStats) -> ClientReport {
-        ClientReport {
-            label: label.into(),
-            role: "subscriber",
-            connected: true,
-            connect_ms: Some(60),
-            failure: None,
-            left_early: false,
-            audio_sent: 0,
-            video_sent: 0,
-            keyframe_requests: 0,
-            audio_source: None,
-            video_source: None,
-            bytes_sent: 10,
-            bytes_received: 500,
-            audio,
-            video,
-        }
+        let mut r = ClientReport::new(label.into(), "subscriber");
+        r.connected = true;
+        r.connect_ms = Some(60);
+        r.bytes_sent = 10;
+        r.bytes_received = 500;
+        r.rtp_in = 7;
+        r.audio = audio;
+        r.video = video;
+        r
     }
 
     #[test]
@@ -454,6 +479,7 @@ mod tests {
             elapsed_s: 1.0,
             steady: Steady::default(),
             aggregate: agg,
+            classes: vec![],
             clients: vec![],
         };
         assert!((report.failure_ratio() - 5.0 / 6.0).abs() < 1e-9);
@@ -477,6 +503,7 @@ mod tests {
         assert_eq!(c.packets_received, 45);
         assert_eq!(c.bytes_received, 500);
         assert_eq!(c.gaps, 4, "10, 20, 30, 40 (0 was never seen)");
+        assert_eq!(c.rtp_in, 7, "subscribers' only");
         let later = Counters {
             packets_received: 100,
             ..c

@@ -17,11 +17,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::sleep;
 
-use crate::client::{Client, ClientReport, MediaShape};
+use crate::classes;
+use crate::client::{Client, ClientReport, MediaShape, SubscriberSetup};
+use crate::downlink::DownlinkCap;
 use crate::engine::Engine;
 use crate::hist::Histogram;
 use crate::report::{Counters, Report, Steady, aggregate};
 use crate::signal::MediaSpec;
+use crate::simulcast;
 use crate::target::{PublisherRef, Session, Target};
 
 /// Time given to packets in flight (and their retransmissions) after publishers stop.
@@ -72,6 +75,39 @@ pub struct Scenario {
     /// Append the running totals as a JSON line here every second (for soak sampling).
     #[serde(skip)]
     pub progress_json: Option<std::path::PathBuf>,
+    /// Publishers send their video as three simulcast layers (WHIP only); the video bitrate
+    /// is the top layer's.
+    pub simulcast: bool,
+    /// Downlink caps of subscribers, spread round-robin: subscriber `j` of a room gets
+    /// `downlink_caps[j % len]` (`None`: uncapped). Empty: every subscriber uncapped.
+    pub downlink_caps: Vec<Option<DownlinkCap>>,
+}
+
+impl Default for Scenario {
+    /// One room, one publisher (audio + 1.5 Mbit/s VP8 at 30 fps), four uncapped
+    /// subscribers, for 30 s, on 127.0.0.1.
+    fn default() -> Self {
+        Scenario {
+            rooms: 1,
+            publishers: 1,
+            subscribers: 4,
+            video: true,
+            video_bitrate_bps: 1_500_000,
+            fps: 30,
+            keyframe_interval_s: 0.0,
+            audio_bytes: 80,
+            duration: Duration::from_secs(30),
+            ramp_per_s: 20.0,
+            churn_per_s: 0.0,
+            threads: 2,
+            max_in_flight: 8,
+            bind_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            progress: false,
+            progress_json: None,
+            simulcast: false,
+            downlink_caps: Vec::new(),
+        }
+    }
 }
 
 mod secs {
@@ -91,6 +127,28 @@ impl Scenario {
             keyframe_interval: (self.keyframe_interval_s > 0.0)
                 .then(|| Duration::from_secs_f64(self.keyframe_interval_s)),
             audio_bytes: self.audio_bytes,
+            simulcast: self.simulcast && self.video,
+        }
+    }
+
+    /// How subscriber `index` of a room receives.
+    fn setup(&self, index: usize) -> SubscriberSetup {
+        let downlink = match self.downlink_caps.len() {
+            0 => None,
+            n => self.downlink_caps[index % n],
+        };
+        SubscriberSetup {
+            downlink,
+            simulcast: self.simulcast && self.video,
+        }
+    }
+
+    /// The RIDs publishers offer (none without simulcast).
+    fn layers(&self) -> Vec<&'static str> {
+        if self.simulcast && self.video {
+            simulcast::rids().collect()
+        } else {
+            Vec::new()
         }
     }
 
@@ -107,8 +165,8 @@ struct State {
     sessions: HashMap<String, Session>,
     /// Per room, the publishers that joined.
     publishers: Vec<Vec<PublisherRef>>,
-    /// Live subscribers: label → the publisher they watch.
-    subscribers: Vec<(String, PublisherRef)>,
+    /// Live subscribers: label, the publisher they watch, how they receive.
+    subscribers: Vec<(String, PublisherRef, SubscriberSetup)>,
     join_failures: Vec<String>,
     /// Final reports of clients that left early (churn).
     finished: Vec<ClientReport>,
@@ -230,6 +288,7 @@ async fn drive(ctx: Arc<Ctx>) -> Report {
                 bytes_received: d.bytes_received,
                 packets_sent: d.packets_sent,
                 bytes_sent: d.bytes_sent,
+                rtp_in: d.rtp_in,
             }
         }
         _ => Steady::default(),
@@ -239,6 +298,11 @@ async fn drive(ctx: Arc<Ctx>) -> Report {
     let mut scenario = serde_json::to_value(&sc).unwrap_or_default();
     scenario["target"] = ctx.target.name().into();
     scenario["churn_cycles"] = st.churns.into();
+    let classes = if sc.simulcast || !sc.downlink_caps.is_empty() {
+        classes::classes(&clients)
+    } else {
+        Vec::new()
+    };
     Report {
         target: ctx.target.name().into(),
         scenario,
@@ -246,6 +310,7 @@ async fn drive(ctx: Arc<Ctx>) -> Report {
         elapsed_s: started.elapsed().as_secs_f64(),
         steady,
         aggregate,
+        classes,
         clients,
     }
 }
@@ -259,7 +324,7 @@ async fn join_publisher(ctx: Arc<Ctx>, room: usize, index: usize) {
     ctx.state.lock().expect("not poisoned").attempts += 1;
     let result = ctx
         .target
-        .publish(room, index, sc.spec(), sc.bind_ip)
+        .publish(room, index, sc.spec(), &sc.layers(), sc.bind_ip)
         .await
         .and_then(|(joined, session, publisher)| {
             let client = Client::publisher(label.clone(), joined, sc.shape())
@@ -300,7 +365,8 @@ async fn join_subscriber(ctx: Arc<Ctx>, room: usize, index: usize, label: String
         }
         pubs[index % pubs.len()].clone()
     };
-    subscribe_as(&ctx, publisher, label).await;
+    let setup = ctx.scenario.setup(index);
+    subscribe_as(&ctx, publisher, label, setup).await;
 }
 
 /// Leave and rejoin one random subscriber at the churn rate, forever (the caller stops it).
@@ -314,12 +380,12 @@ async fn churn_loop(ctx: Arc<Ctx>) {
                 continue;
             }
             let i = rand::random_range(0..st.subscribers.len());
-            let (label, publisher) = st.subscribers.swap_remove(i);
+            let (label, publisher, setup) = st.subscribers.swap_remove(i);
             st.churns += 1;
             let session = st.sessions.remove(&label);
-            (label, publisher, session)
+            (label, publisher, setup, session)
         };
-        let (label, publisher, session) = picked;
+        let (label, publisher, setup, session) = picked;
         if let Some(report) = ctx.engine.remove(&label) {
             ctx.state
                 .lock()
@@ -337,28 +403,29 @@ async fn churn_loop(ctx: Arc<Ctx>) {
             Some((b, n)) => (b.to_owned(), n.parse::<u64>().unwrap_or(0) + 1),
             None => (label.clone(), 1),
         };
-        tokio::spawn(rejoin(ctx.clone(), publisher, format!("{base}.{n}")));
+        tokio::spawn(rejoin(ctx.clone(), publisher, format!("{base}.{n}"), setup));
     }
 }
 
-/// Join `label` as a new subscriber of `publisher` (the one it watched before leaving).
-async fn rejoin(ctx: Arc<Ctx>, publisher: PublisherRef, label: String) {
+/// Join `label` as a new subscriber of `publisher` (the one it watched before leaving),
+/// on the same kind of link.
+async fn rejoin(ctx: Arc<Ctx>, publisher: PublisherRef, label: String, setup: SubscriberSetup) {
     let Ok(_permit) = ctx.permits.acquire().await else {
         return;
     };
     ctx.state.lock().expect("not poisoned").attempts += 1;
-    subscribe_as(&ctx, publisher, label).await;
+    subscribe_as(&ctx, publisher, label, setup).await;
 }
 
 /// Subscribe `label` to `publisher` (an attempt already counted) and hand the client to the
 /// media engine, or count the failure by reason.
-async fn subscribe_as(ctx: &Ctx, publisher: PublisherRef, label: String) {
+async fn subscribe_as(ctx: &Ctx, publisher: PublisherRef, label: String, setup: SubscriberSetup) {
     let result = ctx
         .target
         .subscribe(&publisher, ctx.scenario.bind_ip)
         .await
         .and_then(|(joined, session)| {
-            let client = Client::subscriber(label.clone(), joined)
+            let client = Client::subscriber_with(label.clone(), joined, setup)
                 .map_err(|e| crate::SignalError::Io(e.to_string()))?;
             Ok((client, session))
         });
@@ -372,7 +439,7 @@ async fn subscribe_as(ctx: &Ctx, publisher: PublisherRef, label: String) {
         Ok((client, session)) => {
             ctx.engine.add(client);
             st.sessions.insert(label.clone(), session);
-            st.subscribers.push((label, publisher));
+            st.subscribers.push((label, publisher, setup));
         }
         Err(e) => {
             tracing::debug!(%label, error = %e, "subscriber join failed");

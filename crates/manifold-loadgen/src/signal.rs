@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::{Candidate, Rtc};
 
 /// Largest answer accepted from a server.
@@ -105,6 +105,16 @@ impl Offering {
     /// Bind a socket on `bind_ip` and make an offer: `publish` selects sendonly media,
     /// `None` recvonly audio+video.
     pub fn new(bind_ip: IpAddr, publish: Option<MediaSpec>) -> Result<Offering, SignalError> {
+        Offering::with_layers(bind_ip, publish, &[])
+    }
+
+    /// As [`Offering::new`], a publisher's video m-line offering `layers` as simulcast send
+    /// layers (`a=rid:<rid> send`, `a=simulcast:send q;h;f`, lowest first); none: one stream.
+    pub fn with_layers(
+        bind_ip: IpAddr,
+        publish: Option<MediaSpec>,
+        layers: &[&str],
+    ) -> Result<Offering, SignalError> {
         let started = Instant::now();
         let (mut rtc, socket) = new_rtc(bind_ip)?;
         let mut change = rtc.sdp_api();
@@ -118,8 +128,21 @@ impl Offering {
                     ));
                 }
                 if spec.video {
+                    let simulcast = (!layers.is_empty()).then(|| {
+                        let mut s = Simulcast::new();
+                        for rid in layers {
+                            s.add_send_layer(SimulcastLayer::new(rid));
+                        }
+                        s
+                    });
                     media.push((
-                        change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None),
+                        change.add_media(
+                            MediaKind::Video,
+                            Direction::SendOnly,
+                            None,
+                            None,
+                            simulcast,
+                        ),
                         MediaKind::Video,
                     ));
                 }
@@ -230,7 +253,16 @@ pub async fn join(
     bind_ip: IpAddr,
     publish: Option<MediaSpec>,
 ) -> Result<Joined, SignalError> {
-    let offering = Offering::new(bind_ip, publish)?;
+    post_offer(http, url, token, Offering::new(bind_ip, publish)?).await
+}
+
+/// Send `offering` to a WHIP or WHEP endpoint (`url`) and apply the answer.
+pub async fn post_offer(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    offering: Offering,
+) -> Result<Joined, SignalError> {
     let mut req = http
         .post(url)
         .header("content-type", "application/sdp")

@@ -108,24 +108,32 @@ impl Target {
         }
     }
 
-    /// Join publisher `index` of room `room`.
+    /// Join publisher `index` of room `room`, its video in simulcast `layers` (RIDs, lowest
+    /// first; WHIP only) unless that is empty.
     pub async fn publish(
         &self,
         room: usize,
         index: usize,
         spec: MediaSpec,
+        layers: &[&str],
         bind_ip: IpAddr,
     ) -> Result<(Joined, Session, PublisherRef), SignalError> {
         let name = format!("r{room}-p{index}");
+        if !layers.is_empty() && !matches!(self, Target::WhipWhep(_)) {
+            return Err(SignalError::Protocol(format!(
+                "simulcast publishing is for WHIP, not {}",
+                self.name()
+            )));
+        }
         match self {
             Target::WhipWhep(w) => {
                 let url = w.url(&w.whip, room, &name);
-                let joined = timed(signal::join(
+                let offering = signal::Offering::with_layers(bind_ip, Some(spec), layers)?;
+                let joined = timed(signal::post_offer(
                     &w.http,
                     &url,
                     w.token.as_deref(),
-                    bind_ip,
-                    Some(spec),
+                    offering,
                 ))
                 .await?;
                 let session = Session::Http(joined.resource.clone());

@@ -30,6 +30,7 @@ fn two_publishers_four_subscribers_scenario() -> Scenario {
         bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         progress: false,
         progress_json: None,
+        ..Scenario::default()
     }
 }
 
@@ -108,6 +109,7 @@ fn refused_joins_are_counted_not_fatal() {
         bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         progress: false,
         progress_json: None,
+        ..Scenario::default()
     };
     let report = run(scenario, target).expect("run");
     let a = &report.aggregate;
@@ -143,6 +145,7 @@ fn churning_subscribers_leave_and_rejoin() {
         bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         progress: false,
         progress_json: None,
+        ..Scenario::default()
     };
     let report = run(scenario, target).expect("run");
     println!("{}", report.summary());
