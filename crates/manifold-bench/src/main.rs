@@ -10,19 +10,20 @@
 
 mod chart;
 mod proc;
+mod server;
+mod simulcast;
 mod soak;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
 
 use clap::Parser;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::proc::{Sample, Sampler};
+use crate::server::start_server;
 
 /// Run the benchmark scenarios against Manifold and Janus.
 #[derive(Parser, Debug)]
@@ -30,8 +31,8 @@ struct Args {
     /// The `manifold` binary (server and loadgen).
     #[arg(long)]
     manifold: PathBuf,
-    /// Scenarios to run: a, b, c.
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c")]
+    /// Scenarios to run: a, b, c, d (d: simulcast to capped downlinks, Manifold only).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
     scenarios: Vec<String>,
     /// Servers to compare: manifold, janus.
     #[arg(long, value_delimiter = ',', default_value = "manifold,janus")]
@@ -63,6 +64,15 @@ struct Args {
     /// Rooms of four in the soak (13: about 70 % of a 2-core machine, release build).
     #[arg(long, default_value_t = 13)]
     soak_rooms: usize,
+    /// Scenario (d): seconds of steady load (after every client joined).
+    #[arg(long, default_value_t = 60)]
+    simulcast_seconds: u64,
+    /// Scenario (d): downlink classes, as the loadgen's `--downlink-caps` takes them.
+    #[arg(long, default_value = "300k,1m,3m,none")]
+    simulcast_caps: String,
+    /// Scenario (d): subscribers per class.
+    #[arg(long, default_value_t = 4)]
+    simulcast_per_class: usize,
 }
 
 /// One load point of a scenario.
@@ -248,6 +258,13 @@ fn main() -> ExitCode {
             .iter()
             .all(|r| r.note.as_deref() != Some("server did not start"));
     }
+    if !args.smoke && args.scenarios.iter().any(|s| s == simulcast::ID) {
+        if servers.iter().any(|s| s == "manifold") {
+            all_ok &= run_simulcast(&args, &mut summary);
+        } else {
+            eprintln!("== scenario d runs against Manifold only (simulcast over WHIP)");
+        }
+    }
     // The summary covers every scenario whose table is in the results folder, so running
     // one scenario again keeps the others' rows.
     if !args.smoke {
@@ -268,7 +285,10 @@ fn main() -> ExitCode {
             let title = scenarios
                 .iter()
                 .find(|s| s.id == id)
-                .map_or("", |s| s.title);
+                .map(|s| s.title)
+                .or((id == simulcast::ID).then_some(simulcast::TITLE))
+                .or((id == "soak").then_some(soak::TITLE))
+                .unwrap_or("");
             let body = std::fs::read_to_string(&t).unwrap_or_default();
             summary += &format!("### ({id}) {title}\n\n{body}\n");
         }
@@ -282,6 +302,31 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Scenario (d): run it, write `d.json` and `d.md`; whether it ran.
+fn run_simulcast(args: &Args, summary: &mut String) -> bool {
+    let result = match simulcast::run(args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("   scenario d: {e}");
+            return false;
+        }
+    };
+    let table = simulcast::markdown(&result);
+    eprintln!("{table}");
+    *summary += &format!("### ({}) {}\n\n{table}\n", simulcast::ID, simulcast::TITLE);
+    let base = args.out.join(simulcast::ID);
+    let wrote = std::fs::write(
+        base.with_extension("json"),
+        serde_json::to_string_pretty(&result).unwrap_or_default(),
+    )
+    .and_then(|()| std::fs::write(base.with_extension("md"), &table));
+    if let Err(e) = wrote {
+        eprintln!("manifold-bench: cannot write results: {e}");
+        return false;
+    }
+    result["failed_joins"] == 0
 }
 
 fn scenarios(args: &Args) -> Vec<ScenarioDef> {
@@ -360,234 +405,6 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
             stepped: false,
         },
     ]
-}
-
-/// A running server under test.
-struct Server {
-    child: Child,
-    loadgen_args: Vec<String>,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SIGTERM first (both servers shut down cleanly on it), then make sure.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(args: &Args, server: &str, tag: &str) -> Result<Server, String> {
-    let log = args.work.join(format!("{tag}.server.log"));
-    let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-    match server {
-        "manifold" => {
-            let mut child = Command::new(&args.manifold)
-                .args([
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:8080",
-                    "--media-bind",
-                    "127.0.0.1",
-                    "--announce-ip",
-                    "127.0.0.1",
-                    "--port-base",
-                    "40000",
-                    "--workers",
-                    "2",
-                    "--log-level",
-                    "warn",
-                ])
-                .env_remove("RUST_LOG")
-                // The default room limit (100 participants) would refuse scenario (a)'s
-                // larger steps; Janus has no such limit on subscribers.
-                .env("MANIFOLD_LIMITS__MAX_PARTICIPANTS_PER_ROOM", "100000")
-                // Every client of the load generator comes from one address: the per-address
-                // session rate and the session cap are for real deployments, not this.
-                .env("MANIFOLD_LIMITS__SESSION_RATE_PER_IP", "100000")
-                .env("MANIFOLD_LIMITS__SESSION_BURST_PER_IP", "100000")
-                .env("MANIFOLD_LIMITS__MAX_SESSIONS", "100000")
-                .stdout(Stdio::piped())
-                .stderr(log_file)
-                .spawn()
-                .map_err(|e| format!("cannot start manifold: {e}"))?;
-            let stdout = child.stdout.take().ok_or("no stdout")?;
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if line.starts_with("manifold: listening on ") {
-                        let _ = tx.send(());
-                    }
-                }
-            });
-            let server = Server {
-                child,
-                loadgen_args: vec![
-                    "--target".into(),
-                    "whip-whep".into(),
-                    "--server".into(),
-                    "http://127.0.0.1:8080".into(),
-                ],
-                log,
-            };
-            rx.recv_timeout(Duration::from_secs(20))
-                .map_err(|_| format!("manifold did not start (see {})", server.log.display()))?;
-            Ok(server)
-        }
-        "janus" => {
-            let conf = janus_config(&args.work)?;
-            let child = Command::new(&args.janus)
-                .arg("-F")
-                .arg(&conf)
-                .arg("-C")
-                .arg(conf.join("janus.jcfg"))
-                .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
-                .stderr(log_file)
-                .spawn()
-                .map_err(|e| format!("cannot start janus: {e}"))?;
-            let server = Server {
-                child,
-                loadgen_args: vec![
-                    "--target".into(),
-                    "janus".into(),
-                    "--janus-url".into(),
-                    "http://127.0.0.1:8088/janus".into(),
-                ],
-                log,
-            };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if http_ok("127.0.0.1:8088", "/janus/info") {
-                    return Ok(server);
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(format!(
-                "janus did not start (see {})",
-                server.log.display()
-            ))
-        }
-        other => Err(format!("unknown server {other}")),
-    }
-}
-
-/// Janus configuration for the benchmark: the VideoRoom plugin and the HTTP transport
-/// only, warnings-level logging (as Manifold's), host candidates on 127.0.0.x only.
-fn janus_config(work: &Path) -> Result<PathBuf, String> {
-    let dir = work.join("janus-conf");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let lib = [
-        "/usr/lib/x86_64-linux-gnu/janus",
-        "/usr/lib/aarch64-linux-gnu/janus",
-        "/usr/lib/janus",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).join("plugins").exists())
-    .ok_or("no Janus plugins folder (is the janus package installed?)")?;
-    let disable_plugins = [
-        "audiobridge",
-        "duktape",
-        "echotest",
-        "lua",
-        "nosip",
-        "recordplay",
-        "sip",
-        "streaming",
-        "textroom",
-        "videocall",
-        "voicemail",
-    ]
-    .map(|p| format!("libjanus_{p}.so"))
-    .join(",");
-    let disable_transports = ["mqtt", "nanomsg", "pfunix", "rabbitmq", "websockets"]
-        .map(|p| format!("libjanus_{p}.so"))
-        .join(",");
-    let main = format!(
-        r#"general: {{
-	configs_folder = "{conf}"
-	plugins_folder = "{lib}/plugins"
-	transports_folder = "{lib}/transports"
-	events_folder = "{lib}/events"
-	loggers_folder = "{lib}/loggers"
-	interface = "127.0.0.2"
-	debug_level = 3
-	admin_secret = "janusoverlord"
-}}
-certificates: {{
-}}
-media: {{
-	rtp_port_range = "20000-40000"
-}}
-nat: {{
-	nice_debug = false
-	ice_enforce_list = "127.0.0."
-}}
-plugins: {{
-	disable = "{disable_plugins}"
-}}
-transports: {{
-	disable = "{disable_transports}"
-}}
-loggers: {{
-	disable = "libjanus_jsonlog.so"
-}}
-events: {{
-	broadcast = false
-}}
-"#,
-        conf = dir.display()
-    );
-    let http = r#"general: {
-	json = "compact"
-	base_path = "/janus"
-	http = true
-	port = 8088
-	https = false
-}
-admin: {
-	admin_http = false
-}
-cors: {
-}
-"#;
-    let videoroom = "general: {\n}\n";
-    for (name, text) in [
-        ("janus.jcfg", main.as_str()),
-        ("janus.transport.http.jcfg", http),
-        ("janus.plugin.videoroom.jcfg", videoroom),
-    ] {
-        std::fs::write(dir.join(name), text).map_err(|e| e.to_string())?;
-    }
-    Ok(dir)
-}
-
-/// A GET that answers 200, over a bare TCP socket (no HTTP client needed for one probe).
-fn http_ok(addr: &str, path: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(
-        &addr.parse().expect("a literal socket address"),
-        Duration::from_millis(500),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 16];
-    s.read(&mut buf).is_ok_and(|n| {
-        buf[..n].starts_with(b"HTTP/1.1 200") || buf[..n].starts_with(b"HTTP/1.0 200")
-    })
 }
 
 fn run_one(args: &Args, server_name: &str, sc: &ScenarioDef, step: &Step) -> RunResult {

@@ -20,8 +20,12 @@ use plotters::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::Args;
 use crate::proc::{clock_ticks, cpu_ticks, machine_ticks, rss_kb, status_field};
-use crate::{Args, start_server};
+use crate::server::start_server;
+
+/// Its title in the summary of results.
+pub const TITLE: &str = "soak: rooms of four with churn, memory and descriptors over time";
 
 /// Seconds between samples.
 const EVERY: Duration = Duration::from_secs(10);
