@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::client::ClientReport;
 use crate::downlink::class_name;
+use crate::hist::{Histogram, Quantiles};
+use crate::snapshot::ClientReport;
 
 /// One class of subscribers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -29,6 +30,9 @@ pub struct ClassSummary {
     pub received_kbps_min: f64,
     /// Highest of the class.
     pub received_kbps_max: f64,
+    /// Of it, RTP payloads of media packets, kbit/s (mean): the rest is headers, RTCP,
+    /// padding (bandwidth probes) and retransmissions.
+    pub media_kbps: f64,
     /// `received_kbps` as a share of the cap, %.
     pub utilisation_pct: Option<f64>,
     /// Datagrams the cap dropped at its queue's tail, % of those that reached it.
@@ -38,6 +42,9 @@ pub struct ClassSummary {
     pub video_loss_pct: f64,
     /// Audio packets never received, %.
     pub audio_loss_pct: f64,
+    /// Video packets' send-to-receive latency over the class, milliseconds: the queue
+    /// behind a cap shows here.
+    pub video_latency_ms: Quantiles,
     /// Complete video frames shown per second.
     pub fps: f64,
     /// Freezes (no new complete frame for more than 500 ms) per minute.
@@ -80,12 +87,16 @@ fn summarise(cap: Option<u64>, members: &[&ClientReport]) -> ClassSummary {
     let minutes = seconds / 60.0;
     let kbps: Vec<f64> = members.iter().filter_map(|r| r.received_kbps).collect();
     let mean = kbps.iter().sum::<f64>() / kbps.len().max(1) as f64;
+    let media: Vec<f64> = members.iter().filter_map(|r| r.media_kbps).collect();
+    let media_mean = media.iter().sum::<f64>() / media.len().max(1) as f64;
     let (mut offered, mut dropped) = (0u64, 0u64);
     let (mut vgaps, mut vgot, mut agaps, mut agot) = (0u64, 0u64, 0u64, 0u64);
     let (mut frames, mut freezes, mut frozen_ms, mut switches, mut breaks) = (0, 0, 0, 0, 0);
     let mut per_layer: BTreeMap<String, u64> = BTreeMap::new();
     let mut ending: BTreeMap<String, u64> = BTreeMap::new();
+    let mut latency = Histogram::new();
     for r in members {
+        latency.merge(&r.video.latency);
         if let Some(d) = &r.downlink {
             offered += d.offered_packets;
             dropped += d.dropped_packets;
@@ -123,10 +134,12 @@ fn summarise(cap: Option<u64>, members: &[&ClientReport]) -> ClassSummary {
         received_kbps: round2(mean),
         received_kbps_min: round2(kbps.iter().copied().reduce(f64::min).unwrap_or(0.0)),
         received_kbps_max: round2(kbps.iter().copied().reduce(f64::max).unwrap_or(0.0)),
+        media_kbps: round2(media_mean),
         utilisation_pct: cap.map(|c| round2(100.0 * mean * 1000.0 / c as f64)),
         link_drop_pct: cap.map(|_| pct(dropped, offered)),
         video_loss_pct: pct(vgaps, vgaps + vgot),
         audio_loss_pct: pct(agaps, agaps + agot),
+        video_latency_ms: Quantiles::from_us(&latency),
         fps: if seconds > 0.0 {
             round2(frames as f64 / seconds)
         } else {
@@ -170,6 +183,7 @@ mod tests {
         r.connected = true;
         r.media_s = 30.0;
         r.received_kbps = Some(kbps);
+        r.media_kbps = Some(kbps / 2.0);
         r.downlink = cap.map(|rate_bps| DownlinkReport {
             rate_bps,
             offered_packets: 1000,
@@ -200,7 +214,8 @@ mod tests {
         let t0 = Instant::now();
         for i in (0..100u32).filter(|i| i % 20 != 7) {
             r.video
-                .record_index(i, None, t0 + Duration::from_millis(u64::from(i)), 0);
+                // Sent at 0, received 2 ms later.
+                .record_index(i, Some(0), t0 + Duration::from_millis(u64::from(i)), 2_000);
         }
         let s = |index| Stamp {
             source: 1,
@@ -236,10 +251,13 @@ mod tests {
             (low.received_kbps_min, low.received_kbps_max),
             (250.0, 270.0)
         );
+        assert_eq!(low.media_kbps, 130.0);
         assert_eq!(low.utilisation_pct, Some(86.67));
         assert_eq!(low.link_drop_pct, Some(5.0));
         assert_eq!(low.video_loss_pct, 5.0);
         assert_eq!(low.audio_loss_pct, 0.0);
+        assert_eq!(low.video_latency_ms.count, 190);
+        assert_eq!(low.video_latency_ms.p50, Some(2.0));
         assert_eq!(low.media_minutes, 1.0);
         assert_eq!(low.fps, 30.0);
         // Two freezes and four switches in one minute; 1.2 s frozen of 60.

@@ -8,21 +8,21 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
-use serde::Serialize;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::Ssrc;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::downlink::{Downlink, DownlinkCap, DownlinkReport};
+use crate::downlink::{Downlink, DownlinkCap};
 use crate::recv::RecvStats;
 use crate::send::SendTrack;
 use crate::signal::Joined;
-use crate::simulcast::{self, LayerSent, SendLayer};
+use crate::simulcast::{self, SendLayer};
+use crate::snapshot::ClientReport;
 use crate::stamp::{Stamp, now_us};
 use crate::synth;
-use crate::video::{VideoRecv, VideoReport};
+use crate::video::VideoRecv;
 
 /// How a publisher's media is shaped.
 #[derive(Clone, Copy, Debug)]
@@ -67,85 +67,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// A connected client whose ICE stays disconnected this long has lost its connection.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A snapshot of one client.
-#[derive(Clone, Debug, Serialize)]
-pub struct ClientReport {
-    /// Label given at creation.
-    pub label: String,
-    /// "publisher" or "subscriber".
-    pub role: &'static str,
-    /// ICE+DTLS came up.
-    pub connected: bool,
-    /// Time from offer to connected.
-    pub connect_ms: Option<u64>,
-    /// Why it failed, if it did.
-    pub failure: Option<String>,
-    /// It left before the end of the run (churn): what its publisher sent after that was
-    /// never meant for it.
-    pub left_early: bool,
-    /// Audio packets sent (publishers).
-    pub audio_sent: u64,
-    /// Video packets sent (publishers; every layer's).
-    pub video_sent: u64,
-    /// Keyframe requests received (publishers) or sent (subscribers: PLIs of its decoder
-    /// model).
-    pub keyframe_requests: u64,
-    /// Source id stamped on the audio it sends (publishers).
-    pub audio_source: Option<u32>,
-    /// Source id stamped on the video it sends (publishers without simulcast).
-    pub video_source: Option<u32>,
-    /// What each simulcast layer sent (publishers with simulcast).
-    pub layers: Vec<LayerSent>,
-    /// UDP payload bytes sent (media, RTCP, STUN, DTLS).
-    pub bytes_sent: u64,
-    /// UDP payload bytes received (past the downlink's cap, if any).
-    pub bytes_received: u64,
-    /// RTP datagrams (media, retransmissions, padding) that reached the socket, before any
-    /// downlink cap: what the server sent this subscriber.
-    pub rtp_in: u64,
-    /// The capped downlink, if it has one.
-    pub downlink: Option<DownlinkReport>,
-    /// From its first media packet to its last, seconds.
-    pub media_s: f64,
-    /// UDP bitrate received over that time, kbit/s.
-    pub received_kbps: Option<f64>,
-    /// Audio received (subscribers).
-    pub audio: RecvStats,
-    /// Video received (subscribers).
-    pub video: RecvStats,
-    /// Its video's frames, layers and freezes (subscribers).
-    pub video_frames: VideoReport,
-}
-
-impl ClientReport {
-    /// A report of a client that did nothing yet.
-    pub fn new(label: String, role: &'static str) -> ClientReport {
-        ClientReport {
-            label,
-            role,
-            connected: false,
-            connect_ms: None,
-            failure: None,
-            left_early: false,
-            audio_sent: 0,
-            video_sent: 0,
-            keyframe_requests: 0,
-            audio_source: None,
-            video_source: None,
-            layers: Vec::new(),
-            bytes_sent: 0,
-            bytes_received: 0,
-            rtp_in: 0,
-            downlink: None,
-            media_s: 0.0,
-            received_kbps: None,
-            audio: RecvStats::default(),
-            video: RecvStats::default(),
-            video_frames: VideoReport::default(),
-        }
-    }
-}
-
 enum Role {
     Publisher {
         shape: MediaShape,
@@ -188,9 +109,11 @@ pub struct Client {
     bytes_received: u64,
     rtp_in: u64,
     downlink: Option<Downlink>,
-    /// First and latest media packet: when, and `bytes_received` then.
-    first_media: Option<(Instant, u64)>,
-    last_media: Option<(Instant, u64)>,
+    /// RTP payload bytes of the media packets received (audio and video).
+    media_bytes: u64,
+    /// First and latest media packet: when, and `bytes_received` and `media_bytes` then.
+    first_media: Option<(Instant, u64, u64)>,
+    last_media: Option<(Instant, u64, u64)>,
     buf: Vec<u8>,
 }
 
@@ -268,6 +191,7 @@ impl Client {
             bytes_received: 0,
             rtp_in: 0,
             downlink,
+            media_bytes: 0,
             first_media: None,
             last_media: None,
             buf: vec![0u8; 2048],
@@ -435,12 +359,13 @@ impl Client {
         let connect_ms = self
             .connected_at
             .map(|t| t.saturating_duration_since(self.started).as_millis() as u64);
-        let (media_s, received_kbps) = match (self.first_media, self.last_media) {
-            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => {
+        let (media_s, received_kbps, media_kbps) = match (self.first_media, self.last_media) {
+            (Some((t0, b0, m0)), Some((t1, b1, m1))) if t1 > t0 => {
                 let s = t1.saturating_duration_since(t0).as_secs_f64();
-                (s, Some((b1 - b0) as f64 * 8.0 / 1000.0 / s))
+                let kbps = |bytes: u64| Some(bytes as f64 * 8.0 / 1000.0 / s);
+                (s, kbps(b1 - b0), kbps(m1 - m0))
             }
-            _ => (0.0, None),
+            _ => (0.0, None, None),
         };
         let mut r = ClientReport::new(self.label.clone(), "subscriber");
         r.connected = self.connected_at.is_some();
@@ -452,6 +377,7 @@ impl Client {
         r.downlink = self.downlink.as_ref().map(Downlink::report);
         r.media_s = media_s;
         r.received_kbps = received_kbps;
+        r.media_kbps = media_kbps;
         match &self.role {
             Role::Publisher {
                 audio,
@@ -477,7 +403,7 @@ impl Client {
             } => {
                 r.audio = audio.clone();
                 r.video = video.clone();
-                r.video_frames = frames.report(self.last_media.map(|(t, _)| t));
+                r.video_frames = frames.report(self.last_media.map(|(t, ..)| t));
                 r.keyframe_requests = r.video_frames.keyframe_requests;
             }
         }
@@ -619,8 +545,10 @@ impl Client {
                         kind
                     }
                 };
-                self.first_media.get_or_insert((now, self.bytes_received));
-                self.last_media = Some((now, self.bytes_received));
+                self.media_bytes += pkt.payload.len() as u64;
+                let mark = (now, self.bytes_received, self.media_bytes);
+                self.first_media.get_or_insert(mark);
+                self.last_media = Some(mark);
                 let stamp = Stamp::read(&pkt.payload);
                 let wall = now_us();
                 match (kind, stamp) {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::client::{Client, ClientReport};
+use crate::client::Client;
+use crate::snapshot::ClientReport;
 
 const WAKER: Token = Token(usize::MAX);
 

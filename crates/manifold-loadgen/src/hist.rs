@@ -1,6 +1,8 @@
 //! A small log-linear histogram of microsecond latencies: fixed size (so a client's stats
 //! stay bounded however long it runs), mergeable (so a report can aggregate thousands of
-//! clients), about 3% relative precision.
+//! clients), about 3% relative precision; and its quantiles in milliseconds for reports.
+
+use serde::Serialize;
 
 /// Sub-buckets per power of two: the relative error of a quantile is at most 1/SUB.
 const SUB: usize = 32;
@@ -99,6 +101,39 @@ fn upper_edge(i: usize) -> u64 {
     let sub = ((i - SUB) % SUB) as u64;
     let shift = octave as u32;
     (((SUB as u64 + sub + 1) << shift) - 1).max(1)
+}
+
+/// Quantiles in milliseconds.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Quantiles {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 95th percentile.
+    pub p95: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
+}
+
+impl Quantiles {
+    /// From a histogram of microseconds.
+    pub fn from_us(h: &Histogram) -> Quantiles {
+        let ms = |q: f64| h.quantile(q).map(|v| round3(v as f64 / 1000.0));
+        Quantiles {
+            count: h.count(),
+            p50: ms(0.5),
+            p95: ms(0.95),
+            p99: ms(0.99),
+            max: (h.count() > 0).then(|| round3(h.max() as f64 / 1000.0)),
+        }
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

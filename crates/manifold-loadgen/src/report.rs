@@ -1,43 +1,16 @@
-//! The run's report: every client's own report plus an aggregate (join times, packets,
-//! loss, latency, freezes, failures by reason), as JSON and as a short human summary.
+//! The run's report: every client's own report ([`ClientReport`]) plus an aggregate (join
+//! times, packets, loss, latency, freezes, failures by reason) and, with downlink caps or
+//! simulcast, a summary per downlink class, as JSON and as a short human summary.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 use crate::classes::ClassSummary;
-use crate::client::ClientReport;
 use crate::hist::Histogram;
+pub use crate::hist::Quantiles;
 use crate::recv::RecvStats;
-
-/// Quantiles in milliseconds.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-pub struct Quantiles {
-    /// Samples.
-    pub count: u64,
-    /// Median.
-    pub p50: Option<f64>,
-    /// 95th percentile.
-    pub p95: Option<f64>,
-    /// 99th percentile.
-    pub p99: Option<f64>,
-    /// Largest.
-    pub max: Option<f64>,
-}
-
-impl Quantiles {
-    /// From a histogram of microseconds.
-    pub fn from_us(h: &Histogram) -> Quantiles {
-        let ms = |q: f64| h.quantile(q).map(|v| round3(v as f64 / 1000.0));
-        Quantiles {
-            count: h.count(),
-            p50: ms(0.5),
-            p95: ms(0.95),
-            p99: ms(0.99),
-            max: (h.count() > 0).then(|| round3(h.max() as f64 / 1000.0)),
-        }
-    }
-}
+pub use crate::snapshot::ClientReport;
 
 /// Counters over the steady part of the run (every join done, before the stop).
 #[derive(Clone, Debug, Default, Serialize)]

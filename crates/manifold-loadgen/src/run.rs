@@ -18,13 +18,14 @@ use tokio::task::JoinSet;
 use tokio::time::sleep;
 
 use crate::classes;
-use crate::client::{Client, ClientReport, MediaShape, SubscriberSetup};
+use crate::client::{Client, MediaShape, SubscriberSetup};
 use crate::downlink::DownlinkCap;
 use crate::engine::Engine;
 use crate::hist::Histogram;
 use crate::report::{Counters, Report, Steady, aggregate};
 use crate::signal::MediaSpec;
 use crate::simulcast;
+use crate::snapshot::ClientReport;
 use crate::target::{PublisherRef, Session, Target};
 
 /// Time given to packets in flight (and their retransmissions) after publishers stop.

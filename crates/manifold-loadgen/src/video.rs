@@ -44,6 +44,13 @@ const MAX_PENDING: usize = 64;
 /// Most packets tracked per frame (a 1080p keyframe at a few Mbit/s fits).
 const MAX_FRAME_PACKETS: usize = 512;
 
+/// Layer changes logged per subscriber, at most (the count goes on).
+const MAX_LOGGED_SWITCHES: usize = 32;
+
+/// A stuck decoder asks for keyframes only while video packets keep coming this recently
+/// (a paused subscription sends none, and nothing is gained by asking).
+const ASK_WHILE_RECEIVING: Duration = Duration::from_secs(1);
+
 /// What one VP8 RTP payload says about itself (RFC 7741).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Vp8Info {
@@ -151,6 +158,9 @@ pub struct VideoReport {
     pub layer: Option<String>,
     /// Decoded frames per layer, by `<width>x<height>`.
     pub layers: BTreeMap<String, LayerFrames>,
+    /// When the decoded layer changed (the first keyframe included), the first
+    /// [`MAX_LOGGED_SWITCHES`] times.
+    pub layer_log: Vec<LayerChange>,
     /// Seq-adjacent frames whose PictureID or TL0PICIDX do not follow.
     pub numbering_breaks: u64,
 }
@@ -163,6 +173,15 @@ impl VideoReport {
             .max_by_key(|(_, l)| l.frames)
             .map(|(k, _)| k.as_str())
     }
+}
+
+/// The decoded layer changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LayerChange {
+    /// Milliseconds since the stream's first video packet.
+    pub at_ms: u64,
+    /// The layer now, `<width>x<height>`.
+    pub layer: String,
 }
 
 /// Name of a frame size in reports.
@@ -223,6 +242,8 @@ pub struct VideoRecv {
     /// Since when the decoder wants a keyframe.
     stuck_since: Option<Instant>,
     last_pli: Option<Instant>,
+    first_packet: Option<Instant>,
+    last_packet: Option<Instant>,
     report: VideoReport,
 }
 
@@ -233,6 +254,8 @@ impl VideoRecv {
         let Some(info) = parse_vp8(payload) else {
             return;
         };
+        self.first_packet.get_or_insert(now);
+        self.last_packet = Some(now);
         if self.next_seq.is_some_and(|n| seq < n) {
             self.report.late_packets += 1;
             return;
@@ -284,7 +307,11 @@ impl VideoRecv {
 
     /// Should a keyframe be requested now? Counts the request when it says yes.
     pub fn wants_keyframe(&mut self, now: Instant) -> bool {
+        let receiving = self
+            .last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) <= ASK_WHILE_RECEIVING);
         if self.stuck_since.is_none()
+            || !receiving
             || self
                 .last_pli
                 .is_some_and(|t| now.saturating_duration_since(t) < PLI_INTERVAL)
@@ -415,8 +442,17 @@ impl VideoRecv {
         self.stuck_since = None;
         if let Some(size) = info.keyframe {
             r.keyframes += 1;
-            if self.layer.is_some_and(|l| l != size) {
-                r.layer_switches += 1;
+            if self.layer != Some(size) {
+                if self.layer.is_some() {
+                    r.layer_switches += 1;
+                }
+                if r.layer_log.len() < MAX_LOGGED_SWITCHES {
+                    let since = self.first_packet.unwrap_or(now);
+                    r.layer_log.push(LayerChange {
+                        at_ms: now.saturating_duration_since(since).as_millis() as u64,
+                        layer: size_name(size),
+                    });
+                }
             }
             self.layer = Some(size);
             r.layer = Some(size_name(size));
@@ -582,6 +618,16 @@ mod tests {
         assert_eq!(r.keyframes, 2);
         assert_eq!(r.layer_switches, 1);
         assert_eq!(r.layer.as_deref(), Some("1280x720"));
+        let log: Vec<(u64, &str)> = r
+            .layer_log
+            .iter()
+            .map(|c| (c.at_ms, c.layer.as_str()))
+            .collect();
+        assert_eq!(
+            log,
+            [(33, "320x180"), (297, "1280x720")],
+            "since the first packet"
+        );
         assert_eq!(r.layers["320x180"].frames, 8);
         assert_eq!(r.layers["1280x720"].frames, 12);
         assert_eq!(r.mostly(), Some("1280x720"));
@@ -679,6 +725,16 @@ mod tests {
         assert_eq!(r.layer_switches, 1);
         assert_eq!(r.layer.as_deref(), Some("1280x720"));
         assert!(!v.wants_keyframe(ms(2000)), "decoding again");
+        // Stuck again, then no more video (paused): no more requests.
+        let _lost = s.frame(None);
+        let _lost = s.frame(None);
+        let _lost = s.frame(None);
+        feed(&mut v, ms(2100), &s.frame(None));
+        v.handle_time(ms(2400));
+        assert!(v.wants_keyframe(ms(2400)));
+        feed(&mut v, ms(2950), &s.frame(None));
+        assert!(v.wants_keyframe(ms(2950)));
+        assert!(!v.wants_keyframe(ms(2950) + ASK_WHILE_RECEIVING + PLI_INTERVAL));
         // 734 ms without a decoded frame (frame 3 at 99 ms, the keyframe at 833) was a freeze.
         assert_eq!(r.freezes, 1);
         assert_eq!(r.longest_freeze_ms, 734);
