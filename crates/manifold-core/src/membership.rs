@@ -108,6 +108,7 @@ impl Shard {
             bwe_targets: (0, 0),
             loss_ceiling: Default::default(),
             sent_rate: 0,
+            probe: Default::default(),
             slots: Vec::new(),
             timer: None,
             connected: false,

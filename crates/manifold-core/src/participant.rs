@@ -138,6 +138,8 @@ pub(crate) struct Participant {
     pub loss_ceiling: crate::quality::LossCeiling,
     /// What its allocation sends it now, bits per second.
     pub sent_rate: u64,
+    /// When it pads towards a layer it is held below (`quality::ProbeWindow`).
+    pub probe: crate::quality::ProbeWindow,
 }
 
 impl Participant {

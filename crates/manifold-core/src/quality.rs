@@ -101,6 +101,63 @@ impl LossCeiling {
     }
 }
 
+/// How long one probe towards the next layer pads the link.
+const PROBE_WINDOW: Duration = Duration::from_secs(3);
+/// The wait after a probe that did not lead up, doubling up to [`PROBE_BACKOFF_MAX`].
+const PROBE_BACKOFF: Duration = Duration::from_secs(5);
+const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// When a subscriber held below its next layer pads towards it. Padding lets the estimate
+/// grow past what is sent, but on a link that cannot carry the next layer it only keeps the
+/// queue full (delay for everything else on it): so it pads in windows, and waits longer
+/// after each one that did not lead up.
+#[derive(Debug)]
+pub(crate) struct ProbeWindow {
+    until: Option<Instant>,
+    next: Option<Instant>,
+    backoff: Duration,
+    /// What was sent when the window opened: more since means it led up.
+    sent_at_start: u64,
+}
+
+impl Default for ProbeWindow {
+    fn default() -> Self {
+        ProbeWindow {
+            until: None,
+            next: None,
+            backoff: PROBE_BACKOFF,
+            sent_at_start: 0,
+        }
+    }
+}
+
+impl ProbeWindow {
+    /// Should the subscriber pad now, sending `sent` bits per second while held below its
+    /// next layer?
+    pub fn active(&mut self, now: Instant, sent: u64) -> bool {
+        if let Some(until) = self.until {
+            if now < until {
+                return true;
+            }
+            // The window is over: back off unless it led somewhere.
+            self.until = None;
+            if sent > self.sent_at_start {
+                self.backoff = PROBE_BACKOFF;
+            } else {
+                self.backoff = (self.backoff * 2).min(PROBE_BACKOFF_MAX);
+            }
+            self.next = Some(now + self.backoff);
+            return false;
+        }
+        if self.next.is_some_and(|t| now < t) {
+            return false;
+        }
+        self.until = Some(now + PROBE_WINDOW);
+        self.sent_at_start = sent;
+        true
+    }
+}
+
 /// One video subscription being allocated.
 struct Choice {
     slot: usize,
@@ -247,8 +304,10 @@ impl Shard {
         // move it (each rise would start another probe).
         let desired = (desired as f64 * (1.0 + allocator::UP_HEADROOM + 0.05)) as u64;
         let desired = desired.div_ceil(DESIRED_STEP) * DESIRED_STEP;
-        let clean = self.participants[key].loss_ceiling.bps.is_none();
-        let pad = if clean { next_step.unwrap_or(0) } else { 0 };
+        let p = &mut self.participants[key];
+        let clean = p.loss_ceiling.bps.is_none();
+        let probing = clean && next_step.is_some() && p.probe.active(now, used);
+        let pad = if probing { next_step.unwrap_or(0) } else { 0 };
         let minimum = (used + pad).min(desired);
 
         let mut retargeted = Vec::new();
