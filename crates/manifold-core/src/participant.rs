@@ -329,10 +329,14 @@ pub(crate) fn send_ssrc(rtc: &mut Rtc, mid: Mid, kind: MediaKind) -> Option<Ssrc
 }
 
 /// Forget what stream `ssrc` could resend: after a down-switch on a full link, resending
-/// the packets of the layer it could not carry would keep it full.
+/// the packets of the layer it could not carry would keep it full. The resend share starts
+/// afresh too: measured over the congested second before the switch, it would refuse to
+/// resend a lost packet of the new layer's keyframe.
 pub(crate) fn forget_resends(rtc: &mut Rtc, ssrc: Ssrc) {
     if let Some(tx) = rtc.direct_api().stream_tx(&ssrc) {
-        // A new cache replaces the old one.
+        // A new cache replaces the old one; without a cap, str0m drops the resend history
+        // the cap is judged on, and the cap set again starts a new one.
+        tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, None);
         tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(RTX_RATIO_CAP));
     }
 }
