@@ -1,0 +1,55 @@
+//! Which node holds which member of a room, and what a newcomer on any node needs to see the
+//! whole room: the members and their tracks.
+
+use manifold_api::protocol::TrackInfo;
+use manifold_api::{Identity, ParticipantId, RoomName};
+use serde::{Deserialize, Serialize};
+
+use crate::node::NodeId;
+use crate::{BoxFuture, ClusterError};
+
+/// One member of a room, as every node sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Its id (unique in the cluster: ids carry their node's prefix).
+    pub participant: ParticipantId,
+    /// The node its session is on.
+    pub node: NodeId,
+    /// Who it is.
+    pub identity: Identity,
+    /// Display name.
+    pub name: String,
+    /// What it publishes.
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// Rooms across nodes.
+pub trait RoomDirectory: Send + Sync {
+    /// `member` is in `room` (or changed: name, tracks). The record replaces an older one of
+    /// the same participant.
+    fn upsert(
+        &self,
+        room: RoomName,
+        member: MemberRecord,
+    ) -> BoxFuture<'_, Result<(), ClusterError>>;
+
+    /// `participant` left `room`.
+    fn remove(
+        &self,
+        room: RoomName,
+        participant: ParticipantId,
+    ) -> BoxFuture<'_, Result<(), ClusterError>>;
+
+    /// Everyone in `room`, on every node, in the order they joined.
+    fn members(&self, room: RoomName) -> BoxFuture<'_, Result<Vec<MemberRecord>, ClusterError>>;
+
+    /// The nodes holding members of `room`.
+    fn nodes_of(&self, room: RoomName) -> BoxFuture<'_, Result<Vec<NodeId>, ClusterError>>;
+
+    /// A node is gone: forget every member it held, in every room. Returns what was
+    /// forgotten, so the others can be told they left.
+    fn forget_node(
+        &self,
+        node: NodeId,
+    ) -> BoxFuture<'_, Result<Vec<(RoomName, MemberRecord)>, ClusterError>>;
+}
