@@ -121,3 +121,40 @@ pub async fn close_room(
     tracing::info!(%room, sessions = sessions.len(), "room closed by an administrator");
     Ok(Json(json!({ "closed": sessions.len() })).into_response())
 }
+
+/// `GET /admin/nodes`: the cluster's live nodes (this one alone by default). Needs the admin
+/// grant for the whole server.
+pub async fn nodes(
+    State(state): State<AppState>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let access = match admin(&state, &headers, &query) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    if access.room.is_some() {
+        return ApiError::Forbidden("a room-scoped admin token cannot list the nodes".into())
+            .into_response();
+    }
+    let cluster = &state.cluster;
+    match cluster.registry.live().await {
+        Ok(nodes) => {
+            let nodes: Vec<Value> = nodes
+                .into_iter()
+                .map(|n| {
+                    json!({
+                        "id": n.id.as_str(),
+                        "advertise_url": n.advertise_url,
+                        "participants": n.participants,
+                        "load": n.load,
+                        "draining": n.draining,
+                        "self": n.id == cluster.node,
+                    })
+                })
+                .collect();
+            (StatusCode::OK, Json(json!({ "nodes": nodes }))).into_response()
+        }
+        Err(e) => ApiError::Unavailable(e.to_string()).into_response(),
+    }
+}

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod listener;
 pub mod outbox;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/rtc", get(rtc::upgrade))
         .route("/dev/token", get(dev_token))
         .route("/admin/rooms", get(admin::rooms))
+        .route("/admin/nodes", get(admin::nodes))
         .route(
             "/admin/rooms/{room}",
             axum::routing::delete(admin::close_room),

@@ -122,6 +122,8 @@ type Pending = HashMap<RequestId, oneshot::Sender<Result<ReplyValue, CommandErro
 pub struct Inner {
     /// Settings.
     pub config: ControlConfig,
+    /// The cluster this node is part of (alone, in memory, by default).
+    pub cluster: crate::cluster::ClusterHandle,
     /// Media workers.
     pub workers: Vec<WorkerHandle>,
     /// Builds `Rtc`s for new sessions.
@@ -184,6 +186,7 @@ impl AppState {
         workers: Vec<WorkerHandle>,
         factory: Arc<dyn Negotiator>,
         auth: Auth,
+        cluster: crate::cluster::ClusterHandle,
     ) -> Self {
         let quota = governor::Quota::per_second(
             std::num::NonZeroU32::new(config.session_rate_per_ip.max(1)).expect("at least 1"),
@@ -197,6 +200,7 @@ impl AppState {
             listener_counters: Arc::default(),
             unjoined: crate::ws::Unjoined::new(config.max_unjoined_sockets),
             config,
+            cluster,
             workers,
             factory,
             auth,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// Sections a `MANIFOLD_` variable may address; other `MANIFOLD_*` variables (a test's
 /// `MANIFOLD_URL`, say) are not configuration.
-const SECTIONS: [&str; 5] = ["http", "media", "auth", "limits", "log"];
+const SECTIONS: [&str; 6] = ["http", "media", "auth", "limits", "log", "cluster"];
 
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -28,6 +28,30 @@ pub struct Config {
     pub limits: Limits,
     /// Logging.
     pub log: Log,
+    /// This node in a cluster (alone by default).
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// This node's name: 1 to 64 characters from `a-z 0-9 - _`, unique among live nodes.
+    pub node_id: String,
+    /// Where clients reach this node (default: `http://` and the listen address).
+    pub advertise_url: Option<String>,
+    /// Seconds between registry heartbeats; a node silent for three is gone.
+    pub heartbeat_secs: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            node_id: "local".into(),
+            advertise_url: None,
+            heartbeat_secs: 2,
+        }
+    }
 }
 
 /// `[http]`
@@ -258,6 +282,11 @@ impl Config {
 
     /// Reject settings the server could not run with.
     pub fn validate(&self) -> Result<(), String> {
+        manifold_cluster::NodeId::parse(&self.cluster.node_id)
+            .map_err(|e| format!("cluster.node_id: {e}"))?;
+        if self.cluster.heartbeat_secs == 0 {
+            return Err("cluster.heartbeat_secs must be at least 1".into());
+        }
         if let Some(k) = &self.auth.key
             && k.len() < manifold_control::auth::MIN_KEY_BYTES
         {

@@ -234,11 +234,19 @@ fn run(config: Config) -> Result<(), String> {
             "http.max_connections lowered to fit the open-file limit (raise it with ulimit -n)"
         );
     }
+    let node_id = manifold_cluster::NodeId::parse(&config.cluster.node_id)
+        .map_err(|e| format!("cluster.node_id: {e}"))?;
+    let cluster = manifold_control::cluster::ClusterHandle::alone(
+        node_id,
+        config.cluster.advertise_url.clone(),
+        Duration::from_secs(config.cluster.heartbeat_secs),
+    );
     let state = AppState::new(
         config.control_config(max_connections),
         workers.handles().to_vec(),
         factory,
         auth,
+        cluster,
     );
 
     let drain_timeout = Duration::from_secs(config.http.drain_timeout_secs);
@@ -256,6 +264,11 @@ fn run(config: Config) -> Result<(), String> {
         // Tests and scripts read this line to find the port when listening on port 0.
         println!("manifold: listening on http://{addr}");
         tokio::spawn(state.clone().run_events(events));
+        let _ = state.cluster.advertise_url.set(format!("http://{addr}"));
+        manifold_control::cluster::register(&state)
+            .await
+            .map_err(|e| format!("cluster: {e}"))?;
+        tokio::spawn(manifold_control::cluster::heartbeat(state.clone()));
         let drain_state = state.clone();
         manifold_control::serve(listener, state, async move {
             shutdown_signal().await;

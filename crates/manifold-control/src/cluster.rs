@@ -1,0 +1,85 @@
+//! This node's place in the cluster: its id and address, the registry, directory and bus it
+//! uses (in memory when it runs alone, the default), and the heartbeat that keeps it listed.
+//! `/admin/nodes` shows the registry.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use manifold_cluster::memory::MemoryCluster;
+use manifold_cluster::{Bus, ClusterError, NodeId, NodeInfo, NodeRegistry, RoomDirectory};
+
+use crate::state::AppState;
+
+/// What the control plane holds of the cluster.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    /// This node's id.
+    pub node: NodeId,
+    /// Where clients reach this node: configured, or set once the listener is bound.
+    pub advertise_url: Arc<OnceLock<String>>,
+    /// Live nodes.
+    pub registry: Arc<dyn NodeRegistry>,
+    /// Rooms across nodes.
+    pub directory: Arc<dyn RoomDirectory>,
+    /// Messages between nodes.
+    pub bus: Arc<dyn Bus>,
+    /// How often this node refreshes its registration (well inside the registry's TTL).
+    pub heartbeat: Duration,
+}
+
+impl ClusterHandle {
+    /// A node alone: everything in memory.
+    pub fn alone(node: NodeId, advertise_url: Option<String>, heartbeat: Duration) -> Self {
+        let memory = MemoryCluster::new(heartbeat * 3);
+        let url = Arc::new(OnceLock::new());
+        if let Some(u) = advertise_url {
+            let _ = url.set(u);
+        }
+        ClusterHandle {
+            node,
+            advertise_url: url,
+            registry: Arc::new(memory.clone()),
+            directory: Arc::new(memory.clone()),
+            bus: Arc::new(memory),
+            heartbeat,
+        }
+    }
+
+    /// What this node announces now.
+    pub fn info(&self, state: &AppState) -> NodeInfo {
+        NodeInfo {
+            id: self.node.clone(),
+            advertise_url: self.advertise_url.get().cloned().unwrap_or_default(),
+            participants: u32::try_from(state.session_count()).unwrap_or(u32::MAX),
+            load: 0.0,
+            draining: state.is_draining(),
+        }
+    }
+}
+
+/// Register this node, failing when a live node holds its id already.
+pub async fn register(state: &AppState) -> Result<(), ClusterError> {
+    let cluster = &state.cluster;
+    cluster.registry.register(cluster.info(state)).await
+}
+
+/// Keep this node registered until the process ends; a lapsed registration (a stall longer
+/// than the TTL, the registry restarted) is made again.
+pub async fn heartbeat(state: AppState) {
+    let cluster = state.cluster.clone();
+    let mut tick = tokio::time::interval(cluster.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let info = cluster.info(&state);
+        match cluster.registry.heartbeat(info.clone()).await {
+            Ok(()) => {}
+            Err(ClusterError::Conflict(_)) => {
+                if let Err(e) = cluster.registry.register(info).await {
+                    tracing::warn!(node = %cluster.node, error = %e, "cannot register again");
+                }
+            }
+            Err(e) => tracing::warn!(node = %cluster.node, error = %e, "heartbeat failed"),
+        }
+    }
+}
