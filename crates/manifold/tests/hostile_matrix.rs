@@ -151,6 +151,7 @@ enum Endpoint {
     WhepDelete,
     Stats,
     AdminRooms,
+    AdminNodes,
     AdminKick,
     AdminCloseRoom,
     RtcJoin,
@@ -171,6 +172,7 @@ impl Endpoint {
             Endpoint::WhepDelete => "`DELETE` WHEP Location",
             Endpoint::Stats => "`GET /stats`",
             Endpoint::AdminRooms => "`GET /admin/rooms`",
+            Endpoint::AdminNodes => "`GET /admin/nodes`",
             Endpoint::AdminKick => "`DELETE /admin/rooms/{room}/participants/{id}`",
             Endpoint::AdminCloseRoom => "`DELETE /admin/rooms/{room}`",
             Endpoint::RtcJoin => "`/rtc` `join`",
@@ -202,7 +204,7 @@ impl Endpoint {
 
 /// The matrix: what each endpoint answers to each case (columns as in [`CREDS`]).
 #[rustfmt::skip]
-const MATRIX: [(Endpoint, [&str; 15]); 15] = [
+const MATRIX: [(Endpoint, [&str; 15]); 16] = [
     //                          none bad-sig expired none garbage a.b.c header claims room  pub    sub    adm-room nogr other  admin
     (Endpoint::WhipPost,        [U, U, U, U, U, U, U, U, F,  "201", F,     "201",  F,  NA, "201"]),
     (Endpoint::WhepPost,        [U, U, U, U, U, U, U, U, F,  F,     "201", "201",  F,  NA, "201"]),
@@ -213,6 +215,7 @@ const MATRIX: [(Endpoint, [&str; 15]); 15] = [
     (Endpoint::WhepDelete,      [U, U, U, U, U, U, U, U, F,  F,     "200", "200",  F,  F,  "200"]),
     (Endpoint::Stats,           [U, U, U, U, U, U, U, U, F,  F,     F,     F,      F,  NA, "200"]),
     (Endpoint::AdminRooms,      [U, U, U, U, U, U, U, U, F,  F,     F,     F,      F,  NA, "200"]),
+    (Endpoint::AdminNodes,      [U, U, U, U, U, U, U, U, F,  F,     F,     F,      F,  NA, "200"]),
     (Endpoint::AdminKick,       [U, U, U, U, U, U, U, U, F,  F,     F,     "200",  F,  NA, "200"]),
     (Endpoint::AdminCloseRoom,  [U, U, U, U, U, U, U, U, F,  F,     F,     "200",  F,  NA, "200"]),
     (Endpoint::RtcJoin,         [WU, WU, WU, WU, WU, WU, WU, WU, WF, "joined", "joined", "joined", WF, NA, "joined"]),
@@ -450,6 +453,7 @@ impl<'a> Fixtures<'a> {
             Endpoint::WhepDelete => h.delete(&self.whep.location),
             Endpoint::Stats => h.get(url("/stats")),
             Endpoint::AdminRooms => h.get(url("/admin/rooms")),
+            Endpoint::AdminNodes => h.get(url("/admin/nodes")),
             Endpoint::AdminKick => h.delete(url(&format!(
                 "/admin/rooms/{ROOM}/participants/{}",
                 self.victim
