@@ -62,10 +62,7 @@ impl Shard {
                 }
             }
         }
-        let layer = &mut track.layers[usize::from(li)];
-        layer.last_packet_at = Some(now);
-        layer.ever_flowed = true;
-        track.last_packet_at = Some(now);
+        track.layers[usize::from(li)].last_packet_at = Some(now);
         if track.label.muted {
             // Muted is muted on the server too: nothing of it reaches anyone.
             out.counters.drop(DropReason::Muted);

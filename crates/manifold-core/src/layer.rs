@@ -89,6 +89,7 @@ pub(crate) struct Layer {
     pub rid: Option<Rid>,
     /// The SSRC currently carrying it.
     pub ssrc: Option<Ssrc>,
+    /// When its last packet arrived; `None` while it has never carried media.
     pub last_packet_at: Option<Instant>,
     pub keyframes: KeyframeRequests,
     /// The last packets of a video layer, in arrival order, so a subscriber that starts on
@@ -99,8 +100,6 @@ pub(crate) struct Layer {
     pub size: Option<(u16, u16)>,
     /// The publisher was told to pause it (dynacast); silence is expected.
     pub paused: bool,
-    /// It has carried media at some point: a layer only paused by us can be resumed.
-    pub ever_flowed: bool,
 }
 
 impl Layer {
@@ -114,7 +113,6 @@ impl Layer {
             meter: RateMeter::default(),
             size: None,
             paused: false,
-            ever_flowed: false,
         }
     }
 
@@ -125,7 +123,12 @@ impl Layer {
         let flowing = self
             .last_packet_at
             .is_some_and(|t| now.saturating_duration_since(t) < LAYER_SILENCE);
-        flowing || (self.paused && self.ever_flowed)
+        flowing || (self.paused && self.ever_flowed())
+    }
+
+    /// It has carried media at some point: a layer only paused by us can be resumed.
+    pub fn ever_flowed(&self) -> bool {
+        self.last_packet_at.is_some()
     }
 
     /// What forwarding it costs, bits per second: the measured rate, or the last one seen

@@ -477,7 +477,7 @@ impl Shard {
             // it saves nothing, and it could never show that it is there.
             let mut needed = 1u8 << t.order[0];
             for (i, l) in t.layers.iter().enumerate() {
-                if !l.ever_flowed {
+                if !l.ever_flowed() {
                     needed |= 1 << i;
                 }
             }

@@ -143,7 +143,6 @@ pub(crate) struct Track {
     pub layers: Vec<Layer>,
     /// Layer indices from lowest to highest quality ([`layer::rank`]).
     pub order: Vec<u8>,
-    pub last_packet_at: Option<Instant>,
     pub subscribers: Vec<Subscriber>,
     /// Audio: its level, for active-speaker detection.
     pub level: LevelMeter,
@@ -200,7 +199,6 @@ impl Track {
             pts,
             layers,
             order,
-            last_packet_at: None,
             subscribers: Vec::new(),
             level: LevelMeter::default(),
             dynacast: Dynacast {
