@@ -158,47 +158,24 @@ pub(super) fn write_frame(
                 // One NAL unit per packet: IDR slices make a keyframe, others are P slices.
                 payload[0] = if keyframe { 0x65 } else { 0x41 };
                 payload[1] = 0x88;
-                let s = &mut l.stream;
-                Record {
-                    tag,
-                    counter: s.counter,
-                    frame: l.frame,
-                    index: ((li as u16) << 8) | index as u16,
-                }
-                .write(&mut payload);
-                let write = RtpWrite::new(s.pt, s.seq.into(), s.ts, now, payload)
-                    .marker(index + 1 == packets)
-                    .nackable(true);
-                let rid = l.rid.as_str().into();
-                if let Some(tx) = rtc.direct_api().stream_tx_by_mid(s.mid, Some(rid)) {
-                    tx.write_rtp(write);
-                }
-                sent.push(Sent {
-                    at: now,
-                    kind: MediaKind::Video,
-                    seq_no: s.seq,
-                    ts: s.ts,
-                    counter: s.counter,
-                    keyframe_start: keyframe && index == 0,
-                });
-                s.seq += 1;
-                s.counter += 1;
-                continue;
-            }
-            payload[0] = if index == 0 { 0x90 } else { 0x80 };
-            payload[1] = 0xe0;
-            payload[2] = 0x80 | (l.pid >> 8) as u8;
-            payload[3] = l.pid as u8;
-            payload[4] = l.tl0;
-            payload[5] = (tid << 6) | if tid == 0 { 0x20 } else { 0 };
-            if index == 0 {
-                let tag_byte = if keyframe { 0x50 } else { 0x51 };
-                payload[DESCRIPTOR..DESCRIPTOR + 3].copy_from_slice(&[tag_byte, 0x02, 0x00]);
-                if keyframe {
-                    payload[DESCRIPTOR + 3..DESCRIPTOR + 6].copy_from_slice(&[0x9d, 0x01, 0x2a]);
-                    payload[DESCRIPTOR + 6..DESCRIPTOR + 8].copy_from_slice(&l.width.to_le_bytes());
-                    payload[DESCRIPTOR + 8..DESCRIPTOR + 10]
-                        .copy_from_slice(&l.height.to_le_bytes());
+            } else {
+                payload[0] = if index == 0 { 0x90 } else { 0x80 };
+                payload[1] = 0xe0;
+                payload[2] = 0x80 | (l.pid >> 8) as u8;
+                payload[3] = l.pid as u8;
+                payload[4] = l.tl0;
+                payload[5] = (tid << 6) | if tid == 0 { 0x20 } else { 0 };
+                if index == 0 {
+                    let tag_byte = if keyframe { 0x50 } else { 0x51 };
+                    payload[DESCRIPTOR..DESCRIPTOR + 3].copy_from_slice(&[tag_byte, 0x02, 0x00]);
+                    if keyframe {
+                        payload[DESCRIPTOR + 3..DESCRIPTOR + 6]
+                            .copy_from_slice(&[0x9d, 0x01, 0x2a]);
+                        payload[DESCRIPTOR + 6..DESCRIPTOR + 8]
+                            .copy_from_slice(&l.width.to_le_bytes());
+                        payload[DESCRIPTOR + 8..DESCRIPTOR + 10]
+                            .copy_from_slice(&l.height.to_le_bytes());
+                    }
                 }
             }
             let s = &mut l.stream;
