@@ -5,7 +5,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::Server;
 use serde_json::Value;
@@ -13,24 +12,7 @@ use serde_json::Value;
 const KEY: &str = "cluster-test-key-cluster-test-key-!!";
 
 fn token(room: Option<&str>, grants: &[&str]) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut g = serde_json::Map::new();
-    for name in grants {
-        g.insert((*name).into(), Value::Bool(true));
-    }
-    let mut claims = serde_json::json!({"sub": "ops", "iat": now, "exp": now + 600, "grants": g});
-    if let Some(r) = room {
-        claims["room"] = Value::String(r.into());
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(KEY.as_bytes()),
-    )
-    .unwrap()
+    common::token(KEY, "ops", room, grants)
 }
 
 #[test]

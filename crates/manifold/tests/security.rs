@@ -9,7 +9,7 @@ mod common;
 mod sdp_edit;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::room::RoomClient;
 use common::{Server, rt, str0m_offer, ws_url};
@@ -30,24 +30,7 @@ fn env() -> [(&'static str, &'static str); 1] {
 /// A token for `sub` in `room` (every room with `None`) with the grants named in `grants`
 /// ("publish", "subscribe", "admin").
 fn token(sub: &str, room: Option<&str>, grants: &[&str]) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut g = serde_json::Map::new();
-    for name in grants {
-        g.insert((*name).into(), Value::Bool(true));
-    }
-    let mut claims = json!({"sub": sub, "grants": g, "iat": now, "exp": now + 600});
-    if let Some(r) = room {
-        claims["room"] = json!(r);
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(KEY.as_bytes()),
-    )
-    .unwrap()
+    common::token(KEY, sub, room, grants)
 }
 
 fn track_of(c: &RoomClient, publisher: &str) -> Option<String> {

@@ -119,6 +119,29 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+/// An HS256 token of `key` for `sub` in `room` (every room with `None`) with the grants
+/// named in `grants` ("publish", "subscribe", "admin"), valid for ten minutes.
+pub fn token(key: &str, sub: &str, room: Option<&str>, grants: &[&str]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut g = serde_json::Map::new();
+    for name in grants {
+        g.insert((*name).into(), serde_json::Value::Bool(true));
+    }
+    let mut claims = serde_json::json!({"sub": sub, "grants": g, "iat": now, "exp": now + 600});
+    if let Some(r) = room {
+        claims["room"] = serde_json::json!(r);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+    )
+    .unwrap()
+}
+
 /// An offer from a str0m client configured by `configure`, with a host candidate and one
 /// m-line per `(kind, direction)`.
 pub fn str0m_offer(
