@@ -7,11 +7,14 @@ webrtcbin is a real non-browser stack (libnice ICE, OpenSSL DTLS; on Debian 12, 
 client against our own server.
 
 Usage: gst_whip_whep.py BASE_URL ROOM SECONDS
+With GST_ICE_LOCAL_IP set, libnice gathers on that address only (it otherwise skips
+loopback interfaces, so 127.0.0.1 works only when named here).
 Prints one JSON line with what was seen and exits 0 when the player decoded video frames
 and audio buffers, 1 otherwise.
 """
 
 import json
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -62,6 +65,12 @@ class Peer:
         self.webrtc = pipeline.get_by_name("webrtc")
         self.webrtc.connect("on-negotiation-needed", self._negotiate)
         self.webrtc.connect("notify::ice-gathering-state", self._gathered)
+        local_ip = os.environ.get("GST_ICE_LOCAL_IP")
+        if local_ip:
+            # webrtcbin 1.22 hands its ICE agent out without a reference of its own: keep
+            # Python's for the peer's lifetime, or dropping it frees the agent.
+            self.ice = self.webrtc.get_property("ice-agent")
+            self.ice.emit("add-local-ip-address", local_ip)
 
     def start(self):
         self.pipeline.set_state(Gst.State.PLAYING)
