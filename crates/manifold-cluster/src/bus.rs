@@ -9,6 +9,9 @@ use crate::{BoxFuture, ClusterError};
 /// Longest subject accepted.
 pub const MAX_SUBJECT_BYTES: usize = 256;
 
+/// Most subscriptions one bus holds at once (each is a bounded queue).
+pub const MAX_SUBSCRIPTIONS: usize = 4096;
+
 /// One message as a subscriber receives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BusMessage {

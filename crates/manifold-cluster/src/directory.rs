@@ -23,7 +23,7 @@ pub struct MemberRecord {
     pub tracks: Vec<TrackInfo>,
 }
 
-/// Rooms across nodes.
+/// Rooms across nodes. A record larger than [`crate::MAX_RECORD_BYTES`] as JSON is refused.
 pub trait RoomDirectory: Send + Sync {
     /// `member` is in `room` (or changed: name, tracks). The record replaces an older one of
     /// the same participant.
@@ -47,7 +47,7 @@ pub trait RoomDirectory: Send + Sync {
     fn nodes_of(&self, room: RoomName) -> BoxFuture<'_, Result<Vec<NodeId>, ClusterError>>;
 
     /// A node is gone: forget every member it held, in every room. Returns what was
-    /// forgotten, so the others can be told they left.
+    /// forgotten (by room, then participant id), so the others can be told they left.
     fn forget_node(
         &self,
         node: NodeId,

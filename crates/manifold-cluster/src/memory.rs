@@ -1,6 +1,7 @@
 //! The in-memory cluster: what a node alone uses (the default, no external service), and
 //! what tests use to run several nodes in one process. Every node given the same
-//! [`MemoryCluster`] sees the same registry, directory and bus.
+//! [`MemoryCluster`] sees the same registry, directory and bus; [`MemoryCluster::peer`] is
+//! another process's view of it, owning registrations apart.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,25 +11,34 @@ use std::time::{Duration, Instant};
 use manifold_api::{ParticipantId, RoomName};
 use tokio::sync::mpsc;
 
+pub use crate::bus::MAX_SUBSCRIPTIONS;
 use crate::bus::check_subject;
 use crate::{
     BoxFuture, Bus, BusMessage, ClusterError, MemberRecord, NodeId, NodeInfo, NodeRegistry,
-    RoomDirectory, Subscription, subject_matches,
+    RoomDirectory, Subscription, record_json, subject_matches,
 };
 
 /// The time a registry judges heartbeats by: the wall clock's monotonic `Instant`, or a
 /// test's own.
 pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
-/// Most subscriptions one in-memory bus holds (each is a bounded queue).
-pub const MAX_SUBSCRIPTIONS: usize = 4096;
+/// Which process registered a node (see [`MemoryCluster::peer`]).
+type Owner = u64;
+
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Default)]
 struct State {
-    nodes: HashMap<NodeId, (NodeInfo, Instant)>,
+    nodes: HashMap<NodeId, Registration>,
     /// Per room, its members in join order.
     rooms: HashMap<RoomName, Vec<MemberRecord>>,
     subscriptions: Vec<(String, mpsc::Sender<BusMessage>)>,
+}
+
+struct Registration {
+    info: NodeInfo,
+    at: Instant,
+    owner: Owner,
 }
 
 /// One cluster's shared state, in this process.
@@ -38,6 +48,7 @@ pub struct MemoryCluster {
     ttl: Duration,
     clock: Clock,
     dropped: Arc<AtomicU64>,
+    owner: Owner,
 }
 
 impl MemoryCluster {
@@ -53,6 +64,16 @@ impl MemoryCluster {
             ttl,
             clock,
             dropped: Arc::new(AtomicU64::new(0)),
+            owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The same cluster as another process sees it: its registrations are its own, so it
+    /// cannot refresh or remove this one's (as two processes on one Redis).
+    pub fn peer(&self) -> Self {
+        MemoryCluster {
+            owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
+            ..self.clone()
         }
     }
 
@@ -70,42 +91,63 @@ impl MemoryCluster {
 impl NodeRegistry for MemoryCluster {
     fn heartbeat(&self, node: NodeInfo) -> BoxFuture<'_, Result<(), ClusterError>> {
         Box::pin(async move {
+            record_json("node info", &node)?;
             let now = (self.clock)();
             let mut s = self.state();
             match s.nodes.get(&node.id) {
-                Some((_, at)) if self.alive(*at) => {}
+                Some(r) if self.alive(r.at) && r.owner == self.owner => {}
                 _ => {
                     return Err(ClusterError::Conflict(format!(
-                        "node {} is not registered (its registration expired)",
+                        "node {} is not registered by this process (its registration expired)",
                         node.id
                     )));
                 }
             }
-            s.nodes.insert(node.id.clone(), (node, now));
+            let owner = self.owner;
+            s.nodes.insert(
+                node.id.clone(),
+                Registration {
+                    info: node,
+                    at: now,
+                    owner,
+                },
+            );
             Ok(())
         })
     }
 
     fn register(&self, node: NodeInfo) -> BoxFuture<'_, Result<(), ClusterError>> {
         Box::pin(async move {
+            record_json("node info", &node)?;
             let now = (self.clock)();
             let mut s = self.state();
-            if let Some((_, at)) = s.nodes.get(&node.id)
-                && self.alive(*at)
+            if let Some(r) = s.nodes.get(&node.id)
+                && self.alive(r.at)
             {
                 return Err(ClusterError::Conflict(format!(
                     "another live node is registered as {}",
                     node.id
                 )));
             }
-            s.nodes.insert(node.id.clone(), (node, now));
+            let owner = self.owner;
+            s.nodes.insert(
+                node.id.clone(),
+                Registration {
+                    info: node,
+                    at: now,
+                    owner,
+                },
+            );
             Ok(())
         })
     }
 
     fn deregister(&self, node: NodeId) -> BoxFuture<'_, Result<(), ClusterError>> {
         Box::pin(async move {
-            self.state().nodes.remove(&node);
+            let mut s = self.state();
+            if s.nodes.get(&node).is_some_and(|r| r.owner == self.owner) {
+                s.nodes.remove(&node);
+            }
             Ok(())
         })
     }
@@ -113,8 +155,8 @@ impl NodeRegistry for MemoryCluster {
     fn live(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, ClusterError>> {
         Box::pin(async move {
             let mut s = self.state();
-            s.nodes.retain(|_, (_, at)| self.alive(*at));
-            let mut live: Vec<NodeInfo> = s.nodes.values().map(|(n, _)| n.clone()).collect();
+            s.nodes.retain(|_, r| self.alive(r.at));
+            let mut live: Vec<NodeInfo> = s.nodes.values().map(|r| r.info.clone()).collect();
             live.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(live)
         })
@@ -132,6 +174,7 @@ impl RoomDirectory for MemoryCluster {
         member: MemberRecord,
     ) -> BoxFuture<'_, Result<(), ClusterError>> {
         Box::pin(async move {
+            record_json("member record", &member)?;
             let mut s = self.state();
             let members = s.rooms.entry(room).or_default();
             match members
@@ -197,6 +240,7 @@ impl RoomDirectory for MemoryCluster {
                 gone.extend(lost.into_iter().map(|m| (room.clone(), m)));
             }
             s.rooms.retain(|_, members| !members.is_empty());
+            gone.sort_by(|a, b| (&a.0, a.1.participant).cmp(&(&b.0, b.1.participant)));
             Ok(gone)
         })
     }
@@ -257,114 +301,71 @@ impl Bus for MemoryCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use manifold_api::Identity;
+    use crate::conformance::{self, Pass};
 
-    fn node(id: &str) -> NodeInfo {
-        NodeInfo {
-            id: NodeId::parse(id).unwrap(),
-            advertise_url: format!("http://{id}.example:8080"),
-            participants: 0,
-            load: 0.0,
-            draining: false,
-        }
-    }
-
-    fn member(p: u64, node: &str) -> MemberRecord {
-        MemberRecord {
-            participant: ParticipantId(p),
-            node: NodeId::parse(node).unwrap(),
-            identity: Identity::parse(&format!("user{p}")).unwrap(),
-            name: format!("User {p}"),
-            tracks: Vec::new(),
-        }
-    }
-
-    /// A cluster on a clock the test moves.
-    fn cluster(ttl: Duration) -> (MemoryCluster, Arc<Mutex<Instant>>) {
+    /// A cluster on a clock that only the test moves, and what moves it.
+    fn cluster(ttl: Duration) -> (MemoryCluster, Box<Pass>) {
         let t = Arc::new(Mutex::new(Instant::now()));
         let clock = t.clone();
-        let c = MemoryCluster::with_clock(ttl, Arc::new(move || *clock.lock().unwrap()));
-        (c, t)
+        let c = MemoryCluster::with_clock(
+            ttl,
+            Arc::new(move || *clock.lock().unwrap_or_else(|e| e.into_inner())),
+        );
+        let pass: Box<Pass> = Box::new(move |d| {
+            *t.lock().unwrap_or_else(|e| e.into_inner()) += d;
+            Box::pin(async {})
+        });
+        (c, pass)
+    }
+
+    const TTL: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_silent_node_disappears_after_the_ttl() {
+        let (c, pass) = cluster(TTL);
+        conformance::a_silent_node_disappears_after_the_ttl(&c, &*pass).await;
     }
 
     #[tokio::test]
-    async fn a_node_that_stops_its_heartbeat_disappears_after_the_ttl() {
-        let (c, t) = cluster(Duration::from_secs(10));
-        c.register(node("a")).await.unwrap();
-        c.register(node("b")).await.unwrap();
-        assert_eq!(c.live().await.unwrap().len(), 2);
-        *t.lock().unwrap() += Duration::from_secs(6);
-        c.heartbeat(node("a")).await.unwrap();
-        *t.lock().unwrap() += Duration::from_secs(6);
-        let live = c.live().await.unwrap();
-        assert_eq!(live, vec![node("a")], "b missed its heartbeats");
-        // b cannot come back by heartbeat alone: it must register again.
-        assert!(matches!(
-            c.heartbeat(node("b")).await,
-            Err(ClusterError::Conflict(_))
-        ));
-        c.register(node("b")).await.unwrap();
-        c.deregister(NodeId::parse("a").unwrap()).await.unwrap();
-        assert_eq!(c.live().await.unwrap(), vec![node("b")]);
+    async fn a_live_node_id_is_not_shared() {
+        let (c, pass) = cluster(TTL);
+        conformance::a_live_node_id_is_not_shared(&c, &c.peer(), &*pass).await;
     }
 
     #[tokio::test]
-    async fn two_live_nodes_cannot_share_an_id() {
-        let (c, t) = cluster(Duration::from_secs(10));
-        c.register(node("a")).await.unwrap();
-        let e = c.register(node("a")).await.unwrap_err();
-        assert!(e.to_string().contains("a"), "{e}");
-        // Once the first is gone, the id is free.
-        *t.lock().unwrap() += Duration::from_secs(11);
-        c.register(node("a")).await.unwrap();
+    async fn oversized_records_are_refused() {
+        let (c, _) = cluster(TTL);
+        conformance::oversized_records_are_refused(&c, &c).await;
     }
 
     #[tokio::test]
-    async fn the_directory_lists_a_room_across_nodes_and_forgets_a_dead_node() {
-        let (c, _) = cluster(Duration::from_secs(10));
-        let room = RoomName::parse("r").unwrap();
-        c.upsert(room.clone(), member(1, "a")).await.unwrap();
-        c.upsert(room.clone(), member(2, "b")).await.unwrap();
-        c.upsert(room.clone(), member(3, "a")).await.unwrap();
-        let mut renamed = member(2, "b");
-        renamed.name = "Bee".into();
-        c.upsert(room.clone(), renamed).await.unwrap();
-        let members = c.members(room.clone()).await.unwrap();
-        let ids: Vec<u64> = members.iter().map(|m| m.participant.0).collect();
-        assert_eq!(ids, vec![1, 2, 3], "join order, one record each");
-        assert_eq!(members[1].name, "Bee");
-        let nodes = c.nodes_of(room.clone()).await.unwrap();
-        assert_eq!(nodes.len(), 2);
-        let gone = c.forget_node(NodeId::parse("a").unwrap()).await.unwrap();
-        assert_eq!(gone.len(), 2);
-        assert_eq!(c.members(room.clone()).await.unwrap().len(), 1);
-        c.remove(room.clone(), ParticipantId(2)).await.unwrap();
-        assert!(c.members(room.clone()).await.unwrap().is_empty());
-        assert!(c.nodes_of(room).await.unwrap().is_empty());
+    async fn the_directory_lists_a_room_across_nodes() {
+        let (c, _) = cluster(TTL);
+        conformance::the_directory_lists_a_room_across_nodes(&c).await;
     }
 
     #[tokio::test]
-    async fn the_bus_delivers_by_pattern_and_counts_what_a_slow_subscriber_loses() {
-        let (c, _) = cluster(Duration::from_secs(10));
-        let mut events = c.subscribe("room.*.events".into(), 8).await.unwrap();
-        let mut slow = c.subscribe("room.>".into(), 1).await.unwrap();
-        for i in 0..3u8 {
-            c.publish("room.r1.events".into(), vec![i]).await.unwrap();
-        }
-        c.publish("room.r1.media".into(), vec![9]).await.unwrap();
-        for i in 0..3u8 {
-            let m = events.rx.try_recv().unwrap();
-            assert_eq!((m.subject.as_str(), m.payload), ("room.r1.events", vec![i]));
-        }
-        assert!(events.rx.try_recv().is_err(), "media is not an event");
-        assert_eq!(slow.rx.try_recv().unwrap().payload, vec![0]);
-        assert_eq!(c.dropped(), 3, "the slow subscriber's queue held one");
-        // Bad subjects are refused; a dropped subscription stops receiving.
-        assert!(c.publish("room.*".into(), vec![]).await.is_err());
-        assert!(c.subscribe("a.>.b".into(), 1).await.is_err());
-        drop(slow);
-        c.publish("room.r1.events".into(), vec![7]).await.unwrap();
-        assert_eq!(c.dropped(), 3);
+    async fn forgetting_a_node_removes_its_members_everywhere() {
+        let (c, _) = cluster(TTL);
+        conformance::forgetting_a_node_removes_its_members_everywhere(&c).await;
+    }
+
+    #[tokio::test]
+    async fn the_bus_delivers_by_pattern() {
+        let (c, _) = cluster(TTL);
+        conformance::the_bus_delivers_by_pattern(&c, &c).await;
+    }
+
+    #[tokio::test]
+    async fn the_bus_counts_what_a_slow_subscriber_loses() {
+        let (c, _) = cluster(TTL);
+        conformance::the_bus_counts_what_a_slow_subscriber_loses(&c, &c).await;
+    }
+
+    #[tokio::test]
+    async fn bad_subjects_are_refused() {
+        let (c, _) = cluster(TTL);
+        conformance::bad_subjects_are_refused(&c).await;
     }
 
     #[test]
