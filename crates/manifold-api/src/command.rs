@@ -242,6 +242,16 @@ pub enum Command {
         /// Who.
         participant: ParticipantId,
     },
+    /// Which workers hold members of `room` now (bit `i`: worker `i`), sent to every worker
+    /// when that set changes. A worker relays each track published in the room to every
+    /// other worker in the set, once per (track, worker); one that is no longer in the set
+    /// lets go of what it received for the room. No reply.
+    RoomShards {
+        /// The room.
+        room: RoomName,
+        /// Workers with members in it.
+        shards: u64,
+    },
     /// Remove everyone (server shutting down).
     Shutdown,
 }

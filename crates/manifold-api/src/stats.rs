@@ -39,6 +39,22 @@ pub struct ShardStats {
     pub keyframe_requests: u64,
     /// Participants removed because their WebRTC state machine panicked.
     pub panics: u64,
+    /// Tracks received from other workers' publishers (relays), not counted in `tracks`.
+    #[serde(default)]
+    pub relayed_tracks: u64,
+    /// Packets taken from other workers' relays.
+    #[serde(default)]
+    pub relay_in: u64,
+    /// Packets relayed to other workers (one per packet and worker).
+    #[serde(default)]
+    pub relay_out: u64,
+    /// Relayed packets that did not arrive (the relay queue was full) and were asked for
+    /// again.
+    #[serde(default)]
+    pub relay_lost: u64,
+    /// Relayed packets sent again on such a request.
+    #[serde(default)]
+    pub relay_resent: u64,
     /// Drops, by reason; reasons with a zero count are omitted.
     pub drops: Vec<DropCount>,
 }
@@ -58,6 +74,11 @@ impl ShardStats {
         self.rtp_out += other.rtp_out;
         self.keyframe_requests += other.keyframe_requests;
         self.panics += other.panics;
+        self.relayed_tracks += other.relayed_tracks;
+        self.relay_in += other.relay_in;
+        self.relay_out += other.relay_out;
+        self.relay_lost += other.relay_lost;
+        self.relay_resent += other.relay_resent;
         for d in &other.drops {
             match self.drops.iter_mut().find(|x| x.reason == d.reason) {
                 Some(x) => x.count += d.count,

@@ -224,6 +224,7 @@ async fn stats(
                 "events_deferred": overload.events_deferred,
                 "events_backlog": overload.events_backlog,
                 "send_errors": overload.send_errors,
+                "relay_dropped": overload.relay_dropped,
             }),
         );
     }

@@ -57,6 +57,10 @@ pub struct ControlConfig {
     pub session_rate_per_ip: u32,
     /// ... and in a burst.
     pub session_burst_per_ip: u32,
+    /// A room's sessions stay on its first worker until that worker holds this many of
+    /// them; later ones go to the least loaded worker (tracks are relayed between the
+    /// room's workers). 0 spreads every room from its first session.
+    pub room_spread_after: usize,
 }
 
 impl Default for ControlConfig {
@@ -78,6 +82,7 @@ impl Default for ControlConfig {
             max_sessions: 4096,
             session_rate_per_ip: 10,
             session_burst_per_ip: 40,
+            room_spread_after: 32,
         }
     }
 }
@@ -87,7 +92,7 @@ impl Default for ControlConfig {
 pub struct SessionEntry {
     /// Its room.
     pub room: RoomName,
-    /// The worker that owns the room.
+    /// The worker that owns the session.
     pub worker: u16,
     /// WHIP or WHEP.
     pub kind: SessionKind,
@@ -103,9 +108,23 @@ pub struct SessionEntry {
 }
 
 struct RoomEntry {
+    /// Its first worker: new sessions go there until it holds `room_spread_after` of them.
     worker: u16,
     /// Sessions in the room, counting ones still joining.
     sessions: usize,
+    /// Of those, per worker (index = worker).
+    per_worker: Vec<u32>,
+}
+
+impl RoomEntry {
+    /// The workers holding its sessions, bit per worker.
+    fn shards(&self) -> u64 {
+        self.per_worker
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| **n > 0 && *i < 64)
+            .fold(0, |m, (i, _)| m | 1u64 << i)
+    }
 }
 
 #[derive(Default)]
@@ -308,7 +327,9 @@ impl AppState {
                 } => self
                     .roster()
                     .send(participant, ServerMessage::Dynacast { track, active }),
-                CoreEvent::SpeakersChanged { room, speakers } => {
+                CoreEvent::SpeakersChanged { room, speakers }
+                    if self.room_voice(&room).is_none_or(|w| w == worker) =>
+                {
                     let mut roster = self.roster();
                     roster.set_speakers(&room, &speakers);
                     roster.broadcast(&room, None, &ServerMessage::SpeakersChanged { speakers });
@@ -540,8 +561,32 @@ impl AppState {
             )));
         }
         let probe = entry_for(0);
+        let workers = self.workers.len().max(1);
         let worker = match dir.rooms.get(&probe.room) {
-            Some(r) => r.worker,
+            Some(r) => {
+                // The same identity's older session of the same kind is replaced by the
+                // newer one on its worker, which must therefore be the same.
+                let older = probe.owner.as_ref().and_then(|owner| {
+                    dir.sessions
+                        .values()
+                        .find(|s| {
+                            s.room == probe.room
+                                && s.kind == probe.kind
+                                && s.owner.as_ref() == Some(owner)
+                        })
+                        .map(|s| s.worker)
+                });
+                let home = r
+                    .per_worker
+                    .get(usize::from(r.worker))
+                    .copied()
+                    .unwrap_or(0);
+                match older {
+                    Some(w) => w,
+                    None if (home as usize) < self.config.room_spread_after => r.worker,
+                    None => least_loaded(&dir, workers),
+                }
+            }
             None => {
                 if dir.rooms.len() >= self.config.max_rooms {
                     return Err(ApiError::Unavailable(format!(
@@ -549,21 +594,52 @@ impl AppState {
                         self.config.max_rooms
                     )));
                 }
-                least_loaded(&dir, self.workers.len())
+                least_loaded(&dir, workers)
             }
         };
-        dir.rooms
-            .entry(probe.room.clone())
-            .or_insert(RoomEntry {
-                worker,
-                sessions: 0,
-            })
-            .sessions += 1;
+        let entry = dir.rooms.entry(probe.room.clone()).or_insert(RoomEntry {
+            worker,
+            sessions: 0,
+            per_worker: vec![0; workers],
+        });
+        let before = entry.shards();
+        entry.sessions += 1;
+        if let Some(n) = entry.per_worker.get_mut(usize::from(worker)) {
+            *n += 1;
+        }
+        let after = entry.shards();
         if !probe.resource.is_empty() {
             dir.resources.insert(probe.resource.clone(), id);
         }
+        let room = probe.room.clone();
         dir.sessions.insert(id, SessionEntry { worker, ..probe });
+        drop(dir);
+        self.room_shards_changed(&room, before, after);
         Ok(worker)
+    }
+
+    /// Tell the workers concerned that the set of workers holding `room` went from
+    /// `before` to `after`: each relays the room's tracks to the others. A room on one
+    /// worker needs no word (it relays nothing), until it spans two.
+    fn room_shards_changed(&self, room: &RoomName, before: u64, after: u64) {
+        if before == after || (before.count_ones() < 2 && after.count_ones() < 2) {
+            return;
+        }
+        let mut told = before | after;
+        while told != 0 {
+            let w = told.trailing_zeros() as u16;
+            told &= told - 1;
+            let command = Command::RoomShards {
+                room: room.clone(),
+                shards: after,
+            };
+            if let Err(e) = self.tell(w, command) {
+                // A full command queue: the worker is overloaded already, and keeps what it
+                // had (relaying to a worker that no longer needs it, or not yet to a new
+                // one, whose members then miss the room's tracks).
+                tracing::warn!(worker = w, %room, error = %e, "room's workers not updated");
+            }
+        }
     }
 
     /// Forget a session (it ended, or never started).
@@ -575,12 +651,37 @@ impl AppState {
         if dir.resources.get(&s.resource) == Some(&id) {
             dir.resources.remove(&s.resource);
         }
+        let mut change = None;
         if let Some(r) = dir.rooms.get_mut(&s.room) {
+            let before = r.shards();
             r.sessions = r.sessions.saturating_sub(1);
+            if let Some(n) = r.per_worker.get_mut(usize::from(s.worker)) {
+                *n = n.saturating_sub(1);
+            }
+            change = Some((before, r.shards()));
             if r.sessions == 0 {
                 dir.rooms.remove(&s.room);
             }
         }
+        drop(dir);
+        if let Some((before, after)) = change {
+            self.room_shards_changed(&s.room, before, after);
+        }
+    }
+
+    /// The worker whose view of `room` speaks for the room where every worker holding it
+    /// sees the same (who speaks): its first worker while that holds sessions of it, else
+    /// the lowest that does.
+    pub fn room_voice(&self, room: &RoomName) -> Option<u16> {
+        let dir = lock(&self.directory);
+        let r = dir.rooms.get(room)?;
+        if r.per_worker
+            .get(usize::from(r.worker))
+            .is_some_and(|n| *n > 0)
+        {
+            return Some(r.worker);
+        }
+        r.per_worker.iter().position(|n| *n > 0).map(|i| i as u16)
     }
 
     /// A session, if it exists.
@@ -649,8 +750,8 @@ impl AppState {
 fn least_loaded(dir: &Directory, workers: usize) -> u16 {
     let mut load = vec![0usize; workers.max(1)];
     for r in dir.rooms.values() {
-        if let Some(l) = load.get_mut(usize::from(r.worker)) {
-            *l += r.sessions;
+        for (l, n) in load.iter_mut().zip(&r.per_worker) {
+            *l += *n as usize;
         }
     }
     load.iter()

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 
 pub use manifold_api::command::Command;
 
+use crate::relay::RelayMessage;
+
 /// Input to [`Shard::handle_input`].
 #[derive(Debug)]
 pub enum Input<'a> {
@@ -22,4 +24,11 @@ pub enum Input<'a> {
     Timeout,
     /// The control plane wants something.
     Command(Command),
+    /// Another shard of the node says something about a relayed track (`relay.rs`).
+    Relay {
+        /// Its index.
+        from: u16,
+        /// What.
+        message: RelayMessage,
+    },
 }

@@ -15,8 +15,9 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 
 use crate::forwarder::{Decision, PacketMeta};
 use crate::keys::{PKey, TKey};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Output};
 use crate::participant::{MAX_SSRCS_PER_PUBLISHER, Participant};
+use crate::relay::{Origin, RelayMessage, RelayedPacket};
 use crate::shard::Shard;
 use crate::track::{
     HISTORY_PACKETS, Kept, PACKET_OVERHEAD, SSRC_TAKEOVER_SILENCE, Subscriber, Track,
@@ -31,6 +32,30 @@ impl Shard {
             self.out.counters.drop(DropReason::UnknownSsrc);
             return;
         };
+        let ext = &packet.header.ext_vals;
+        let packet = RelayedPacket {
+            ssrc: *ssrc,
+            seq: *packet.seq_no,
+            pt: *packet.header.payload_type,
+            ts: packet.time.numer(),
+            marker: packet.header.marker,
+            timestamp: packet.timestamp,
+            ext: ExtensionValues {
+                audio_level: ext.audio_level,
+                voice_activity: ext.voice_activity,
+                video_orientation: ext.video_orientation,
+                ..Default::default()
+            },
+            payload: packet.payload,
+        };
+        self.forward_track(now, tk, li, packet);
+    }
+
+    /// One packet of layer `li` of track `tk`, from its publisher here or relayed from
+    /// another shard: to every subscriber here, and to every other shard the track is
+    /// relayed to.
+    pub(crate) fn forward_track(&mut self, now: Instant, tk: TKey, li: u8, packet: RelayedPacket) {
+        let ssrc = packet.ssrc();
         let Shard {
             tracks,
             participants,
@@ -69,12 +94,12 @@ impl Shard {
             return;
         }
 
-        let pt = packet.header.payload_type;
+        let pt = packet.pt();
         let Some(info) = track.pt_info(pt) else {
             out.counters.drop(DropReason::CodecMismatch);
             return;
         };
-        let ts = packet.time.numer();
+        let ts = packet.ts;
         let layer = &mut track.layers[usize::from(li)];
         layer
             .meter
@@ -89,13 +114,24 @@ impl Shard {
                 layer.size = Some(size);
             }
         }
-        if let Some(level) = packet.header.ext_vals.audio_level {
+        if let Some(level) = packet.ext.audio_level {
             track.level.observe(level);
+        }
+        for r in &track.relays {
+            out.counters.relay_out += 1;
+            out.outputs.push_back(Output::Relay {
+                to: r.shard,
+                message: RelayMessage::Media {
+                    track: track.id,
+                    layer: li,
+                    packet: packet.clone(),
+                },
+            });
         }
         let video = track.kind == MediaKind::Video;
         let this = Kept {
             meta: PacketMeta {
-                seq: *packet.seq_no,
+                seq: packet.seq,
                 ts,
                 clock_rate: info.clock_rate,
                 keyframe,
@@ -109,14 +145,9 @@ impl Shard {
                 .flatten(),
             red_primary: info.red_of.and_then(|_| red_primary(&packet.payload)),
             pt,
-            marker: packet.header.marker,
+            marker: packet.marker,
             timestamp: packet.timestamp,
-            ext: ExtensionValues {
-                audio_level: packet.header.ext_vals.audio_level,
-                voice_activity: packet.header.ext_vals.voice_activity,
-                video_orientation: packet.header.ext_vals.video_orientation,
-                ..Default::default()
-            },
+            ext: packet.ext,
             payload: packet.payload,
         };
         let mut wants_keyframe = false;
@@ -239,9 +270,18 @@ impl Shard {
         muted: bool,
     ) -> Result<ReplyValue, CommandError> {
         let tk = self.own_track(key, track)?;
+        if self.tracks[tk].label.muted != muted {
+            self.tell_relays(tk, |track| RelayMessage::Muted { track, muted });
+        }
+        self.apply_mute(now, tk, muted);
+        Ok(ReplyValue::Done)
+    }
+
+    /// Track `tk` (local or relayed) is muted or unmuted.
+    pub(crate) fn apply_mute(&mut self, now: Instant, tk: TKey, muted: bool) {
         let t = &mut self.tracks[tk];
         if std::mem::replace(&mut t.label.muted, muted) == muted || muted {
-            return Ok(ReplyValue::Done);
+            return;
         }
         // Unmuted: what was kept from before the mute is stale, and every receiver resumes
         // as after a source switch, numbering continuous, video on the next keyframe.
@@ -252,7 +292,6 @@ impl Shard {
             }
         }
         self.request_wanted_keyframes(now, tk);
-        Ok(ReplyValue::Done)
     }
 }
 
@@ -349,10 +388,25 @@ fn send_keyframe_request(
         l.keyframes.pending = true;
         return;
     };
-    let Some(p) = participants.get_mut(track.publisher) else {
+    let key = match (track.origin, &track.relay_in) {
+        (Origin::Local(key), _) => key,
+        (Origin::Relay(_), Some(rin)) => {
+            // The publisher is on another shard: the request travels back on the relay.
+            out.outputs.push_back(Output::Relay {
+                to: rin.from,
+                message: RelayMessage::Keyframe {
+                    track: track.id,
+                    layer,
+                },
+            });
+            return;
+        }
+        (Origin::Relay(_), None) => return,
+    };
+    let Some(p) = participants.get_mut(key) else {
         return;
     };
-    let sent = p.with_rtc(track.publisher, out, |rtc| {
+    let sent = p.with_rtc(key, out, |rtc| {
         let mut api = rtc.direct_api();
         let rx = api.stream_rx(&ssrc)?;
         rx.request_keyframe(KeyframeRequestKind::Pli);

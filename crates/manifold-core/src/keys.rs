@@ -5,3 +5,5 @@
 pub(crate) type PKey = usize;
 /// Index of a track in the shard's slab.
 pub(crate) type TKey = usize;
+/// Index of a remote publisher (one on another shard, `relay.rs`) in the shard's slab.
+pub(crate) type RKey = usize;

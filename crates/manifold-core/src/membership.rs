@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use manifold_api::{
-    CommandError, CoreEvent, LeaveReason, MediaKind, RoomName, SessionKind, Source, TrackId,
+    CommandError, CoreEvent, Identity, LeaveReason, MediaKind, RoomName, SessionKind, Source,
+    TrackId,
 };
 use str0m::format::PayloadParams;
 use str0m::media::{Mid, Rid, Rids};
@@ -14,6 +15,7 @@ use crate::keys::{PKey, TKey};
 use crate::negotiate::Negotiated;
 use crate::negotiation::Negotiation;
 use crate::participant::{Participant, SlotState, new_slot, send_ssrc, splitmix64};
+use crate::relay::{Origin, RelayMessage};
 use crate::room::Room;
 use crate::shard::Shard;
 use crate::track::{Subscriber, Track, TrackLabel};
@@ -142,7 +144,7 @@ impl Shard {
                 if !new_tracks.is_empty()
                     && let Some(r) = self.rooms.get_mut(&room)
                 {
-                    r.add_publisher(key, publisher_place);
+                    r.add_publisher(Origin::Local(key), publisher_place);
                 }
             }
             SessionKind::Whep => {
@@ -161,13 +163,15 @@ impl Shard {
                         .get(&room)
                         .into_iter()
                         .flat_map(Room::tracks)
-                        .filter(|&tk| {
-                            let publisher = self.tracks[tk].publisher;
-                            publisher != key
-                                && self
-                                    .participants
-                                    .get(publisher)
-                                    .is_some_and(|q| q.doomed.is_none())
+                        .filter(|&tk| match self.tracks[tk].origin {
+                            Origin::Local(publisher) => {
+                                publisher != key
+                                    && self
+                                        .participants
+                                        .get(publisher)
+                                        .is_some_and(|q| q.doomed.is_none())
+                            }
+                            Origin::Relay(_) => true,
                         })
                         .collect();
                     let p = &mut self.participants[key];
@@ -234,11 +238,62 @@ impl Shard {
         let Some(room) = self.unlink(key, reason) else {
             return;
         };
-        if self.rooms.get(&room).is_some_and(Room::is_empty) {
-            self.rooms.remove(&room);
-            self.out.event(CoreEvent::RoomClosed { room });
-        } else {
+        let Some(r) = self.rooms.get(&room) else {
+            return;
+        };
+        if !r.is_empty() {
             self.retarget(now, &room);
+            return;
+        }
+        // Its last member here left. A room spanning shards stays while the control plane
+        // still counts this shard and another in (a member may be joining here): its
+        // relayed tracks stay open; `RoomShards` without this shard closes them.
+        let me = crate::relay::bit(self.index);
+        let spans = r.shards & me != 0 && r.shards & !me != 0;
+        self.out.event(CoreEvent::RoomClosed { room: room.clone() });
+        if !spans {
+            self.close_room(now, &room);
+        }
+    }
+
+    /// Drop room `room` and what was relayed into it.
+    pub(crate) fn close_room(&mut self, now: Instant, room: &RoomName) {
+        let relayed: Vec<TKey> = self
+            .rooms
+            .get(room)
+            .into_iter()
+            .flat_map(Room::tracks)
+            .filter(|&tk| self.tracks[tk].relay_in.is_some())
+            .collect();
+        for tk in relayed {
+            self.close_relayed(now, tk);
+        }
+        if self.rooms.get(room).is_some_and(Room::is_empty) {
+            self.rooms.remove(room);
+        }
+    }
+
+    /// A publisher in a room, if it still publishes: its identity and tracks.
+    pub(crate) fn publisher_view(&self, o: Origin) -> Option<(&Identity, &[TKey])> {
+        match o {
+            Origin::Local(k) => {
+                let q = self.participants.get(k)?;
+                q.doomed
+                    .is_none()
+                    .then_some((&q.identity, q.tracks.as_slice()))
+            }
+            Origin::Relay(rk) => {
+                let r = self.remotes.get(rk)?;
+                Some((&r.identity, r.tracks.as_slice()))
+            }
+        }
+    }
+
+    /// The room of track `tk` (local or relayed).
+    pub(crate) fn room_of_track(&self, tk: TKey) -> Option<&RoomName> {
+        match self.tracks.get(tk)?.origin {
+            Origin::Local(k) => self.participants.get(k).map(|p| &p.room),
+            Origin::Relay(rk) => self.remotes.get(rk).map(|r| &r.room),
         }
     }
 
@@ -253,20 +308,18 @@ impl Shard {
             let Some(source) = &p.source else {
                 continue;
             };
-            let publisher = r.publishers().iter().copied().find(|&k| {
-                let q = &self.participants[k];
-                q.doomed.is_none()
-                    && match source {
-                        Source::RoomCurrent => true,
-                        Source::Identity(id) => q.identity == *id,
-                    }
+            let publisher = r.publishers().iter().find_map(|&o| {
+                let (identity, tracks) = self.publisher_view(o)?;
+                match source {
+                    Source::RoomCurrent => Some(tracks),
+                    Source::Identity(id) => (identity == id).then_some(tracks),
+                }
             });
             for (i, slot) in p.slots.iter().enumerate() {
                 // The n-th slot of a kind receives the publisher's n-th track of that kind.
                 let nth = p.slots[..i].iter().filter(|s| s.kind == slot.kind).count();
-                let wanted = publisher.and_then(|k| {
-                    self.participants[k]
-                        .tracks
+                let wanted = publisher.and_then(|tracks| {
+                    tracks
                         .iter()
                         .copied()
                         .filter(|&tk| self.tracks[tk].kind == slot.kind)
@@ -361,7 +414,11 @@ impl Shard {
             return;
         }
         self.release_track_for_rooms(tk);
+        if self.tracks[tk].origin.local().is_some() {
+            self.tell_relays(tk, |track| RelayMessage::Close { track });
+        }
         let track = self.tracks.remove(tk);
+        self.track_index.remove(&track.id);
         for s in &track.subscribers {
             if let Some(q) = self.participants.get_mut(s.participant) {
                 let slot = &mut q.slots[s.slot];
@@ -369,7 +426,17 @@ impl Shard {
                 slot.forwarder.detach();
             }
         }
-        if let Some(p) = self.participants.get_mut(track.publisher) {
+        let key = match track.origin {
+            Origin::Local(key) => key,
+            Origin::Relay(rk) => {
+                // The origin shard reported it; here it only leaves the room's index.
+                if let Some(r) = self.rooms.get_mut(&self.remotes[rk].room) {
+                    r.remove_track(tk);
+                }
+                return;
+            }
+        };
+        if let Some(p) = self.participants.get_mut(key) {
             p.tracks.retain(|&t| t != tk);
             p.ssrc_tracks.retain(|&(_, t, _)| t != tk);
             if let Some(r) = self.rooms.get_mut(&p.room) {
@@ -400,13 +467,27 @@ impl Shard {
             Some(Rids::Specific(rids)) => rids.clone(),
             _ => Vec::new(),
         };
-        let tk = self
-            .tracks
-            .insert(Track::new(id, key, mid, kind, label, params, &rids));
+        let publisher = self.participants[key].id;
+        let tk = self.tracks.insert(Track::new(
+            id,
+            Origin::Local(key),
+            publisher,
+            mid,
+            kind,
+            label,
+            params,
+            &rids,
+        ));
+        self.track_index.insert(id, tk);
         let p = &mut self.participants[key];
         p.tracks.push(tk);
+        let mut shards = 0;
         if let Some(r) = self.rooms.get_mut(&p.room) {
             r.add_track(id, tk);
+            shards = r.shards;
+        }
+        if shards != 0 {
+            self.relay_track(tk, shards);
         }
         tk
     }

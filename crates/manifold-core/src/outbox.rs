@@ -11,6 +11,7 @@ use manifold_api::{CommandError, CoreEvent, ReplyValue, RequestId};
 use str0m::Event;
 
 use crate::keys::PKey;
+use crate::relay::RelayMessage;
 use crate::stats::Counters;
 
 /// A datagram to send.
@@ -29,6 +30,13 @@ pub enum Output {
     Transmit(Transmit),
     /// Tell the control plane.
     Event(CoreEvent),
+    /// Hand this to shard `to` of the node as [`Input::Relay`](crate::Input::Relay).
+    Relay {
+        /// The shard's index.
+        to: u16,
+        /// What.
+        message: RelayMessage,
+    },
     /// Nothing more now; call again with [`Input::Timeout`] at this time (or earlier input).
     Timeout(Instant),
 }

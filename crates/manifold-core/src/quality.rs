@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use manifold_api::protocol::TrackSource;
 use manifold_api::protocol::{MAX_LAYERS, Quality, QualityRequest, Speaker, StreamState};
 use manifold_api::{CommandError, CoreEvent, MediaKind, ReplyValue, SessionKind, TrackId};
+use slab::Slab;
 use str0m::bwe::Bitrate;
 
 use crate::allocator::{self, MAX_CHOICES, Priority, Want};
 use crate::keys::{PKey, TKey};
 use crate::layer;
-use crate::participant::forget_resends;
+use crate::participant::{Participant, forget_resends};
 use crate::shard::Shard;
 use crate::track::Track;
 
@@ -213,7 +214,7 @@ impl Shard {
             let current = held.and_then(|l| layers[..n].iter().position(|&x| x == l));
             let priority = if track.label.source == TrackSource::Screen {
                 Priority::Screen
-            } else if speakers.is_some_and(|s| s.contains(track.publisher)) {
+            } else if speakers.is_some_and(|s| s.contains(track.publisher_id)) {
                 Priority::Speaker
             } else {
                 Priority::Other
@@ -427,6 +428,7 @@ impl Shard {
             self.report_stream_states(key);
         }
         self.dynacast(now);
+        self.report_relay_needs();
         self.detect_speakers(now);
     }
 
@@ -465,30 +467,18 @@ impl Shard {
             if !t.is_simulcast() {
                 continue;
             }
-            let Some(publisher) = self.participants.get(t.publisher) else {
+            let Some(publisher) = t.origin.local().and_then(|k| self.participants.get(k)) else {
                 continue;
             };
             if publisher.kind != SessionKind::Room {
                 // A WHIP client cannot be told: it sends every layer.
                 continue;
             }
-            // The lowest layer always stays; so does a layer that has not sent anything yet
-            // (a browser starts its upper layers as its own uplink estimate grows): pausing
-            // it saves nothing, and it could never show that it is there.
-            let mut needed = 1u8 << t.order[0];
-            for (i, l) in t.layers.iter().enumerate() {
-                if !l.ever_flowed() {
-                    needed |= 1 << i;
-                }
-            }
-            for s in &t.subscribers {
-                let Some(p) = self.participants.get(s.participant) else {
-                    continue;
-                };
-                let f = &p.slots[s.slot].forwarder;
-                for l in [f.target(), f.current()].into_iter().flatten() {
-                    needed |= 1 << l;
-                }
+            // What the other shards it is relayed to need counts as much as the subscribers
+            // here.
+            let mut needed = needed_layers(t, &self.participants);
+            for r in &t.relays {
+                needed |= r.needed;
             }
             let d = &mut t.dynacast;
             let before = d.active;
@@ -540,9 +530,9 @@ impl Shard {
                 }
                 t.level.roll(dt);
                 if t.level.speaking && !t.label.muted {
-                    match speaking.iter_mut().find(|(k, _)| *k == t.publisher) {
+                    match speaking.iter_mut().find(|(k, _)| *k == t.publisher_id) {
                         Some((_, level)) => *level = t.level.level.max(*level),
-                        None => speaking.push((t.publisher, t.level.level)),
+                        None => speaking.push((t.publisher_id, t.level.level)),
                     }
                 }
             }
@@ -550,13 +540,12 @@ impl Shard {
             if let Some(keys) = room.speakers.update(now, &mut speaking) {
                 let speakers = keys
                     .iter()
-                    .filter_map(|k| {
-                        let p = self.participants.get(*k)?;
+                    .map(|k| {
                         let level = levels.iter().find(|(x, _)| x == k).map_or(0.0, |l| l.1);
-                        Some(Speaker {
-                            participant: p.id,
+                        Speaker {
+                            participant: *k,
                             level: (level * 100.0).round() / 100.0,
-                        })
+                        }
                     })
                     .collect();
                 self.out.event(CoreEvent::SpeakersChanged {
@@ -566,6 +555,29 @@ impl Shard {
             }
         }
     }
+}
+
+/// The layers of simulcast track `t` that must keep coming, bit per layer: what its
+/// subscribers here receive or wait for, the lowest layer always, and every layer that has
+/// not sent anything yet (a browser starts its upper layers as its own uplink estimate
+/// grows: pausing one saves nothing, and it could never show that it is there).
+pub(crate) fn needed_layers(t: &Track, participants: &Slab<Participant>) -> u8 {
+    let mut needed = 1u8 << t.order[0];
+    for (i, l) in t.layers.iter().enumerate() {
+        if !l.ever_flowed() {
+            needed |= 1 << i;
+        }
+    }
+    for s in &t.subscribers {
+        let Some(p) = participants.get(s.participant) else {
+            continue;
+        };
+        let f = &p.slots[s.slot].forwarder;
+        for l in [f.target(), f.current()].into_iter().flatten() {
+            needed |= 1 << l;
+        }
+    }
+    needed
 }
 
 /// How many of a subscription's `available` layers (lowest first) its request allows.

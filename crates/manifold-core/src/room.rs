@@ -1,22 +1,27 @@
 //! A room on one shard: its members in join order, its publishers in the order they
 //! started (the first is the room's current publisher, whom `Source::RoomCurrent` players
-//! follow), and the index of the tracks published in it, so that joining and subscribing
-//! never scan the shard; and who in it speaks (`speakers.rs`).
+//! follow; publishers on other shards count too, through their relayed tracks), and the
+//! index of the tracks published in it, so that joining and subscribing never scan the
+//! shard; who in it speaks (`speakers.rs`); and which shards hold its members (`relay.rs`).
 
-use manifold_api::TrackId;
+use manifold_api::{ParticipantId, TrackId};
 
 use crate::keys::{PKey, TKey};
+use crate::relay::Origin;
 use crate::speakers::RoomSpeakers;
 
 /// One room's membership and track index.
 #[derive(Default)]
 pub(crate) struct Room {
     members: Vec<PKey>,
-    publishers: Vec<PKey>,
+    publishers: Vec<Origin>,
     /// Every live track published in the room, in the order published.
     tracks: Vec<(TrackId, TKey)>,
     /// Who speaks, as last reported.
-    pub speakers: RoomSpeakers<PKey>,
+    pub speakers: RoomSpeakers<ParticipantId>,
+    /// The shards holding members of the room, as the control plane last said (bit per
+    /// shard; 0: never said, the room is this shard's alone).
+    pub shards: u64,
 }
 
 impl Room {
@@ -25,12 +30,12 @@ impl Room {
         &self.members
     }
 
-    /// Members that publish, in the order they started.
-    pub fn publishers(&self) -> &[PKey] {
+    /// Publishers, here or relayed, in the order they started.
+    pub fn publishers(&self) -> &[Origin] {
         &self.publishers
     }
 
-    /// Nobody is left.
+    /// No member is left here.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
@@ -50,16 +55,18 @@ impl Room {
     /// A member leaves (and stops publishing).
     pub fn remove_member(&mut self, key: PKey) {
         self.members.retain(|&k| k != key);
-        self.publishers.retain(|&k| k != key);
+        self.publishers.retain(|&k| k != Origin::Local(key));
     }
 
     /// Where `key` stands among the publishers.
     pub fn publisher_place(&self, key: PKey) -> Option<usize> {
-        self.publishers.iter().position(|&k| k == key)
+        self.publishers
+            .iter()
+            .position(|&k| k == Origin::Local(key))
     }
 
     /// `key` publishes, at `place` (a replaced session's) or last.
-    pub fn add_publisher(&mut self, key: PKey, place: Option<usize>) {
+    pub fn add_publisher(&mut self, key: Origin, place: Option<usize>) {
         if self.publishers.contains(&key) {
             return;
         }
@@ -70,7 +77,7 @@ impl Room {
     }
 
     /// `key` publishes nothing any more.
-    pub fn remove_publisher(&mut self, key: PKey) {
+    pub fn remove_publisher(&mut self, key: Origin) {
         self.publishers.retain(|&k| k != key);
     }
 
@@ -107,16 +114,18 @@ mod tests {
         }
         r.add_member(1);
         assert_eq!(r.members(), &[3, 1, 2]);
-        r.add_publisher(1, None);
-        r.add_publisher(2, None);
-        r.add_publisher(3, Some(0));
-        assert_eq!(r.publishers(), &[3, 1, 2]);
+        let l = Origin::Local;
+        r.add_publisher(l(1), None);
+        r.add_publisher(l(2), None);
+        r.add_publisher(l(3), Some(0));
+        r.add_publisher(Origin::Relay(0), None);
+        assert_eq!(r.publishers(), &[l(3), l(1), l(2), Origin::Relay(0)]);
         r.remove_member(3);
         assert_eq!(r.members(), &[1, 2]);
-        assert_eq!(r.publishers(), &[1, 2]);
+        assert_eq!(r.publishers(), &[l(1), l(2), Origin::Relay(0)]);
         assert_eq!(r.publisher_place(2), Some(1));
-        r.remove_publisher(1);
-        assert_eq!(r.publishers(), &[2]);
+        r.remove_publisher(l(1));
+        assert_eq!(r.publishers(), &[l(2), Origin::Relay(0)]);
         assert!(!r.is_empty());
     }
 

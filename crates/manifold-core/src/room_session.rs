@@ -11,6 +11,7 @@ use str0m::change::SdpAnswer;
 use str0m::media::{Direction, Mid};
 
 use crate::keys::{PKey, TKey};
+use crate::relay::Origin;
 use manifold_api::command::Publication;
 
 use crate::negotiation::{Line, PendingOffer, PendingPublication, Role};
@@ -109,7 +110,7 @@ impl Shard {
         if p.tracks.is_empty()
             && let Some(r) = self.rooms.get_mut(&room)
         {
-            r.remove_publisher(key);
+            r.remove_publisher(Origin::Local(key));
         }
         self.maybe_offer(key);
         self.retarget(now, &room);
@@ -129,7 +130,7 @@ impl Shard {
             ));
         }
         let tk = self.track_in_room(key, track)?;
-        if self.tracks[tk].publisher == key {
+        if self.tracks[tk].origin == Origin::Local(key) {
             return Err(CommandError::Rejected(
                 "you cannot subscribe to your own track".into(),
             ));
@@ -323,7 +324,7 @@ impl Shard {
         if !new_tracks.is_empty() {
             let room = self.participants[key].room.clone();
             if let Some(r) = self.rooms.get_mut(&room) {
-                r.add_publisher(key, None);
+                r.add_publisher(Origin::Local(key), None);
             }
             for tk in new_tracks {
                 self.announce_track(tk);
@@ -332,10 +333,12 @@ impl Shard {
         }
     }
 
-    /// Tell the room about a new track and queue it for every auto-subscribing member.
+    /// Tell the room about a new local track and queue it for every auto-subscribing member.
     pub(crate) fn announce_track(&mut self, tk: TKey) {
         let track = &self.tracks[tk];
-        let publisher = &self.participants[track.publisher];
+        let Some(publisher) = track.origin.local().and_then(|k| self.participants.get(k)) else {
+            return;
+        };
         self.out.event(CoreEvent::TrackPublished {
             room: publisher.room.clone(),
             participant: publisher.id,
@@ -346,14 +349,20 @@ impl Shard {
             muted: track.label.muted,
             cid: track.label.cid.clone(),
         });
-        let Some(room) = self.rooms.get(&publisher.room) else {
+        self.offer_to_room(tk);
+    }
+
+    /// Queue track `tk` (local or relayed) for every auto-subscribing member of its room here.
+    pub(crate) fn offer_to_room(&mut self, tk: TKey) {
+        let Some(room) = self.room_of_track(tk).and_then(|r| self.rooms.get(r)) else {
             return;
         };
+        let origin = self.tracks[tk].origin;
         let members: Vec<PKey> = room
             .members()
             .iter()
             .copied()
-            .filter(|&m| m != track.publisher)
+            .filter(|&m| origin != Origin::Local(m))
             .collect();
         for m in members {
             let p = &mut self.participants[m];
@@ -367,12 +376,7 @@ impl Shard {
     /// A track is going away: every room member receiving it (or waiting to) lets it go,
     /// and their m-lines close in the next offer.
     pub(crate) fn release_track_for_rooms(&mut self, tk: TKey) {
-        let Some(room) = self
-            .tracks
-            .get(tk)
-            .and_then(|t| self.participants.get(t.publisher))
-            .map(|p| p.room.clone())
-        else {
+        let Some(room) = self.room_of_track(tk).cloned() else {
             return;
         };
         let members: Vec<PKey> = self
@@ -466,10 +470,7 @@ impl Shard {
             .into_iter()
             .filter_map(|tk| {
                 let track = self.tracks.get(tk)?;
-                let stream = self
-                    .participants
-                    .get(track.publisher)
-                    .map_or_else(|| "none".to_owned(), |q| q.id.to_string());
+                let stream = track.publisher_id.to_string();
                 Some((tk, track.kind, stream, track.id.to_string()))
             })
             .collect();
@@ -650,7 +651,7 @@ impl Shard {
                             && let Some(t) = self.tracks.get(tk)
                         {
                             info.track = Some(t.id);
-                            info.participant = self.participants.get(t.publisher).map(|q| q.id);
+                            info.participant = Some(t.publisher_id);
                         }
                     }
                     Role::Data | Role::Dead => {}

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use manifold_api::{
     CommandError, CoreEvent, LeaveReason, MediaKind, ParticipantId, ReplyValue, RequestId,
-    RoomName, SessionKind, ShardStats,
+    RoomName, SessionKind, ShardStats, TrackId,
 };
 use manifold_rtp::{DropReason, PacketClass};
 use slab::Slab;
@@ -20,10 +20,11 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds};
 
 use crate::command::{Command, Input};
 use crate::config::ShardConfig;
-use crate::keys::{PKey, TKey};
+use crate::keys::{PKey, RKey, TKey};
 use crate::negotiate::SdpFragment;
 use crate::outbox::{Outbox, Output};
 use crate::participant::Participant;
+use crate::relay::Remote;
 use crate::room::Room;
 use crate::stats::Counters;
 use crate::track::Track;
@@ -35,8 +36,15 @@ pub const MAX_TRICKLED_CANDIDATES: usize = 64;
 /// One worker's rooms, participants and tracks.
 pub struct Shard {
     pub(crate) config: ShardConfig,
+    /// This shard's index among the node's workers (relays name shards by it).
+    pub(crate) index: u16,
     pub(crate) participants: Slab<Participant>,
     pub(crate) tracks: Slab<Track>,
+    /// Every track here, local and relayed, by id.
+    pub(crate) track_index: HashMap<TrackId, TKey>,
+    /// Publishers on other shards whose tracks are relayed here.
+    pub(crate) remotes: Slab<Remote>,
+    pub(crate) remote_by_id: HashMap<ParticipantId, RKey>,
     pub(crate) rooms: HashMap<RoomName, Room>,
     pub(crate) by_id: HashMap<ParticipantId, PKey>,
     // Keys an attacker controls live in std's SipHash maps, which resist hash flooding.
@@ -52,14 +60,18 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// An empty shard starting at `now`. `shard_index` keeps track ids unique across
-    /// shards.
+    /// An empty shard starting at `now`. `shard_index` (below 64) keeps track ids unique
+    /// across shards and names this shard in relays between them.
     pub fn new(config: ShardConfig, now: Instant, shard_index: u16) -> Self {
         Shard {
             next_housekeeping: now + config.housekeeping_interval,
             config,
+            index: shard_index,
             participants: Slab::new(),
             tracks: Slab::new(),
+            track_index: HashMap::new(),
+            remotes: Slab::new(),
+            remote_by_id: HashMap::new(),
             rooms: HashMap::new(),
             by_id: HashMap::new(),
             by_addr: HashMap::new(),
@@ -87,6 +99,7 @@ impl Shard {
             } => self.handle_datagram(now, source, destination, contents),
             Input::Timeout => self.handle_timeout(now),
             Input::Command(c) => self.handle_command(now, c),
+            Input::Relay { from, message } => self.handle_relay(now, from, message),
         }
         loop {
             while let Some((key, event)) = self.out.events.pop_front() {
@@ -140,7 +153,12 @@ impl Shard {
         let mut s = self.out.counters.snapshot();
         s.rooms = self.rooms.len() as u64;
         s.participants = self.participants.len() as u64;
-        s.tracks = self.tracks.len() as u64;
+        s.relayed_tracks = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.relay_in.is_some())
+            .count() as u64;
+        s.tracks = self.tracks.len() as u64 - s.relayed_tracks;
         s.subscriptions = self
             .tracks
             .iter()
@@ -394,6 +412,7 @@ impl Shard {
             } => self.room_command(request, participant, |shard, key| {
                 shard.set_video_quality(now, key, track, quality, size)
             }),
+            Command::RoomShards { room, shards } => self.room_shards(now, room, shards),
             Command::Resync { participant } => {
                 if let Ok(key) = self.key_of(participant) {
                     self.room_resync(key);

@@ -80,11 +80,20 @@ impl LevelMeter {
 }
 
 /// A room's reported speaker list and the rate limit on changing it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RoomSpeakers<K> {
     /// Last reported, loudest first.
     pub reported: Vec<K>,
     last_event: Option<Instant>,
+}
+
+impl<K> Default for RoomSpeakers<K> {
+    fn default() -> Self {
+        RoomSpeakers {
+            reported: Vec::new(),
+            last_event: None,
+        }
+    }
 }
 
 impl<K: Copy + PartialEq> RoomSpeakers<K> {

@@ -15,6 +15,14 @@ pub(crate) struct Counters {
     pub rtp_out: u64,
     pub keyframe_requests: u64,
     pub panics: u64,
+    /// Relayed packets taken from other shards / sent to them.
+    pub relay_in: u64,
+    pub relay_out: u64,
+    /// Relayed packets found missing and asked for again, and packets sent again on request.
+    pub relay_lost: u64,
+    pub relay_resent: u64,
+    /// Tracks opened on other shards.
+    pub relays_opened: u64,
     drops: [u64; 16],
 }
 
@@ -39,6 +47,10 @@ impl Counters {
             rtp_out: self.rtp_out,
             keyframe_requests: self.keyframe_requests,
             panics: self.panics,
+            relay_in: self.relay_in,
+            relay_out: self.relay_out,
+            relay_lost: self.relay_lost,
+            relay_resent: self.relay_resent,
             drops: DropReason::ALL
                 .iter()
                 .filter(|r| self.drops(**r) > 0)

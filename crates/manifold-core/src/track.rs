@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use manifold_api::protocol::TrackSource;
-use manifold_api::{MediaKind, TrackId};
+use manifold_api::{MediaKind, ParticipantId, TrackId};
 use manifold_rtp::VideoCodec;
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Mid, Pt, Rid};
@@ -15,6 +15,7 @@ use str0m::rtp::ExtensionValues;
 use crate::forwarder::PacketMeta;
 use crate::keys::PKey;
 use crate::layer::{self, Layer};
+use crate::relay::{Origin, RelayIn, RelayTarget};
 use crate::speakers::LevelMeter;
 
 /// Recent packets a video track keeps (payloads shared, not copied): enough for a keyframe
@@ -131,7 +132,10 @@ pub(crate) struct Dynacast {
 
 pub(crate) struct Track {
     pub id: TrackId,
-    pub publisher: PKey,
+    /// Who publishes it: a participant here, or one on another shard (a relayed track).
+    pub origin: Origin,
+    /// The publisher's id, wherever it is.
+    pub publisher_id: ParticipantId,
     pub mid: Mid,
     pub kind: MediaKind,
     pub label: TrackLabel,
@@ -147,12 +151,18 @@ pub(crate) struct Track {
     /// Audio: its level, for active-speaker detection.
     pub level: LevelMeter,
     pub dynacast: Dynacast,
+    /// A local track: the other shards it is relayed to.
+    pub relays: Vec<RelayTarget>,
+    /// A relayed track: what was seen of it.
+    pub relay_in: Option<RelayIn>,
 }
 
 impl Track {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: TrackId,
-        publisher: PKey,
+        origin: Origin,
+        publisher_id: ParticipantId,
         mid: Mid,
         kind: MediaKind,
         label: TrackLabel,
@@ -191,7 +201,8 @@ impl Track {
         let all = (1u8 << layers.len()) - 1;
         Track {
             id,
-            publisher,
+            origin,
+            publisher_id,
             mid,
             kind,
             label,
@@ -205,6 +216,8 @@ impl Track {
                 active: all,
                 surplus_since: None,
             },
+            relays: Vec::new(),
+            relay_in: None,
         }
     }
 

@@ -174,7 +174,7 @@ fn a_panicking_session_is_removed_alone() {
     h.run_for(Duration::from_secs(2));
     let t0 = h.now;
 
-    assert!(h.shard.inject_rtc_panic(h.clients[s1].id));
+    assert!(h.shards[0].inject_rtc_panic(h.clients[s1].id));
     h.run_for(Duration::from_secs(2));
     let t1 = h.now;
     h.run_for(Duration::from_secs(2));

@@ -9,6 +9,10 @@ use crate::IoError;
 /// Default capacity of each worker's command channel.
 pub const DEFAULT_COMMAND_QUEUE: usize = 1024;
 
+/// Most media workers one node runs: a room's workers are a 64-bit set (relays between
+/// workers, `manifold_core`'s `relay.rs`).
+pub const MAX_WORKERS: usize = 64;
+
 /// How many media workers to run and where their sockets listen.
 #[derive(Clone, Debug)]
 pub struct MediaConfig {
@@ -61,11 +65,10 @@ impl MediaConfig {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        // Worker indexes are u16 throughout (events, track ids).
-        if workers > usize::from(u16::MAX) {
+        // A room's workers are a 64-bit set (relays between workers).
+        if workers > MAX_WORKERS {
             return Err(IoError::Config(format!(
-                "{workers} workers requested, at most {} are supported",
-                u16::MAX
+                "{workers} workers requested, at most {MAX_WORKERS} are supported"
             )));
         }
         let announce_ips = if self.announce_ips.is_empty() {

@@ -34,6 +34,9 @@ pub struct OverloadCounters {
     /// Datagrams that could not be sent: the socket's send buffer was full, or the
     /// operating system reported an error. UDP loss is normal; media carries on.
     pub send_errors: u64,
+    /// Relay messages (relayed media and its feedback) lost because another worker's relay
+    /// inbox was full.
+    pub relay_dropped: u64,
 }
 
 impl OverloadCounters {
@@ -44,6 +47,7 @@ impl OverloadCounters {
         self.events_deferred += other.events_deferred;
         self.events_backlog += other.events_backlog;
         self.send_errors += other.send_errors;
+        self.relay_dropped += other.relay_dropped;
     }
 }
 
@@ -56,6 +60,7 @@ pub(crate) struct SharedCounters {
     events_deferred: AtomicU64,
     events_backlog: AtomicU64,
     send_errors: AtomicU64,
+    relay_dropped: AtomicU64,
 }
 
 impl SharedCounters {
@@ -79,6 +84,10 @@ impl SharedCounters {
         self.send_errors.fetch_add(datagrams, Ordering::Relaxed);
     }
 
+    pub fn relay_dropped(&self) {
+        self.relay_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> OverloadCounters {
         OverloadCounters {
             commands_rejected: self.commands_rejected.load(Ordering::Relaxed),
@@ -86,6 +95,7 @@ impl SharedCounters {
             events_deferred: self.events_deferred.load(Ordering::Relaxed),
             events_backlog: self.events_backlog.load(Ordering::Relaxed),
             send_errors: self.send_errors.load(Ordering::Relaxed),
+            relay_dropped: self.relay_dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -286,6 +296,7 @@ mod tests {
             events_deferred: 5,
             events_backlog: 7,
             send_errors: 3,
+            relay_dropped: 4,
         };
         a.merge(&a.clone());
         assert_eq!(
@@ -295,7 +306,8 @@ mod tests {
                 events_dropped: 4,
                 events_deferred: 10,
                 events_backlog: 14,
-                send_errors: 6
+                send_errors: 6,
+                relay_dropped: 8,
             }
         );
     }

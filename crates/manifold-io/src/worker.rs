@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, Sender as ChannelSender, TryRecvError, TrySendError};
 use manifold_api::CoreEvent;
-use manifold_core::{Command, Input, Output, Shard, ShardConfig, Transmit};
+use manifold_core::{Command, Input, Output, RelayMessage, Shard, ShardConfig, Transmit};
 use mio::{Events, Interest, Poll, Token};
 use quinn_udp::RecvMeta;
 
@@ -35,6 +35,12 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(2);
 const MAX_RECV_BATCHES_PER_TURN: usize = 64;
 /// Commands handled per turn at most, for the same reason.
 const MAX_COMMANDS_PER_TURN: usize = 256;
+/// Relay messages from other workers handled per turn at most (a turn's worth of relayed
+/// media: several batches of packets, each one to many subscribers).
+const MAX_RELAY_PER_TURN: usize = 1024;
+/// Relay messages one worker's inbox holds. A full inbox drops what arrives, counted at the
+/// sender (`relay_dropped`); the receiver notices the hole and asks for the packets again.
+pub(crate) const RELAY_QUEUE: usize = 8192;
 /// How long a worker keeps serving after `Command::Shutdown` while participants remain
 /// (their goodbyes still need to be sent).
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
@@ -57,6 +63,10 @@ pub(crate) struct WorkerSetup {
     /// The first announced candidate: the local address the shard's sessions know.
     pub local: SocketAddr,
     pub commands: Receiver<Command>,
+    /// Relay messages other workers send this one.
+    pub relay_rx: Receiver<(u16, RelayMessage)>,
+    /// Every worker's relay inbox, by index (this one's too).
+    pub peers: Arc<[RelayPeer]>,
     pub counters: Arc<SharedCounters>,
     pub sink: Arc<dyn EventSink>,
     pub stop: Arc<AtomicBool>,
@@ -110,10 +120,17 @@ enum Flow {
     Exit,
 }
 
+/// Another worker's relay inbox, and how to wake it.
+pub(crate) struct RelayPeer {
+    pub tx: ChannelSender<(u16, RelayMessage)>,
+    pub waker: Arc<mio::Waker>,
+}
+
 struct Worker {
     poll: Poll,
     events: Events,
     commands: Receiver<Command>,
+    relay_rx: Receiver<(u16, RelayMessage)>,
     stop: Arc<AtomicBool>,
     io: Io,
     core: Core,
@@ -122,6 +139,8 @@ struct Worker {
     readable: bool,
     /// The command queue may hold commands not handled yet.
     commands_pending: bool,
+    /// The relay inbox may hold messages not handled yet.
+    relay_pending: bool,
     /// Set by `Command::Shutdown`: exit once the shard is empty, or at this time.
     draining_until: Option<Instant>,
 }
@@ -147,6 +166,10 @@ struct Core {
     counters: Arc<SharedCounters>,
     /// Events the sink could not take yet, oldest first; delivered before any newer one.
     backlog: VecDeque<CoreEvent>,
+    /// Every worker's relay inbox, and which of them were sent something this turn (woken
+    /// once per turn, not per message).
+    peers: Arc<[RelayPeer]>,
+    to_wake: u64,
     backlog_log: RateLimit,
 }
 
@@ -165,6 +188,8 @@ impl Worker {
             poll,
             local,
             commands,
+            relay_rx,
+            peers,
             counters,
             sink,
             stop,
@@ -180,12 +205,15 @@ impl Worker {
             counters,
             backlog: VecDeque::new(),
             backlog_log: RateLimit::default(),
+            peers,
+            to_wake: 0,
         };
         core.drain();
         Worker {
             poll,
             events: Events::with_capacity(16),
             commands,
+            relay_rx,
             stop,
             io: Io {
                 socket,
@@ -201,6 +229,7 @@ impl Worker {
             // Datagrams may have arrived between bind and registration.
             readable: true,
             commands_pending: true,
+            relay_pending: true,
             draining_until: None,
         }
     }
@@ -210,7 +239,7 @@ impl Worker {
     fn turn(&mut self) -> Flow {
         let now = Instant::now();
         self.core.flush_backlog();
-        let timeout = if self.readable || self.commands_pending {
+        let timeout = if self.readable || self.commands_pending || self.relay_pending {
             Duration::ZERO
         } else if !self.core.backlog.is_empty() {
             // Events are waiting for room in the sink: come back soon to offer them again.
@@ -235,6 +264,7 @@ impl Worker {
         // The waker needs no handling of its own: commands are checked on every turn.
 
         self.handle_commands();
+        self.handle_relay();
         if self.readable {
             self.receive();
         }
@@ -247,6 +277,7 @@ impl Worker {
             &mut self.core.transmits,
             &self.core.counters,
         );
+        self.core.wake_peers();
 
         if self.stop.load(Ordering::Relaxed) {
             return Flow::Exit;
@@ -283,6 +314,22 @@ impl Worker {
             }
         }
         self.commands_pending = true;
+    }
+
+    fn handle_relay(&mut self) {
+        for _ in 0..MAX_RELAY_PER_TURN {
+            match self.relay_rx.try_recv() {
+                Ok((from, message)) => {
+                    let now = Instant::now();
+                    self.core.input(now, Input::Relay { from, message });
+                }
+                Err(_) => {
+                    self.relay_pending = false;
+                    return;
+                }
+            }
+        }
+        self.relay_pending = true;
     }
 
     fn receive(&mut self) {
@@ -367,6 +414,7 @@ impl Core {
             match self.shard.poll_output() {
                 Output::Transmit(t) => self.transmits.push(t),
                 Output::Event(event) => self.deliver(event),
+                Output::Relay { to, message } => self.relay(to, message),
                 Output::Timeout(at) => {
                     self.deadline = at;
                     return;
@@ -377,6 +425,34 @@ impl Core {
 }
 
 impl Core {
+    /// Queue `message` for worker `to`; it is woken at the end of the turn.
+    fn relay(&mut self, to: u16, message: RelayMessage) {
+        let Some(peer) = self.peers.get(usize::from(to)) else {
+            self.counters.relay_dropped();
+            return;
+        };
+        match peer.tx.try_send((self.index, message)) {
+            Ok(()) => self.to_wake |= 1u64.checked_shl(u32::from(to)).unwrap_or(0),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counters.relay_dropped();
+            }
+        }
+    }
+
+    /// Wake the workers sent relay messages this turn.
+    fn wake_peers(&mut self) {
+        let mut mask = std::mem::take(&mut self.to_wake);
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if let Some(peer) = self.peers.get(i)
+                && let Err(e) = peer.waker.wake()
+            {
+                tracing::debug!(worker = i, error = %e, "cannot wake a relay peer");
+            }
+        }
+    }
+
     /// Hand `event` to the sink, behind whatever it could not take yet.
     fn deliver(&mut self, event: CoreEvent) {
         if !self.backlog.is_empty() {
@@ -597,12 +673,21 @@ mod tests {
         let local = socket.local_addr();
         let (tx, rx) = crossbeam_channel::bounded(4);
         let counters = Arc::new(SharedCounters::default());
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).unwrap());
+        let (relay_tx, relay_rx) = crossbeam_channel::bounded(4);
         let mut setup = WorkerSetup {
             index: 0,
             socket,
-            poll: Poll::new().unwrap(),
+            poll,
             local,
             commands: rx,
+            relay_rx,
+            peers: vec![RelayPeer {
+                tx: relay_tx,
+                waker,
+            }]
+            .into(),
             counters: counters.clone(),
             sink: Arc::new(NoSink),
             stop: Arc::default(),

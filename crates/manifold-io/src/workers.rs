@@ -12,7 +12,7 @@ use manifold_core::Command;
 use crate::config::MediaConfig;
 use crate::handle::{OverloadCounters, SharedCounters, WorkerHandle};
 use crate::socket::MediaSocket;
-use crate::worker::{WAKER, WorkerSetup};
+use crate::worker::{RELAY_QUEUE, RelayPeer, WAKER, WorkerSetup};
 use crate::{EventSink, IoError};
 
 /// How long [`MediaWorkers::shutdown`] lets workers remove their participants and say
@@ -49,8 +49,26 @@ impl MediaWorkers {
             threads: Vec::with_capacity(sockets.len()),
             stop: stop.clone(),
         };
-        for (i, socket) in sockets.into_iter().enumerate() {
-            // `plan` caps the count at u16::MAX.
+        // Every worker's poll, waker and relay queue exist before any thread runs: each
+        // worker can hand relayed tracks to every other from its first turn.
+        let mut polls = Vec::with_capacity(sockets.len());
+        let mut relay_rxs = Vec::with_capacity(sockets.len());
+        let mut peers = Vec::with_capacity(sockets.len());
+        for _ in &sockets {
+            let poll = mio::Poll::new().map_err(IoError::Spawn)?;
+            let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(IoError::Spawn)?);
+            let (tx, rx) = crossbeam_channel::bounded(RELAY_QUEUE);
+            polls.push((poll, waker.clone()));
+            relay_rxs.push(rx);
+            peers.push(RelayPeer { tx, waker });
+        }
+        let peers: Arc<[RelayPeer]> = peers.into();
+        for ((i, socket), ((poll, waker), relay_rx)) in sockets
+            .into_iter()
+            .enumerate()
+            .zip(polls.into_iter().zip(relay_rxs))
+        {
+            // `plan` caps the count at MAX_WORKERS.
             let index = u16::try_from(i).unwrap_or(u16::MAX);
             let port = socket.local_addr().port();
             let candidates: Arc<[SocketAddr]> = plan
@@ -58,8 +76,6 @@ impl MediaWorkers {
                 .iter()
                 .map(|ip| SocketAddr::new(*ip, port))
                 .collect();
-            let poll = mio::Poll::new().map_err(IoError::Spawn)?;
-            let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(IoError::Spawn)?);
             let (tx, rx) = crossbeam_channel::bounded(config.command_queue);
             let counters = Arc::new(SharedCounters::default());
             let local_addr = socket.local_addr();
@@ -70,6 +86,8 @@ impl MediaWorkers {
                 // `plan` never leaves the announced IPs empty.
                 local: candidates[0],
                 commands: rx,
+                relay_rx,
+                peers: peers.clone(),
                 counters: counters.clone(),
                 sink: sink.clone(),
                 stop: stop.clone(),

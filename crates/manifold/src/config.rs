@@ -112,6 +112,10 @@ pub struct Media {
     /// Events queued from the workers to the control plane; past it a worker holds them
     /// back (in order, none lost) and offers them again.
     pub event_queue: usize,
+    /// A room's sessions stay on one worker until it holds this many of them; later ones
+    /// go to the least loaded worker, and tracks are relayed between the room's workers.
+    /// 0 spreads every room from its first session.
+    pub room_spread_after: usize,
 }
 
 impl Default for Media {
@@ -126,6 +130,7 @@ impl Default for Media {
             disconnect_grace_secs: 10,
             command_queue: 1024,
             event_queue: 4096,
+            room_spread_after: 32,
         }
     }
 }
@@ -462,6 +467,7 @@ impl Config {
             max_ws_message_bytes: self.limits.max_ws_message_bytes,
             reconnect_grace: Duration::from_secs(self.http.reconnect_grace_secs),
             join_timeout: Duration::from_secs(self.limits.join_timeout_secs),
+            room_spread_after: self.media.room_spread_after,
             ..Default::default()
         }
     }

@@ -43,14 +43,21 @@ use manifold_core::str0m::rtp::{
 use manifold_core::str0m::{Candidate, Event, Input as RtcInput, Output as RtcOutput};
 use manifold_core::str0m::{Rtc, RtcConfig};
 use manifold_core::{
-    Command, Input, NegotiateError, NewSession, Output, RtcFactory, Shard, ShardConfig,
+    Command, Input, NegotiateError, NewSession, Output, RelayMessage, RtcFactory, Shard,
+    ShardConfig,
 };
 
-/// The shard's announced address: every client sends to it, every shard transmit comes from it.
+/// Shard 0's announced address: its clients send to it, its transmits come from it. Shard
+/// `i` of a harness with several is at port 5000 + `i` ([`server_addr`]).
 pub const SERVER: SocketAddr = SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)),
     5000,
 );
+
+/// Shard `i`'s announced address.
+pub fn server_addr(i: usize) -> SocketAddr {
+    SocketAddr::new(SERVER.ip(), SERVER.port() + i as u16)
+}
 
 /// Marks the start of the record every synthetic payload carries at offset 2.
 const MAGIC: u8 = 0xab;
@@ -478,6 +485,8 @@ pub struct Client {
     pub id: ParticipantId,
     pub addr: SocketAddr,
     pub kind: SessionKind,
+    /// The shard its session is on.
+    pub shard: usize,
     pub rtc: Rtc,
     pub uplink: Link,
     pub downlink: Link,
@@ -522,6 +531,7 @@ impl Client {
             id,
             addr,
             kind,
+            shard: 0,
             rtc,
             uplink,
             downlink,
@@ -564,7 +574,7 @@ impl Client {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dest {
-    Shard,
+    Shard(usize),
     Client(usize),
 }
 
@@ -604,12 +614,31 @@ pub struct NetStats {
     pub undeliverable: u64,
 }
 
+/// Relay messages between the harness's shards, and how they fare.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Media packets handed from one shard to another.
+    pub media: u64,
+    /// Media packets the harness dropped on purpose ([`Harness::drop_relay_media`]).
+    pub dropped: u64,
+    /// Other messages (open, close, keyframe and layer requests, loss reports).
+    pub other: u64,
+}
+
 /// The harness.
 pub struct Harness {
     pub epoch: Instant,
     pub now: Instant,
-    pub shard: Shard,
-    shard_timeout: Instant,
+    /// The shards (one, unless made [`Harness::with_shards`]), as the workers of one node.
+    pub shards: Vec<Shard>,
+    shard_timeouts: Vec<Instant>,
+    /// Where the next client joins.
+    target_shard: usize,
+    /// Relay messages waiting to be handed over: (from, to, message).
+    relay_queue: VecDeque<(u16, u16, RelayMessage)>,
+    /// Drop every n-th relayed media packet (0: none), as an overflowing queue would.
+    drop_relay_every: u64,
+    pub relays: RelayStats,
     pub factory: RtcFactory,
     pub clients: Vec<Client>,
     /// Every event the shard reported, with the time it was polled.
@@ -636,21 +665,35 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(config: ShardConfig, seed: u64) -> Self {
+        Self::with_shards(config, seed, 1)
+    }
+
+    /// A harness with `n` shards, as one node's workers, that relay to each other.
+    pub fn with_shards(config: ShardConfig, seed: u64, n: usize) -> Self {
         // str0m draws SSRCs, ICE credentials and ids from fastrand's per-thread generator;
         // seeding it makes them, and so the network's per-packet fates, repeatable.
         fastrand::seed(seed);
         #[allow(clippy::disallowed_methods)] // the harness's epoch; virtual time from here
         let epoch = Instant::now();
-        let mut shard = Shard::new(config, epoch, 0);
-        let shard_timeout = match shard.poll_output() {
-            Output::Timeout(t) => t,
-            other => panic!("a new shard has nothing to say, got {other:?}"),
-        };
+        let mut shards = Vec::new();
+        let mut shard_timeouts = Vec::new();
+        for i in 0..n {
+            let mut shard = Shard::new(config.clone(), epoch, i as u16);
+            shard_timeouts.push(match shard.poll_output() {
+                Output::Timeout(t) => t,
+                other => panic!("a new shard has nothing to say, got {other:?}"),
+            });
+            shards.push(shard);
+        }
         Harness {
             epoch,
             now: epoch,
-            shard,
-            shard_timeout,
+            shards,
+            shard_timeouts,
+            target_shard: 0,
+            relay_queue: VecDeque::new(),
+            drop_relay_every: 0,
+            relays: RelayStats::default(),
             factory: RtcFactory::new(DEFAULT_MAX_SDP_BYTES, epoch),
             clients: Vec::new(),
             events: Vec::new(),
@@ -758,7 +801,7 @@ impl Harness {
         capture::capture("offer", offer.as_bytes());
         let negotiated = self
             .factory
-            .accept(kind, &offer, &[SERVER], self.now)
+            .accept(kind, &offer, &[server_addr(self.target_shard)], self.now)
             .map_err(JoinError::Negotiate)?;
         let answer = negotiated.sdp.clone();
         capture::capture("answer", answer.as_bytes());
@@ -845,6 +888,7 @@ impl Harness {
         });
         let idx = self.clients.len();
         let mut c = Client::new(identity, id, addr, kind, rtc, (uplink, downlink), self.now);
+        c.shard = self.target_shard;
         c.publisher = publisher;
         c.mids = mids;
         self.clients.push(c);
@@ -896,10 +940,67 @@ impl Harness {
         }
     }
 
-    /// Hand a command to the shard now and drain it.
+    /// Hand a command to the shard it concerns (the named participant's; for a join, the
+    /// one [`Harness::on_shard`] chose) now, and drain it.
     pub fn command(&mut self, command: Command) {
-        self.shard.handle_input(self.now, Input::Command(command));
-        self.drain_shard();
+        let i = self.shard_for(&command);
+        self.command_to(i, command);
+    }
+
+    /// Hand a command to shard `i` now and drain it.
+    pub fn command_to(&mut self, i: usize, command: Command) {
+        self.shards[i].handle_input(self.now, Input::Command(command));
+        self.drain_shard(i);
+    }
+
+    /// New clients join shard `i` from now on.
+    pub fn on_shard(&mut self, i: usize) {
+        assert!(i < self.shards.len(), "no shard {i}");
+        self.target_shard = i;
+    }
+
+    /// The shard client `idx` is on.
+    pub fn shard_of(&self, idx: usize) -> usize {
+        self.clients[idx].shard
+    }
+
+    /// Tell every shard that `room` has members on the shards of `mask` (bit per shard), as
+    /// the control plane does when a room's set of workers changes.
+    pub fn span_room(&mut self, room: &str, mask: u64) {
+        for i in 0..self.shards.len() {
+            self.command_to(
+                i,
+                Command::RoomShards {
+                    room: RoomName::parse(room).expect("room"),
+                    shards: mask,
+                },
+            );
+        }
+    }
+
+    /// Drop every `n`-th media packet relayed between shards (0: none).
+    pub fn drop_relay_media(&mut self, n: u64) {
+        self.drop_relay_every = n;
+    }
+
+    fn shard_for(&self, command: &Command) -> usize {
+        let participant = match command {
+            Command::Leave { participant, .. }
+            | Command::Trickle { participant, .. }
+            | Command::Answer { participant, .. }
+            | Command::Publish { participant, .. }
+            | Command::Unpublish { participant, .. }
+            | Command::Subscribe { participant, .. }
+            | Command::Unsubscribe { participant, .. }
+            | Command::RestartIce { participant, .. }
+            | Command::SetMuted { participant, .. }
+            | Command::SetVideoQuality { participant, .. }
+            | Command::Resync { participant } => Some(*participant),
+            _ => None,
+        };
+        participant
+            .and_then(|p| self.clients.iter().find(|c| c.id == p))
+            .map_or(self.target_shard, |c| c.shard)
     }
 
     /// `Command::Leave` for client `idx`. The client keeps running (it does not know).
@@ -925,13 +1026,18 @@ impl Harness {
         self.clients[idx].running = false;
     }
 
+    /// Every shard's statistics, summed.
     pub fn stats(&self) -> ShardStats {
-        self.shard.stats()
+        let mut total = ShardStats::default();
+        for s in &self.shards {
+            total.merge(&s.stats());
+        }
+        total
     }
 
-    /// Feed the shard one datagram from `source` right now.
+    /// Feed shard 0 one datagram from `source` right now.
     pub fn inject(&mut self, source: SocketAddr, contents: &[u8]) {
-        self.shard.handle_input(
+        self.shards[0].handle_input(
             self.now,
             Input::Datagram {
                 source,
@@ -939,7 +1045,7 @@ impl Harness {
                 contents,
             },
         );
-        self.drain_shard();
+        self.drain_shard(0);
     }
 
     /// Run until every listed client has connected, or panic after `limit`.
@@ -986,7 +1092,12 @@ impl Harness {
     }
 
     fn next_event(&self) -> Instant {
-        let mut next = self.shard_timeout;
+        let mut next = self
+            .shard_timeouts
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(self.now);
         if let Some(Reverse(f)) = self.flights.peek() {
             next = next.min(f.due);
         }
@@ -1031,12 +1142,14 @@ impl Harness {
                 }
             }
         }
-        if self.shard_timeout <= now {
-            self.shard_wakeups.push(now);
-            self.shard.handle_input(now, Input::Timeout);
-            self.drain_shard();
-            if self.shard_timeout <= now {
-                self.shard_timeout = now + Duration::from_millis(1);
+        for i in 0..self.shards.len() {
+            if self.shard_timeouts[i] <= now {
+                self.shard_wakeups.push(now);
+                self.shards[i].handle_input(now, Input::Timeout);
+                self.drain_shard(i);
+                if self.shard_timeouts[i] <= now {
+                    self.shard_timeouts[i] = now + Duration::from_millis(1);
+                }
             }
         }
     }
@@ -1045,8 +1158,8 @@ impl Harness {
         self.net.delivered += 1;
         capture::capture("datagram", &f.contents);
         match f.dest {
-            Dest::Shard => {
-                self.shard.handle_input(
+            Dest::Shard(i) => {
+                self.shards[i].handle_input(
                     self.now,
                     Input::Datagram {
                         source: f.source,
@@ -1054,7 +1167,7 @@ impl Harness {
                         contents: &f.contents,
                     },
                 );
-                self.drain_shard();
+                self.drain_shard(i);
             }
             Dest::Client(i) => {
                 let c = &mut self.clients[i];
@@ -1086,18 +1199,16 @@ impl Harness {
         contents: Vec<u8>,
     ) {
         self.net.sent += 1;
-        let lane = match dest {
-            Dest::Shard => source,
-            Dest::Client(_) => destination,
-        };
-        let (lost, jitter) = self.fate(link, lane, dest == Dest::Shard, &contents);
+        let up = matches!(dest, Dest::Shard(_));
+        let lane = if up { source } else { destination };
+        let (lost, jitter) = self.fate(link, lane, up, &contents);
         if lost {
             self.net.lost += 1;
             return;
         }
         let mut departs = self.now;
         if let Some(rate) = link.rate_bps.filter(|r| *r > 0) {
-            let lane_key = mix(&[addr_key(lane), u64::from(dest == Dest::Shard)]);
+            let lane_key = mix(&[addr_key(lane), u64::from(up)]);
             let free = self.queues.entry(lane_key).or_insert(self.now);
             let start = (*free).max(self.now);
             if start.saturating_duration_since(self.now) > link.queue {
@@ -1165,9 +1276,24 @@ impl Harness {
         (lost, jitter)
     }
 
-    fn drain_shard(&mut self) {
+    fn drain_shard(&mut self, i: usize) {
+        self.drain_one_shard(i);
+        // Relay messages are handed over once the shard that sent them is drained, in the
+        // order sent, as the workers' queues would.
+        while let Some((from, to, message)) = self.relay_queue.pop_front() {
+            let to = usize::from(to);
+            if to >= self.shards.len() {
+                continue;
+            }
+            self.shards[to].handle_input(self.now, Input::Relay { from, message });
+            self.drain_one_shard(to);
+        }
+    }
+
+    fn drain_one_shard(&mut self, i: usize) {
+        let server = server_addr(i);
         loop {
-            match self.shard.poll_output() {
+            match self.shards[i].poll_output() {
                 Output::Transmit(t) => {
                     let client = self
                         .by_addr
@@ -1177,7 +1303,7 @@ impl Harness {
                     match client {
                         Some(i) => {
                             let link = self.clients[i].downlink;
-                            self.send(link, Dest::Client(i), SERVER, t.destination, t.contents);
+                            self.send(link, Dest::Client(i), server, t.destination, t.contents);
                         }
                         None => self.net.undeliverable += 1,
                     }
@@ -1203,8 +1329,22 @@ impl Harness {
                     }
                     self.events.push((self.now, e));
                 }
+                Output::Relay { to, message } => {
+                    if let RelayMessage::Media { .. } = message {
+                        self.relays.media += 1;
+                        if self.drop_relay_every > 0
+                            && self.relays.media.is_multiple_of(self.drop_relay_every)
+                        {
+                            self.relays.dropped += 1;
+                            continue;
+                        }
+                    } else {
+                        self.relays.other += 1;
+                    }
+                    self.relay_queue.push_back((i as u16, to, message));
+                }
                 Output::Timeout(t) => {
-                    self.shard_timeout = t;
+                    self.shard_timeouts[i] = t;
                     break;
                 }
             }
@@ -1239,10 +1379,12 @@ impl Harness {
                 }
                 RtcOutput::Transmit(t) => {
                     let link = c.uplink;
-                    if t.destination == SERVER {
+                    if let Some(s) =
+                        (0..self.shards.len()).find(|&s| server_addr(s) == t.destination)
+                    {
                         self.send(
                             link,
-                            Dest::Shard,
+                            Dest::Shard(s),
                             t.source,
                             t.destination,
                             t.contents.into(),

@@ -14,8 +14,8 @@ use manifold_core::str0m::media::{MediaKind, Mid};
 use manifold_core::{Command, NewSession, Publication};
 
 use super::{
-    Client, ConfigureRtc, Harness, JoinError, Link, MediaConfig, Publisher, SERVER, out_stream,
-    sdp_value, simulcast,
+    Client, ConfigureRtc, Harness, JoinError, Link, MediaConfig, Publisher, out_stream, sdp_value,
+    server_addr, simulcast,
 };
 
 impl Harness {
@@ -34,7 +34,7 @@ impl Harness {
         let (n, addr, rtc) = self.new_client_rtc(configure);
         let negotiated = self
             .factory
-            .offer(&[SERVER], self.now)
+            .offer(&[server_addr(self.target_shard)], self.now)
             .map_err(JoinError::Negotiate)?;
         let offer = negotiated.sdp.clone();
         let first_mids = negotiated.offer_mids();
@@ -56,6 +56,7 @@ impl Harness {
         let idx = self.clients.len();
         let kind = SessionKind::Room;
         let mut c = Client::new(identity, id, addr, kind, rtc, (uplink, downlink), self.now);
+        c.shard = self.target_shard;
         c.server_ufrag = server_ufrag;
         c.room_media = Some(media);
         self.clients.push(c);
