@@ -191,10 +191,13 @@ impl RedisCluster {
         let server = redact_url(url);
         let client = Client::open(url)
             .map_err(|e| ClusterError::Malformed(format!("redis URL {server}: {e}")))?;
+        // Few retries per connection attempt, so a refusal is reported as such within the
+        // timeout; the next operation tries again.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
-            .set_max_delay(Duration::from_secs(1));
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| ClusterError::Unavailable(format!("redis at {server}: {e}")))?;
         let scripts = Scripts {

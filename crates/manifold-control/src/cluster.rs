@@ -1,12 +1,17 @@
 //! This node's place in the cluster: its id and address, the registry, directory and bus it
-//! uses (in memory when it runs alone, the default), and the heartbeat that keeps it listed.
-//! `/admin/nodes` shows the registry.
+//! uses (in memory when it runs alone, the default; Redis and NATS when `cluster.redis_url`
+//! and `cluster.nats_url` are set), and the heartbeat that keeps it listed. `/admin/nodes`
+//! shows the registry.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use manifold_cluster::memory::MemoryCluster;
-use manifold_cluster::{Bus, ClusterError, NodeId, NodeInfo, NodeRegistry, RoomDirectory};
+use manifold_cluster::nats::{NatsBus, NatsOptions};
+use manifold_cluster::redis::{self, RedisCluster};
+use manifold_cluster::{
+    Bus, ClusterError, NodeId, NodeInfo, NodeRegistry, RoomDirectory, redact_url,
+};
 
 use crate::state::AppState;
 
@@ -45,6 +50,39 @@ impl ClusterHandle {
         }
     }
 
+    /// A node of a cluster: the registry and directory in the Redis at `redis_url`, the bus
+    /// on the NATS at `nats_url`; either unset (or empty) is kept in this process, so with
+    /// neither the node is [alone](Self::alone). Fails when a server does not answer.
+    pub async fn connect(
+        node: NodeId,
+        advertise_url: Option<String>,
+        heartbeat: Duration,
+        redis_url: Option<&str>,
+        nats_url: Option<&str>,
+    ) -> Result<Self, ClusterError> {
+        let mut handle = Self::alone(node, advertise_url, heartbeat);
+        let redis_url = redis_url.filter(|u| !u.is_empty());
+        let nats_url = nats_url.filter(|u| !u.is_empty());
+        if let Some(url) = redis_url {
+            let ttl = handle.registry.ttl();
+            let redis = Arc::new(RedisCluster::connect(url, ttl, redis::DEFAULT_TIMEOUT).await?);
+            tracing::info!(server = %redact_url(url), "cluster registry and directory in Redis");
+            handle.registry = redis.clone();
+            handle.directory = redis;
+        }
+        if let Some(url) = nats_url {
+            handle.bus = Arc::new(NatsBus::connect(url, NatsOptions::default()).await?);
+            tracing::info!(server = %redact_url(url), "cluster bus on NATS");
+        }
+        if redis_url.is_some() != nats_url.is_some() {
+            tracing::warn!(
+                "only one of cluster.redis_url and cluster.nats_url is set: the other stays \
+                 within this node"
+            );
+        }
+        Ok(handle)
+    }
+
     /// What this node announces now.
     pub fn info(&self, state: &AppState) -> NodeInfo {
         NodeInfo {
@@ -61,6 +99,15 @@ impl ClusterHandle {
 pub async fn register(state: &AppState) -> Result<(), ClusterError> {
     let cluster = &state.cluster;
     cluster.registry.register(cluster.info(state)).await
+}
+
+/// Leave the registry at once (graceful shutdown; stop [`heartbeat`] first, or it registers
+/// again).
+pub async fn deregister(state: &AppState) {
+    let cluster = &state.cluster;
+    if let Err(e) = cluster.registry.deregister(cluster.node.clone()).await {
+        tracing::warn!(node = %cluster.node, error = %e, "cannot deregister");
+    }
 }
 
 /// Keep this node registered until the process ends; a lapsed registration (a stall longer

@@ -33,7 +33,7 @@ pub struct Config {
 }
 
 /// `[cluster]`
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSection {
     /// This node's name: 1 to 64 characters from `a-z 0-9 - _`, unique among live nodes.
@@ -42,6 +42,10 @@ pub struct ClusterSection {
     pub advertise_url: Option<String>,
     /// Seconds between registry heartbeats; a node silent for three is gone.
     pub heartbeat_secs: u64,
+    /// The cluster's Redis (registry and directory); unset or empty: kept in this process.
+    pub redis_url: Option<String>,
+    /// The cluster's NATS (messages between nodes); unset or empty: within this process.
+    pub nats_url: Option<String>,
 }
 
 impl Default for ClusterSection {
@@ -50,7 +54,23 @@ impl Default for ClusterSection {
             node_id: "local".into(),
             advertise_url: None,
             heartbeat_secs: 2,
+            redis_url: None,
+            nats_url: None,
         }
+    }
+}
+
+impl std::fmt::Debug for ClusterSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The service URLs may carry passwords.
+        let redact = |u: &Option<String>| u.as_deref().map(manifold_cluster::redact_url);
+        f.debug_struct("ClusterSection")
+            .field("node_id", &self.node_id)
+            .field("advertise_url", &self.advertise_url)
+            .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("redis_url", &redact(&self.redis_url))
+            .field("nats_url", &redact(&self.nats_url))
+            .finish()
     }
 }
 
@@ -530,6 +550,17 @@ mod tests {
         };
         assert!(Config::load(None, &o).unwrap_err().contains("32 bytes"));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn cluster_urls_never_print_their_passwords() {
+        let mut c = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!((&c.cluster.redis_url, &c.cluster.nats_url), (&None, &None));
+        c.cluster.redis_url = Some("redis://:hunter2@10.1.2.3:6379".into());
+        c.cluster.nats_url = Some("nats://ops:hunter2@10.1.2.4:4222".into());
+        let printed = format!("{c:#?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("redis://***@10.1.2.3:6379"), "{printed}");
     }
 
     #[test]

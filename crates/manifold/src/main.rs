@@ -236,11 +236,15 @@ fn run(config: Config) -> Result<(), String> {
     }
     let node_id = manifold_cluster::NodeId::parse(&config.cluster.node_id)
         .map_err(|e| format!("cluster.node_id: {e}"))?;
-    let cluster = manifold_control::cluster::ClusterHandle::alone(
-        node_id,
-        config.cluster.advertise_url.clone(),
-        Duration::from_secs(config.cluster.heartbeat_secs),
-    );
+    let cluster = runtime
+        .block_on(manifold_control::cluster::ClusterHandle::connect(
+            node_id,
+            config.cluster.advertise_url.clone(),
+            Duration::from_secs(config.cluster.heartbeat_secs),
+            config.cluster.redis_url.as_deref(),
+            config.cluster.nats_url.as_deref(),
+        ))
+        .map_err(|e| format!("cluster: {e}"))?;
     let state = AppState::new(
         config.control_config(max_connections),
         workers.handles().to_vec(),
@@ -268,14 +272,18 @@ fn run(config: Config) -> Result<(), String> {
         manifold_control::cluster::register(&state)
             .await
             .map_err(|e| format!("cluster: {e}"))?;
-        tokio::spawn(manifold_control::cluster::heartbeat(state.clone()));
+        let heartbeat = tokio::spawn(manifold_control::cluster::heartbeat(state.clone()));
         let drain_state = state.clone();
-        manifold_control::serve(listener, state, async move {
+        let served = manifold_control::serve(listener, state.clone(), async move {
             shutdown_signal().await;
             drain(&drain_state, drain_timeout).await;
         })
         .await
-        .map_err(|e| format!("http server: {e}"))
+        .map_err(|e| format!("http server: {e}"));
+        // The id is free at once for a node started again.
+        heartbeat.abort();
+        manifold_control::cluster::deregister(&state).await;
+        served
     });
     tracing::info!("stopping media workers");
     workers.shutdown();

@@ -1,10 +1,14 @@
 //! This node in the cluster registry: `/admin/nodes` lists it under its configured id and
 //! address, only to a server-wide admin; a node id that cannot be used stops the server at
-//! start with the setting's name.
+//! start with the setting's name. With `cluster.redis_url` and `cluster.nats_url` (real
+//! servers of the test's own) nodes list each other, a second live node of one id is
+//! refused, a killed node leaves the list by itself, and an unreachable Redis stops the
+//! server without its password in any output.
 
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::Server;
 use serde_json::Value;
@@ -64,4 +68,99 @@ fn an_unusable_node_id_stops_the_server_at_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cluster.node_id"), "{err}");
+}
+
+/// The cluster tests' `redis-server` and `nats-server` processes.
+#[path = "../../manifold-cluster/tests/common/mod.rs"]
+mod services;
+
+fn node_ids(server: &Server) -> Vec<(String, bool)> {
+    let r = reqwest::blocking::Client::new()
+        .get(server.url("/admin/nodes"))
+        .bearer_auth(token(None, &["admin"]))
+        .send()
+        .unwrap();
+    let body: Value = r.json().unwrap();
+    let nodes = body["nodes"].as_array().expect("a list of nodes");
+    nodes
+        .iter()
+        .map(|n| {
+            let id = n["id"].as_str().unwrap_or_default().to_owned();
+            (id, n["self"] == true)
+        })
+        .collect()
+}
+
+#[test]
+fn nodes_on_one_redis_list_each_other_refuse_a_duplicate_id_and_lose_a_killed_node() {
+    let redis = services::Server::redis();
+    let nats = services::Server::nats();
+    let (redis_url, nats_url) = (redis.url(), nats.url());
+    let env = |id: &'static str| {
+        [
+            ("MANIFOLD_AUTH__KEY", KEY),
+            ("MANIFOLD_CLUSTER__NODE_ID", id),
+            ("MANIFOLD_CLUSTER__HEARTBEAT_SECS", "1"),
+            ("MANIFOLD_CLUSTER__REDIS_URL", redis_url.as_str()),
+            ("MANIFOLD_CLUSTER__NATS_URL", nats_url.as_str()),
+        ]
+    };
+    let a = Server::start(&[], &env("node-a"));
+    let b = Server::start(&[], &env("node-b"));
+    let both = vec![("node-a".to_owned(), true), ("node-b".to_owned(), false)];
+    // A node prints its address just before it registers.
+    assert!(
+        common::wait_until(Duration::from_secs(10), || node_ids(&a) == both),
+        "{:?}",
+        node_ids(&a)
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_manifold"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--port-base", "0"])
+        .envs(env("node-a"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a second node-a started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node-a") && err.contains("conflict"), "{err}");
+
+    // Killed (no deregistration): gone once its registration expires, three heartbeats.
+    drop(b);
+    assert!(
+        common::wait_until(Duration::from_secs(15), || node_ids(&a).len() == 1),
+        "{:?}",
+        node_ids(&a)
+    );
+    assert_eq!(node_ids(&a), vec![("node-a".to_owned(), true)]);
+}
+
+#[test]
+fn an_unreachable_redis_stops_the_server_without_printing_its_password() {
+    let serve = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_manifold"))
+            .arg("serve")
+            .args(args)
+            .env(
+                "MANIFOLD_CLUSTER__REDIS_URL",
+                "redis://:hunter2@127.0.0.1:1",
+            )
+            .output()
+            .unwrap()
+    };
+    let out = serve(&["--listen", "127.0.0.1:0", "--port-base", "0"]);
+    assert!(!out.status.success());
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("cluster"), "{printed}");
+    assert!(printed.contains("redis://***@127.0.0.1:1"), "{printed}");
+    assert!(!printed.contains("hunter2"), "{printed}");
+
+    let out = serve(&["--check"]);
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("redis://***@127.0.0.1:1"), "{printed}");
+    assert!(!printed.contains("hunter2"), "{printed}");
 }
