@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+die() { echo "test suite: $*" >&2; exit 1; }
+
+. scripts/lib.sh
 
 # A cold build of everything the suite runs takes about 2 GB under target/ (plus apt and
 # npm packages): say so plainly rather than fail later inside a C compiler.
@@ -26,6 +29,14 @@ cargo fmt --all -- --check
 
 step "cargo clippy (-D warnings)"
 cargo clippy --workspace --all-targets -j2 -- -D warnings
+
+# The cluster tests start real servers of their own (crates/manifold-cluster/tests).
+step "redis-server and nats-server for the cluster tests"
+# nats-server lives in /usr/sbin, which a non-root PATH may lack.
+have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+have redis-server || apt_install redis-server redis-server
+have nats-server || apt_install nats-server nats-server
+have redis-server && have nats-server || die "redis-server or nats-server still missing after apt-get"
 
 step "cargo test"
 cargo test --workspace -j2

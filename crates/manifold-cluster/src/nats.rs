@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::client::PublishErrorKind;
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use futures_util::StreamExt;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Mutex, mpsc};
@@ -65,10 +65,14 @@ pub struct NatsBus {
 }
 
 impl NatsBus {
-    /// Connect to the NATS at `url` (`nats://[user:password@]host:port`, several separated
-    /// by commas); fails when it does not answer within the timeout.
+    /// Connect to the NATS at `url` (`nats://[user:password@]host:port`; the other servers
+    /// of a NATS cluster are learned from it); fails when it does not answer within the
+    /// timeout.
     pub async fn connect(url: &str, options: NatsOptions) -> Result<Self, ClusterError> {
         let server = redact_url(url);
+        let addr: ServerAddr = url
+            .parse()
+            .map_err(|e| ClusterError::Malformed(format!("NATS URL {server}: {e}")))?;
         let dropped = Arc::new(AtomicU64::new(0));
         let counted = dropped.clone();
         let events = server.clone();
@@ -98,7 +102,7 @@ impl NatsBus {
                     }
                 }
             });
-        let client = match tokio::time::timeout(options.timeout, connect.connect(url)).await {
+        let client = match tokio::time::timeout(options.timeout, connect.connect(addr)).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 return Err(ClusterError::Unavailable(format!("NATS at {server}: {e}")));

@@ -146,4 +146,10 @@ async fn a_server_that_is_not_there_is_unavailable_at_once() {
         !e.to_string().contains("s3cret"),
         "the password in an error: {e}"
     );
+    let e = NatsBus::connect("nats://ops:s3cret@127.0.0.1:port", NatsOptions::default())
+        .await
+        .err()
+        .expect("not a URL");
+    assert!(matches!(e, ClusterError::Malformed(_)), "{e}");
+    assert!(!e.to_string().contains("s3cret"), "{e}");
 }

@@ -144,6 +144,12 @@ async fn a_redis_that_is_not_there_is_unavailable_at_once() {
         !e.to_string().contains("s3cret"),
         "the password in an error: {e}"
     );
+    let e = RedisCluster::connect("redis://:s3cret@127.0.0.1:port", TTL, DEFAULT_TIMEOUT)
+        .await
+        .err()
+        .expect("not a URL");
+    assert!(matches!(e, ClusterError::Malformed(_)), "{e}");
+    assert!(!e.to_string().contains("s3cret"), "{e}");
 }
 
 #[tokio::test]
