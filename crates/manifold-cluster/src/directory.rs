@@ -53,3 +53,8 @@ pub trait RoomDirectory: Send + Sync {
         node: NodeId,
     ) -> BoxFuture<'_, Result<Vec<(RoomName, MemberRecord)>, ClusterError>>;
 }
+
+/// What [`RoomDirectory::forget_node`] returns, in its order: by room, then participant.
+pub(crate) fn sort_forgotten(gone: &mut [(RoomName, MemberRecord)]) {
+    gone.sort_by(|a, b| (&a.0, a.1.participant).cmp(&(&b.0, b.1.participant)));
+}

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 pub use crate::bus::MAX_SUBSCRIPTIONS;
 use crate::bus::check_subject;
+use crate::directory::sort_forgotten;
 use crate::{
     BoxFuture, Bus, BusMessage, ClusterError, MemberRecord, NodeId, NodeInfo, NodeRegistry,
     RoomDirectory, Subscription, record_json, subject_matches,
@@ -240,7 +241,7 @@ impl RoomDirectory for MemoryCluster {
                 gone.extend(lost.into_iter().map(|m| (room.clone(), m)));
             }
             s.rooms.retain(|_, members| !members.is_empty());
-            gone.sort_by(|a, b| (&a.0, a.1.participant).cmp(&(&b.0, b.1.participant)));
+            sort_forgotten(&mut gone);
             Ok(gone)
         })
     }

@@ -12,13 +12,13 @@
 //!   lost;
 //! - [`Bus::subscribe`] fails after the timeout (it waits for the server to confirm).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_nats::client::PublishErrorKind;
 use async_nats::{Client, ConnectOptions, Event, ServerAddr};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryFutureExt};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Mutex, mpsc};
 
@@ -102,34 +102,13 @@ impl NatsBus {
                     }
                 }
             });
-        let client = match tokio::time::timeout(options.timeout, connect.connect(addr)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                return Err(ClusterError::Unavailable(format!("NATS at {server}: {e}")));
-            }
-            Err(_) => {
-                return Err(ClusterError::Unavailable(format!(
-                    "NATS at {server}: no answer within {:?}",
-                    options.timeout
-                )));
-            }
-        };
+        let connect = connect.connect(addr).map_err(|e| e.to_string());
+        let client = bounded(&server, options.timeout, "connect", connect).await?;
         let echo_subject = format!("_manifold.echo.{:032x}", rand::random::<u128>());
-        let echo =
-            match tokio::time::timeout(options.timeout, client.subscribe(echo_subject.clone()))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    return Err(ClusterError::Unavailable(format!("NATS at {server}: {e}")));
-                }
-                Err(_) => {
-                    return Err(ClusterError::Unavailable(format!(
-                        "NATS at {server}: no answer within {:?}",
-                        options.timeout
-                    )));
-                }
-            };
+        let echo = client
+            .subscribe(echo_subject.clone())
+            .map_err(|e| e.to_string());
+        let echo = bounded(&server, options.timeout, "subscribe", echo).await?;
         Ok(NatsBus {
             client,
             echo_subject,
@@ -151,27 +130,35 @@ impl NatsBus {
             self.client
                 .publish(self.echo_subject.clone(), nonce.to_vec().into())
                 .await
-                .map_err(|e| self.unavailable("subscribe", e))?;
+                .map_err(|e| e.to_string())?;
             // An echo left by an earlier call that timed out is skipped.
             while let Some(m) = echo.next().await {
                 if m.payload.as_ref() == nonce {
                     return Ok(());
                 }
             }
-            Err(self.unavailable("subscribe", "the connection closed"))
+            Err("the connection closed".to_owned())
         };
-        match tokio::time::timeout(self.timeout, round_trip).await {
-            Ok(r) => r,
-            Err(_) => Err(self.too_slow("subscribe")),
-        }
+        bounded(&self.server, self.timeout, "subscribe", round_trip).await
     }
+}
 
-    fn unavailable(&self, what: &str, why: impl std::fmt::Display) -> ClusterError {
-        ClusterError::Unavailable(format!("NATS at {}: {what}: {why}", self.server))
-    }
-
-    fn too_slow(&self, what: &str) -> ClusterError {
-        self.unavailable(what, format_args!("not done within {:?}", self.timeout))
+/// Await `op` for at most `timeout`; its failure, or the wait running out, is
+/// [`ClusterError::Unavailable`].
+async fn bounded<T>(
+    server: &str,
+    timeout: Duration,
+    what: &str,
+    op: impl Future<Output = Result<T, String>>,
+) -> Result<T, ClusterError> {
+    match tokio::time::timeout(timeout, op).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ClusterError::Unavailable(format!(
+            "NATS at {server}: {what}: {e}"
+        ))),
+        Err(_) => Err(ClusterError::Unavailable(format!(
+            "NATS at {server}: {what}: not done within {timeout:?}"
+        ))),
     }
 }
 
@@ -183,15 +170,17 @@ impl Bus for NatsBus {
     ) -> BoxFuture<'_, Result<(), ClusterError>> {
         Box::pin(async move {
             check_subject(&subject, false)?;
-            let publish = self.client.publish(subject, payload.into());
-            match tokio::time::timeout(self.timeout, publish).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) if e.kind() == PublishErrorKind::MaxPayloadExceeded => Err(
-                    ClusterError::Malformed(format!("NATS at {}: publish: {e}", self.server)),
-                ),
-                Ok(Err(e)) => Err(self.unavailable("publish", e)),
-                Err(_) => Err(self.too_slow("publish (the client's buffer is full)")),
+            let max = self.client.max_payload();
+            if payload.len() > max {
+                return Err(ClusterError::Malformed(format!(
+                    "a payload of {} bytes, over the NATS server's {max}",
+                    payload.len()
+                )));
             }
+            // Waits only when the client's buffer is full (the server unreachable).
+            let publish = self.client.publish(subject, payload.into());
+            let publish = publish.map_err(|e| e.to_string());
+            bounded(&self.server, self.timeout, "publish", publish).await
         })
     }
 
@@ -205,12 +194,8 @@ impl Bus for NatsBus {
             let slot = SubscriptionSlot::take(&self.subscriptions).ok_or_else(|| {
                 ClusterError::Unavailable(format!("at most {MAX_SUBSCRIPTIONS} subscriptions"))
             })?;
-            let subscriber =
-                match tokio::time::timeout(self.timeout, self.client.subscribe(pattern)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return Err(self.unavailable("subscribe", e)),
-                    Err(_) => return Err(self.too_slow("subscribe")),
-                };
+            let subscribe = self.client.subscribe(pattern).map_err(|e| e.to_string());
+            let subscriber = bounded(&self.server, self.timeout, "subscribe", subscribe).await?;
             // From now on, what anyone publishes reaches the subscription.
             self.settle().await?;
             let (tx, rx) = mpsc::channel(capacity.max(1));

@@ -18,6 +18,7 @@ use ::redis::{Client, ErrorKind, RedisError, RedisResult, Script};
 use manifold_api::{ParticipantId, RoomName};
 use serde::{Deserialize, Serialize};
 
+use crate::directory::sort_forgotten;
 use crate::{
     BoxFuture, ClusterError, MAX_RECORD_BYTES, MemberRecord, NodeId, NodeInfo, NodeRegistry,
     RoomDirectory, record_json, redact_url,
@@ -478,7 +479,7 @@ impl RoomDirectory for RedisCluster {
                     .ok_or_else(|| ClusterError::Malformed("stored room name".into()))?;
                 gone.push((room, parse::<MemberRecord>("member record", record)?));
             }
-            gone.sort_by(|a, b| (&a.0, a.1.participant).cmp(&(&b.0, b.1.participant)));
+            sort_forgotten(&mut gone);
             Ok(gone)
         })
     }

@@ -39,6 +39,18 @@ async fn bad_subjects_are_refused() {
     conformance::bad_subjects_are_refused(&bus(&server).await).await;
 }
 
+#[tokio::test]
+async fn a_payload_over_the_servers_limit_is_malformed() {
+    let server = Server::nats();
+    let a = bus(&server).await;
+    // nats-server's default max_payload is 1 MiB.
+    let e = a.publish("room.r.events".into(), vec![0; 2 << 20]).await;
+    assert!(matches!(e, Err(ClusterError::Malformed(_))), "{e:?}");
+    a.publish("room.r.events".into(), vec![0; 1000])
+        .await
+        .expect("a small one goes");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_receives_again_after_the_server_restarts() {
     let mut server = Server::nats();
