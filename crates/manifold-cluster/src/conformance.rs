@@ -184,7 +184,8 @@ pub async fn a_live_node_id_is_not_shared(a: &dyn NodeRegistry, b: &dyn NodeRegi
     assert_eq!(live_ids(b).await, ["x"]);
 }
 
-/// Records over [`MAX_RECORD_BYTES`] of JSON are refused as malformed and not stored.
+/// Records over [`MAX_RECORD_BYTES`] of JSON, and a load that is not a number, are refused
+/// as malformed and not stored.
 pub async fn oversized_records_are_refused(reg: &dyn NodeRegistry, dir: &dyn RoomDirectory) {
     let mut big = node("big");
     big.advertise_url = "x".repeat(MAX_RECORD_BYTES);
@@ -192,6 +193,18 @@ pub async fn oversized_records_are_refused(reg: &dyn NodeRegistry, dir: &dyn Roo
     assert!(live_ids(reg).await.is_empty());
     reg.register(node("big")).await.expect("register");
     assert!(is_malformed(&reg.heartbeat(big).await));
+    // One at the bound is fine, registry overheads (a process token) notwithstanding.
+    let mut at_the_bound = node("big");
+    let base = serde_json::to_vec(&at_the_bound).expect("json").len();
+    at_the_bound.advertise_url += &"x".repeat(MAX_RECORD_BYTES - base);
+    reg.heartbeat(at_the_bound.clone())
+        .await
+        .expect("a record at the bound");
+    assert_eq!(reg.live().await.expect("live"), vec![at_the_bound]);
+    reg.heartbeat(node("big")).await.expect("heartbeat");
+    let mut not_a_number = node("big");
+    not_a_number.load = f32::NAN;
+    assert!(is_malformed(&reg.heartbeat(not_a_number).await));
     assert_eq!(
         reg.live().await.expect("live"),
         vec![node("big")],

@@ -92,7 +92,7 @@ impl MemoryCluster {
 impl NodeRegistry for MemoryCluster {
     fn heartbeat(&self, node: NodeInfo) -> BoxFuture<'_, Result<(), ClusterError>> {
         Box::pin(async move {
-            record_json("node info", &node)?;
+            node.check()?;
             let now = (self.clock)();
             let mut s = self.state();
             match s.nodes.get(&node.id) {
@@ -119,7 +119,7 @@ impl NodeRegistry for MemoryCluster {
 
     fn register(&self, node: NodeInfo) -> BoxFuture<'_, Result<(), ClusterError>> {
         Box::pin(async move {
-            record_json("node info", &node)?;
+            node.check()?;
             let now = (self.clock)();
             let mut s = self.state();
             if let Some(r) = s.nodes.get(&node.id)

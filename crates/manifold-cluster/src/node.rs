@@ -74,6 +74,20 @@ pub struct NodeInfo {
     pub draining: bool,
 }
 
+impl NodeInfo {
+    /// Refuse an announcement no registry stores: over [`crate::MAX_RECORD_BYTES`] as JSON,
+    /// or a load that is not a number (JSON has no NaN: every reader would fail on it).
+    pub(crate) fn check(&self) -> Result<(), ClusterError> {
+        if !self.load.is_finite() {
+            return Err(ClusterError::Malformed(format!(
+                "node {}: load {} is not a number",
+                self.id, self.load
+            )));
+        }
+        crate::record_json("node info", self).map(drop)
+    }
+}
+
 /// The cluster's live nodes. A node calls [`NodeRegistry::heartbeat`] more often than the
 /// registry's time to live; one that stops is gone from [`NodeRegistry::live`] once its TTL
 /// has passed.

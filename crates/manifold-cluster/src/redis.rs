@@ -258,15 +258,12 @@ impl RedisCluster {
     }
 
     fn registration(&self, node: NodeInfo) -> Result<Vec<u8>, ClusterError> {
-        // The NodeInfo alone is bounded; the token adds a few dozen bytes.
-        record_json("node info", &node)?;
-        record_json(
-            "node registration",
-            &Registration {
-                token: self.token.clone(),
-                info: node,
-            },
-        )
+        node.check()?;
+        let stored = Registration {
+            token: self.token.clone(),
+            info: node,
+        };
+        serde_json::to_vec(&stored).map_err(|e| ClusterError::Malformed(format!("node info: {e}")))
     }
 }
 
@@ -278,11 +275,18 @@ fn room_key(room: &RoomName, what: &str) -> String {
     format!("{ROOM_PREFIX}{room}:{what}")
 }
 
-/// Parse a stored record, refusing one over [`MAX_RECORD_BYTES`].
-fn parse<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ClusterError> {
-    if bytes.len() > MAX_RECORD_BYTES {
+/// What a registration may add to its [`NodeInfo`]: the token and the JSON around it.
+const REGISTRATION_OVERHEAD: usize = 128;
+
+/// Parse a stored record, refusing one over `max` bytes.
+fn parse<T: serde::de::DeserializeOwned>(
+    what: &str,
+    max: usize,
+    bytes: &[u8],
+) -> Result<T, ClusterError> {
+    if bytes.len() > max {
         return Err(ClusterError::Malformed(format!(
-            "stored {what} is {} bytes, over the {MAX_RECORD_BYTES} allowed",
+            "stored {what} is {} bytes, over the {max} allowed",
             bytes.len()
         )));
     }
@@ -353,7 +357,14 @@ impl NodeRegistry for RedisCluster {
             let values: Vec<Vec<u8>> = self.run("live", call.invoke_async(&mut conn)).await?;
             let mut live = values
                 .iter()
-                .map(|v| parse::<Registration>("node registration", v).map(|r| r.info))
+                .map(|v| {
+                    parse::<Registration>(
+                        "node registration",
+                        MAX_RECORD_BYTES + REGISTRATION_OVERHEAD,
+                        v,
+                    )
+                    .map(|r| r.info)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             live.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(live)
@@ -422,14 +433,18 @@ impl RoomDirectory for RedisCluster {
             let mut members = Vec::with_capacity(records.len());
             for participant in &order {
                 if let Some(r) = records.remove(participant) {
-                    members.push(parse::<MemberRecord>("member record", &r)?);
+                    members.push(parse::<MemberRecord>(
+                        "member record",
+                        MAX_RECORD_BYTES,
+                        &r,
+                    )?);
                 }
             }
             // Written together with the order, so none is left; were one, it is still a
             // member.
             let mut rest = records
                 .values()
-                .map(|r| parse::<MemberRecord>("member record", r))
+                .map(|r| parse::<MemberRecord>("member record", MAX_RECORD_BYTES, r))
                 .collect::<Result<Vec<_>, _>>()?;
             rest.sort_by_key(|m| m.participant);
             members.extend(rest);
@@ -477,7 +492,10 @@ impl RoomDirectory for RedisCluster {
                     .ok()
                     .and_then(|r| RoomName::parse(r).ok())
                     .ok_or_else(|| ClusterError::Malformed("stored room name".into()))?;
-                gone.push((room, parse::<MemberRecord>("member record", record)?));
+                gone.push((
+                    room,
+                    parse::<MemberRecord>("member record", MAX_RECORD_BYTES, record)?,
+                ));
             }
             sort_forgotten(&mut gone);
             Ok(gone)
