@@ -312,6 +312,46 @@ pub async fn forgetting_a_node_removes_its_members_everywhere(dir: &dyn RoomDire
     assert_eq!(gone, vec![(room("r"), member(6, "a"))]);
 }
 
+async fn room_list(dir: &dyn RoomDirectory) -> Vec<(String, Vec<String>, usize)> {
+    let rooms = dir.rooms().await.expect("rooms");
+    rooms
+        .into_iter()
+        .map(|r| {
+            let nodes = r.nodes.into_iter().map(|n| n.to_string()).collect();
+            (r.room.to_string(), nodes, r.members)
+        })
+        .collect()
+}
+
+/// Every room with members is listed, by name, with its nodes and member count, kept right
+/// as members come, move and go and as a node is forgotten; a room nobody is in is not.
+pub async fn the_directory_lists_its_rooms(dir: &dyn RoomDirectory) {
+    assert!(room_list(dir).await.is_empty());
+    for (r, p, n) in [("r", 1, "b"), ("r", 2, "a"), ("r", 3, "b"), ("q.1", 4, "c")] {
+        dir.upsert(room(r), member(p, n)).await.expect("upsert");
+    }
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        room_list(dir).await,
+        vec![
+            ("q.1".to_owned(), s(&["c"]), 1),
+            ("r".to_owned(), s(&["a", "b"]), 3)
+        ]
+    );
+    dir.upsert(room("r"), member(2, "b"))
+        .await
+        .expect("a moves to b");
+    dir.remove(room("q.1"), ParticipantId(4))
+        .await
+        .expect("remove");
+    assert_eq!(room_list(dir).await, vec![("r".to_owned(), s(&["b"]), 3)]);
+    dir.upsert(room("t"), member(5, "a")).await.expect("upsert");
+    dir.forget_node(node_id("b")).await.expect("forget b");
+    assert_eq!(room_list(dir).await, vec![("t".to_owned(), s(&["a"]), 1)]);
+    dir.forget_node(node_id("a")).await.expect("forget a");
+    assert!(room_list(dir).await.is_empty());
+}
+
 fn message(subject: &str, payload: u8) -> BusMessage {
     BusMessage {
         subject: subject.into(),

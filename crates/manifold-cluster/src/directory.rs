@@ -23,6 +23,20 @@ pub struct MemberRecord {
     pub tracks: Vec<TrackInfo>,
 }
 
+/// A room as the whole cluster sees it: which nodes hold its members, and how many.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    /// Its name.
+    pub room: RoomName,
+    /// The nodes holding members of it, by id.
+    pub nodes: Vec<NodeId>,
+    /// Its members on every node.
+    pub members: usize,
+}
+
+/// Most rooms [`RoomDirectory::rooms`] lists (the first ones by name).
+pub const MAX_LISTED_ROOMS: usize = 10_000;
+
 /// Rooms across nodes. A record larger than [`crate::MAX_RECORD_BYTES`] as JSON is refused.
 pub trait RoomDirectory: Send + Sync {
     /// `member` is in `room` (or changed: name, tracks). The record replaces an older one of
@@ -45,6 +59,9 @@ pub trait RoomDirectory: Send + Sync {
 
     /// The nodes holding members of `room`.
     fn nodes_of(&self, room: RoomName) -> BoxFuture<'_, Result<Vec<NodeId>, ClusterError>>;
+
+    /// Every room with members on some node, by name (at most [`MAX_LISTED_ROOMS`]).
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, ClusterError>>;
 
     /// A node is gone: forget every member it held, in every room. Returns what was
     /// forgotten (by room, then participant id), so the others can be told they left.

@@ -25,7 +25,7 @@ use std::pin::Pin;
 pub use bus::{
     Bus, BusMessage, MAX_SUBJECT_BYTES, MAX_SUBSCRIPTIONS, Subscription, subject_matches,
 };
-pub use directory::{MemberRecord, RoomDirectory};
+pub use directory::{MAX_LISTED_ROOMS, MemberRecord, RoomDirectory, RoomSummary};
 pub use node::{NodeId, NodeInfo, NodeRegistry};
 
 /// A boxed future, so the traits stay object-safe.

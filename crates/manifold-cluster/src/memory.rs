@@ -15,8 +15,8 @@ pub use crate::bus::MAX_SUBSCRIPTIONS;
 use crate::bus::check_subject;
 use crate::directory::sort_forgotten;
 use crate::{
-    BoxFuture, Bus, BusMessage, ClusterError, MemberRecord, NodeId, NodeInfo, NodeRegistry,
-    RoomDirectory, Subscription, record_json, subject_matches,
+    BoxFuture, Bus, BusMessage, ClusterError, MAX_LISTED_ROOMS, MemberRecord, NodeId, NodeInfo,
+    NodeRegistry, RoomDirectory, RoomSummary, Subscription, record_json, subject_matches,
 };
 
 /// The time a registry judges heartbeats by: the wall clock's monotonic `Instant`, or a
@@ -226,6 +226,29 @@ impl RoomDirectory for MemoryCluster {
         })
     }
 
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, ClusterError>> {
+        Box::pin(async move {
+            let s = self.state();
+            let mut rooms: Vec<RoomSummary> = s
+                .rooms
+                .iter()
+                .map(|(room, members)| {
+                    let mut nodes: Vec<NodeId> = members.iter().map(|m| m.node.clone()).collect();
+                    nodes.sort();
+                    nodes.dedup();
+                    RoomSummary {
+                        room: room.clone(),
+                        nodes,
+                        members: members.len(),
+                    }
+                })
+                .collect();
+            rooms.sort_by(|a, b| a.room.cmp(&b.room));
+            rooms.truncate(MAX_LISTED_ROOMS);
+            Ok(rooms)
+        })
+    }
+
     fn forget_node(
         &self,
         node: NodeId,
@@ -349,6 +372,12 @@ mod tests {
     async fn forgetting_a_node_removes_its_members_everywhere() {
         let (c, _) = cluster(TTL);
         conformance::forgetting_a_node_removes_its_members_everywhere(&c).await;
+    }
+
+    #[tokio::test]
+    async fn the_directory_lists_its_rooms() {
+        let (c, _) = cluster(TTL);
+        conformance::the_directory_lists_its_rooms(&c).await;
     }
 
     #[tokio::test]

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::directory::sort_forgotten;
 use crate::{
-    BoxFuture, ClusterError, MAX_RECORD_BYTES, MemberRecord, NodeId, NodeInfo, NodeRegistry,
-    RoomDirectory, record_json, redact_url,
+    BoxFuture, ClusterError, MAX_LISTED_ROOMS, MAX_RECORD_BYTES, MemberRecord, NodeId, NodeInfo,
+    NodeRegistry, RoomDirectory, RoomSummary, record_json, redact_url,
 };
 
 /// How long one operation may take, connecting included, before it counts as unavailable.
@@ -33,6 +33,8 @@ const NODE_PREFIX: &str = "manifold:node:";
 const ROOM_PREFIX: &str = "manifold:room:";
 /// Ids of nodes that may be registered (pruned as their keys expire).
 const NODES: &str = "manifold:nodes";
+/// Names of rooms that may have members (pruned by `rooms` as they empty).
+const ROOMS: &str = "manifold:rooms";
 /// A counter giving each member joining a room its place in the room's order.
 const JOIN_SEQ: &str = "manifold:join_seq";
 
@@ -100,7 +102,7 @@ local function leave(node)
 end
 ";
 
-/// KEYS[4] JOIN_SEQ. ARGV[4] the record, ARGV[5] its node.
+/// KEYS[4] JOIN_SEQ, KEYS[5] ROOMS. ARGV[4] the record, ARGV[5] its node.
 const UPSERT: &str = r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 local was = nil
@@ -110,6 +112,7 @@ else
   redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+redis.call('SADD', KEYS[5], ARGV[2])
 if was ~= ARGV[5] then
   if was then leave(was) end
   redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
@@ -125,10 +128,11 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 local was = node_of(old)
 if was then leave(was) end
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[4], ARGV[2]) end
 return 1
 ";
 
-/// KEYS: the node's rooms set. ARGV: node id, ROOM_PREFIX. Returns room, record, room,
+/// KEYS: the node's rooms set, ROOMS. ARGV: node id, ROOM_PREFIX. Returns room, record, room,
 /// record... for every member forgotten.
 const FORGET_NODE: &str = r"
 local out = {}
@@ -146,8 +150,33 @@ for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     end
   end
   redis.call('HDEL', ARGV[2] .. room .. ':nodes', ARGV[1])
+  if redis.call('HLEN', members) == 0 then redis.call('SREM', KEYS[2], room) end
 end
 redis.call('DEL', KEYS[1])
+return out
+";
+
+/// KEYS: ROOMS. ARGV: ROOM_PREFIX, most rooms listed. For each room with members, by name:
+/// its name, its member count, how many nodes hold them, those nodes. Rooms without members
+/// leave the set.
+const LIST_ROOMS: &str = r"
+local out = {}
+local listed = 0
+local names = redis.call('SMEMBERS', KEYS[1])
+table.sort(names)
+for _, room in ipairs(names) do
+  local count = redis.call('HLEN', ARGV[1] .. room .. ':members')
+  if count == 0 then
+    redis.call('SREM', KEYS[1], room)
+  elseif listed < tonumber(ARGV[2]) then
+    listed = listed + 1
+    local nodes = redis.call('HKEYS', ARGV[1] .. room .. ':nodes')
+    out[#out + 1] = room
+    out[#out + 1] = tostring(count)
+    out[#out + 1] = tostring(#nodes)
+    for _, n in ipairs(nodes) do out[#out + 1] = n end
+  end
+end
 return out
 ";
 
@@ -167,6 +196,7 @@ struct Scripts {
     upsert: Script,
     remove: Script,
     forget_node: Script,
+    rooms: Script,
 }
 
 /// A cluster's registry and directory in one Redis.
@@ -209,6 +239,7 @@ impl RedisCluster {
             upsert: Script::new(&format!("{ROOM}{UPSERT}")),
             remove: Script::new(&format!("{ROOM}{REMOVE}")),
             forget_node: Script::new(FORGET_NODE),
+            rooms: Script::new(LIST_ROOMS),
         };
         let cluster = RedisCluster {
             conn,
@@ -292,6 +323,38 @@ fn parse<T: serde::de::DeserializeOwned>(
     }
     serde_json::from_slice(bytes)
         .map_err(|e| ClusterError::Malformed(format!("stored {what}: {e}")))
+}
+
+/// The rooms script's reply: name, member count, node count, the nodes; again.
+fn parse_rooms(flat: &[String]) -> Result<Vec<RoomSummary>, ClusterError> {
+    let bad = |what: &str| ClusterError::Malformed(format!("rooms: {what}"));
+    let mut rooms = Vec::new();
+    let mut rest = flat.iter();
+    while let Some(name) = rest.next() {
+        let room = RoomName::parse(name).map_err(|_| bad("a stored room name"))?;
+        let mut number = || {
+            rest.next()
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| bad("a count"))
+        };
+        let (members, count) = (number()?, number()?);
+        let nodes = rest
+            .by_ref()
+            .take(count)
+            .map(|n| NodeId::parse(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        if nodes.len() != count {
+            return Err(bad("a short reply"));
+        }
+        let mut nodes = nodes;
+        nodes.sort();
+        rooms.push(RoomSummary {
+            room,
+            nodes,
+            members,
+        });
+    }
+    Ok(rooms)
 }
 
 impl NodeRegistry for RedisCluster {
@@ -389,6 +452,7 @@ impl RoomDirectory for RedisCluster {
             call.key(room_key(&room, "order"))
                 .key(room_key(&room, "nodes"))
                 .key(JOIN_SEQ)
+                .key(ROOMS)
                 .arg(member.participant.to_string())
                 .arg(room.as_str())
                 .arg(NODE_PREFIX)
@@ -409,6 +473,7 @@ impl RoomDirectory for RedisCluster {
             let mut call = self.scripts.remove.key(room_key(&room, "members"));
             call.key(room_key(&room, "order"))
                 .key(room_key(&room, "nodes"))
+                .key(ROOMS)
                 .arg(participant.to_string())
                 .arg(room.as_str())
                 .arg(NODE_PREFIX);
@@ -467,6 +532,16 @@ impl RoomDirectory for RedisCluster {
         })
     }
 
+    fn rooms(&self) -> BoxFuture<'_, Result<Vec<RoomSummary>, ClusterError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let mut call = self.scripts.rooms.key(ROOMS);
+            call.arg(ROOM_PREFIX).arg(MAX_LISTED_ROOMS);
+            let flat: Vec<String> = self.run("rooms", call.invoke_async(&mut conn)).await?;
+            parse_rooms(&flat)
+        })
+    }
+
     fn forget_node(
         &self,
         node: NodeId,
@@ -477,7 +552,7 @@ impl RoomDirectory for RedisCluster {
                 .scripts
                 .forget_node
                 .key(format!("{NODE_PREFIX}{node}:rooms"));
-            call.arg(node.as_str()).arg(ROOM_PREFIX);
+            call.key(ROOMS).arg(node.as_str()).arg(ROOM_PREFIX);
             let flat: Vec<Vec<u8>> = self
                 .run("forget_node", call.invoke_async(&mut conn))
                 .await?;

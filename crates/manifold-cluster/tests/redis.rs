@@ -56,6 +56,13 @@ async fn forgetting_a_node_removes_its_members_everywhere() {
     conformance::forgetting_a_node_removes_its_members_everywhere(&c).await;
 }
 
+#[tokio::test]
+async fn the_directory_lists_its_rooms() {
+    let server = Server::redis();
+    let c = cluster(&server).await;
+    conformance::the_directory_lists_its_rooms(&c).await;
+}
+
 fn room(name: &str) -> RoomName {
     RoomName::parse(name).expect("room name")
 }
