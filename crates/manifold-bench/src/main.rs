@@ -73,6 +73,13 @@ struct Args {
     /// Scenario (d): subscribers per class.
     #[arg(long, default_value_t = 4)]
     simulcast_per_class: usize,
+    /// Manifold's media workers (the machine has two cores).
+    #[arg(long, default_value_t = 2)]
+    manifold_workers: usize,
+    /// Manifold's `media.room_spread_after`: sessions of a room on its first worker before
+    /// later ones go to the least loaded worker (relayed between workers).
+    #[arg(long)]
+    room_spread_after: Option<usize>,
 }
 
 /// One load point of a scenario.

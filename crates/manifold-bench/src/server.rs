@@ -41,6 +41,10 @@ pub fn start_server(args: &Args, server: &str, tag: &str) -> Result<Server, Stri
     let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     match server {
         "manifold" => {
+            let workers = args.manifold_workers.to_string();
+            let spread = args
+                .room_spread_after
+                .map_or_else(|| "32".to_owned(), |n| n.to_string());
             let mut child = Command::new(&args.manifold)
                 .args([
                     "serve",
@@ -53,11 +57,12 @@ pub fn start_server(args: &Args, server: &str, tag: &str) -> Result<Server, Stri
                     "--port-base",
                     "40000",
                     "--workers",
-                    "2",
+                    &workers,
                     "--log-level",
                     "warn",
                 ])
                 .env_remove("RUST_LOG")
+                .env("MANIFOLD_MEDIA__ROOM_SPREAD_AFTER", &spread)
                 // The default room limit (100 participants) would refuse scenario (a)'s
                 // larger steps; Janus has no such limit on subscribers.
                 .env("MANIFOLD_LIMITS__MAX_PARTICIPANTS_PER_ROOM", "100000")

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bridge;
 pub mod cluster;
 pub mod error;
 pub mod listener;

@@ -61,6 +61,8 @@ pub struct ControlConfig {
     /// them; later ones go to the least loaded worker (tracks are relayed between the
     /// room's workers). 0 spreads every room from its first session.
     pub room_spread_after: usize,
+    /// Sessions one room may hold, over all workers (each worker checks its own share too).
+    pub max_participants_per_room: usize,
 }
 
 impl Default for ControlConfig {
@@ -83,6 +85,7 @@ impl Default for ControlConfig {
             session_rate_per_ip: 10,
             session_burst_per_ip: 40,
             room_spread_after: 32,
+            max_participants_per_room: 100,
         }
     }
 }
@@ -114,17 +117,32 @@ struct RoomEntry {
     sessions: usize,
     /// Of those, per worker (index = worker).
     per_worker: Vec<u32>,
+    /// Other nodes hold members of it (`bridge.rs`).
+    remote: bool,
 }
 
 impl RoomEntry {
-    /// The workers holding its sessions, bit per worker.
+    /// The workers holding its sessions, bit per worker, and the bridge's bit when other
+    /// nodes hold it too.
     fn shards(&self) -> u64 {
-        self.per_worker
+        let local = self
+            .per_worker
             .iter()
             .enumerate()
-            .filter(|(i, n)| **n > 0 && *i < 64)
-            .fold(0, |m, (i, _)| m | 1u64 << i)
+            .filter(|(i, n)| **n > 0 && *i < usize::from(manifold_core_bridge()))
+            .fold(0, |m, (i, _)| m | 1u64 << i);
+        if self.remote && local != 0 {
+            local | 1u64 << manifold_core_bridge()
+        } else {
+            local
+        }
     }
+}
+
+/// The shard index standing for the bridge to other nodes (`manifold_core::BRIDGE`; the
+/// control plane does not depend on the core).
+const fn manifold_core_bridge() -> u16 {
+    63
 }
 
 #[derive(Default)]
@@ -157,6 +175,8 @@ pub struct Inner {
     session_starts: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
     /// Sessions refused by that limit.
     pub session_starts_refused: AtomicU64,
+    /// Which other nodes hold which rooms (`bridge.rs`).
+    pub bridge: crate::bridge::BridgeState,
     directory: Mutex<Directory>,
     roster: Mutex<Roster>,
     pending: Mutex<Pending>,
@@ -223,6 +243,7 @@ impl AppState {
             workers,
             factory,
             auth,
+            bridge: Default::default(),
             directory: Mutex::new(Directory::default()),
             roster: Mutex::new(Roster::default()),
             pending: Mutex::new(HashMap::new()),
@@ -581,6 +602,12 @@ impl AppState {
                     .get(usize::from(r.worker))
                     .copied()
                     .unwrap_or(0);
+                if older.is_none() && r.sessions >= self.config.max_participants_per_room {
+                    return Err(ApiError::LimitReached(format!(
+                        "room {} has {} participants, the limit is {}",
+                        probe.room, r.sessions, self.config.max_participants_per_room
+                    )));
+                }
                 match older {
                     Some(w) => w,
                     None if (home as usize) < self.config.room_spread_after => r.worker,
@@ -597,10 +624,12 @@ impl AppState {
                 least_loaded(&dir, workers)
             }
         };
+        let new_room = !dir.rooms.contains_key(&probe.room);
         let entry = dir.rooms.entry(probe.room.clone()).or_insert(RoomEntry {
             worker,
             sessions: 0,
             per_worker: vec![0; workers],
+            remote: false,
         });
         let before = entry.shards();
         entry.sessions += 1;
@@ -614,8 +643,47 @@ impl AppState {
         let room = probe.room.clone();
         dir.sessions.insert(id, SessionEntry { worker, ..probe });
         drop(dir);
+        if new_room {
+            crate::bridge::room_held(self, &room);
+        }
         self.room_shards_changed(&room, before, after);
         Ok(worker)
+    }
+
+    /// Whether other nodes hold members of `room` (`bridge.rs`). Saying yes again makes the
+    /// room's workers send their tracks' descriptions to the bridge again, for a newcomer.
+    pub fn set_room_remote(&self, room: &RoomName, remote: bool) {
+        let mut dir = lock(&self.directory);
+        let Some(r) = dir.rooms.get_mut(room) else {
+            return;
+        };
+        let before = r.shards();
+        r.remote = remote;
+        let after = r.shards();
+        drop(dir);
+        if remote && before == after {
+            self.tell_room_shards(room, before, after);
+        } else {
+            self.room_shards_changed(room, before, after);
+        }
+    }
+
+    /// The workers holding sessions of `room`.
+    pub fn room_workers(&self, room: &RoomName) -> Vec<u16> {
+        let dir = lock(&self.directory);
+        dir.rooms.get(room).map_or_else(Vec::new, |r| {
+            r.per_worker
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, _)| i as u16)
+                .collect()
+        })
+    }
+
+    /// Every room this node holds sessions of.
+    pub fn held_rooms(&self) -> Vec<RoomName> {
+        lock(&self.directory).rooms.keys().cloned().collect()
     }
 
     /// Tell the workers concerned that the set of workers holding `room` went from
@@ -625,7 +693,11 @@ impl AppState {
         if before == after || (before.count_ones() < 2 && after.count_ones() < 2) {
             return;
         }
-        let mut told = before | after;
+        self.tell_room_shards(room, before, after);
+    }
+
+    fn tell_room_shards(&self, room: &RoomName, before: u64, after: u64) {
+        let mut told = (before | after) & !(1u64 << manifold_core_bridge());
         while told != 0 {
             let w = told.trailing_zeros() as u16;
             told &= told - 1;
@@ -652,6 +724,7 @@ impl AppState {
             dir.resources.remove(&s.resource);
         }
         let mut change = None;
+        let mut released = false;
         if let Some(r) = dir.rooms.get_mut(&s.room) {
             let before = r.shards();
             r.sessions = r.sessions.saturating_sub(1);
@@ -661,9 +734,13 @@ impl AppState {
             change = Some((before, r.shards()));
             if r.sessions == 0 {
                 dir.rooms.remove(&s.room);
+                released = true;
             }
         }
         drop(dir);
+        if released {
+            crate::bridge::room_released(self, &s.room);
+        }
         if let Some((before, after)) = change {
             self.room_shards_changed(&s.room, before, after);
         }

@@ -18,6 +18,9 @@ pub struct ShardConfig {
     pub disconnect_grace: Duration,
     /// How often the shard checks timeouts and pending keyframe requests.
     pub housekeeping_interval: Duration,
+    /// The top 16 bits of every track id this shard makes: random per node (the binary
+    /// draws it), so that tracks of different nodes in one room have different ids.
+    pub track_id_salt: u16,
 }
 
 impl Default for ShardConfig {
@@ -29,6 +32,7 @@ impl Default for ShardConfig {
             connect_timeout: Duration::from_secs(30),
             disconnect_grace: Duration::from_secs(10),
             housekeeping_interval: Duration::from_millis(100),
+            track_id_salt: 0,
         }
     }
 }

@@ -20,6 +20,7 @@ mod outbox;
 mod participant;
 mod quality;
 mod relay;
+pub mod relay_wire;
 mod room;
 mod room_session;
 mod sdp_check;
@@ -34,7 +35,7 @@ pub use manifold_api::command::Publication;
 pub use manifold_api::command::{NegotiatedSession, Negotiator, NewSession};
 pub use negotiate::{NegotiateError, Negotiated, RtcFactory, SdpFragment};
 pub use outbox::{Output, Transmit};
-pub use relay::{MAX_RELAY_NACK, RelayMessage, RelayOpen, RelayedPacket};
+pub use relay::{BRIDGE, MAX_RELAY_NACK, RelayMessage, RelayOpen, RelayedPacket};
 pub use shard::{MAX_TRICKLED_CANDIDATES, Shard};
 
 /// The WebRTC library the core is built on, re-exported so that callers building sessions

@@ -25,6 +25,12 @@ use crate::outbox::Output;
 use crate::shard::Shard;
 use crate::track::{Track, TrackLabel};
 
+/// The shard index that stands for the node's bridge to other nodes: a room's set of
+/// shards includes it when other nodes hold members of the room, and what a shard relays
+/// to it the I/O layer encodes (`relay_wire.rs`) and sends over the cluster's bus. Real
+/// shards are numbered below it.
+pub const BRIDGE: u16 = 63;
+
 /// Most packets one relay loss request names: a longer hole is past saving (the
 /// subscribers' keyframe requests recover it).
 pub const MAX_RELAY_NACK: usize = 64;
@@ -120,6 +126,18 @@ pub struct RelayOpen {
     pub(crate) label: TrackLabel,
     pub(crate) params: Vec<PayloadParams>,
     pub(crate) rids: Vec<Rid>,
+}
+
+impl RelayOpen {
+    /// The track's id.
+    pub fn track(&self) -> TrackId {
+        self.track
+    }
+
+    /// The room it is published in.
+    pub fn room(&self) -> &RoomName {
+        &self.room
+    }
 }
 
 /// A message between shards about a relayed track.
@@ -222,7 +240,12 @@ impl Shard {
                 if let Some(tk) = self.relayed_to(from, track)
                     && let Some(t) = self.tracks[tk].relays.iter_mut().find(|r| r.shard == from)
                 {
-                    t.needed = needed;
+                    // Behind the bridge, several nodes report: what any needed stays needed.
+                    t.needed = if from == BRIDGE {
+                        t.needed | needed
+                    } else {
+                        needed
+                    };
                 }
             }
             RelayMessage::Lost { track, layer, seqs } => {
@@ -288,6 +311,12 @@ impl Shard {
                 continue;
             }
             if t.relays.iter().any(|r| r.shard == shard) {
+                // Nodes come and go behind the bridge: a newcomer needs the track's
+                // description, so every word about the room's shards sends it again (others
+                // ignore an open they have).
+                if shard == BRIDGE {
+                    opened.push(shard);
+                }
                 continue;
             }
             // Until it says otherwise, the other shard needs every layer.

@@ -63,6 +63,7 @@ impl Shard {
     /// An empty shard starting at `now`. `shard_index` (below 64) keeps track ids unique
     /// across shards and names this shard in relays between them.
     pub fn new(config: ShardConfig, now: Instant, shard_index: u16) -> Self {
+        let config_salt = config.track_id_salt;
         Shard {
             next_housekeeping: now + config.housekeeping_interval,
             config,
@@ -83,7 +84,7 @@ impl Shard {
                 counters: Counters::default(),
                 reap: false,
             },
-            next_track: u64::from(shard_index) << 48,
+            next_track: u64::from(config_salt) << 48 | u64::from(shard_index) << 40,
             due: Vec::new(),
             stun_hmac: str0m::crypto::from_feature_flags().sha1_hmac_provider,
         }

@@ -97,7 +97,7 @@ pub(crate) struct Subscriber {
 }
 
 /// What the room is told about a track besides its media.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct TrackLabel {
     pub source: TrackSource,
     pub name: String,

@@ -9,9 +9,10 @@ use crate::IoError;
 /// Default capacity of each worker's command channel.
 pub const DEFAULT_COMMAND_QUEUE: usize = 1024;
 
-/// Most media workers one node runs: a room's workers are a 64-bit set (relays between
+/// Most media workers one node runs: a room's workers are a 64-bit set whose top bit is the
+/// bridge to other nodes (relays between
 /// workers, `manifold_core`'s `relay.rs`).
-pub const MAX_WORKERS: usize = 64;
+pub const MAX_WORKERS: usize = 63;
 
 /// How many media workers to run and where their sockets listen.
 #[derive(Clone, Debug)]

@@ -112,6 +112,7 @@ pub struct WorkerHandle {
     commands: Sender<Command>,
     waker: Arc<mio::Waker>,
     counters: Arc<SharedCounters>,
+    bridge: Sender<(Arc<str>, Vec<u8>)>,
 }
 
 impl WorkerHandle {
@@ -122,6 +123,7 @@ impl WorkerHandle {
         commands: Sender<Command>,
         waker: Arc<mio::Waker>,
         counters: Arc<SharedCounters>,
+        bridge: Sender<(Arc<str>, Vec<u8>)>,
     ) -> Self {
         WorkerHandle {
             index,
@@ -131,6 +133,24 @@ impl WorkerHandle {
             commands,
             waker,
             counters,
+            bridge,
+        }
+    }
+
+    /// Hand the worker a relay frame from node `node` (encoded by
+    /// `manifold_core::relay_wire`; the worker decodes and checks it). Never blocks: a full
+    /// inbox drops it, counted in [`OverloadCounters::relay_dropped`]; returns whether it
+    /// was queued.
+    pub fn bridge_in(&self, node: Arc<str>, frame: Vec<u8>) -> bool {
+        match self.bridge.try_send((node, frame)) {
+            Ok(()) => {
+                let _ = self.waker.wake();
+                true
+            }
+            Err(_) => {
+                self.counters.relay_dropped();
+                false
+            }
         }
     }
 
@@ -236,7 +256,16 @@ mod tests {
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(1)).unwrap());
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let h = WorkerHandle::new(3, addr, Arc::from(vec![addr]), tx, waker, Arc::default());
+        let (bridge, _bridge_rx) = crossbeam_channel::bounded(1);
+        let h = WorkerHandle::new(
+            3,
+            addr,
+            Arc::from(vec![addr]),
+            tx,
+            waker,
+            Arc::default(),
+            bridge,
+        );
         (h, rx, poll)
     }
 

@@ -43,7 +43,7 @@ mod workers;
 
 pub use config::MediaConfig;
 pub use handle::{OverloadCounters, Overloaded, WorkerHandle};
-pub use workers::MediaWorkers;
+pub use workers::{MAX_BRIDGE_INBOX, MediaWorkers};
 
 use std::net::SocketAddr;
 
@@ -60,6 +60,26 @@ pub trait EventSink: Send + Sync + 'static {
     // large as the event, which is the point.
     #[allow(clippy::result_large_err)]
     fn deliver(&self, worker: u16, event: manifold_api::CoreEvent) -> Result<(), Undelivered>;
+}
+
+/// Where workers send what their shards relay to other nodes (tracks of rooms that other
+/// nodes hold members of, and feedback to the nodes their relayed tracks come from),
+/// encoded for the wire (`manifold_core::relay_wire`). The control plane puts it on the
+/// cluster's bus. Called on the media thread: it must not block; `false` means the frame
+/// was dropped (counted as `relay_dropped`).
+pub trait BridgeSink: Send + Sync + 'static {
+    /// Hand over one encoded frame for `to`.
+    fn send(&self, to: BridgeTo, frame: Vec<u8>) -> bool;
+}
+
+/// Whom a bridge frame is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BridgeTo {
+    /// Every other node holding members of the room (a track published here: its
+    /// description, packets, mute state and end).
+    Room(manifold_api::RoomName),
+    /// The node a relayed track comes from (keyframe requests, layer needs, lost packets).
+    Node(std::sync::Arc<str>),
 }
 
 /// Why an [`EventSink`] did not take an event.

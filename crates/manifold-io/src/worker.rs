@@ -2,7 +2,7 @@
 //! datagrams, commands, timeouts and events between them without ever blocking on anything
 //! but its own poll.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender as ChannelSender, TryRecvError, TrySendError};
 use manifold_api::CoreEvent;
-use manifold_core::{Command, Input, Output, RelayMessage, Shard, ShardConfig, Transmit};
+use manifold_api::{RoomName, TrackId};
+use manifold_core::{BRIDGE, Command, Input, Output, RelayMessage, Shard, ShardConfig, Transmit};
 use mio::{Events, Interest, Poll, Token};
 use quinn_udp::RecvMeta;
 
 use crate::handle::SharedCounters;
 use crate::socket::{BATCH, MediaSocket, RECV_SLOT_BYTES};
+use crate::{BridgeSink, BridgeTo};
 use crate::{EventSink, MAX_EVENT_BACKLOG, Undelivered};
 
 /// The poll token of the socket.
@@ -67,6 +69,10 @@ pub(crate) struct WorkerSetup {
     pub relay_rx: Receiver<(u16, RelayMessage)>,
     /// Every worker's relay inbox, by index (this one's too).
     pub peers: Arc<[RelayPeer]>,
+    /// Frames from other nodes (their origin node, the encoded message).
+    pub bridge_rx: Receiver<(Arc<str>, Vec<u8>)>,
+    /// Where frames for other nodes go (none: this node is alone).
+    pub bridge: Option<Arc<dyn BridgeSink>>,
     pub counters: Arc<SharedCounters>,
     pub sink: Arc<dyn EventSink>,
     pub stop: Arc<AtomicBool>,
@@ -131,6 +137,7 @@ struct Worker {
     events: Events,
     commands: Receiver<Command>,
     relay_rx: Receiver<(u16, RelayMessage)>,
+    bridge_rx: Receiver<(Arc<str>, Vec<u8>)>,
     stop: Arc<AtomicBool>,
     io: Io,
     core: Core,
@@ -171,6 +178,17 @@ struct Core {
     peers: Arc<[RelayPeer]>,
     to_wake: u64,
     backlog_log: RateLimit,
+    bridge: Option<Arc<dyn BridgeSink>>,
+    /// Tracks that cross the bridge: for a local one its room (the subject its frames go
+    /// to), for one from another node that node (where its feedback goes).
+    routes: HashMap<TrackId, Route>,
+    bridge_log: RateLimit,
+}
+
+/// Where frames about one track go.
+enum Route {
+    Origin(RoomName),
+    From(Arc<str>),
 }
 
 /// Batched sending, with a scratch buffer for GSO.
@@ -190,6 +208,8 @@ impl Worker {
             commands,
             relay_rx,
             peers,
+            bridge_rx,
+            bridge,
             counters,
             sink,
             stop,
@@ -207,6 +227,9 @@ impl Worker {
             backlog_log: RateLimit::default(),
             peers,
             to_wake: 0,
+            bridge,
+            routes: HashMap::new(),
+            bridge_log: RateLimit::default(),
         };
         core.drain();
         Worker {
@@ -214,6 +237,7 @@ impl Worker {
             events: Events::with_capacity(16),
             commands,
             relay_rx,
+            bridge_rx,
             stop,
             io: Io {
                 socket,
@@ -317,19 +341,50 @@ impl Worker {
     }
 
     fn handle_relay(&mut self) {
-        for _ in 0..MAX_RELAY_PER_TURN {
-            match self.relay_rx.try_recv() {
-                Ok((from, message)) => {
-                    let now = Instant::now();
-                    self.core.input(now, Input::Relay { from, message });
+        let mut pending = false;
+        for i in 0..MAX_RELAY_PER_TURN {
+            let Ok((from, message)) = self.relay_rx.try_recv() else {
+                break;
+            };
+            let now = Instant::now();
+            self.core.input(now, Input::Relay { from, message });
+            pending = i + 1 == MAX_RELAY_PER_TURN;
+        }
+        for i in 0..MAX_RELAY_PER_TURN {
+            let Ok((node, frame)) = self.bridge_rx.try_recv() else {
+                break;
+            };
+            let now = Instant::now();
+            match manifold_core::relay_wire::decode(&frame, now) {
+                Ok(message) => {
+                    match &message {
+                        RelayMessage::Open(open) => {
+                            self.core
+                                .routes
+                                .insert(open.track(), Route::From(node.clone()));
+                        }
+                        RelayMessage::Close { track } => {
+                            self.core.routes.remove(track);
+                        }
+                        _ => {}
+                    }
+                    self.core.input(
+                        now,
+                        Input::Relay {
+                            from: BRIDGE,
+                            message,
+                        },
+                    );
                 }
-                Err(_) => {
-                    self.relay_pending = false;
-                    return;
+                Err(e) => {
+                    if self.core.bridge_log.allow() {
+                        tracing::warn!(%node, error = %e, suppressed = self.core.bridge_log.take_suppressed(), "relay frame from another node refused");
+                    }
                 }
             }
+            pending |= i + 1 == MAX_RELAY_PER_TURN;
         }
-        self.relay_pending = true;
+        self.relay_pending = pending;
     }
 
     fn receive(&mut self) {
@@ -427,6 +482,10 @@ impl Core {
 impl Core {
     /// Queue `message` for worker `to`; it is woken at the end of the turn.
     fn relay(&mut self, to: u16, message: RelayMessage) {
+        if to == BRIDGE {
+            self.bridge_out(message);
+            return;
+        }
         let Some(peer) = self.peers.get(usize::from(to)) else {
             self.counters.relay_dropped();
             return;
@@ -436,6 +495,47 @@ impl Core {
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.counters.relay_dropped();
             }
+        }
+    }
+
+    /// Encode `message` for another node and hand it to the bridge sink, addressed by the
+    /// track's route.
+    fn bridge_out(&mut self, message: RelayMessage) {
+        let Some(bridge) = &self.bridge else {
+            return;
+        };
+        let to = match &message {
+            RelayMessage::Open(open) => {
+                let room = open.room().clone();
+                self.routes
+                    .insert(open.track(), Route::Origin(room.clone()));
+                Some(BridgeTo::Room(room))
+            }
+            RelayMessage::Media { track, .. }
+            | RelayMessage::Muted { track, .. }
+            | RelayMessage::Close { track }
+            | RelayMessage::Keyframe { track, .. }
+            | RelayMessage::Layers { track, .. }
+            | RelayMessage::Lost { track, .. } => {
+                let to = match self.routes.get(track) {
+                    Some(Route::Origin(room)) => Some(BridgeTo::Room(room.clone())),
+                    Some(Route::From(node)) => Some(BridgeTo::Node(node.clone())),
+                    None => None,
+                };
+                if matches!(message, RelayMessage::Close { .. }) {
+                    self.routes.remove(track);
+                }
+                to
+            }
+        };
+        let Some(to) = to else {
+            self.counters.relay_dropped();
+            return;
+        };
+        let mut frame = Vec::new();
+        manifold_core::relay_wire::encode(&message, &mut frame);
+        if !bridge.send(to, frame) {
+            self.counters.relay_dropped();
         }
     }
 
@@ -688,6 +788,8 @@ mod tests {
                 waker,
             }]
             .into(),
+            bridge_rx: crossbeam_channel::bounded(1).1,
+            bridge: None,
             counters: counters.clone(),
             sink: Arc::new(NoSink),
             stop: Arc::default(),

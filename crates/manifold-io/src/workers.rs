@@ -13,7 +13,11 @@ use crate::config::MediaConfig;
 use crate::handle::{OverloadCounters, SharedCounters, WorkerHandle};
 use crate::socket::MediaSocket;
 use crate::worker::{RELAY_QUEUE, RelayPeer, WAKER, WorkerSetup};
-use crate::{EventSink, IoError};
+use crate::{BridgeSink, EventSink, IoError};
+
+/// Frames from other nodes one worker's bridge inbox holds; more are dropped and counted
+/// (`relay_dropped`).
+pub const MAX_BRIDGE_INBOX: usize = 8192;
 
 /// How long [`MediaWorkers::shutdown`] lets workers remove their participants and say
 /// goodbye before stopping them.
@@ -36,6 +40,16 @@ impl MediaWorkers {
     /// be bound (port in use, address not local) fails the whole start with
     /// [`IoError::Bind`] before any thread runs.
     pub fn start(config: MediaConfig, sink: Arc<dyn EventSink>) -> Result<MediaWorkers, IoError> {
+        Self::start_bridged(config, sink, None)
+    }
+
+    /// [`MediaWorkers::start`], with `bridge` taking what the workers relay to other nodes
+    /// (without one, rooms are this node's alone).
+    pub fn start_bridged(
+        config: MediaConfig,
+        sink: Arc<dyn EventSink>,
+        bridge: Option<Arc<dyn BridgeSink>>,
+    ) -> Result<MediaWorkers, IoError> {
         let plan = config.plan()?;
         let sockets = plan
             .binds
@@ -77,6 +91,7 @@ impl MediaWorkers {
                 .map(|ip| SocketAddr::new(*ip, port))
                 .collect();
             let (tx, rx) = crossbeam_channel::bounded(config.command_queue);
+            let (bridge_tx, bridge_rx) = crossbeam_channel::bounded(MAX_BRIDGE_INBOX);
             let counters = Arc::new(SharedCounters::default());
             let local_addr = socket.local_addr();
             let mut setup = WorkerSetup {
@@ -88,6 +103,8 @@ impl MediaWorkers {
                 commands: rx,
                 relay_rx,
                 peers: peers.clone(),
+                bridge_rx,
+                bridge: bridge.clone(),
                 counters: counters.clone(),
                 sink: sink.clone(),
                 stop: stop.clone(),
@@ -101,7 +118,7 @@ impl MediaWorkers {
             // Any error above drops `workers`, which stops the threads already running.
             workers.threads.push(thread);
             workers.handles.push(WorkerHandle::new(
-                index, local_addr, candidates, tx, waker, counters,
+                index, local_addr, candidates, tx, waker, counters, bridge_tx,
             ));
         }
         tracing::info!(workers = workers.handles.len(), "media workers started");

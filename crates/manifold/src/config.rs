@@ -453,6 +453,8 @@ impl Config {
                 keyframe_request_interval: Duration::from_millis(self.media.keyframe_interval_ms),
                 connect_timeout: Duration::from_secs(self.media.connect_timeout_secs),
                 disconnect_grace: Duration::from_secs(self.media.disconnect_grace_secs),
+                // Track ids of different nodes in one room must differ.
+                track_id_salt: rand::random(),
                 ..Default::default()
             },
             command_queue: self.media.command_queue,
@@ -488,6 +490,7 @@ impl Config {
             reconnect_grace: Duration::from_secs(self.http.reconnect_grace_secs),
             join_timeout: Duration::from_secs(self.limits.join_timeout_secs),
             room_spread_after: self.media.room_spread_after,
+            max_participants_per_room: self.limits.max_participants_per_room,
             ..Default::default()
         }
     }

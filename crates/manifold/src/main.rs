@@ -220,7 +220,8 @@ fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot start the control runtime: {e}"))?;
 
     let (sink, events) = manifold_control::event_channel(config.media.event_queue);
-    let workers = MediaWorkers::start(config.media_config(), sink)
+    let (bridge, bridge_frames) = manifold_control::bridge::channel();
+    let workers = MediaWorkers::start_bridged(config.media_config(), sink, Some(bridge))
         .map_err(|e| format!("cannot start the media workers: {e}"))?;
     let factory = std::sync::Arc::new(RtcFactory::new(
         config.limits.max_body_bytes,
@@ -268,6 +269,7 @@ fn run(config: Config) -> Result<(), String> {
         // Tests and scripts read this line to find the port when listening on port 0.
         println!("manifold: listening on http://{addr}");
         tokio::spawn(state.clone().run_events(events));
+        tokio::spawn(manifold_control::bridge::run(state.clone(), bridge_frames));
         let _ = state.cluster.advertise_url.set(format!("http://{addr}"));
         manifold_control::cluster::register(&state)
             .await

@@ -263,6 +263,45 @@ fn limits_answer_429_and_503() {
     );
 }
 
+#[test]
+fn the_room_limit_counts_the_room_on_every_worker() {
+    // Every session to the least loaded worker: the room spans both, and no worker alone
+    // holds two of its sessions.
+    let server = Server::start(
+        &[],
+        &[
+            ("MANIFOLD_LIMITS__MAX_PARTICIPANTS_PER_ROOM", "2"),
+            ("MANIFOLD_MEDIA__ROOM_SPREAD_AFTER", "0"),
+        ],
+    );
+    let http = Http::new();
+    let (status, _) = post(
+        &http,
+        &server.url("/whip/spread"),
+        "application/sdp",
+        offer(Direction::SendOnly, |c| c),
+    );
+    assert_eq!(status, 201);
+    let (status, _) = post(
+        &http,
+        &server.url("/whep/spread"),
+        "application/sdp",
+        offer(Direction::RecvOnly, |c| c),
+    );
+    assert_eq!(status, 201);
+    expect_error(
+        post(
+            &http,
+            &server.url("/whep/spread"),
+            "application/sdp",
+            offer(Direction::RecvOnly, |c| c),
+        ),
+        429,
+        "limit_reached",
+        "limit",
+    );
+}
+
 const KEY: &str = "test-key-test-key-test-key-test-key!";
 
 fn mint(server_env: &[(&str, &str)], args: &[&str]) -> String {
