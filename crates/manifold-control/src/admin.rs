@@ -1,4 +1,4 @@
-//! The admin API: list rooms and who is in them, kick a participant, close a room. Every
+//! The admin API: list the cluster's rooms and who is in them, kick a participant, close a room. Every
 //! endpoint needs a token with the admin grant (any request, in dev mode). A token limited
 //! to a room acts on that room only: it may kick and close there, and may not list the
 //! rooms of the whole server.
@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use manifold_api::command::Command;
 use manifold_api::{LeaveReason, ParticipantId, RoomName, SessionKind};
+use manifold_cluster::RoomSummary;
 use serde_json::{Value, json};
 
 use crate::auth::Access;
@@ -34,13 +35,57 @@ fn kind_name(kind: SessionKind) -> &'static str {
     }
 }
 
-/// `GET /admin/rooms`: every room with its sessions.
+/// `GET /admin/rooms`: every room of the cluster. Per room: `participants`, this node's
+/// sessions in it (any kind, with worker and tracks); `nodes`, the nodes holding its members
+/// (this one included while it holds sessions there); `members`, its members on every node
+/// as the directory counts them (WHEP players are not members). When the directory cannot
+/// be read, this node's rooms alone, and `directory_error`.
 pub async fn rooms(
     State(state): State<AppState>,
     Query(query): Query<SessionQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     admin(&state, &headers, &query)?.check_every_room()?;
+    let mut rooms = local_rooms(&state);
+    let cluster = &state.cluster;
+    let (across, error) = match cluster.directory.rooms().await {
+        Ok(list) => (list, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let mut across: BTreeMap<String, RoomSummary> = across
+        .into_iter()
+        .map(|r| (r.room.to_string(), r))
+        .collect();
+    let names: std::collections::BTreeSet<String> =
+        rooms.keys().chain(across.keys()).cloned().collect();
+    let list: Vec<Value> = names
+        .into_iter()
+        .map(|room| {
+            let participants = rooms.remove(&room).unwrap_or_default();
+            let (mut nodes, members) = across
+                .remove(&room)
+                .map_or((Vec::new(), 0), |r| (r.nodes, r.members));
+            if !participants.is_empty() && !nodes.contains(&cluster.node) {
+                nodes.push(cluster.node.clone());
+                nodes.sort();
+            }
+            json!({
+                "room": room,
+                "participants": participants,
+                "nodes": nodes,
+                "members": members,
+            })
+        })
+        .collect();
+    let mut body = json!({ "rooms": list });
+    if let Some(e) = error {
+        body["directory_error"] = e.into();
+    }
+    Ok(Json(body).into_response())
+}
+
+/// This node's sessions, by room.
+fn local_rooms(state: &AppState) -> BTreeMap<String, Vec<Value>> {
     let mut rooms: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let sessions = state.sessions();
     let roster = state.roster();
@@ -55,12 +100,7 @@ pub async fn rooms(
             "tracks": info.map(|i| i.tracks.clone()).unwrap_or_default(),
         }));
     }
-    drop(roster);
-    let list: Vec<Value> = rooms
-        .into_iter()
-        .map(|(room, participants)| json!({"room": room, "participants": participants}))
-        .collect();
-    Ok(Json(json!({ "rooms": list })).into_response())
+    rooms
 }
 
 /// `DELETE /admin/rooms/{room}/participants/{id}`: kick.

@@ -30,6 +30,8 @@ pub struct ClusterHandle {
     pub bus: Arc<dyn Bus>,
     /// How often this node refreshes its registration (well inside the registry's TTL).
     pub heartbeat: Duration,
+    /// This node's side of rooms across nodes (`federation.rs`).
+    pub federation: Arc<crate::federation::Federation>,
 }
 
 impl ClusterHandle {
@@ -47,6 +49,7 @@ impl ClusterHandle {
             directory: Arc::new(memory.clone()),
             bus: Arc::new(memory),
             heartbeat,
+            federation: crate::federation::new(),
         }
     }
 
@@ -102,11 +105,15 @@ pub async fn register(state: &AppState) -> Result<(), ClusterError> {
 }
 
 /// Leave the registry at once (graceful shutdown; stop [`heartbeat`] first, or it registers
-/// again).
+/// again), and the directory: members still listed on this node are forgotten (the other
+/// nodes tell their rooms at their next look at the live nodes).
 pub async fn deregister(state: &AppState) {
     let cluster = &state.cluster;
     if let Err(e) = cluster.registry.deregister(cluster.node.clone()).await {
         tracing::warn!(node = %cluster.node, error = %e, "cannot deregister");
+    }
+    if let Err(e) = cluster.directory.forget_node(cluster.node.clone()).await {
+        tracing::warn!(node = %cluster.node, error = %e, "cannot leave the room directory");
     }
 }
 
@@ -121,11 +128,12 @@ pub async fn heartbeat(state: AppState) {
         let info = cluster.info(&state);
         match cluster.registry.heartbeat(info.clone()).await {
             Ok(()) => {}
-            Err(ClusterError::Conflict(_)) => {
-                if let Err(e) = cluster.registry.register(info).await {
-                    tracing::warn!(node = %cluster.node, error = %e, "cannot register again");
-                }
-            }
+            Err(ClusterError::Conflict(_)) => match cluster.registry.register(info).await {
+                // Other nodes may have forgotten this one's members meanwhile, or the
+                // directory lost them: they are written and announced again.
+                Ok(()) => state.republish_members(),
+                Err(e) => tracing::warn!(node = %cluster.node, error = %e, "cannot register again"),
+            },
             Err(e) => tracing::warn!(node = %cluster.node, error = %e, "heartbeat failed"),
         }
     }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bridge;
 pub mod cluster;
 pub mod error;
+pub mod federation;
 pub mod listener;
 pub mod outbox;
 pub mod roster;
@@ -199,6 +200,9 @@ async fn stats(
         // Panics the WebRTC stack raised while negotiating on the control plane (a shard's
         // own contained panics are in `panics`).
         obj.insert("negotiation_panics".into(), state.factory.panics().into());
+        let mut cluster = state.cluster.federation.stats();
+        cluster["bus_dropped"] = state.cluster.bus.dropped().into();
+        obj.insert("cluster".into(), cluster);
         let mut overload = manifold_io::OverloadCounters::default();
         for w in &state.workers {
             overload.merge(&w.overload());

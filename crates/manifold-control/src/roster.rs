@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use manifold_api::protocol::{ParticipantInfo, ServerMessage, Speaker, TrackInfo};
 use manifold_api::{ParticipantId, RoomName, TrackId};
+use manifold_cluster::NodeId;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::outbox::{Key, Outbox, serialize};
@@ -77,11 +78,24 @@ pub struct Member {
     pub may_subscribe: bool,
 }
 
+/// A member of a room whose session is on another node: what the room sees of it, and where
+/// it is. It has no socket here; `federation.rs` keeps these from the directory and the
+/// room's events.
+#[derive(Clone, Debug)]
+pub struct RemoteMember {
+    /// What others see (its metadata stays on its node: `null` here).
+    pub info: ParticipantInfo,
+    /// The node holding its session.
+    pub node: NodeId,
+}
+
 /// All rooms' members.
 #[derive(Debug, Default)]
 pub struct Roster {
     members: HashMap<ParticipantId, Member>,
     rooms: HashMap<RoomName, Vec<ParticipantId>>,
+    /// Per room this node holds, its members on other nodes, in the order they came.
+    remote: HashMap<RoomName, Vec<RemoteMember>>,
     /// Each room's speakers as last reported (rooms where someone speaks only), for members
     /// that join or come back while they speak.
     speakers: HashMap<RoomName, Vec<Speaker>>,
@@ -132,12 +146,95 @@ impl Roster {
         self.members.get_mut(&id)
     }
 
-    /// The announced members of `room` other than `except`, as the protocol shows them.
+    /// The announced members of `room` other than `except`, as the protocol shows them:
+    /// this node's, then those on other nodes.
     pub fn others(&self, room: &RoomName, except: ParticipantId) -> Vec<ParticipantInfo> {
+        let remote = self.remote.get(room).into_iter().flatten();
         self.members_of(room)
             .filter(|m| m.info.id != except && m.announced)
             .map(|m| m.info.clone())
+            .chain(remote.map(|r| r.info.clone()))
             .collect()
+    }
+
+    /// Add or replace `room`'s member on another node. `Some(true)` when it is new,
+    /// `Some(false)` when it replaced the one known; `None` when refused: a local member has
+    /// its id, or the room holds `max` remote members already.
+    pub fn upsert_remote(
+        &mut self,
+        room: &RoomName,
+        member: RemoteMember,
+        max: usize,
+    ) -> Option<bool> {
+        if self.members.contains_key(&member.info.id) {
+            return None;
+        }
+        let list = self.remote.entry(room.clone()).or_default();
+        if let Some(known) = list.iter_mut().find(|r| r.info.id == member.info.id) {
+            *known = member;
+            return Some(false);
+        }
+        if list.len() >= max {
+            return None;
+        }
+        list.push(member);
+        Some(true)
+    }
+
+    /// `room`'s member `id` on another node left; what was known of it.
+    pub fn remove_remote(&mut self, room: &RoomName, id: ParticipantId) -> Option<RemoteMember> {
+        let list = self.remote.get_mut(room)?;
+        let at = list.iter().position(|r| r.info.id == id)?;
+        let gone = list.remove(at);
+        if list.is_empty() {
+            self.remote.remove(room);
+        }
+        Some(gone)
+    }
+
+    /// `room`'s member `id` on another node, mutably.
+    pub fn remote_mut(&mut self, room: &RoomName, id: ParticipantId) -> Option<&mut RemoteMember> {
+        self.remote
+            .get_mut(room)?
+            .iter_mut()
+            .find(|r| r.info.id == id)
+    }
+
+    /// The nodes holding the remote members this roster knows.
+    pub fn remote_nodes(&self) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self
+            .remote
+            .values()
+            .flatten()
+            .map(|r| r.node.clone())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+
+    /// Forget every remote member of `room` (this node holds it no more).
+    pub fn clear_remote(&mut self, room: &RoomName) {
+        self.remote.remove(room);
+    }
+
+    /// Forget the remote members whose node `gone` names; returns them, with their rooms.
+    pub fn remove_remote_where(
+        &mut self,
+        mut gone: impl FnMut(&NodeId) -> bool,
+    ) -> Vec<(RoomName, ParticipantId)> {
+        let mut removed = Vec::new();
+        for (room, list) in self.remote.iter_mut() {
+            list.retain(|r| {
+                let drop = gone(&r.node);
+                if drop {
+                    removed.push((room.clone(), r.info.id));
+                }
+                !drop
+            });
+        }
+        self.remote.retain(|_, list| !list.is_empty());
+        removed
     }
 
     /// Members of a room.
@@ -233,6 +330,53 @@ fn send_to(m: &mut Member, key: Option<Key>, text: Utf8Bytes) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn remote(id: u64, node: &str) -> RemoteMember {
+        RemoteMember {
+            info: ParticipantInfo {
+                id: ParticipantId(id),
+                identity: manifold_api::Identity::parse(&format!("u{id}")).expect("identity"),
+                name: format!("U{id}"),
+                metadata: serde_json::Value::Null,
+                tracks: Vec::new(),
+            },
+            node: NodeId::parse(node).expect("node id"),
+        }
+    }
+
+    #[test]
+    fn remote_members_are_bounded_and_leave_with_their_node() {
+        let mut roster = Roster::default();
+        let (r, s) = (
+            RoomName::parse("r").expect("room"),
+            RoomName::parse("s").expect("room"),
+        );
+        assert_eq!(roster.upsert_remote(&r, remote(1, "b"), 2), Some(true));
+        assert_eq!(roster.upsert_remote(&r, remote(1, "b"), 2), Some(false));
+        assert_eq!(roster.upsert_remote(&r, remote(2, "c"), 2), Some(true));
+        assert_eq!(
+            roster.upsert_remote(&r, remote(3, "c"), 2),
+            None,
+            "over the bound"
+        );
+        assert_eq!(roster.upsert_remote(&s, remote(4, "c"), 2), Some(true));
+        let ids: Vec<u64> = roster
+            .others(&r, ParticipantId(0))
+            .iter()
+            .map(|p| p.id.0)
+            .collect();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(roster.remote_nodes().len(), 2);
+        let mut gone = roster.remove_remote_where(|n| n.as_str() == "c");
+        gone.sort();
+        assert_eq!(
+            gone,
+            vec![(r.clone(), ParticipantId(2)), (s.clone(), ParticipantId(4))]
+        );
+        assert!(roster.remove_remote(&r, ParticipantId(1)).is_some());
+        assert!(roster.others(&r, ParticipantId(0)).is_empty());
+        assert!(roster.remote_nodes().is_empty());
+    }
 
     #[test]
     fn token_bucket_allows_bursts_then_the_rate() {

@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::error::ApiError;
+use crate::federation::LocalChange;
 use crate::listener::ClientAddr;
 use crate::outbox::{Item, Outbox};
 use crate::roster::{Member, TokenBucket};
@@ -940,9 +941,11 @@ impl AppState {
             return false;
         };
         t.muted = muted;
-        let Some(room) = roster.get(me).map(|m| m.room.clone()) else {
+        let Some(m) = roster.get(me) else {
             return false;
         };
+        let room = m.room.clone();
+        self.federate(&room, LocalChange::TrackMuted(&m.info, track, muted));
         roster.broadcast(
             &room,
             None,

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Auth;
 use crate::error::ApiError;
+use crate::federation::LocalChange;
 use crate::listener::{ListenerCounters, ListenerLimits};
 use crate::roster::{Member, Roster, TokenBucket};
 
@@ -308,6 +309,7 @@ impl AppState {
                     let mut roster = self.roster();
                     if let Some(m) = roster.get_mut(participant) {
                         m.info.tracks.retain(|t| t.id != track);
+                        self.federate(&room, LocalChange::TrackUnpublished(&m.info, track));
                     }
                     roster.broadcast(
                         &room,
@@ -452,6 +454,7 @@ impl AppState {
             // Players are invisible to the room.
             _ => return,
         };
+        self.federate(&room, LocalChange::Joined(&info));
         roster.broadcast(
             &room,
             Some(participant),
@@ -472,6 +475,7 @@ impl AppState {
         };
         let request = cid.as_ref().and_then(|c| m.publishing.remove(c));
         m.info.tracks.push(info.clone());
+        self.federate(room, LocalChange::TrackPublished(&m.info, &info));
         if let (Some(cid), Some(id)) = (cid, request) {
             roster.send(
                 participant,
@@ -518,6 +522,7 @@ impl AppState {
             );
         }
         if m.announced {
+            self.federate(&m.room, LocalChange::Left(participant, reason));
             roster.broadcast(
                 &m.room,
                 None,

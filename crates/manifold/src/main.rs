@@ -275,6 +275,7 @@ fn run(config: Config) -> Result<(), String> {
             .await
             .map_err(|e| format!("cluster: {e}"))?;
         let heartbeat = tokio::spawn(manifold_control::cluster::heartbeat(state.clone()));
+        let federation = manifold_control::federation::start(&state);
         let drain_state = state.clone();
         let served = manifold_control::serve(listener, state.clone(), async move {
             shutdown_signal().await;
@@ -285,6 +286,9 @@ fn run(config: Config) -> Result<(), String> {
         // The id is free at once for a node started again.
         heartbeat.abort();
         manifold_control::cluster::deregister(&state).await;
+        for task in &federation {
+            task.abort();
+        }
         served
     });
     tracing::info!("stopping media workers");

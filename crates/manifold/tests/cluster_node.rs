@@ -5,11 +5,14 @@
 //! refused, a killed node leaves the list by itself, and an unreachable Redis stops the
 //! server without its password in any output.
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
+use cluster::Cluster;
 use common::Server;
 use serde_json::Value;
 
@@ -70,10 +73,6 @@ fn an_unusable_node_id_stops_the_server_at_start() {
     assert!(err.contains("cluster.node_id"), "{err}");
 }
 
-/// The cluster tests' `redis-server` and `nats-server` processes.
-#[path = "../../manifold-cluster/tests/common/mod.rs"]
-mod services;
-
 fn node_ids(server: &Server) -> Vec<(String, bool)> {
     let r = reqwest::blocking::Client::new()
         .get(server.url("/admin/nodes"))
@@ -93,20 +92,9 @@ fn node_ids(server: &Server) -> Vec<(String, bool)> {
 
 #[test]
 fn nodes_on_one_redis_list_each_other_refuse_a_duplicate_id_and_lose_a_killed_node() {
-    let redis = services::Server::redis();
-    let nats = services::Server::nats();
-    let (redis_url, nats_url) = (redis.url(), nats.url());
-    let env = |id: &'static str| {
-        [
-            ("MANIFOLD_AUTH__KEY", KEY),
-            ("MANIFOLD_CLUSTER__NODE_ID", id),
-            ("MANIFOLD_CLUSTER__HEARTBEAT_SECS", "1"),
-            ("MANIFOLD_CLUSTER__REDIS_URL", redis_url.as_str()),
-            ("MANIFOLD_CLUSTER__NATS_URL", nats_url.as_str()),
-        ]
-    };
-    let a = Server::start(&[], &env("node-a"));
-    let b = Server::start(&[], &env("node-b"));
+    let cluster = Cluster::start();
+    let a = cluster.node(KEY, "node-a");
+    let b = cluster.node(KEY, "node-b");
     let both = vec![("node-a".to_owned(), true), ("node-b".to_owned(), false)];
     // A node prints its address just before it registers.
     assert!(
@@ -117,7 +105,7 @@ fn nodes_on_one_redis_list_each_other_refuse_a_duplicate_id_and_lose_a_killed_no
 
     let out = Command::new(env!("CARGO_BIN_EXE_manifold"))
         .args(["serve", "--listen", "127.0.0.1:0", "--port-base", "0"])
-        .envs(env("node-a"))
+        .envs(cluster.env(KEY, "node-a"))
         .output()
         .unwrap();
     assert!(!out.status.success(), "a second node-a started");

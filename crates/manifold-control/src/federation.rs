@@ -1,0 +1,732 @@
+//! One room across nodes (signaling and state, not media): this node's members of a room
+//! are kept in the cluster's directory, their changes go out as the room's events on the
+//! bus, and the members of other nodes appear in the roster's remote part, so the room
+//! protocol shows them exactly as local ones. A node that leaves the registry's live set has
+//! its members forgotten and announced as gone.
+//!
+//! Nothing here is awaited on the event loop: [`AppState::federate`] only queues (bounded;
+//! full: dropped and counted), and one task ([`start`]) drains the queue in order, so a
+//! member's record and events reach the directory and the bus in the order they happened.
+//! While this node holds a room (has announced members in it) it follows the room's events:
+//! a task per room reads the directory once, then applies the room's events as they come.
+//! Failures of the directory or the bus are counted and logged at most once per 10 s.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use manifold_api::protocol::{ParticipantInfo, ServerMessage, TrackInfo};
+use manifold_api::{Identity, LeaveReason, ParticipantId, RoomName, TrackId};
+use manifold_cluster::{ClusterError, MAX_RECORD_BYTES, MemberRecord, NodeId, Subscription};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::roster::{RemoteMember, Roster};
+use crate::state::AppState;
+
+/// Updates waiting for the directory or the bus.
+pub const UPDATE_QUEUE: usize = 4096;
+/// A room's events waiting to be applied, per room followed.
+pub const EVENT_QUEUE: usize = 256;
+/// Members of other nodes one room may show here.
+pub const MAX_REMOTE_MEMBERS: usize = 1000;
+/// Tracks one member of another node may show here.
+pub const MAX_REMOTE_TRACKS: usize = 64;
+/// Largest room event read from the bus, as JSON.
+pub const MAX_EVENT_BYTES: usize = MAX_RECORD_BYTES;
+/// At most one warning per this, per kind of trouble.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What travels on `manifold.room.{room}.events`: one change of a room member, from the
+/// node holding its session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoomEventMessage {
+    /// The node that sent it (a node ignores its own).
+    pub origin: NodeId,
+    /// What happened.
+    pub event: RoomEvent,
+}
+
+/// A change of one member (`participant`) of a room, as another node needs it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RoomEvent {
+    /// It joined (or is announced again), with what the room shows of it.
+    ParticipantJoined {
+        participant: ParticipantId,
+        identity: Identity,
+        name: String,
+        tracks: Vec<TrackInfo>,
+    },
+    /// It left, and why.
+    ParticipantLeft {
+        participant: ParticipantId,
+        reason: LeaveReason,
+    },
+    /// It published `track`.
+    TrackPublished {
+        participant: ParticipantId,
+        track: TrackInfo,
+    },
+    /// It stopped publishing `track`.
+    TrackUnpublished {
+        participant: ParticipantId,
+        track: TrackId,
+    },
+    /// It muted or unmuted `track`.
+    TrackMuted {
+        participant: ParticipantId,
+        track: TrackId,
+        muted: bool,
+    },
+}
+
+/// The subject of `room`'s events. A room name may hold `.`, NATS's token separator, so it
+/// goes in as the hex of its bytes: one token, and no two rooms share a subject.
+pub fn events_subject(room: &RoomName) -> String {
+    let hex: String = room.as_str().bytes().map(|b| format!("{b:02x}")).collect();
+    format!("manifold.room.{hex}.events")
+}
+
+/// A change of a local member, as the control plane sees it happen.
+pub(crate) enum LocalChange<'a> {
+    /// It is announced to the room.
+    Joined(&'a ParticipantInfo),
+    /// It left.
+    Left(ParticipantId, LeaveReason),
+    /// It published this track (already in its info).
+    TrackPublished(&'a ParticipantInfo, &'a TrackInfo),
+    /// This track went (already gone from its info).
+    TrackUnpublished(&'a ParticipantInfo, TrackId),
+    /// This track was muted or unmuted (its info says so already).
+    TrackMuted(&'a ParticipantInfo, TrackId, bool),
+}
+
+/// What the queue carries to the task talking to the directory and the bus.
+enum Update {
+    /// This node holds the room now: follow its events.
+    Hold(RoomName),
+    /// This node holds the room no more.
+    Release(RoomName),
+    /// Follow exactly the rooms held (a subscription that failed, a lost update): every
+    /// heartbeat.
+    Heal,
+    Upsert(RoomName, MemberRecord),
+    Remove(RoomName, ParticipantId),
+    Publish(RoomName, RoomEvent),
+}
+
+/// A warning at most once per [`LOG_EVERY`].
+#[derive(Default)]
+struct Throttle(Mutex<Option<Instant>>);
+
+impl Throttle {
+    fn ready(&self) -> bool {
+        let mut last = lock(&self.0);
+        let now = Instant::now();
+        if last.is_some_and(|t| now.saturating_duration_since(t) < LOG_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
+/// This node's side of its rooms across nodes: the queue, the rooms it holds, the counts.
+pub struct Federation {
+    tx: mpsc::Sender<Update>,
+    rx: Mutex<Option<mpsc::Receiver<Update>>>,
+    /// Per room held, its announced local members.
+    held: Mutex<HashMap<RoomName, HashSet<ParticipantId>>>,
+    /// Updates dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Directory or bus operations that failed.
+    pub failed: AtomicU64,
+    /// Room events read from the bus and not applied: malformed, over a bound, or not from
+    /// the member's node.
+    pub ignored: AtomicU64,
+    dropped_log: Throttle,
+    failed_log: Throttle,
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
+        Federation {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            held: Mutex::default(),
+            dropped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            ignored: AtomicU64::new(0),
+            dropped_log: Throttle::default(),
+            failed_log: Throttle::default(),
+        }
+    }
+}
+
+impl Federation {
+    /// The counters, for `/stats`.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::json!({
+            "updates_dropped": self.dropped.load(Ordering::Relaxed),
+            "updates_failed": self.failed.load(Ordering::Relaxed),
+            "events_ignored": self.ignored.load(Ordering::Relaxed),
+        })
+    }
+
+    fn push(&self, update: Update) {
+        if self.tx.try_send(update).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.dropped_log.ready() {
+                tracing::warn!(
+                    dropped = n,
+                    "cluster update queue full: room state not shared with other nodes"
+                );
+            }
+        }
+    }
+
+    fn failed(&self, what: &str, error: &ClusterError) {
+        let n = self.failed.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.failed_log.ready() {
+            tracing::warn!(failed = n, %error, "cluster {what} failed");
+        }
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<RoomName, HashSet<ParticipantId>>> {
+        lock(&self.held)
+    }
+}
+
+/// Start the task draining the update queue and the one watching for dead nodes. Once per
+/// process; a second call starts only the watcher.
+pub fn start(state: &AppState) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if let Some(rx) = lock(&state.cluster.federation.rx).take() {
+        tasks.push(tokio::spawn(drain(state.clone(), rx)));
+    }
+    tasks.push(tokio::spawn(watch_nodes(state.clone())));
+    tasks
+}
+
+impl AppState {
+    /// Share a change of a local member with the cluster: its directory record, the room's
+    /// event, and whether this node holds the room. Queues only; never waits.
+    pub(crate) fn federate(&self, room: &RoomName, change: LocalChange<'_>) {
+        let f = &self.cluster.federation;
+        let record = |info: &ParticipantInfo| MemberRecord {
+            participant: info.id,
+            node: self.cluster.node.clone(),
+            identity: info.identity.clone(),
+            name: info.name.clone(),
+            tracks: info.tracks.clone(),
+        };
+        let publish = |event| f.push(Update::Publish(room.clone(), event));
+        match change {
+            LocalChange::Joined(info) => {
+                let first = {
+                    let mut held = f.held();
+                    let members = held.entry(room.clone()).or_default();
+                    let first = members.is_empty();
+                    if !members.insert(info.id) {
+                        return;
+                    }
+                    first
+                };
+                if first {
+                    f.push(Update::Hold(room.clone()));
+                }
+                f.push(Update::Upsert(room.clone(), record(info)));
+                publish(RoomEvent::ParticipantJoined {
+                    participant: info.id,
+                    identity: info.identity.clone(),
+                    name: info.name.clone(),
+                    tracks: info.tracks.clone(),
+                });
+            }
+            LocalChange::Left(participant, reason) => {
+                let last = {
+                    let mut held = f.held();
+                    let Some(members) = held.get_mut(room) else {
+                        return;
+                    };
+                    if !members.remove(&participant) {
+                        return;
+                    }
+                    let last = members.is_empty();
+                    if last {
+                        held.remove(room);
+                    }
+                    last
+                };
+                f.push(Update::Remove(room.clone(), participant));
+                publish(RoomEvent::ParticipantLeft {
+                    participant,
+                    reason,
+                });
+                if last {
+                    f.push(Update::Release(room.clone()));
+                }
+            }
+            LocalChange::TrackPublished(info, track) if self.is_held(room, info.id) => {
+                f.push(Update::Upsert(room.clone(), record(info)));
+                publish(RoomEvent::TrackPublished {
+                    participant: info.id,
+                    track: track.clone(),
+                });
+            }
+            LocalChange::TrackUnpublished(info, track) if self.is_held(room, info.id) => {
+                f.push(Update::Upsert(room.clone(), record(info)));
+                publish(RoomEvent::TrackUnpublished {
+                    participant: info.id,
+                    track,
+                });
+            }
+            LocalChange::TrackMuted(info, track, muted) if self.is_held(room, info.id) => {
+                f.push(Update::Upsert(room.clone(), record(info)));
+                publish(RoomEvent::TrackMuted {
+                    participant: info.id,
+                    track,
+                    muted,
+                });
+            }
+            // Changes of a member not announced yet reach the cluster with its join.
+            _ => {}
+        }
+    }
+
+    /// Write every announced local member to the directory again and announce it to the
+    /// room's other nodes: after this node's registration lapsed (other nodes forgot its
+    /// members) or the directory lost its data.
+    pub fn republish_members(&self) {
+        let held: Vec<(RoomName, Vec<ParticipantId>)> = self
+            .cluster
+            .federation
+            .held()
+            .iter()
+            .map(|(room, members)| (room.clone(), members.iter().copied().collect()))
+            .collect();
+        let roster = self.roster();
+        let f = &self.cluster.federation;
+        for (room, members) in held {
+            for id in members {
+                let Some(m) = roster.get(id) else { continue };
+                let info = &m.info;
+                f.push(Update::Upsert(
+                    room.clone(),
+                    MemberRecord {
+                        participant: info.id,
+                        node: self.cluster.node.clone(),
+                        identity: info.identity.clone(),
+                        name: info.name.clone(),
+                        tracks: info.tracks.clone(),
+                    },
+                ));
+                f.push(Update::Publish(
+                    room.clone(),
+                    RoomEvent::ParticipantJoined {
+                        participant: info.id,
+                        identity: info.identity.clone(),
+                        name: info.name.clone(),
+                        tracks: info.tracks.clone(),
+                    },
+                ));
+            }
+        }
+    }
+
+    fn is_held(&self, room: &RoomName, id: ParticipantId) -> bool {
+        let held = self.cluster.federation.held();
+        held.get(room).is_some_and(|m| m.contains(&id))
+    }
+
+    /// Apply an event of `room` that node `origin` sent, telling the local members.
+    fn apply_remote(&self, room: &RoomName, origin: &NodeId, event: RoomEvent) {
+        let f = &self.cluster.federation;
+        let mut roster = self.roster();
+        // Only a member's own node speaks for it (a joined event names the node itself).
+        let from_its_node = |roster: &mut Roster, id| {
+            roster
+                .remote_mut(room, id)
+                .is_some_and(|r| &r.node == origin)
+        };
+        match event {
+            RoomEvent::ParticipantJoined {
+                participant,
+                identity,
+                name,
+                tracks,
+            } => {
+                let member = remote_member(participant, origin.clone(), identity, name, tracks);
+                if !show_remote(&mut roster, room, member) {
+                    f.ignored.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            RoomEvent::ParticipantLeft {
+                participant,
+                reason,
+            } => {
+                if from_its_node(&mut roster, participant) {
+                    roster.remove_remote(room, participant);
+                    roster.broadcast(
+                        room,
+                        None,
+                        &ServerMessage::ParticipantLeft {
+                            participant,
+                            reason,
+                        },
+                    );
+                }
+            }
+            RoomEvent::TrackPublished { participant, track } => {
+                let added = from_its_node(&mut roster, participant)
+                    && roster.remote_mut(room, participant).is_some_and(|r| {
+                        let tracks = &mut r.info.tracks;
+                        let fits = tracks.len() < MAX_REMOTE_TRACKS
+                            && tracks.iter().all(|t| t.id != track.id);
+                        if fits {
+                            tracks.push(track.clone());
+                        }
+                        fits
+                    });
+                if added {
+                    roster.broadcast(
+                        room,
+                        None,
+                        &ServerMessage::TrackPublished { participant, track },
+                    );
+                }
+            }
+            RoomEvent::TrackUnpublished { participant, track } => {
+                let removed = from_its_node(&mut roster, participant)
+                    && roster.remote_mut(room, participant).is_some_and(|r| {
+                        let before = r.info.tracks.len();
+                        r.info.tracks.retain(|t| t.id != track);
+                        r.info.tracks.len() != before
+                    });
+                if removed {
+                    roster.broadcast(
+                        room,
+                        None,
+                        &ServerMessage::TrackUnpublished { participant, track },
+                    );
+                }
+            }
+            RoomEvent::TrackMuted {
+                participant,
+                track,
+                muted,
+            } => {
+                let changed = from_its_node(&mut roster, participant)
+                    && roster.remote_mut(room, participant).is_some_and(|r| {
+                        r.info
+                            .tracks
+                            .iter_mut()
+                            .find(|t| t.id == track)
+                            .is_some_and(|t| {
+                                let changed = t.muted != muted;
+                                t.muted = muted;
+                                changed
+                            })
+                    });
+                if changed {
+                    roster.broadcast(
+                        room,
+                        None,
+                        &ServerMessage::TrackMuted {
+                            participant,
+                            track,
+                            muted,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn remote_member(
+    id: ParticipantId,
+    node: NodeId,
+    identity: Identity,
+    name: String,
+    mut tracks: Vec<TrackInfo>,
+) -> RemoteMember {
+    tracks.truncate(MAX_REMOTE_TRACKS);
+    RemoteMember {
+        info: ParticipantInfo {
+            id,
+            identity,
+            name,
+            metadata: serde_json::Value::Null,
+            tracks,
+        },
+        node,
+    }
+}
+
+/// Show `member` of another node in `room`, telling the local members when it is new;
+/// `false` when refused (a local id, or the room's bound).
+fn show_remote(roster: &mut Roster, room: &RoomName, member: RemoteMember) -> bool {
+    let info = member.info.clone();
+    match roster.upsert_remote(room, member, MAX_REMOTE_MEMBERS) {
+        Some(true) => {
+            roster.broadcast(
+                room,
+                None,
+                &ServerMessage::ParticipantJoined { participant: info },
+            );
+            true
+        }
+        Some(false) => true,
+        None => false,
+    }
+}
+
+/// The one task that talks to the directory and the bus for [`AppState::federate`], in the
+/// order of the queue; it also starts and stops following rooms.
+async fn drain(state: AppState, mut rx: mpsc::Receiver<Update>) {
+    let cluster = state.cluster.clone();
+    let f = &cluster.federation;
+    let mut followed: HashMap<RoomName, JoinHandle<()>> = HashMap::new();
+    while let Some(update) = rx.recv().await {
+        match update {
+            // What is held decides, not the update: a room held again before its release
+            // was drained stays followed.
+            Update::Hold(room) => {
+                if f.held().contains_key(&room) {
+                    start_following(&state, &mut followed, room).await;
+                }
+            }
+            Update::Release(room) => {
+                if !f.held().contains_key(&room) {
+                    stop_following(&state, &mut followed, &room);
+                }
+            }
+            Update::Heal => {
+                let held: Vec<RoomName> = f.held().keys().cloned().collect();
+                let stale: Vec<RoomName> = followed
+                    .iter()
+                    .filter(|(room, task)| task.is_finished() || !held.contains(room))
+                    .map(|(room, _)| room.clone())
+                    .collect();
+                for room in stale {
+                    stop_following(&state, &mut followed, &room);
+                }
+                for room in held {
+                    // One failure says the bus is away: the rest wait for the next heal,
+                    // rather than holding up the queue a timeout per room.
+                    if !start_following(&state, &mut followed, room).await {
+                        break;
+                    }
+                }
+            }
+            Update::Upsert(room, record) => {
+                if let Err(e) = cluster.directory.upsert(room, record).await {
+                    f.failed("directory upsert", &e);
+                }
+            }
+            Update::Remove(room, participant) => {
+                if let Err(e) = cluster.directory.remove(room, participant).await {
+                    f.failed("directory remove", &e);
+                }
+            }
+            Update::Publish(room, event) => {
+                let message = RoomEventMessage {
+                    origin: cluster.node.clone(),
+                    event,
+                };
+                let published = match serde_json::to_vec(&message) {
+                    Ok(json) => cluster.bus.publish(events_subject(&room), json).await,
+                    Err(e) => Err(ClusterError::Malformed(e.to_string())),
+                };
+                if let Err(e) = published {
+                    f.failed("room event", &e);
+                }
+            }
+        }
+    }
+}
+
+/// Subscribe to `room`'s events and follow them, unless followed already; `false` when the
+/// bus refused.
+async fn start_following(
+    state: &AppState,
+    followed: &mut HashMap<RoomName, JoinHandle<()>>,
+    room: RoomName,
+) -> bool {
+    if followed.contains_key(&room) {
+        return true;
+    }
+    let cluster = &state.cluster;
+    match cluster
+        .bus
+        .subscribe(events_subject(&room), EVENT_QUEUE)
+        .await
+    {
+        Ok(sub) => {
+            let task = tokio::spawn(follow(state.clone(), room.clone(), sub));
+            followed.insert(room, task);
+            true
+        }
+        Err(e) => {
+            cluster
+                .federation
+                .failed("subscription to a room's events", &e);
+            false
+        }
+    }
+}
+
+/// Stop following `room`; its remote members go unless it is held again.
+fn stop_following(
+    state: &AppState,
+    followed: &mut HashMap<RoomName, JoinHandle<()>>,
+    room: &RoomName,
+) {
+    if let Some(task) = followed.remove(room) {
+        task.abort();
+    }
+    if !state.cluster.federation.held().contains_key(room) {
+        state.roster().clear_remote(room);
+    }
+}
+
+/// Follow `room`'s events while this node holds it: first its members on other nodes as
+/// the directory has them, then every event since the subscription (queued meanwhile), so
+/// nothing that happened after the directory was read is missed.
+async fn follow(state: AppState, room: RoomName, mut sub: Subscription) {
+    let cluster = state.cluster.clone();
+    let f = &cluster.federation;
+    match cluster.directory.members(room.clone()).await {
+        Ok(members) => {
+            let mut roster = state.roster();
+            for m in members.into_iter().filter(|m| m.node != cluster.node) {
+                let member = remote_member(m.participant, m.node, m.identity, m.name, m.tracks);
+                if !show_remote(&mut roster, &room, member) {
+                    f.ignored.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Err(e) => f.failed("directory read of a room", &e),
+    }
+    while let Some(message) = sub.rx.recv().await {
+        let parsed = (message.payload.len() <= MAX_EVENT_BYTES)
+            .then(|| serde_json::from_slice::<RoomEventMessage>(&message.payload).ok())
+            .flatten();
+        match parsed {
+            Some(m) if m.origin == cluster.node => {}
+            Some(m) => state.apply_remote(&room, &m.origin, m.event),
+            None => {
+                f.ignored.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Every heartbeat: nodes that left the registry's live set (since the last look, or holding
+/// members this node shows) are forgotten in the directory, and their members shown here
+/// leave with [`LeaveReason::Timeout`] (their connection to the cluster was lost). Whichever
+/// node forgets a dead node first gets its members back; every node drops the ones it shows.
+async fn watch_nodes(state: AppState) {
+    let cluster = state.cluster.clone();
+    let mut tick = tokio::time::interval(cluster.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: BTreeSet<NodeId> = BTreeSet::new();
+    loop {
+        tick.tick().await;
+        cluster.federation.push(Update::Heal);
+        let live: BTreeSet<NodeId> = match cluster.registry.live().await {
+            Ok(nodes) => nodes.into_iter().map(|n| n.id).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "live nodes unknown; dead nodes checked later");
+                continue;
+            }
+        };
+        // A node that does not see itself live is the one cut off: it judges no other.
+        if !live.contains(&cluster.node) {
+            continue;
+        }
+        let mut gone: BTreeSet<NodeId> = last.difference(&live).cloned().collect();
+        gone.extend(
+            state
+                .roster()
+                .remote_nodes()
+                .into_iter()
+                .filter(|n| !live.contains(n)),
+        );
+        let mut retry = BTreeSet::new();
+        for node in gone {
+            match cluster.directory.forget_node(node.clone()).await {
+                Ok(forgotten) if !forgotten.is_empty() => {
+                    tracing::info!(%node, members = forgotten.len(), "node gone: its members forgotten");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    cluster.federation.failed("forgetting a dead node", &e);
+                    retry.insert(node);
+                }
+            }
+        }
+        let mut roster = state.roster();
+        for (room, participant) in roster.remove_remote_where(|n| !live.contains(n)) {
+            roster.broadcast(
+                &room,
+                None,
+                &ServerMessage::ParticipantLeft {
+                    participant,
+                    reason: LeaveReason::Timeout,
+                },
+            );
+        }
+        drop(roster);
+        last = live;
+        last.extend(retry);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update under these locks is one insert or remove: a panic elsewhere leaves them
+    // consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The federation a [`crate::cluster::ClusterHandle`] starts with.
+pub(crate) fn new() -> Arc<Federation> {
+    Arc::new(Federation::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_make_one_token_and_distinct_subjects() {
+        let a = RoomName::parse("a.b").expect("room");
+        let b = RoomName::parse("a-b").expect("room");
+        assert_eq!(events_subject(&a), "manifold.room.612e62.events");
+        assert_ne!(events_subject(&a), events_subject(&b));
+        let longest = RoomName::parse(&"z".repeat(RoomName::MAX_LEN)).expect("room");
+        assert!(events_subject(&longest).len() <= manifold_cluster::MAX_SUBJECT_BYTES);
+    }
+
+    #[test]
+    fn room_events_are_tagged_json() {
+        let m = RoomEventMessage {
+            origin: NodeId::parse("node-a").expect("node"),
+            event: RoomEvent::ParticipantLeft {
+                participant: ParticipantId(1),
+                reason: LeaveReason::Timeout,
+            },
+        };
+        let json = serde_json::to_value(&m).expect("json");
+        assert_eq!(json["origin"], "node-a");
+        assert_eq!(json["event"]["type"], "participant_left");
+        assert_eq!(json["event"]["reason"], "timeout");
+        let back: RoomEventMessage = serde_json::from_value(json).expect("parse");
+        assert_eq!(back, m);
+    }
+}

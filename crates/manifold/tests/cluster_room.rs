@@ -1,0 +1,145 @@
+//! One room across two nodes (signaling and state; media between nodes is not relayed
+//! here): two real nodes on one real Redis and NATS of the test's own. Room-protocol clients
+//! on either node see each other join, publish and leave, `/admin/rooms` on either node
+//! lists the room with both nodes, and when a node is killed its members leave the directory
+//! and the other node's clients are told they left.
+
+#[path = "common/cluster.rs"]
+mod cluster;
+mod common;
+
+use std::time::Duration;
+
+use cluster::Cluster;
+use common::room::{RoomClient, State};
+use common::{Server, rt, ws_url};
+use serde_json::{Value, json};
+
+const KEY: &str = "cluster-test-key-cluster-test-key-!!";
+/// Generous: no test here asserts how fast anything is.
+const WAIT: Duration = Duration::from_secs(30);
+/// A `.` in the name, NATS's token separator: room names are encoded in subjects.
+const ROOM: &str = "team.x";
+
+fn join_token(who: &str) -> String {
+    common::token(KEY, who, Some(ROOM), &["publish", "subscribe"])
+}
+
+async fn join(server: &Server, who: &str) -> RoomClient {
+    let c = RoomClient::join(
+        &ws_url(server),
+        ROOM,
+        who,
+        json!({"token": join_token(who)}),
+    )
+    .await;
+    c.wait(&format!("{who} joined"), WAIT, |s| s.participant.is_some())
+        .await;
+    c
+}
+
+fn sees(id: &str) -> impl Fn(&State) -> bool + '_ {
+    move |s| s.participants.contains_key(id)
+}
+
+fn left<'a>(id: &'a str, reason: &'static str) -> impl Fn(&State) -> bool + 'a {
+    move |s| {
+        !s.participants.contains_key(id)
+            && s.messages.iter().any(|m| {
+                m["type"] == "participant_left" && m["participant"] == id && m["reason"] == reason
+            })
+    }
+}
+
+/// `ROOM` as `/admin/rooms` on `server` lists it: (its nodes, its member count).
+async fn listed(server: &Server) -> Option<(Vec<String>, u64)> {
+    let body: Value = reqwest::Client::new()
+        .get(server.url("/admin/rooms"))
+        .bearer_auth(common::token(KEY, "ops", None, &["admin"]))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let room = body["rooms"]
+        .as_array()?
+        .iter()
+        .find(|r| r["room"] == ROOM)?;
+    let nodes = room["nodes"]
+        .as_array()?
+        .iter()
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect();
+    Some((nodes, room["members"].as_u64()?))
+}
+
+/// Wait until `/admin/rooms` on `server` lists `ROOM` on `nodes` with `members`.
+async fn until_listed(server: &Server, nodes: &[&str], members: u64) {
+    let want = Some((nodes.iter().map(|s| (*s).to_owned()).collect(), members));
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let now = listed(server).await;
+        if now == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} lists {ROOM} as {now:?}, not {want:?}",
+            server.base
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn a_room_across_two_nodes_is_one_room() {
+    let cluster = Cluster::start();
+    let a = cluster.node(KEY, "node-a");
+    let b = cluster.node(KEY, "node-b");
+    rt().block_on(async {
+        // Ann on node A, then Ben on node B: Ben finds Ann in `joined` (or just after),
+        // Ann is told Ben joined.
+        let ann = join(&a, "ann").await;
+        let ben = join(&b, "ben").await;
+        let (ann_id, ben_id) = (ann.id(), ben.id());
+        ben.wait("ben sees ann on the other node", WAIT, sees(&ann_id))
+            .await;
+        ann.wait("ann sees ben on the other node", WAIT, sees(&ben_id))
+            .await;
+        let info = ann.with(|s| s.participants[&ben_id].clone());
+        assert_eq!(info["identity"], "ben", "{info}");
+
+        // A track published on B is announced on A.
+        ben.publish("cam", "video", "camera");
+        ann.wait("ann sees ben's track", WAIT, |s| {
+            s.tracks.values().any(|(owner, _)| *owner == ben_id)
+        })
+        .await;
+
+        // Either node lists the room with both nodes and both members.
+        for server in [&a, &b] {
+            until_listed(server, &["node-a", "node-b"], 2).await;
+        }
+
+        // Ben leaves: Ann is told.
+        ben.send(json!({"v": 1, "type": "leave", "id": "bye"}));
+        ann.wait("ann sees ben leave", WAIT, left(&ben_id, "requested"))
+            .await;
+        ben.shutdown().await;
+        until_listed(&a, &["node-a"], 1).await;
+
+        // Cat on node B, which is then killed (SIGKILL: no goodbye): once its
+        // registration has expired, Cat is gone from the directory and Ann is told.
+        let cat = join(&b, "cat").await;
+        let cat_id = cat.id();
+        ann.wait("ann sees cat", WAIT, sees(&cat_id)).await;
+        until_listed(&a, &["node-a", "node-b"], 2).await;
+        drop(b);
+        ann.wait("ann sees cat's node die", WAIT, left(&cat_id, "timeout"))
+            .await;
+        until_listed(&a, &["node-a"], 1).await;
+        cat.shutdown().await;
+        ann.shutdown().await;
+    });
+}
