@@ -597,7 +597,8 @@ fn stop_following(
 
 /// Follow `room`'s events while this node holds it: first its members on other nodes as
 /// the directory has them, then every event since the subscription (queued meanwhile), so
-/// nothing that happened after the directory was read is missed.
+/// nothing that happened after the directory was read is missed. Ends when the directory
+/// cannot be read.
 async fn follow(state: AppState, room: RoomName, mut sub: Subscription) {
     let cluster = state.cluster.clone();
     let f = &cluster.federation;
@@ -611,7 +612,11 @@ async fn follow(state: AppState, room: RoomName, mut sub: Subscription) {
                 }
             }
         }
-        Err(e) => f.failed("directory read of a room", &e),
+        Err(e) => {
+            // Ended (unsubscribing): the next heal follows the room again, reading afresh.
+            f.failed("directory read of a room", &e);
+            return;
+        }
     }
     while let Some(message) = sub.rx.recv().await {
         let parsed = (message.payload.len() <= MAX_EVENT_BYTES)

@@ -285,10 +285,12 @@ fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("http server: {e}"));
         // The id is free at once for a node started again.
         heartbeat.abort();
-        manifold_control::cluster::deregister(&state).await;
+        // Stopped before the directory forgets this node, so that no late update of
+        // theirs writes it back.
         for task in &federation {
             task.abort();
         }
+        manifold_control::cluster::deregister(&state).await;
         served
     });
     tracing::info!("stopping media workers");

@@ -1,6 +1,6 @@
 //! One room across two nodes (signaling and state; media between nodes is not relayed
 //! here): two real nodes on one real Redis and NATS of the test's own. Room-protocol clients
-//! on either node see each other join, publish and leave, `/admin/rooms` on either node
+//! on either node see each other join, publish, mute, unpublish and leave, `/admin/rooms` on either node
 //! lists the room with both nodes, and when a node is killed its members leave the directory
 //! and the other node's clients are told they left.
 
@@ -110,12 +110,47 @@ fn a_room_across_two_nodes_is_one_room() {
         let info = ann.with(|s| s.participants[&ben_id].clone());
         assert_eq!(info["identity"], "ben", "{info}");
 
-        // A track published on B is announced on A.
+        // A track published on B is announced on A, and so are its mute and its end.
         ben.publish("cam", "video", "camera");
-        ann.wait("ann sees ben's track", WAIT, |s| {
-            s.tracks.values().any(|(owner, _)| *owner == ben_id)
+        ben.wait("ben's camera is published", WAIT, |s| {
+            s.published.contains_key("cam")
         })
         .await;
+        let cam = ben.with(|s| s.published["cam"].clone());
+        ann.wait("ann sees ben's track", WAIT, |s| {
+            s.tracks
+                .get(&cam)
+                .is_some_and(|(owner, _)| *owner == ben_id)
+        })
+        .await;
+        ben.send(json!({"v": 1, "type": "mute", "id": "m", "track": cam, "muted": true}));
+        ann.wait("ann sees ben's camera muted", WAIT, |s| {
+            s.tracks.get(&cam).is_some_and(|(_, t)| t["muted"] == true)
+        })
+        .await;
+        ben.send(json!({"v": 1, "type": "unpublish", "id": "u", "track": cam}));
+        ann.wait("ann sees ben's camera go", WAIT, |s| {
+            !s.tracks.contains_key(&cam)
+        })
+        .await;
+        // Someone joining A now finds Ben in `joined`, with no track.
+        let dan = join(&a, "dan").await;
+        let listed_ben = dan.with(|s| {
+            s.messages
+                .iter()
+                .find(|m| m["type"] == "joined")
+                .and_then(|m| m["participants"].as_array().cloned())
+                .unwrap_or_default()
+                .into_iter()
+                .find(|p| p["id"] == ben_id.as_str())
+        });
+        let listed_ben = listed_ben.expect("ben is in dan's joined");
+        assert_eq!(listed_ben["tracks"], json!([]), "{listed_ben}");
+        let dan_id = dan.id();
+        dan.send(json!({"v": 1, "type": "leave", "id": "bye"}));
+        ben.wait("ben sees dan leave", WAIT, left(&dan_id, "requested"))
+            .await;
+        dan.shutdown().await;
 
         // Either node lists the room with both nodes and both members.
         for server in [&a, &b] {
