@@ -45,6 +45,10 @@ pub enum ApiError {
     /// 500: a bug or an internal failure.
     #[error("{0}")]
     Internal(String),
+    /// 307: this node takes no new session now (draining, or full); another node does, at
+    /// this URL (`Location`).
+    #[error("this node takes no new sessions now; try {0}")]
+    Redirect(String),
 }
 
 #[derive(Serialize)]
@@ -72,6 +76,7 @@ impl ApiError {
             ApiError::LimitReached(_) => (StatusCode::TOO_MANY_REQUESTS, "limit_reached"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Redirect(_) => (StatusCode::TEMPORARY_REDIRECT, "redirect"),
         }
     }
 }
@@ -87,6 +92,13 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let ApiError::Redirect(url) = &self
+            && let Ok(v) = axum::http::HeaderValue::from_str(url)
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::LOCATION, v);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

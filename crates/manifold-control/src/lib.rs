@@ -11,6 +11,7 @@ pub mod error;
 pub mod federation;
 pub mod listener;
 pub mod outbox;
+pub mod placement;
 pub mod roster;
 pub mod rtc;
 pub mod sessions;

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
+use axum::extract::OriginalUri;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +36,7 @@ pub struct SessionQuery {
 pub async fn whip_post(
     State(state): State<AppState>,
     from: ClientAddr,
+    uri: OriginalUri,
     Path(room): Path<String>,
     Query(query): Query<SessionQuery>,
     headers: HeaderMap,
@@ -43,6 +45,7 @@ pub async fn whip_post(
     create(
         state,
         from,
+        &uri,
         SessionKind::Whip,
         room,
         None,
@@ -57,6 +60,7 @@ pub async fn whip_post(
 pub async fn whep_post(
     State(state): State<AppState>,
     from: ClientAddr,
+    uri: OriginalUri,
     Path(room): Path<String>,
     Query(query): Query<SessionQuery>,
     headers: HeaderMap,
@@ -65,6 +69,7 @@ pub async fn whep_post(
     create(
         state,
         from,
+        &uri,
         SessionKind::Whep,
         room,
         Some(Source::RoomCurrent),
@@ -80,6 +85,7 @@ pub async fn whep_post(
 pub async fn whep_post_named(
     State(state): State<AppState>,
     from: ClientAddr,
+    uri: OriginalUri,
     Path((room, participant)): Path<(String, String)>,
     Query(query): Query<SessionQuery>,
     headers: HeaderMap,
@@ -90,6 +96,7 @@ pub async fn whep_post_named(
     create(
         state,
         from,
+        &uri,
         SessionKind::Whep,
         room,
         Some(Source::Identity(who)),
@@ -104,6 +111,7 @@ pub async fn whep_post_named(
 async fn create(
     state: AppState,
     from: ClientAddr,
+    uri: &OriginalUri,
     kind: SessionKind,
     room: String,
     source: Option<Source>,
@@ -115,6 +123,10 @@ async fn create(
         RoomName::parse(&room).map_err(|e| ApiError::BadRequest(format!("room name {e}")))?;
     require_content_type(&headers, SDP)?;
     let access = authorize(&state, &headers, query.access_token.as_deref(), &room, kind)?;
+    if let Some(url) = crate::placement::elsewhere(&state).await {
+        let path = uri.0.path_and_query().map_or("", |p| p.as_str());
+        return Err(ApiError::Redirect(format!("{url}{path}")));
+    }
     state.admit_session(from)?;
     let offer = read_body(&headers, body, state.config.max_body_bytes).await?;
     let offer = String::from_utf8(offer.to_vec())

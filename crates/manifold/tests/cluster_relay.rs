@@ -68,3 +68,81 @@ fn a_whep_player_on_one_node_plays_a_publisher_on_another() {
     );
     assert_eq!(n(&sb, "rtp_in"), 0, "nobody publishes on B");
 }
+
+#[test]
+fn a_draining_node_sends_new_sessions_to_another_node() {
+    let redis = services::Server::redis();
+    let nats = services::Server::nats();
+    let (redis_url, nats_url) = (redis.url(), nats.url());
+    let env = |id: &'static str| {
+        [
+            ("MANIFOLD_CLUSTER__NODE_ID", id),
+            ("MANIFOLD_CLUSTER__HEARTBEAT_SECS", "1"),
+            ("MANIFOLD_CLUSTER__REDIS_URL", redis_url.as_str()),
+            ("MANIFOLD_CLUSTER__NATS_URL", nats_url.as_str()),
+            ("MANIFOLD_HTTP__DRAIN_TIMEOUT_SECS", "20"),
+        ]
+    };
+    let a = Server::start(&[], &env("node-a"));
+    let b = Server::start(&[], &env("node-b"));
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let offer = || {
+        common::str0m_offer(
+            &[(
+                str0m::media::MediaKind::Audio,
+                str0m::media::Direction::SendOnly,
+            )],
+            |c| c,
+        )
+    };
+    let post = |url: String| {
+        http.post(url)
+            .header("content-type", "application/sdp")
+            .body(offer())
+            .send()
+            .unwrap()
+    };
+    // A session keeps node A draining (it waits for its sessions before it stops).
+    assert_eq!(
+        post(a.url("/whip/stays?identity=early")).status().as_u16(),
+        201
+    );
+    // Both nodes know each other before A drains.
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        let nodes: serde_json::Value = http
+            .get(a.url("/admin/nodes"))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or_default();
+        nodes["nodes"].as_array().is_some_and(|n| n.len() == 2)
+    }));
+    a.terminate();
+    let mut redirected = None;
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            let r = post(a.url("/whip/later?identity=late"));
+            if r.status().as_u16() == 307 {
+                redirected = r
+                    .headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    .map(str::to_owned);
+                true
+            } else {
+                false
+            }
+        }),
+        "node A never redirected"
+    );
+    let location = redirected.expect("a Location");
+    assert_eq!(
+        location,
+        b.url("/whip/later?identity=late"),
+        "to node B, same path and query"
+    );
+    // The redirect is to a node that takes the session.
+    assert_eq!(post(location).status().as_u16(), 201);
+}

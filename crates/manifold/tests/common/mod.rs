@@ -76,6 +76,15 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
+    /// Ask the server to stop, as an operator's SIGTERM does (it drains first).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+    }
+
     /// GET /stats as JSON.
     pub fn stats(&self, token: Option<&str>) -> serde_json::Value {
         let client = reqwest::blocking::Client::new();
