@@ -708,6 +708,196 @@ pub(crate) fn new() -> Arc<Federation> {
 mod tests {
     use super::*;
 
+    use std::net::SocketAddr;
+    use std::sync::OnceLock;
+
+    use manifold_api::command::{NegotiatedSession, Negotiator};
+    use manifold_api::negotiation::NegotiateError;
+    use manifold_api::protocol::TrackSource;
+    use manifold_api::{MediaKind, SessionKind};
+    use manifold_cluster::memory::MemoryCluster;
+    use serde_json::Value;
+
+    use crate::cluster::ClusterHandle;
+    use crate::outbox::{Item, Outbox, OutboxLimits};
+    use crate::roster::{Member, TokenBucket};
+    use crate::{Auth, ControlConfig};
+
+    /// Sessions never get as far as media here.
+    struct NoMedia;
+
+    impl Negotiator for NoMedia {
+        fn accept(
+            &self,
+            _: SessionKind,
+            _: &str,
+            _: &[SocketAddr],
+            _: Instant,
+        ) -> Result<NegotiatedSession, NegotiateError> {
+            Err(NegotiateError::Rejected("no media in this test".into()))
+        }
+
+        fn offer(&self, _: &[SocketAddr], _: Instant) -> Result<NegotiatedSession, NegotiateError> {
+            Err(NegotiateError::Rejected("no media in this test".into()))
+        }
+
+        fn panics(&self) -> u64 {
+            0
+        }
+    }
+
+    const BEAT: Duration = Duration::from_millis(50);
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// Node `id` of the in-memory cluster `shared`, running: registered, heartbeat, tasks.
+    async fn node(id: &str, shared: &MemoryCluster) -> (AppState, Vec<JoinHandle<()>>) {
+        let memory = shared.peer();
+        let cluster = ClusterHandle {
+            node: NodeId::parse(id).expect("node id"),
+            advertise_url: Arc::new(OnceLock::new()),
+            registry: Arc::new(memory.clone()),
+            directory: Arc::new(memory.clone()),
+            bus: Arc::new(memory),
+            heartbeat: BEAT,
+            federation: new(),
+        };
+        let auth = Auth::new(None).expect("dev auth");
+        let config = ControlConfig::default();
+        let state = AppState::new(config, Vec::new(), Arc::new(NoMedia), auth, cluster);
+        crate::cluster::register(&state).await.expect("register");
+        let mut tasks = start(&state);
+        tasks.push(tokio::spawn(crate::cluster::heartbeat(state.clone())));
+        (state, tasks)
+    }
+
+    fn info(id: u64) -> ParticipantInfo {
+        ParticipantInfo {
+            id: ParticipantId(id),
+            identity: Identity::parse(&format!("user{id}")).expect("identity"),
+            name: format!("User {id}"),
+            metadata: serde_json::Value::Null,
+            tracks: Vec::new(),
+        }
+    }
+
+    /// Member `id` of `room` joins on `state` (as `member_joined` announces one); its socket's
+    /// queue.
+    fn join(state: &AppState, room: &RoomName, id: u64) -> Arc<Outbox> {
+        let tx = Arc::new(Outbox::new(OutboxLimits::default()));
+        let now = Instant::now();
+        let info = info(id);
+        let mut roster = state.roster();
+        roster.insert(Member {
+            info: info.clone(),
+            room: room.clone(),
+            worker: 0,
+            tx: Some(tx.clone()),
+            generation: 1,
+            resume_token: String::new(),
+            protocol: true,
+            chat: TokenBucket::new(1.0, 1.0, now),
+            updates: TokenBucket::new(1.0, 1.0, now),
+            publishing: Default::default(),
+            announced: true,
+            may_publish: true,
+            may_subscribe: true,
+        });
+        state.federate(room, LocalChange::Joined(&info));
+        tx
+    }
+
+    /// Read `tx` until a message of `kind` about participant `id` arrives; what it says.
+    async fn told(tx: &Outbox, kind: &str, id: u64) -> Value {
+        let id = ParticipantId(id).to_string();
+        let read = async {
+            while let Some(Item::Text(t)) = tx.next().await {
+                let m: Value = serde_json::from_str(t.as_str()).expect("json");
+                let about = m["participant"]["id"]
+                    .as_str()
+                    .or(m["participant"].as_str());
+                if m["type"] == kind && about == Some(id.as_str()) {
+                    return m;
+                }
+            }
+            panic!("the socket closed");
+        };
+        tokio::time::timeout(WAIT, read)
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} about {id} within {WAIT:?}"))
+    }
+
+    fn others(state: &AppState, room: &RoomName) -> Vec<u64> {
+        let others = state.roster().others(room, ParticipantId(0));
+        others.iter().map(|p| p.id.0).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_share_a_room_and_lose_a_dead_ones_members() {
+        let shared = MemoryCluster::new(BEAT * 3);
+        let (a, _a_tasks) = node("a", &shared).await;
+        let (b, b_tasks) = node("b", &shared).await;
+        let room = RoomName::parse("r.1").expect("room");
+
+        let ann = join(&a, &room, 1);
+        let ben = join(&b, &room, 2);
+        told(&ann, "participant_joined", 2).await;
+        told(&ben, "participant_joined", 1).await;
+        assert_eq!(others(&a, &room), [1, 2]);
+        assert_eq!(others(&b, &room), [2, 1]);
+
+        // Ben publishes, mutes, unpublishes: Ann is told each.
+        let track = TrackInfo {
+            id: TrackId(7),
+            kind: MediaKind::Audio,
+            source: TrackSource::Microphone,
+            name: String::new(),
+            muted: false,
+        };
+        let mut with_track = info(2);
+        with_track.tracks.push(track.clone());
+        b.federate(&room, LocalChange::TrackPublished(&with_track, &track));
+        let m = told(&ann, "track_published", 2).await;
+        assert_eq!(m["track"]["id"], TrackId(7).to_string());
+        with_track.tracks[0].muted = true;
+        b.federate(
+            &room,
+            LocalChange::TrackMuted(&with_track, TrackId(7), true),
+        );
+        let m = told(&ann, "track_muted", 2).await;
+        assert_eq!(m["muted"], true);
+        b.federate(&room, LocalChange::TrackUnpublished(&info(2), TrackId(7)));
+        told(&ann, "track_unpublished", 2).await;
+
+        // Ben leaves; Cal joins on b, whose node then dies (its tasks stop, no goodbye).
+        b.roster().remove(ParticipantId(2));
+        b.federate(
+            &room,
+            LocalChange::Left(ParticipantId(2), LeaveReason::Requested),
+        );
+        let m = told(&ann, "participant_left", 2).await;
+        assert_eq!(m["reason"], "requested");
+        let _cal = join(&b, &room, 3);
+        told(&ann, "participant_joined", 3).await;
+        for task in &b_tasks {
+            task.abort();
+        }
+        let m = told(&ann, "participant_left", 3).await;
+        assert_eq!(m["reason"], "timeout");
+        assert_eq!(others(&a, &room), [1]);
+        let left = a
+            .cluster
+            .directory
+            .members(room.clone())
+            .await
+            .expect("members");
+        assert_eq!(
+            left.iter().map(|m| m.participant.0).collect::<Vec<_>>(),
+            [1]
+        );
+        assert_eq!(a.cluster.federation.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(a.cluster.federation.ignored.load(Ordering::Relaxed), 0);
+    }
+
     #[test]
     fn room_names_make_one_token_and_distinct_subjects() {
         let a = RoomName::parse("a.b").expect("room");
