@@ -259,3 +259,65 @@ fn a_shard_leaving_the_room_lets_go_of_its_relayed_tracks() {
         "nothing is relayed to it any more"
     );
 }
+
+/// Shards 0 and 1 as the only workers of two nodes: each one's room includes itself and the
+/// bridge, and what crosses is encoded and decoded as on the bus.
+fn two_nodes(seed: u64) -> Harness {
+    let mut h = Harness::with_shards(config(), seed, 2);
+    h.bridge(0, 1);
+    let bridge = 1u64 << manifold_core::BRIDGE;
+    h.span_room_on(0, "room", 0b01 | bridge);
+    h.span_room_on(1, "room", 0b10 | bridge);
+    h
+}
+
+#[test]
+fn players_on_another_node_receive_the_publisher_through_the_bridge() {
+    let mut h = two_nodes(17);
+    let publisher = h.add(ClientSpec::publisher("alice", "room"));
+    h.on_shard(1);
+    let players: Vec<usize> = (0..2)
+        .map(|i| {
+            h.add(ClientSpec::subscriber(
+                &format!("viewer{i}"),
+                "room",
+                Source::Identity(manifold_api::Identity::parse("alice").unwrap()),
+            ))
+        })
+        .collect();
+    let all: Vec<usize> = std::iter::once(publisher)
+        .chain(players.iter().copied())
+        .collect();
+    h.connect(&all, Duration::from_secs(5));
+    h.run_for(Duration::from_secs(1));
+    // Every 20th packet is lost on the way between the nodes.
+    h.drop_relay_media(20);
+    h.run_for(Duration::from_secs(5));
+    h.drop_relay_media(0);
+    h.run_for(Duration::from_secs(1));
+
+    let origin = h.shards[0].stats();
+    let far = h.shards[1].stats();
+    assert_eq!(far.relayed_tracks, 2, "{far:?}");
+    assert!(
+        far.relay_lost > 0 && origin.relay_resent > 0,
+        "{far:?} {origin:?}"
+    );
+    println!(
+        "bridge: {} media packets, {} dropped, {} bytes crossed",
+        h.relays.media, h.relays.dropped, h.relays.bridged_bytes
+    );
+    for &s in &players {
+        let c = &h.clients[s];
+        let video = check_stream(c, MediaKind::Video);
+        assert!(
+            video.seqs.len() > 400,
+            "{}: {}",
+            c.identity,
+            video.seqs.len()
+        );
+        assert_eq!(video.holes, 0, "{}: repaired across the bridge", c.identity);
+        assert!(!c.received_of(MediaKind::Audio).is_empty());
+        assert!(c.received_of(MediaKind::Video)[0].is_keyframe_start());
+    }
+}

@@ -43,8 +43,8 @@ use manifold_core::str0m::rtp::{
 use manifold_core::str0m::{Candidate, Event, Input as RtcInput, Output as RtcOutput};
 use manifold_core::str0m::{Rtc, RtcConfig};
 use manifold_core::{
-    Command, Input, NegotiateError, NewSession, Output, RelayMessage, RtcFactory, Shard,
-    ShardConfig,
+    BRIDGE, Command, Input, NegotiateError, NewSession, Output, RelayMessage, RtcFactory, Shard,
+    ShardConfig, relay_wire,
 };
 
 /// Shard 0's announced address: its clients send to it, its transmits come from it. Shard
@@ -623,6 +623,8 @@ pub struct RelayStats {
     pub dropped: u64,
     /// Other messages (open, close, keyframe and layer requests, loss reports).
     pub other: u64,
+    /// Bytes that crossed between "nodes" ([`Harness::bridge`]).
+    pub bridged_bytes: u64,
 }
 
 /// The harness.
@@ -638,6 +640,9 @@ pub struct Harness {
     relay_queue: VecDeque<(u16, u16, RelayMessage)>,
     /// Drop every n-th relayed media packet (0: none), as an overflowing queue would.
     drop_relay_every: u64,
+    /// Pairs of shards standing for two nodes: what one relays to the bridge reaches the
+    /// other, encoded and decoded as on the bus.
+    bridged: Vec<(usize, usize)>,
     pub relays: RelayStats,
     pub factory: RtcFactory,
     pub clients: Vec<Client>,
@@ -693,6 +698,7 @@ impl Harness {
             target_shard: 0,
             relay_queue: VecDeque::new(),
             drop_relay_every: 0,
+            bridged: Vec::new(),
             relays: RelayStats::default(),
             factory: RtcFactory::new(DEFAULT_MAX_SDP_BYTES, epoch),
             clients: Vec::new(),
@@ -976,6 +982,23 @@ impl Harness {
                 },
             );
         }
+    }
+
+    /// Make shards `a` and `b` two nodes' only workers: their bridge reaches the other.
+    /// (Tell each with [`Harness::span_room_on`] that its room includes the bridge.)
+    pub fn bridge(&mut self, a: usize, b: usize) {
+        self.bridged.push((a, b));
+    }
+
+    /// Tell shard `i` alone which shards hold `room` (bit per shard; bit 63: the bridge).
+    pub fn span_room_on(&mut self, i: usize, room: &str, mask: u64) {
+        self.command_to(
+            i,
+            Command::RoomShards {
+                room: RoomName::parse(room).expect("room"),
+                shards: mask,
+            },
+        );
     }
 
     /// Drop every `n`-th media packet relayed between shards (0: none).
@@ -1340,6 +1363,23 @@ impl Harness {
                         }
                     } else {
                         self.relays.other += 1;
+                    }
+                    if to == BRIDGE {
+                        // Another node: the message crosses as bytes, as on the bus.
+                        let Some(other) = self
+                            .bridged
+                            .iter()
+                            .find_map(|&(a, b)| (a == i).then_some(b).or((b == i).then_some(a)))
+                        else {
+                            continue;
+                        };
+                        let mut frame = Vec::new();
+                        relay_wire::encode(&message, &mut frame);
+                        self.relays.bridged_bytes += frame.len() as u64;
+                        let message =
+                            relay_wire::decode(&frame, self.now).expect("what is encoded decodes");
+                        self.relay_queue.push_back((BRIDGE, other as u16, message));
+                        continue;
                     }
                     self.relay_queue.push_back((i as u16, to, message));
                 }
