@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod chart;
+mod cluster;
 mod proc;
 mod server;
 mod simulcast;
@@ -31,8 +32,9 @@ struct Args {
     /// The `manifold` binary (server and loadgen).
     #[arg(long)]
     manifold: PathBuf,
-    /// Scenarios to run: a, b, c, d (d: simulcast to capped downlinks, Manifold only).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
+    /// Scenarios to run: a, b, c, d, e (d: simulcast to capped downlinks; e: one room across
+    /// two nodes over NATS; both Manifold only).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e")]
     scenarios: Vec<String>,
     /// Servers to compare: manifold, janus.
     #[arg(long, value_delimiter = ',', default_value = "manifold,janus")]
@@ -49,7 +51,7 @@ struct Args {
     /// A few seconds of scenario (a) at a tiny load, Manifold only, checked for sanity.
     #[arg(long)]
     smoke: bool,
-    /// Largest N of scenario (a).
+    /// Largest N of scenarios (a) and (e).
     #[arg(long, default_value_t = 300)]
     max_subscribers: usize,
     /// The Janus binary.
@@ -272,6 +274,13 @@ fn main() -> ExitCode {
             eprintln!("== scenario d runs against Manifold only (simulcast over WHIP)");
         }
     }
+    if !args.smoke && args.scenarios.iter().any(|s| s == cluster::ID) {
+        if servers.iter().any(|s| s == "manifold") {
+            all_ok &= run_cluster(&args, &mut summary);
+        } else {
+            eprintln!("== scenario e runs against Manifold only (its relay between nodes)");
+        }
+    }
     // The summary covers every scenario whose table is in the results folder, so running
     // one scenario again keeps the others' rows.
     if !args.smoke {
@@ -294,6 +303,7 @@ fn main() -> ExitCode {
                 .find(|s| s.id == id)
                 .map(|s| s.title)
                 .or((id == simulcast::ID).then_some(simulcast::TITLE))
+                .or((id == cluster::ID).then_some(cluster::TITLE))
                 .or((id == "soak").then_some(soak::TITLE))
                 .unwrap_or("");
             let body = std::fs::read_to_string(&t).unwrap_or_default();
@@ -334,6 +344,33 @@ fn run_simulcast(args: &Args, summary: &mut String) -> bool {
         return false;
     }
     result["failed_joins"] == 0
+}
+
+/// Scenario (e): run it, write `e.json` and `e.md`; whether every run joined everyone.
+fn run_cluster(args: &Args, summary: &mut String) -> bool {
+    let result = match cluster::run(args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("   scenario e: {e}");
+            return false;
+        }
+    };
+    let table = cluster::markdown(&result);
+    eprintln!("{table}");
+    *summary += &format!("### ({}) {}\n\n{table}\n", cluster::ID, cluster::TITLE);
+    let base = args.out.join(cluster::ID);
+    let wrote = std::fs::write(
+        base.with_extension("json"),
+        serde_json::to_string_pretty(&result).unwrap_or_default(),
+    )
+    .and_then(|()| std::fs::write(base.with_extension("md"), &table));
+    if let Err(e) = wrote {
+        eprintln!("manifold-bench: cannot write results: {e}");
+        return false;
+    }
+    result["rows"]
+        .as_array()
+        .is_some_and(|rows| rows.iter().all(|r| r["ok"] == true))
 }
 
 fn scenarios(args: &Args) -> Vec<ScenarioDef> {

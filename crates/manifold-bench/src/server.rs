@@ -40,64 +40,7 @@ pub fn start_server(args: &Args, server: &str, tag: &str) -> Result<Server, Stri
     let log = args.work.join(format!("{tag}.server.log"));
     let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     match server {
-        "manifold" => {
-            let workers = args.manifold_workers.to_string();
-            let spread = args
-                .room_spread_after
-                .map_or_else(|| "32".to_owned(), |n| n.to_string());
-            let mut child = Command::new(&args.manifold)
-                .args([
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:8080",
-                    "--media-bind",
-                    "127.0.0.1",
-                    "--announce-ip",
-                    "127.0.0.1",
-                    "--port-base",
-                    "40000",
-                    "--workers",
-                    &workers,
-                    "--log-level",
-                    "warn",
-                ])
-                .env_remove("RUST_LOG")
-                .env("MANIFOLD_MEDIA__ROOM_SPREAD_AFTER", &spread)
-                // The default room limit (100 participants) would refuse scenario (a)'s
-                // larger steps; Janus has no such limit on subscribers.
-                .env("MANIFOLD_LIMITS__MAX_PARTICIPANTS_PER_ROOM", "100000")
-                // Every client of the load generator comes from one address: the per-address
-                // session rate and the session cap are for real deployments, not this.
-                .env("MANIFOLD_LIMITS__SESSION_RATE_PER_IP", "100000")
-                .env("MANIFOLD_LIMITS__SESSION_BURST_PER_IP", "100000")
-                .env("MANIFOLD_LIMITS__MAX_SESSIONS", "100000")
-                .stdout(Stdio::piped())
-                .stderr(log_file)
-                .spawn()
-                .map_err(|e| format!("cannot start manifold: {e}"))?;
-            let stdout = child.stdout.take().ok_or("no stdout")?;
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if line.starts_with("manifold: listening on ") {
-                        let _ = tx.send(());
-                    }
-                }
-            });
-            let server = Server {
-                child,
-                loadgen_args: vec![
-                    "--target".into(),
-                    "whip-whep".into(),
-                    "--server".into(),
-                    "http://127.0.0.1:8080".into(),
-                ],
-                log,
-            };
-            rx.recv_timeout(Duration::from_secs(20))
-                .map_err(|_| format!("manifold did not start (see {})", server.log.display()))?;
-            Ok(server)
-        }
+        "manifold" => start_manifold(args, &ManifoldNode::single(), log, log_file),
         "janus" => {
             let conf = janus_config(&args.work)?;
             let child = Command::new(&args.janus)
@@ -133,6 +76,104 @@ pub fn start_server(args: &Args, server: &str, tag: &str) -> Result<Server, Stri
         }
         other => Err(format!("unknown server {other}")),
     }
+}
+
+/// Where one `manifold serve` listens, and what it gets besides the benchmark's settings.
+pub struct ManifoldNode {
+    /// HTTP address, `127.0.0.1:PORT`.
+    pub listen: String,
+    /// First UDP port (worker i uses `port_base + i`).
+    pub port_base: u16,
+    /// More environment (a cluster node's id and bus, for instance).
+    pub env: Vec<(String, String)>,
+}
+
+impl ManifoldNode {
+    /// The one server of scenarios a–d.
+    pub fn single() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            port_base: 40000,
+            env: Vec::new(),
+        }
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+}
+
+/// `manifold serve` at `node`, its stderr to `log`, returned once it says it listens.
+pub fn start_manifold_node(args: &Args, node: &ManifoldNode, tag: &str) -> Result<Server, String> {
+    let log = args.work.join(format!("{tag}.server.log"));
+    let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    start_manifold(args, node, log, log_file)
+}
+
+fn start_manifold(
+    args: &Args,
+    node: &ManifoldNode,
+    log: PathBuf,
+    log_file: std::fs::File,
+) -> Result<Server, String> {
+    let workers = args.manifold_workers.to_string();
+    let spread = args
+        .room_spread_after
+        .map_or_else(|| "32".to_owned(), |n| n.to_string());
+    let mut child = Command::new(&args.manifold)
+        .args([
+            "serve",
+            "--listen",
+            &node.listen,
+            "--media-bind",
+            "127.0.0.1",
+            "--announce-ip",
+            "127.0.0.1",
+            "--port-base",
+            &node.port_base.to_string(),
+            "--workers",
+            &workers,
+            "--log-level",
+            "warn",
+        ])
+        .env_remove("RUST_LOG")
+        .env("MANIFOLD_MEDIA__ROOM_SPREAD_AFTER", &spread)
+        // The default room limit (100 participants) would refuse scenario (a)'s
+        // larger steps; Janus has no such limit on subscribers.
+        .env("MANIFOLD_LIMITS__MAX_PARTICIPANTS_PER_ROOM", "100000")
+        // Every client of the load generator comes from one address: the per-address
+        // session rate and the session cap are for real deployments, not this.
+        .env("MANIFOLD_LIMITS__SESSION_RATE_PER_IP", "100000")
+        .env("MANIFOLD_LIMITS__SESSION_BURST_PER_IP", "100000")
+        .env("MANIFOLD_LIMITS__MAX_SESSIONS", "100000")
+        .envs(node.env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| format!("cannot start manifold: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("manifold: listening on ") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let server = Server {
+        child,
+        loadgen_args: vec![
+            "--target".into(),
+            "whip-whep".into(),
+            "--server".into(),
+            node.url(),
+        ],
+        log,
+    };
+    rx.recv_timeout(Duration::from_secs(20))
+        .map_err(|_| format!("manifold did not start (see {})", server.log.display()))?;
+    Ok(server)
 }
 
 /// Janus configuration for the benchmark: the VideoRoom plugin and the HTTP transport
@@ -242,4 +283,20 @@ fn http_ok(addr: &str, path: &str) -> bool {
     s.read(&mut buf).is_ok_and(|n| {
         buf[..n].starts_with(b"HTTP/1.1 200") || buf[..n].starts_with(b"HTTP/1.0 200")
     })
+}
+
+/// The body of a GET that answers 200, over a bare TCP socket (HTTP/1.0: the server closes
+/// the connection after the response, so the body is everything after the headers).
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500))
+            .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8(response).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    (head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")).then(|| body.to_owned())
 }
