@@ -625,6 +625,10 @@ pub enum ServerMessage {
         resume_token: String,
         /// ICE servers to use (none: the server is ICE-lite with host candidates).
         ice_servers: Vec<serde_json::Value>,
+        /// Base URLs of the cluster's other nodes that take joins, best first: where to join
+        /// afresh if this node goes away. Left out when there is none.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        alternatives: Vec<String>,
     },
     /// Same content as `joined`, after a `resume`.
     Resumed {
@@ -641,6 +645,17 @@ pub enum ServerMessage {
         resume_token: String,
         /// ICE servers.
         ice_servers: Vec<serde_json::Value>,
+        /// As in `joined`, as of now.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        alternatives: Vec<String>,
+    },
+    /// A `join` this node does not take (it is draining or full): join at `url` instead.
+    Redirect {
+        /// The join's request id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<MessageId>,
+        /// The other node's base URL (its `advertise_url`).
+        url: String,
     },
     /// An SDP offer to answer.
     Offer {
@@ -920,6 +935,41 @@ mod tests {
         assert!(
             s.contains(r#""type":"speakers_changed""#) && s.contains(r#""level":0.5"#),
             "{s}"
+        );
+    }
+
+    #[test]
+    fn alternatives_and_redirect_serialize() {
+        let joined = |alternatives: Vec<String>| ServerMessage::Joined {
+            id: None,
+            room: "r".into(),
+            participant: ParticipantInfo {
+                id: ParticipantId(1),
+                identity: crate::Identity::parse("ann").unwrap(),
+                name: "Ann".into(),
+                metadata: serde_json::Value::Null,
+                tracks: Vec::new(),
+            },
+            participants: Vec::new(),
+            resume_token: "t".into(),
+            ice_servers: Vec::new(),
+            alternatives,
+        };
+        // A node alone says nothing new: older clients see the frame they always saw.
+        let alone: serde_json::Value = serde_json::from_str(&joined(Vec::new()).to_json()).unwrap();
+        assert!(alone.get("alternatives").is_none(), "{alone}");
+        let v: serde_json::Value =
+            serde_json::from_str(&joined(vec!["http://b:8080".into()]).to_json()).unwrap();
+        assert_eq!(v["alternatives"], serde_json::json!(["http://b:8080"]));
+        let r = ServerMessage::Redirect {
+            id: Some(MessageId::Number(1)),
+            url: "http://b:8080".into(),
+        }
+        .to_json();
+        let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"v": 1, "type": "redirect", "id": 1, "url": "http://b:8080"})
         );
     }
 

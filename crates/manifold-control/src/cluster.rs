@@ -3,7 +3,7 @@
 //! and `cluster.nats_url` are set), and the heartbeat that keeps it listed. `/admin/nodes`
 //! shows the registry.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use manifold_cluster::memory::MemoryCluster;
@@ -32,6 +32,9 @@ pub struct ClusterHandle {
     pub heartbeat: Duration,
     /// This node's side of rooms across nodes (`federation.rs`).
     pub federation: Arc<crate::federation::Federation>,
+    /// The other live nodes as the last heartbeat found them: what `joined` offers as
+    /// alternatives (`placement.rs`) without a registry round trip per join.
+    pub peers: Arc<Mutex<Vec<NodeInfo>>>,
 }
 
 impl ClusterHandle {
@@ -50,6 +53,7 @@ impl ClusterHandle {
             bus: Arc::new(memory),
             heartbeat,
             federation: crate::federation::new(),
+            peers: Arc::default(),
         }
     }
 
@@ -136,5 +140,18 @@ pub async fn heartbeat(state: AppState) {
             },
             Err(e) => tracing::warn!(node = %cluster.node, error = %e, "heartbeat failed"),
         }
+        refresh_peers(&cluster).await;
+    }
+}
+
+/// Read the live nodes other than this one into [`ClusterHandle::peers`]; on failure the
+/// last list stays (a client tries each alternative in turn, a dead one costs it little).
+async fn refresh_peers(cluster: &ClusterHandle) {
+    match cluster.registry.live().await {
+        Ok(nodes) => {
+            let peers: Vec<NodeInfo> = nodes.into_iter().filter(|n| n.id != cluster.node).collect();
+            *cluster.peers.lock().unwrap_or_else(|e| e.into_inner()) = peers;
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot list the other nodes"),
     }
 }

@@ -730,6 +730,13 @@ impl Conn {
             Some(v) => v,
             None => access.grants.may_subscribe(),
         };
+        // A draining or full node sends the join to another node, as it does WHIP and
+        // WHEP, once the token has passed (every node shares the key, so it holds there).
+        if let Some(url) = crate::placement::elsewhere(&state).await {
+            tracing::info!(%room, %url, "join redirected to another node");
+            self.tx.close(1000, &ServerMessage::Redirect { id, url });
+            return Ok(Flow::Stop);
+        }
         state
             .admit_session(self.from)
             .map_err(|e| from_api(&id, e))?;
@@ -813,6 +820,7 @@ impl Conn {
             participants: state.others(&room, pid),
             resume_token,
             ice_servers: Vec::new(),
+            alternatives: crate::placement::alternatives(&state),
         });
         self.reply(ServerMessage::Offer {
             offer_id,
@@ -895,6 +903,7 @@ impl Conn {
             participants: state.others(&room, participant),
             resume_token,
             ice_servers: Vec::new(),
+            alternatives: crate::placement::alternatives(&state),
         });
         // An offer the client may have missed while away is sent again.
         let _ = state.tell(worker, Command::Resync { participant });
