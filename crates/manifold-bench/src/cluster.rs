@@ -35,6 +35,9 @@ pub const TITLE: &str =
 /// Subscribers of each step (bounded by `--max-subscribers`).
 const STEPS: [usize; 4] = [10, 50, 100, 150];
 
+/// How long the servers run before the load, to measure them idle.
+const IDLE: Duration = Duration::from_secs(3);
+
 /// Node A's and node B's HTTP addresses and first UDP ports (the single node of the
 /// comparison is `ManifoldNode::single`, 8080 and 40000).
 const NODE_A: (&str, u16) = ("127.0.0.1:8081", 41000);
@@ -51,6 +54,8 @@ pub struct ProcFigures {
     pub cpu_us_per_forwarded: Option<f64>,
     /// Peak RSS in the window, MB.
     pub rss_mb: f64,
+    /// CPU before the load (the nodes up and on the bus, no client yet), % of one core.
+    pub idle_cpu_pct: Option<f64>,
 }
 
 /// One run: N subscribers against one node, or across two.
@@ -129,13 +134,21 @@ fn run_single(args: &Args, n: usize) -> Row {
         }
     };
     let sampler = Sampler::start(server.child.id(), Duration::from_millis(250));
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(IDLE);
+    let idle_until = now_ms();
     let target = server.loadgen_args.clone();
     let run = run_loadgen(args, &tag, &target, n);
     let samples = sampler.stop();
     drop(server);
     match run {
-        Ok((report, loadgen)) => figures(&report, &[("node", &samples)], &[], &[], &loadgen),
+        Ok((report, loadgen)) => figures(
+            &report,
+            &[("node", &samples)],
+            &[],
+            &[],
+            &loadgen,
+            idle_until,
+        ),
         Err(e) => {
             row.note = Some(e);
             row
@@ -178,8 +191,9 @@ fn run_pair(args: &Args, nats_bin: &PathBuf, n: usize) -> Row {
     let every = Duration::from_millis(250);
     let samplers = [a.child.id(), b.child.id(), nats.child.id()].map(|p| Sampler::start(p, every));
     let polls = [NODE_A.0, NODE_B.0].map(|addr| StatsPoller::start(addr, Duration::from_secs(1)));
-    // A heartbeat for both nodes to be on the bus before the first join.
-    std::thread::sleep(Duration::from_millis(1500));
+    // More than a heartbeat: both nodes are on the bus before the first join.
+    std::thread::sleep(IDLE);
+    let idle_until = now_ms();
     let target: Vec<String> = [
         "--target".to_owned(),
         "whip-whep".to_owned(),
@@ -201,6 +215,7 @@ fn run_pair(args: &Args, nats_bin: &PathBuf, n: usize) -> Row {
             &pa,
             &pb,
             &loadgen,
+            idle_until,
         ),
         Err(e) => {
             row.note = Some(e);
@@ -250,14 +265,15 @@ fn run_loadgen(
 }
 
 /// A run's row from the loadgen's report, each server process's samples (`node`, or node A,
-/// node B, nats in that order), node A's and B's `/stats` over time, and the loadgen's
-/// samples.
+/// node B, nats in that order), node A's and B's `/stats` over time, the loadgen's
+/// samples, and when the load started (Unix ms: the servers were idle before).
 pub fn figures(
     report: &Value,
     processes: &[(&str, &[Sample])],
     a_stats: &[Snapshot],
     b_stats: &[Snapshot],
     loadgen: &[Sample],
+    idle_until: u64,
 ) -> Row {
     let f = |p: &str| report.pointer(p).and_then(Value::as_f64);
     let u = |p: &str| report.pointer(p).and_then(Value::as_u64).unwrap_or(0);
@@ -295,6 +311,7 @@ pub fn figures(
             cpu_pct,
             cpu_us_per_forwarded: cpu_pct.and_then(|c| per(c, r.forwarded_pps)),
             rss_mb: round2(peak as f64 / 1024.0),
+            idle_cpu_pct: cpu_pct_between(samples, 0, idle_until),
         });
     }
     let cpus: Option<Vec<f64>> = r.processes.iter().map(|p| p.cpu_pct).collect();
@@ -331,6 +348,18 @@ pub fn figures(
     r
 }
 
+/// CPU % of a sampled process between the first and the last sample inside `[from,
+/// until]` (Unix ms); none when they are less than a second apart.
+fn cpu_pct_between(samples: &[Sample], from: u64, until: u64) -> Option<f64> {
+    let mut inside = samples
+        .iter()
+        .filter(|s| s.unix_ms >= from && s.unix_ms <= until);
+    let first = inside.next()?;
+    let last = inside.next_back()?;
+    let secs = (last.unix_ms - first.unix_ms) as f64 / 1000.0;
+    (secs >= 1.0).then(|| round2(100.0 * (last.cpu_s - first.cpu_s) / secs))
+}
+
 /// A counter of `/stats` (at `pointer`) per second between the first and the last snapshot
 /// taken inside `[from, until]` (Unix ms); none when they are less than a second apart or
 /// the counter is missing.
@@ -356,8 +385,8 @@ pub fn markdown(result: &Value) -> String {
         .collect();
     let opt = |v: Option<f64>, d: usize| v.map_or("–".to_owned(), |v| format!("{v:.d$}"));
     let mut t = String::from(
-        "| N | setup | fwd packets/s | loss % | latency p50 / p99 ms | CPU µs / fwd packet: node A (or the node) | node B | NATS | all | relayed packets/s | relay µs / relayed packet (A + NATS) | CPU % A / B / NATS | RSS MB A / B / NATS | loadgen CPU % | bus dropped | note |\n\
-         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|\n",
+        "| N | setup | fwd packets/s | loss % | latency p50 / p99 ms | CPU µs / fwd packet: node A (or the node) | node B | NATS | all | relayed packets/s | relay µs / relayed packet (A + NATS) | CPU % A / B / NATS | idle CPU % A / B / NATS | RSS MB A / B / NATS | loadgen CPU % | bus dropped | note |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|\n",
     );
     for r in &rows {
         let p = |i: usize| r.processes.get(i);
@@ -366,7 +395,7 @@ pub fn markdown(result: &Value) -> String {
             r.processes.iter().map(f).collect::<Vec<_>>().join(" / ")
         };
         t += &format!(
-            "| {} | {} | {:.0} | {:.3} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.0} | {:.3} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.subscribers,
             r.setup,
             r.forwarded_pps,
@@ -380,6 +409,7 @@ pub fn markdown(result: &Value) -> String {
             opt(r.relayed_pps, 0),
             opt(r.relay_us_per_relayed, 1),
             joined(&|p| opt(p.cpu_pct, 1)),
+            joined(&|p| opt(p.idle_cpu_pct, 1)),
             joined(&|p| format!("{:.1}", p.rss_mb)),
             opt(r.loadgen_cpu_pct, 1),
             r.bus_dropped.map_or("–".to_owned(), |d| d.to_string()),
@@ -653,7 +683,12 @@ mod tests {
     #[test]
     fn two_nodes_are_measured_process_by_process() {
         // 10 000 packets/s forwarded: A 20 %, B 30 %, NATS 10 % of a core.
-        let a = [sample(1_000, 1.0, 10_240), sample(11_000, 3.0, 20_480)];
+        // Before the load (until 1 000 ms), A used 5 % of a core.
+        let a = [
+            sample(0, 0.95, 99_999),
+            sample(1_000, 1.0, 10_240),
+            sample(11_000, 3.0, 20_480),
+        ];
         let b = [sample(1_000, 0.0, 1_024), sample(11_000, 3.0, 2_048)];
         let n = [sample(1_000, 5.0, 512), sample(11_000, 6.0, 512)];
         // A relayed 250 packets/s; B's two workers took 500/s.
@@ -681,6 +716,7 @@ mod tests {
             &sa,
             &sb,
             &lg,
+            1_000,
         );
         assert!(r.ok, "{r:?}");
         assert_eq!((r.subscribers, r.setup.as_str()), (10, "2 nodes"));
@@ -688,7 +724,13 @@ mod tests {
         assert_eq!(r.loadgen_cpu_pct, Some(50.0));
         let us: Vec<Option<f64>> = r.processes.iter().map(|p| p.cpu_us_per_forwarded).collect();
         assert_eq!(us, [Some(20.0), Some(30.0), Some(10.0)]);
-        assert_eq!(r.processes[0].rss_mb, 20.0);
+        assert_eq!(r.processes[0].rss_mb, 20.0, "the peak inside the window");
+        let idle: Vec<Option<f64>> = r.processes.iter().map(|p| p.idle_cpu_pct).collect();
+        assert_eq!(
+            idle,
+            [Some(5.0), None, None],
+            "one sample before the load: none"
+        );
         assert_eq!(r.cpu_us_per_forwarded, Some(60.0));
         assert_eq!(
             (r.relayed_pps, r.b_relay_in_pps),
@@ -705,6 +747,7 @@ mod tests {
             &[],
             &[],
             &lg,
+            1_000,
         );
         assert_eq!(r.relayed_pps, Some(200.0));
         assert_eq!(r.relay_us_per_relayed, Some(1500.0));
@@ -714,14 +757,19 @@ mod tests {
     #[test]
     fn the_table_compares_two_nodes_with_one() {
         let node = [sample(1_000, 0.0, 1_024), sample(11_000, 4.0, 1_024)];
-        let single = figures(&report(), &[("node", &node)], &[], &[], &[]);
+        let single = figures(&report(), &[("node", &node)], &[], &[], &[], 1_000);
         assert_eq!(single.setup, "1 node");
         assert_eq!(single.cpu_us_per_forwarded, Some(40.0));
         assert_eq!(
             (single.relayed_pps, single.relay_us_per_relayed),
             (None, None)
         );
-        let a = [sample(1_000, 1.0, 10_240), sample(11_000, 3.0, 20_480)];
+        // Before the load (until 1 000 ms), A used 5 % of a core.
+        let a = [
+            sample(0, 0.95, 99_999),
+            sample(1_000, 1.0, 10_240),
+            sample(11_000, 3.0, 20_480),
+        ];
         let b = [sample(1_000, 0.0, 1_024), sample(11_000, 3.0, 2_048)];
         let n = [sample(1_000, 5.0, 512), sample(11_000, 6.0, 512)];
         let pair = figures(
@@ -730,14 +778,15 @@ mod tests {
             &[],
             &[],
             &[],
+            1_000,
         );
         let md = markdown(&json!({"rows": [single, pair]}));
         assert!(
-            md.contains("| 10 | 1 node | 10000 | 0.100 | 1.0 / 3.0 | 40.00 | – | – | 40.00 | – | – | 40.0 | 1.0 |"),
+            md.contains("| 10 | 1 node | 10000 | 0.100 | 1.0 / 3.0 | 40.00 | – | – | 40.00 | – | – | 40.0 | – | 1.0 |"),
             "{md}"
         );
         assert!(
-            md.contains("| 10 | 2 nodes | 10000 | 0.100 | 1.0 / 3.0 | 20.00 | 30.00 | 10.00 | 60.00 | 200 | 1500.0 | 20.0 / 30.0 / 10.0 | 20.0 / 2.0 / 0.5 |"),
+            md.contains("| 10 | 2 nodes | 10000 | 0.100 | 1.0 / 3.0 | 20.00 | 30.00 | 10.00 | 60.00 | 200 | 1500.0 | 20.0 / 30.0 / 10.0 | 5.0 / – / – | 20.0 / 2.0 / 0.5 |"),
             "{md}"
         );
         assert!(

@@ -96,7 +96,7 @@ impl ClusterHandle {
             id: self.node.clone(),
             advertise_url: self.advertise_url.get().cloned().unwrap_or_default(),
             participants: u32::try_from(state.session_count()).unwrap_or(u32::MAX),
-            load: 0.0,
+            load: crate::placement::load(state),
             draining: state.is_draining(),
         }
     }

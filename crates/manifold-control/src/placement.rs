@@ -6,12 +6,50 @@
 //! to go to, the request is refused as before (503). A room-protocol participant is also
 //! told, in `joined` and `resumed`, the nodes it may join afresh if its own goes away.
 
+use std::sync::Mutex;
+use std::time::Instant;
+
 use manifold_cluster::NodeInfo;
 
 use crate::state::AppState;
 
 /// At most this many alternatives in `joined` / `resumed`.
 pub const MAX_ALTERNATIVES: usize = 8;
+
+/// The busiest media worker's share of its time spent working (0 to 1) between two
+/// readings: what a node announces as its `load` with every heartbeat.
+#[derive(Default)]
+pub struct LoadMeter {
+    last: Mutex<Option<(Instant, Vec<u64>)>>,
+}
+
+impl LoadMeter {
+    /// The load since the previous reading (0 at the first).
+    pub fn read(&self, busy_ns: &[u64]) -> f32 {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let load = match last.as_ref() {
+            Some((at, before)) => {
+                let wall = now.saturating_duration_since(*at).as_nanos() as f64;
+                busy_ns
+                    .iter()
+                    .zip(before)
+                    .map(|(b, a)| b.saturating_sub(*a) as f64 / wall.max(1.0))
+                    .fold(0.0f64, f64::max)
+                    .min(1.0) as f32
+            }
+            None => 0.0,
+        };
+        *last = Some((now, busy_ns.to_vec()));
+        load
+    }
+}
+
+/// This node's load now ([`LoadMeter`] over its workers).
+pub fn load(state: &AppState) -> f32 {
+    let busy: Vec<u64> = state.workers.iter().map(|w| w.busy_ns()).collect();
+    state.load.read(&busy)
+}
 
 /// The base URL of another node that takes new sessions, if this one should not.
 pub async fn elsewhere(state: &AppState) -> Option<String> {
@@ -29,7 +67,11 @@ pub async fn elsewhere(state: &AppState) -> Option<String> {
     nodes
         .into_iter()
         .filter(|n| n.id != state.cluster.node && !n.draining && !n.advertise_url.is_empty())
-        .min_by_key(|n| n.participants)
+        .min_by(|a, b| {
+            a.participants
+                .cmp(&b.participants)
+                .then(a.load.total_cmp(&b.load))
+        })
         .map(|n| n.advertise_url.trim_end_matches('/').to_owned())
 }
 
@@ -58,4 +100,26 @@ pub fn alternatives(state: &AppState) -> Vec<String> {
         .take(MAX_ALTERNATIVES)
         .map(|n| n.advertise_url.trim_end_matches('/').to_owned())
         .collect()
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    #[test]
+    fn load_is_the_busiest_workers_share_of_the_interval() {
+        let m = LoadMeter::default();
+        assert_eq!(
+            m.read(&[0, 0]),
+            0.0,
+            "nothing to compare the first reading with"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Worker 1 was busy 10 ms of at least 20: at most one half.
+        let load = m.read(&[1_000_000, 10_000_000]);
+        assert!(load > 0.0 && load <= 0.5, "{load}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        // More busy time than wall time (a counter that jumped) is capped at 1.
+        assert_eq!(m.read(&[u64::MAX / 2, 10_000_000]), 1.0);
+    }
 }

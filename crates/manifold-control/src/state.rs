@@ -178,6 +178,8 @@ pub struct Inner {
     pub session_starts_refused: AtomicU64,
     /// Which other nodes hold which rooms (`bridge.rs`).
     pub bridge: crate::bridge::BridgeState,
+    /// The workers' load, read with every heartbeat (`placement.rs`).
+    pub load: crate::placement::LoadMeter,
     directory: Mutex<Directory>,
     roster: Mutex<Roster>,
     pending: Mutex<Pending>,
@@ -245,6 +247,7 @@ impl AppState {
             factory,
             auth,
             bridge: Default::default(),
+            load: Default::default(),
             directory: Mutex::new(Directory::default()),
             roster: Mutex::new(Roster::default()),
             pending: Mutex::new(HashMap::new()),

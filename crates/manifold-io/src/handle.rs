@@ -61,6 +61,7 @@ pub(crate) struct SharedCounters {
     events_backlog: AtomicU64,
     send_errors: AtomicU64,
     relay_dropped: AtomicU64,
+    busy_ns: AtomicU64,
 }
 
 impl SharedCounters {
@@ -82,6 +83,11 @@ impl SharedCounters {
 
     pub fn send_errors(&self, datagrams: u64) {
         self.send_errors.fetch_add(datagrams, Ordering::Relaxed);
+    }
+
+    pub fn busy(&self, d: std::time::Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.busy_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
     pub fn relay_dropped(&self) {
@@ -178,6 +184,12 @@ impl WorkerHandle {
                 Err(Overloaded { worker: self.index })
             }
         }
+    }
+
+    /// Nanoseconds the worker has spent working (not waiting for input) since it started:
+    /// its load is the growth of this over a wall-clock interval.
+    pub fn busy_ns(&self) -> u64 {
+        self.counters.busy_ns.load(Ordering::Relaxed)
     }
 
     /// The worker's index, `0..workers`.

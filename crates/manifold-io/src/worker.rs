@@ -282,6 +282,7 @@ impl Worker {
             tracing::error!(error = %e, "poll failed");
             std::thread::sleep(Duration::from_millis(10));
         }
+        let woke = Instant::now();
         if self.events.iter().any(|e| e.token() == SOCKET) {
             self.readable = true;
         }
@@ -302,6 +303,8 @@ impl Worker {
             &self.core.counters,
         );
         self.core.wake_peers();
+        // Time not spent waiting in poll: the worker's load (one atomic add per turn).
+        self.core.counters.busy(woke.elapsed());
 
         if self.stop.load(Ordering::Relaxed) {
             return Flow::Exit;
