@@ -36,6 +36,8 @@ pub const MAX_REMOTE_MEMBERS: usize = 1000;
 pub const MAX_REMOTE_TRACKS: usize = 64;
 /// Largest room event read from the bus, as JSON.
 pub const MAX_EVENT_BYTES: usize = MAX_RECORD_BYTES;
+/// Rooms whose records are remembered for rewriting after a failed write.
+pub const MAX_DIRTY_ROOMS: usize = 4096;
 /// At most one warning per this, per kind of trouble.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -140,6 +142,8 @@ pub struct Federation {
     rx: Mutex<Option<mpsc::Receiver<Update>>>,
     /// Per room held, its announced local members.
     held: Mutex<HashMap<RoomName, HashSet<ParticipantId>>>,
+    /// Rooms where a write of this node's records failed: rewritten at the next heal.
+    dirty: Mutex<HashSet<RoomName>>,
     /// Updates dropped because the queue was full.
     pub dropped: AtomicU64,
     /// Directory or bus operations that failed.
@@ -158,6 +162,7 @@ impl Default for Federation {
             tx,
             rx: Mutex::new(Some(rx)),
             held: Mutex::default(),
+            dirty: Mutex::default(),
             dropped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             ignored: AtomicU64::new(0),
@@ -196,6 +201,14 @@ impl Federation {
         }
     }
 
+    /// A write of `room`'s records failed (at most [`MAX_DIRTY_ROOMS`] remembered).
+    fn mark_dirty(&self, room: RoomName) {
+        let mut dirty = lock(&self.dirty);
+        if dirty.len() < MAX_DIRTY_ROOMS {
+            dirty.insert(room);
+        }
+    }
+
     fn held(&self) -> MutexGuard<'_, HashMap<RoomName, HashSet<ParticipantId>>> {
         lock(&self.held)
     }
@@ -217,13 +230,7 @@ impl AppState {
     /// event, and whether this node holds the room. Queues only; never waits.
     pub(crate) fn federate(&self, room: &RoomName, change: LocalChange<'_>) {
         let f = &self.cluster.federation;
-        let record = |info: &ParticipantInfo| MemberRecord {
-            participant: info.id,
-            node: self.cluster.node.clone(),
-            identity: info.identity.clone(),
-            name: info.name.clone(),
-            tracks: info.tracks.clone(),
-        };
+        let record = |info: &ParticipantInfo| self.member_record(info);
         let publish = |event| f.push(Update::Publish(room.clone(), event));
         match change {
             LocalChange::Joined(info) => {
@@ -240,12 +247,7 @@ impl AppState {
                     f.push(Update::Hold(room.clone()));
                 }
                 f.push(Update::Upsert(room.clone(), record(info)));
-                publish(RoomEvent::ParticipantJoined {
-                    participant: info.id,
-                    identity: info.identity.clone(),
-                    name: info.name.clone(),
-                    tracks: info.tracks.clone(),
-                });
+                publish(joined_event(info));
             }
             LocalChange::Left(participant, reason) => {
                 let last = {
@@ -302,39 +304,37 @@ impl AppState {
     /// room's other nodes: after this node's registration lapsed (other nodes forgot its
     /// members) or the directory lost its data.
     pub fn republish_members(&self) {
-        let held: Vec<(RoomName, Vec<ParticipantId>)> = self
-            .cluster
-            .federation
-            .held()
-            .iter()
-            .map(|(room, members)| (room.clone(), members.iter().copied().collect()))
-            .collect();
-        let roster = self.roster();
         let f = &self.cluster.federation;
-        for (room, members) in held {
-            for id in members {
-                let Some(m) = roster.get(id) else { continue };
-                let info = &m.info;
-                f.push(Update::Upsert(
-                    room.clone(),
-                    MemberRecord {
-                        participant: info.id,
-                        node: self.cluster.node.clone(),
-                        identity: info.identity.clone(),
-                        name: info.name.clone(),
-                        tracks: info.tracks.clone(),
-                    },
-                ));
-                f.push(Update::Publish(
-                    room.clone(),
-                    RoomEvent::ParticipantJoined {
-                        participant: info.id,
-                        identity: info.identity.clone(),
-                        name: info.name.clone(),
-                        tracks: info.tracks.clone(),
-                    },
-                ));
+        let rooms: Vec<RoomName> = f.held().keys().cloned().collect();
+        for room in rooms {
+            for info in self.local_members(&room) {
+                f.push(Update::Upsert(room.clone(), self.member_record(&info)));
+                f.push(Update::Publish(room.clone(), joined_event(&info)));
             }
+        }
+    }
+
+    /// This node's announced members of `room`, as the room sees them.
+    fn local_members(&self, room: &RoomName) -> Vec<ParticipantInfo> {
+        // The held set is read first and let go: `federate` takes it under the roster lock.
+        let ids: Vec<ParticipantId> = {
+            let held = self.cluster.federation.held();
+            held.get(room).into_iter().flatten().copied().collect()
+        };
+        let roster = self.roster();
+        ids.iter()
+            .filter_map(|id| roster.get(*id).map(|m| m.info.clone()))
+            .collect()
+    }
+
+    /// The directory record of this node's member `info`.
+    fn member_record(&self, info: &ParticipantInfo) -> MemberRecord {
+        MemberRecord {
+            participant: info.id,
+            node: self.cluster.node.clone(),
+            identity: info.identity.clone(),
+            name: info.name.clone(),
+            tracks: info.tracks.clone(),
         }
     }
 
@@ -448,6 +448,15 @@ impl AppState {
     }
 }
 
+fn joined_event(info: &ParticipantInfo) -> RoomEvent {
+    RoomEvent::ParticipantJoined {
+        participant: info.id,
+        identity: info.identity.clone(),
+        name: info.name.clone(),
+        tracks: info.tracks.clone(),
+    }
+}
+
 fn remote_member(
     id: ParticipantId,
     node: NodeId,
@@ -516,6 +525,15 @@ async fn drain(state: AppState, mut rx: mpsc::Receiver<Update>) {
                 for room in stale {
                     stop_following(&state, &mut followed, &room);
                 }
+                let dirty: Vec<RoomName> = lock(&f.dirty).drain().collect();
+                for (i, room) in dirty.iter().enumerate() {
+                    if let Err(e) = rewrite(&state, room).await {
+                        // Redis is still away: these wait for the next heal.
+                        f.failed("directory rewrite", &e);
+                        dirty[i..].iter().for_each(|r| f.mark_dirty(r.clone()));
+                        break;
+                    }
+                }
                 for room in held {
                     // One failure says the bus is away: the rest wait for the next heal,
                     // rather than holding up the queue a timeout per room.
@@ -525,13 +543,15 @@ async fn drain(state: AppState, mut rx: mpsc::Receiver<Update>) {
                 }
             }
             Update::Upsert(room, record) => {
-                if let Err(e) = cluster.directory.upsert(room, record).await {
+                if let Err(e) = cluster.directory.upsert(room.clone(), record).await {
                     f.failed("directory upsert", &e);
+                    f.mark_dirty(room);
                 }
             }
             Update::Remove(room, participant) => {
-                if let Err(e) = cluster.directory.remove(room, participant).await {
+                if let Err(e) = cluster.directory.remove(room.clone(), participant).await {
                     f.failed("directory remove", &e);
+                    f.mark_dirty(room);
                 }
             }
             Update::Publish(room, event) => {
@@ -549,6 +569,27 @@ async fn drain(state: AppState, mut rx: mpsc::Receiver<Update>) {
             }
         }
     }
+}
+
+/// Make the directory hold exactly this node's announced members of `room`, after a write
+/// failed: records of members gone are removed, the others written again.
+async fn rewrite(state: &AppState, room: &RoomName) -> Result<(), ClusterError> {
+    let cluster = &state.cluster;
+    let stored = cluster.directory.members(room.clone()).await?;
+    let local = state.local_members(room);
+    for m in stored.iter().filter(|m| m.node == cluster.node) {
+        if !local.iter().any(|l| l.id == m.participant) {
+            cluster
+                .directory
+                .remove(room.clone(), m.participant)
+                .await?;
+        }
+    }
+    for info in &local {
+        let record = state.member_record(info);
+        cluster.directory.upsert(room.clone(), record).await?;
+    }
+    Ok(())
 }
 
 /// Subscribe to `room`'s events and follow them, unless followed already; `false` when the
@@ -709,13 +750,13 @@ mod tests {
     use super::*;
 
     use std::net::SocketAddr;
-    use std::sync::OnceLock;
 
     use manifold_api::command::{NegotiatedSession, Negotiator};
     use manifold_api::negotiation::NegotiateError;
     use manifold_api::protocol::TrackSource;
     use manifold_api::{MediaKind, SessionKind};
     use manifold_cluster::memory::MemoryCluster;
+    use manifold_cluster::{BoxFuture, RoomDirectory, RoomSummary};
     use serde_json::Value;
 
     use crate::cluster::ClusterHandle;
@@ -751,16 +792,20 @@ mod tests {
 
     /// Node `id` of the in-memory cluster `shared`, running: registered, heartbeat, tasks.
     async fn node(id: &str, shared: &MemoryCluster) -> (AppState, Vec<JoinHandle<()>>) {
+        node_with(id, shared, Arc::new(shared.peer())).await
+    }
+
+    /// [`node`], with a directory of the test's.
+    async fn node_with(
+        id: &str,
+        shared: &MemoryCluster,
+        directory: Arc<dyn RoomDirectory>,
+    ) -> (AppState, Vec<JoinHandle<()>>) {
         let memory = shared.peer();
-        let cluster = ClusterHandle {
-            node: NodeId::parse(id).expect("node id"),
-            advertise_url: Arc::new(OnceLock::new()),
-            registry: Arc::new(memory.clone()),
-            directory: Arc::new(memory.clone()),
-            bus: Arc::new(memory),
-            heartbeat: BEAT,
-            federation: new(),
-        };
+        let mut cluster = ClusterHandle::alone(NodeId::parse(id).expect("node id"), None, BEAT);
+        cluster.registry = Arc::new(memory.clone());
+        cluster.directory = directory;
+        cluster.bus = Arc::new(memory);
         let auth = Auth::new(None).expect("dev auth");
         let config = ControlConfig::default();
         let state = AppState::new(config, Vec::new(), Arc::new(NoMedia), auth, cluster);
@@ -829,6 +874,96 @@ mod tests {
     fn others(state: &AppState, room: &RoomName) -> Vec<u64> {
         let others = state.roster().others(room, ParticipantId(0));
         others.iter().map(|p| p.id.0).collect()
+    }
+
+    /// A directory that fails every call while `down`.
+    struct Flaky {
+        inner: MemoryCluster,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<(), ClusterError> {
+            if self.down.load(Ordering::Relaxed) {
+                Err(ClusterError::Unavailable("down for the test".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    /// Each method checks, then asks the memory directory.
+    macro_rules! through {
+        ($($name:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {$(
+            fn $name(&self, $($arg: $ty),*) -> BoxFuture<'_, Result<$out, ClusterError>> {
+                Box::pin(async move {
+                    self.check()?;
+                    self.inner.$name($($arg),*).await
+                })
+            }
+        )*};
+    }
+
+    impl RoomDirectory for Flaky {
+        through! {
+            upsert(room: RoomName, member: MemberRecord) -> ();
+            remove(room: RoomName, participant: ParticipantId) -> ();
+            members(room: RoomName) -> Vec<MemberRecord>;
+            nodes_of(room: RoomName) -> Vec<NodeId>;
+            rooms() -> Vec<RoomSummary>;
+            forget_node(node: NodeId) -> Vec<(RoomName, MemberRecord)>;
+        }
+    }
+
+    async fn member_ids(dir: &dyn RoomDirectory, room: &RoomName) -> Vec<u64> {
+        let members = dir.members(room.clone()).await.unwrap_or_default();
+        members.iter().map(|m| m.participant.0).collect()
+    }
+
+    /// Poll `done` for up to [`WAIT`].
+    async fn until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+        let deadline = Instant::now() + WAIT;
+        while !done().await {
+            assert!(Instant::now() < deadline, "waited {WAIT:?} for {what}");
+            tokio::time::sleep(BEAT / 5).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_lost_while_the_directory_was_away_are_made_again() {
+        let shared = MemoryCluster::new(BEAT * 3);
+        let flaky = Arc::new(Flaky {
+            inner: shared.peer(),
+            down: false.into(),
+        });
+        let (a, _tasks) = node_with("a", &shared, flaky.clone()).await;
+        let room = RoomName::parse("r").expect("room");
+        let _ann = join(&a, &room, 1);
+        until("ann in the directory", || async {
+            member_ids(&shared, &room).await == [1]
+        })
+        .await;
+
+        // While the directory is away, Ben joins and Ann leaves: both writes fail.
+        flaky.down.store(true, Ordering::Relaxed);
+        let _ben = join(&a, &room, 2);
+        a.roster().remove(ParticipantId(1));
+        a.federate(
+            &room,
+            LocalChange::Left(ParticipantId(1), LeaveReason::Requested),
+        );
+        until("two failed writes", || async {
+            a.cluster.federation.failed.load(Ordering::Relaxed) >= 2
+        })
+        .await;
+        assert_eq!(member_ids(&shared, &room).await, [1], "nothing written");
+
+        // Back: a heartbeat later the directory holds exactly this node's members.
+        flaky.down.store(false, Ordering::Relaxed);
+        until("the directory rewritten", || async {
+            member_ids(&shared, &room).await == [2]
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
