@@ -48,6 +48,7 @@ pub fn member(p: u64, node: &str) -> MemberRecord {
         node: node_id(node),
         identity: Identity::parse(&format!("user{p}")).expect("a valid identity"),
         name: format!("User {p}"),
+        metadata: serde_json::Value::Null,
         tracks: Vec::new(),
     }
 }
@@ -226,6 +227,7 @@ pub async fn the_directory_lists_a_room_across_nodes(dir: &dyn RoomDirectory) {
     }
     let mut renamed = member(2, "b");
     renamed.name = "Bee".into();
+    renamed.metadata = serde_json::json!({"team": "blue"});
     renamed.tracks.push(TrackInfo {
         id: TrackId(0xbee),
         kind: MediaKind::Video,

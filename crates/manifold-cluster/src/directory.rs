@@ -19,6 +19,9 @@ pub struct MemberRecord {
     pub identity: Identity,
     /// Display name.
     pub name: String,
+    /// Application data (the room protocol's `metadata`; `null` when there is none).
+    #[serde(default)]
+    pub metadata: serde_json::Value,
     /// What it publishes.
     pub tracks: Vec<TrackInfo>,
 }

@@ -60,7 +60,16 @@ pub enum RoomEvent {
         participant: ParticipantId,
         identity: Identity,
         name: String,
+        #[serde(default)]
+        metadata: serde_json::Value,
         tracks: Vec<TrackInfo>,
+    },
+    /// It changed its name or metadata.
+    ParticipantUpdated {
+        participant: ParticipantId,
+        name: String,
+        #[serde(default)]
+        metadata: serde_json::Value,
     },
     /// It left, and why.
     ParticipantLeft {
@@ -96,6 +105,8 @@ pub fn events_subject(room: &RoomName) -> String {
 pub(crate) enum LocalChange<'a> {
     /// It is announced to the room.
     Joined(&'a ParticipantInfo),
+    /// Its name or metadata changed (its info says so already).
+    Updated(&'a ParticipantInfo),
     /// It left.
     Left(ParticipantId, LeaveReason),
     /// It published this track (already in its info).
@@ -201,8 +212,13 @@ impl Federation {
         }
     }
 
-    /// A write of `room`'s records failed (at most [`MAX_DIRTY_ROOMS`] remembered).
-    fn mark_dirty(&self, room: RoomName) {
+    /// A write of `room`'s records failed with `error`; one that may succeed later (the
+    /// directory was away, not a record it refuses) has the room remembered, at most
+    /// [`MAX_DIRTY_ROOMS`].
+    fn mark_dirty(&self, room: RoomName, error: &ClusterError) {
+        if !matches!(error, ClusterError::Unavailable(_)) {
+            return;
+        }
         let mut dirty = lock(&self.dirty);
         if dirty.len() < MAX_DIRTY_ROOMS {
             dirty.insert(room);
@@ -273,6 +289,14 @@ impl AppState {
                     f.push(Update::Release(room.clone()));
                 }
             }
+            LocalChange::Updated(info) if self.is_held(room, info.id) => {
+                f.push(Update::Upsert(room.clone(), record(info)));
+                publish(RoomEvent::ParticipantUpdated {
+                    participant: info.id,
+                    name: info.name.clone(),
+                    metadata: info.metadata.clone(),
+                });
+            }
             LocalChange::TrackPublished(info, track) if self.is_held(room, info.id) => {
                 f.push(Update::Upsert(room.clone(), record(info)));
                 publish(RoomEvent::TrackPublished {
@@ -334,6 +358,7 @@ impl AppState {
             node: self.cluster.node.clone(),
             identity: info.identity.clone(),
             name: info.name.clone(),
+            metadata: info.metadata.clone(),
             tracks: info.tracks.clone(),
         }
     }
@@ -358,11 +383,36 @@ impl AppState {
                 participant,
                 identity,
                 name,
+                metadata,
                 tracks,
             } => {
-                let member = remote_member(participant, origin.clone(), identity, name, tracks);
+                let member = RemoteMember {
+                    info: shown(participant, identity, name, metadata, tracks),
+                    node: origin.clone(),
+                };
                 if !show_remote(&mut roster, room, member) {
                     f.ignored.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            RoomEvent::ParticipantUpdated {
+                participant,
+                name,
+                metadata,
+            } => {
+                let updated = from_its_node(&mut roster, participant)
+                    .then(|| roster.remote_mut(room, participant))
+                    .flatten()
+                    .map(|r| {
+                        r.info.name = name;
+                        r.info.metadata = metadata;
+                        r.info.clone()
+                    });
+                if let Some(info) = updated {
+                    roster.broadcast(
+                        room,
+                        None,
+                        &ServerMessage::ParticipantUpdated { participant: info },
+                    );
                 }
             }
             RoomEvent::ParticipantLeft {
@@ -453,27 +503,26 @@ fn joined_event(info: &ParticipantInfo) -> RoomEvent {
         participant: info.id,
         identity: info.identity.clone(),
         name: info.name.clone(),
+        metadata: info.metadata.clone(),
         tracks: info.tracks.clone(),
     }
 }
 
-fn remote_member(
+/// A member of another node as the room shows it, with at most [`MAX_REMOTE_TRACKS`].
+fn shown(
     id: ParticipantId,
-    node: NodeId,
     identity: Identity,
     name: String,
+    metadata: serde_json::Value,
     mut tracks: Vec<TrackInfo>,
-) -> RemoteMember {
+) -> ParticipantInfo {
     tracks.truncate(MAX_REMOTE_TRACKS);
-    RemoteMember {
-        info: ParticipantInfo {
-            id,
-            identity,
-            name,
-            metadata: serde_json::Value::Null,
-            tracks,
-        },
-        node,
+    ParticipantInfo {
+        id,
+        identity,
+        name,
+        metadata,
+        tracks,
     }
 }
 
@@ -527,11 +576,15 @@ async fn drain(state: AppState, mut rx: mpsc::Receiver<Update>) {
                 }
                 let dirty: Vec<RoomName> = lock(&f.dirty).drain().collect();
                 for (i, room) in dirty.iter().enumerate() {
-                    if let Err(e) = rewrite(&state, room).await {
+                    match rewrite(&state, room).await {
+                        Ok(()) => {}
                         // Redis is still away: these wait for the next heal.
-                        f.failed("directory rewrite", &e);
-                        dirty[i..].iter().for_each(|r| f.mark_dirty(r.clone()));
-                        break;
+                        Err(e @ ClusterError::Unavailable(_)) => {
+                            f.failed("directory rewrite", &e);
+                            dirty[i..].iter().for_each(|r| f.mark_dirty(r.clone(), &e));
+                            break;
+                        }
+                        Err(e) => f.failed("directory rewrite", &e),
                     }
                 }
                 for room in held {
@@ -545,13 +598,13 @@ async fn drain(state: AppState, mut rx: mpsc::Receiver<Update>) {
             Update::Upsert(room, record) => {
                 if let Err(e) = cluster.directory.upsert(room.clone(), record).await {
                     f.failed("directory upsert", &e);
-                    f.mark_dirty(room);
+                    f.mark_dirty(room, &e);
                 }
             }
             Update::Remove(room, participant) => {
                 if let Err(e) = cluster.directory.remove(room.clone(), participant).await {
                     f.failed("directory remove", &e);
-                    f.mark_dirty(room);
+                    f.mark_dirty(room, &e);
                 }
             }
             Update::Publish(room, event) => {
@@ -560,6 +613,10 @@ async fn drain(state: AppState, mut rx: mpsc::Receiver<Update>) {
                     event,
                 };
                 let published = match serde_json::to_vec(&message) {
+                    // Every node would ignore it.
+                    Ok(json) if json.len() > MAX_EVENT_BYTES => Err(ClusterError::Malformed(
+                        format!("a room event of {} bytes", json.len()),
+                    )),
                     Ok(json) => cluster.bus.publish(events_subject(&room), json).await,
                     Err(e) => Err(ClusterError::Malformed(e.to_string())),
                 };
@@ -587,7 +644,11 @@ async fn rewrite(state: &AppState, room: &RoomName) -> Result<(), ClusterError> 
     }
     for info in &local {
         let record = state.member_record(info);
-        cluster.directory.upsert(room.clone(), record).await?;
+        match cluster.directory.upsert(room.clone(), record).await {
+            // A record the directory refuses is refused again: it is not retried.
+            Ok(()) | Err(ClusterError::Malformed(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -647,7 +708,10 @@ async fn follow(state: AppState, room: RoomName, mut sub: Subscription) {
         Ok(members) => {
             let mut roster = state.roster();
             for m in members.into_iter().filter(|m| m.node != cluster.node) {
-                let member = remote_member(m.participant, m.node, m.identity, m.name, m.tracks);
+                let member = RemoteMember {
+                    info: shown(m.participant, m.identity, m.name, m.metadata, m.tracks),
+                    node: m.node,
+                };
                 if !show_remote(&mut roster, &room, member) {
                     f.ignored.fetch_add(1, Ordering::Relaxed);
                 }
@@ -1002,6 +1066,21 @@ mod tests {
         assert_eq!(m["muted"], true);
         b.federate(&room, LocalChange::TrackUnpublished(&info(2), TrackId(7)));
         told(&ann, "track_unpublished", 2).await;
+        let mut renamed = info(2);
+        renamed.name = "Benjamin".into();
+        renamed.metadata = serde_json::json!({"desk": 4});
+        b.federate(&room, LocalChange::Updated(&renamed));
+        let m = told(&ann, "participant_updated", 2).await;
+        assert_eq!(m["participant"]["name"], "Benjamin");
+        assert_eq!(m["participant"]["metadata"]["desk"], 4);
+        // A newcomer on a reads both from the directory.
+        let record = a
+            .cluster
+            .directory
+            .members(room.clone())
+            .await
+            .expect("members");
+        assert_eq!(record[1].metadata, renamed.metadata);
 
         // Ben leaves; Cal joins on b, whose node then dies (its tasks stop, no goodbye).
         b.roster().remove(ParticipantId(2));
@@ -1019,16 +1098,7 @@ mod tests {
         let m = told(&ann, "participant_left", 3).await;
         assert_eq!(m["reason"], "timeout");
         assert_eq!(others(&a, &room), [1]);
-        let left = a
-            .cluster
-            .directory
-            .members(room.clone())
-            .await
-            .expect("members");
-        assert_eq!(
-            left.iter().map(|m| m.participant.0).collect::<Vec<_>>(),
-            [1]
-        );
+        assert_eq!(member_ids(&*a.cluster.directory, &room).await, [1]);
         assert_eq!(a.cluster.federation.dropped.load(Ordering::Relaxed), 0);
         assert_eq!(a.cluster.federation.ignored.load(Ordering::Relaxed), 0);
     }

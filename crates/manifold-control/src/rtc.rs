@@ -984,6 +984,7 @@ impl AppState {
             m.info.metadata = md;
         }
         let (room, info) = (m.room.clone(), m.info.clone());
+        self.federate(&room, LocalChange::Updated(&info));
         roster.broadcast(
             &room,
             None,

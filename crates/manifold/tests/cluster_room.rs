@@ -1,6 +1,6 @@
 //! One room across two nodes (signaling and state; media between nodes is not relayed
 //! here): two real nodes on one real Redis and NATS of the test's own. Room-protocol clients
-//! on either node see each other join, publish, mute, unpublish and leave, `/admin/rooms` on either node
+//! on either node see each other join, publish, mute, unpublish, rename and leave, `/admin/rooms` on either node
 //! lists the room with both nodes, and when a node is killed its members leave the directory
 //! and the other node's clients are told they left.
 
@@ -133,7 +133,15 @@ fn a_room_across_two_nodes_is_one_room() {
             !s.tracks.contains_key(&cam)
         })
         .await;
-        // Someone joining A now finds Ben in `joined`, with no track.
+        // So is a change of name and metadata.
+        ben.send(json!({"v": 1, "type": "update", "id": "n", "name": "Benjamin", "metadata": {"desk": 4}}));
+        ann.wait("ann sees ben renamed", WAIT, |s| {
+            s.participants
+                .get(&ben_id)
+                .is_some_and(|p| p["name"] == "Benjamin" && p["metadata"]["desk"] == 4)
+        })
+        .await;
+        // Someone joining A now finds Ben in `joined`, renamed, with no track.
         let dan = join(&a, "dan").await;
         let listed_ben = dan.with(|s| {
             s.messages
@@ -146,6 +154,7 @@ fn a_room_across_two_nodes_is_one_room() {
         });
         let listed_ben = listed_ben.expect("ben is in dan's joined");
         assert_eq!(listed_ben["tracks"], json!([]), "{listed_ben}");
+        assert_eq!(listed_ben["name"], "Benjamin", "{listed_ben}");
         let dan_id = dan.id();
         dan.send(json!({"v": 1, "type": "leave", "id": "bye"}));
         ben.wait("ben sees dan leave", WAIT, left(&dan_id, "requested"))
