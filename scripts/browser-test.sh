@@ -20,15 +20,70 @@ cargo build -p manifold -j2 --quiet || die "the server binary does not build"
 log=$(mktemp)
 trap 'kill ${server:-} 2>/dev/null || true; wait ${server:-} 2>/dev/null || true; rm -f "$log"' EXIT
 start_server "$log" --listen 127.0.0.1:0 --port-base 0 --workers 2 --log-level warn
+single=$server
 
 status=0
 for t in tests/browser/*.test.mjs; do
+  # The failover test brings its own cluster (below).
+  [ "$t" = tests/browser/failover.test.mjs ] && continue
   echo "--- $t against $url"
   MANIFOLD_URL="$url" node "$t" || status=1
 done
 # The WHIP page again, publishing three simulcast layers.
 echo "--- tests/browser/whip-whep.test.mjs with simulcast against $url"
 MANIFOLD_WHIP_SIMULCAST=1 MANIFOLD_URL="$url" node tests/browser/whip-whep.test.mjs || status=1
+# Two cores are few: the single server has done its part.
+kill "$single" 2>/dev/null || true
+wait "$single" 2>/dev/null || true
+
+# Failover: one Redis, one NATS and two nodes of one cluster on free 127.0.0.1 ports; the
+# test kills node A (SIGKILL) under one of its pages.
+have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+have redis-server || apt_install redis-server redis-server
+have nats-server || apt_install nats-server nats-server
+export PATH="$PATH:/usr/sbin"
+free_port() { node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'; }
+# wait_port PORT WHAT PID: until something listens on PORT, or die.
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || die "$2 exited before listening"
+    sleep 0.1
+  done
+  die "$2 did not listen on port $1"
+}
+cluster_dir=$(mktemp -d)
+redis_port=$(free_port)
+nats_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+  --loglevel warning >"$cluster_dir/redis.log" 2>&1 &
+redis=$!
+nats-server --addr 127.0.0.1 --port "$nats_port" >"$cluster_dir/nats.log" 2>&1 &
+nats=$!
+trap 'kill ${single:-} ${node_a:-} ${node_b:-} ${redis:-} ${nats:-} 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$log" "$cluster_dir"' EXIT
+wait_port "$redis_port" redis-server "$redis"
+wait_port "$nats_port" nats-server "$nats"
+cluster_key="browser-failover-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+# start_node ID: a node of the cluster; sets `server` and `url` (start_server).
+start_node() {
+  MANIFOLD_AUTH__KEY="$cluster_key" MANIFOLD_CLUSTER__NODE_ID="$1" MANIFOLD_CLUSTER__HEARTBEAT_SECS=1 \
+    MANIFOLD_CLUSTER__REDIS_URL="redis://127.0.0.1:$redis_port" \
+    MANIFOLD_CLUSTER__NATS_URL="nats://127.0.0.1:$nats_port" \
+    start_server "$cluster_dir/$1.log" --listen 127.0.0.1:0 --port-base 0 --workers 1 --log-level warn
+}
+start_node node-a
+node_a=$server url_a=$url
+start_node node-b
+node_b=$server url_b=$url
+echo "--- tests/browser/failover.test.mjs against $url_a and $url_b"
+if ! MANIFOLD_URL_A="$url_a" MANIFOLD_URL_B="$url_b" MANIFOLD_PID_A="$node_a" MANIFOLD_KEY="$cluster_key" \
+  node tests/browser/failover.test.mjs; then
+  status=1
+  for f in node-a node-b; do echo "--- $f log" >&2; cat "$cluster_dir/$f.log" >&2; done
+fi
+# Killed by the test: reaped without the shell's "Killed" line.
+kill -0 "$node_a" 2>/dev/null || wait "$node_a" 2>/dev/null || true
+
 if [ $status != 0 ]; then
   echo "--- server log" >&2
   cat "$log" >&2

@@ -389,9 +389,19 @@ export class RoomView {
       room.on('reconnecting', ({ cause }) => {
         this.#showBanner(cause === 'media' ? 'Media connection interrupted. Reconnecting…' : 'Connection lost. Reconnecting…');
       }),
-      room.on('reconnected', () => {
+      room.on('reconnected', ({ failover, url, previousId }) => {
         this.#showBanner('');
-        toast('Reconnected', { kind: 'success', ms: 2000 });
+        if (!failover) {
+          toast('Reconnected', { kind: 'success', ms: 2000 });
+          return;
+        }
+        // Joined afresh on another server: our tile has a new participant id.
+        const me = room.localParticipant;
+        if (previousId) this.#stage.removeParticipant(previousId);
+        this.#stage.upsertParticipant(me, { local: true });
+        if (this.camera) this.#stage.setVideo(me.id, this.camera.mediaStreamTrack);
+        this.#renderLocal();
+        toast(`Our server went away; reconnected through ${new URL(url).host}`, { kind: 'success', ms: 4000 });
       }),
       room.on('disconnected', ({ reason, message }) => {
         this.#showBanner('');

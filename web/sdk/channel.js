@@ -25,7 +25,8 @@ const OPTIONAL_REPLY_MS = 3_000;
 
 /**
  * @typedef {object} RequestOptions
- * @property {string} [expect] Only a reply of this type resolves it (errors always reject).
+ * @property {string | string[]} [expect] Only a reply of this type (or of one of these)
+ *   resolves it (errors always reject).
  * @property {boolean} [optional] Resolves with null, instead of rejecting, on timeout.
  * @property {boolean} [failOnClose] Rejected when the socket closes (join, resume).
  * @property {boolean} [direct] Sent on the current socket even while resuming, never queued.
@@ -39,7 +40,7 @@ const OPTIONAL_REPLY_MS = 3_000;
  * @typedef {object} PendingRequest
  * @property {(message: Message | null) => void} resolve
  * @property {(error: ManifoldError) => void} reject
- * @property {string | null} expect
+ * @property {string | string[] | null} expect
  * @property {boolean} failOnClose
  * @property {string | null} cid
  * @property {((message: Message) => boolean) | null} until
@@ -116,6 +117,11 @@ export class SignalingChannel {
     }
   }
 
+  /** Forgets what waited in the outbox: it was for a session that is gone. */
+  discardOutbox() {
+    this.#outbox = [];
+  }
+
   /** Sends what waited in the outbox; after a resume. */
   flush() {
     const queued = this.#outbox;
@@ -190,7 +196,7 @@ export class SignalingChannel {
       }));
       return true;
     }
-    if (request.expect && request.expect !== message.type) return false;
+    if (request.expect && ![request.expect].flat().includes(message.type)) return false;
     this.#pending.delete(id);
     clearTimeout(request.timer);
     request.resolve(message);

@@ -36,7 +36,10 @@
  * @property {ChatMessage} chat
  * @property {{state: ConnectionState, previous: ConnectionState}} connectionStateChanged
  * @property {{cause: 'signaling' | 'media'}} reconnecting
- * @property {{}} reconnected
+ * @property {{failover?: boolean, url?: string, previousId?: string}} reconnected
+ *   Back in the room: the same session resumed (`{}`), or, `failover`, joined afresh
+ *   through another node (`url`, its signaling URL) as a new participant (the old id in
+ *   `previousId`), because ours went away.
  * @property {{reason: string, message: string}} disconnected
  * @property {{error: ManifoldError}} error
  */

@@ -52,17 +52,29 @@ export class Negotiator {
   }
 
   /**
-   * Creates the peer connection; once, on `joined`.
+   * Creates the peer connection, on `joined`: once, or again after `restart`.
    * @param {RTCIceServer[]} iceServers
    */
   start(iceServers) {
     const pc = createPeerConnection(iceServers);
     pc.addEventListener('icecandidate', (event) => {
       // Trickled; the end-of-candidates null is not worth a message.
-      if (event.candidate?.candidate) this.#hooks.send({ type: 'candidate', candidate: event.candidate.candidate });
+      if (pc === this.pc && event.candidate?.candidate) this.#hooks.send({ type: 'candidate', candidate: event.candidate.candidate });
     });
-    pc.addEventListener('iceconnectionstatechange', () => this.#hooks.onIceStateChange());
+    pc.addEventListener('iceconnectionstatechange', () => {
+      if (pc === this.pc) this.#hooks.onIceStateChange();
+    });
     this.pc = pc;
+  }
+
+  /**
+   * Closes the peer connection and forgets its answers, for a session joined afresh on
+   * another node; `start` makes the next one.
+   */
+  restart() {
+    this.pc?.close();
+    this.pc = null;
+    this.#lastAnswer = null;
   }
 
   /**

@@ -10,7 +10,7 @@
  */
 
 import { captureMedia } from './capture.js';
-import { applyLayers, layerCount } from './simulcast.js';
+import { applyLayers, layerCount, layerRids } from './simulcast.js';
 import { LocalTrack } from './tracks.js';
 
 /** @typedef {import('./signaling.js').Message} Message */
@@ -270,6 +270,26 @@ export class Publisher {
     for (const local of this.#byCid.values()) {
       if (local.state !== 'publishing' || local.mid !== null) continue;
       this.#hooks.channel.request(publishMessage(local), { optional: true, expect: 'published' }).catch(() => {});
+    }
+  }
+
+  /**
+   * After joining afresh on another node: every publication that was live or on its way
+   * is published again, as a new track of the new participant.
+   */
+  republishAll() {
+    for (const local of this.#byCid.values()) {
+      if (local.state !== 'publishing' && local.state !== 'published') continue;
+      local.state = 'publishing';
+      local.trackId = null;
+      local.mid = null;
+      local.rids = [];
+      local.activeLayers = layerRids(local.layers);
+      this.#mutedAtPublish.set(local.cid, local.muted);
+      this.#hooks.channel.request(publishMessage(local), { expect: 'published', cid: local.cid, timeoutMs: PUBLISH_TIMEOUT_MS })
+        .catch((error) => {
+          if (!this.#hooks.isClosed()) this.#hooks.emitError(error);
+        });
     }
   }
 

@@ -1,6 +1,8 @@
 /**
  * Getting a room back after a failure: a dropped signaling socket is reopened with
- * backoff and the session resumed (`resume`) within the grace period; a media connection
+ * backoff and the session resumed (`resume`) within the grace period; when the node
+ * itself is gone (it refuses connections, or does not answer), the room is joined afresh
+ * on one of the other nodes `joined` named (`alternatives`), in turn; a media connection
  * that failed, or stayed disconnected, is restarted (`ice_restart`) until it recovers or
  * the give-up time passes. Owns the timers and the `reconnecting` / `reconnected` events;
  * the Room decides what a failure that cannot be recovered means (`disconnected`).
@@ -23,11 +25,26 @@ const RECONNECT_DELAYS_MS = [0, 250, 500, 1000, 2000];
 const ICE_DISCONNECTED_WAIT_MS = 2_000;
 const ICE_RESTART_RETRY_MS = 5_000;
 const ICE_RESTART_GIVE_UP_MS = 20_000;
+/** This many attempts in a row that cannot even reach the node mean it is gone. */
+const NODE_GONE_AFTER = 3;
+/** While there are other nodes to go to, a node that does not answer is given this long. */
+const NODE_ANSWER_MS = 2_000;
+/** Joining afresh elsewhere: at most this many nodes, each tried this many times. */
+const MAX_FAILOVER_NODES = 8;
+const FAILOVER_ROUNDS = 2;
+/** Waits before each round of failover attempts. */
+const FAILOVER_DELAYS_MS = [0, 1_000];
+/** How long one failover join may take (socket and `joined`). */
+const FAILOVER_JOIN_MS = 4_000;
 
 /**
  * What the reconnection needs from the rest of the room.
  * @typedef {object} ReconnectionHooks
- * @property {string} url The signaling URL.
+ * @property {() => string} url The signaling URL of the node holding the session.
+ * @property {() => string[]} alternatives Other nodes to join afresh at (base URLs).
+ * @property {(url: string, timeoutMs: number) => Promise<{url: string, previousId: string}>} rejoin
+ *   Joins the room afresh at `url` (a new session; redirects followed), resolving with
+ *   the signaling URL of the node that took it and the participant id given up.
  * @property {number} graceMs How long to try to resume.
  * @property {SignalingChannel} channel
  * @property {(socket: SignalingSocket) => void} attach Makes a new socket the room's.
@@ -64,17 +81,29 @@ export class Reconnector {
     hooks.setState('reconnecting');
     hooks.emit('reconnecting', { cause: 'signaling' });
     const deadline = Date.now() + hooks.graceMs;
+    // Attempts in a row that could not reach the node at all.
+    let unreachable = 0;
     for (let attempt = 0; ; attempt++) {
       const delay = RECONNECT_DELAYS_MS[Math.min(attempt, RECONNECT_DELAYS_MS.length - 1)];
       if (Date.now() + delay >= deadline) break;
       await sleep(delay);
       if (closed()) return;
+      const elsewhere = hooks.alternatives();
       let socket;
       try {
-        socket = await SignalingSocket.open(hooks.url, { timeoutMs: clamp(deadline - Date.now(), 500, 4_000) });
+        const wait = elsewhere.length ? NODE_ANSWER_MS : 4_000;
+        socket = await SignalingSocket.open(hooks.url(), { timeoutMs: clamp(deadline - Date.now(), 500, wait) });
       } catch {
+        unreachable++;
+        if (unreachable >= NODE_GONE_AFTER && elsewhere.length) {
+          // The node is gone, and the session with it: join afresh on another one.
+          if (await this.#failover(elsewhere)) return;
+          if (closed()) return;
+          unreachable = 0;
+        }
         continue;
       }
+      unreachable = 0;
       if (closed()) {
         socket.close();
         return;
@@ -113,6 +142,42 @@ export class Reconnector {
       'timeout',
       `Lost the connection to the server and could not get it back within ${Math.round(hooks.graceMs / 1000)} s.`,
     );
+  }
+
+  /**
+   * Joins the room afresh at each of `urls` in turn (a few rounds, with backoff) until one
+   * takes it. Resolves true when one did (or the room ended meanwhile), false when none.
+   * @param {string[]} urls
+   * @returns {Promise<boolean>}
+   */
+  async #failover(urls) {
+    const hooks = this.#hooks;
+    const closed = () => hooks.state() === 'disconnected';
+    const nodes = urls.slice(0, MAX_FAILOVER_NODES);
+    for (let round = 0; round < FAILOVER_ROUNDS; round++) {
+      await sleep(FAILOVER_DELAYS_MS[Math.min(round, FAILOVER_DELAYS_MS.length - 1)]);
+      for (const url of nodes) {
+        if (closed()) return true;
+        let rejoined;
+        try {
+          rejoined = await hooks.rejoin(url, FAILOVER_JOIN_MS);
+        } catch (error) {
+          if (closed()) return true;
+          console.warn(`manifold: could not join at ${url}: ${errorText(error)}`);
+          continue;
+        }
+        if (closed()) return true;
+        // The old peer connection's troubles are over with it.
+        clearTimeout(this.#iceTimer);
+        this.#iceTroubleSince = null;
+        this.#iceRestartWanted = false;
+        hooks.channel.resuming = false;
+        hooks.setState('connected');
+        hooks.emit('reconnected', { failover: true, ...rejoined });
+        return true;
+      }
+    }
+    return false;
   }
 
   /** The peer connection's ICE state changed. */

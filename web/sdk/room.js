@@ -97,7 +97,12 @@ export class Room extends Emitter {
    */
   participants = new Map();
 
+  /** The signaling URL of the node that holds the session. */
   #url;
+  /** Other nodes to join at if this one goes away, as `joined` / `resumed` said. @type {string[]} */
+  #alternatives = [];
+  /** Set while joining afresh on another node, until its `joined`. */
+  #rejoining = false;
   /** @type {string | null} */
   #token;
   /** @type {ConnectOptions} */
@@ -200,7 +205,9 @@ export class Room extends Emitter {
       },
     );
     this.#reconnector = new Reconnector({
-      url: this.#url,
+      url: () => this.#url,
+      alternatives: () => this.#alternatives,
+      rejoin: (url, timeoutMs) => this.#rejoin(url, timeoutMs),
       graceMs: options.reconnectGraceMs ?? RECONNECT_GRACE_MS,
       channel,
       attach: (socket) => this.#session.attach(socket),
@@ -418,11 +425,36 @@ export class Room extends Emitter {
 
   async #join() {
     try {
-      await this.#session.join(this.#url, this.name, this.#token, this.#options);
+      this.#url = await this.#session.join(this.#url, this.name, this.#token, this.#options);
     } catch (error) {
       this.#teardown('failed', errorText(error), { silent: true });
       throw error;
     }
+  }
+
+  /**
+   * Joins the room afresh on another node (ours is gone, and our session with it): a new
+   * participant id, a new peer connection, every publication published again and every
+   * track received again as on a first join. Rejects, changing nothing, if that node
+   * does not take the join.
+   * @param {string} url The node's base URL.
+   * @param {number} timeoutMs
+   * @returns {Promise<{url: string, previousId: string}>} The signaling URL of the node
+   *   that took it, and the participant id given up.
+   */
+  async #rejoin(url, timeoutMs) {
+    const previousId = this.localParticipant.id;
+    this.#rejoining = true;
+    try {
+      this.#url = await this.#session.join(signalingUrl(url), this.name, this.#token, this.#options, { timeoutMs });
+    } finally {
+      this.#rejoining = false;
+    }
+    // What waited for the old session is meaningless to the new one.
+    this.#channel.resuming = false;
+    this.#channel.discardOutbox();
+    this.#publisher.republishAll();
+    return { url: this.#url, previousId };
   }
 
   /**
@@ -432,6 +464,9 @@ export class Room extends Emitter {
   #onJoined(message, resumed) {
     if (message.room) this.name = message.room;
     if (message.resume_token) this.#resumeToken = message.resume_token;
+    this.#alternatives = (Array.isArray(message.alternatives) ? message.alternatives : [])
+      .filter((/** @type {unknown} */ url) => typeof url === 'string')
+      .slice(0, 8);
     /** @type {ParticipantInfo} */
     const me = message.participant ?? { id: this.localParticipant.id, identity: this.localParticipant.identity };
     /** @type {ParticipantInfo[]} */
@@ -442,10 +477,22 @@ export class Room extends Emitter {
       this.#subscriptions.reconcile(others);
       return;
     }
+    const iceServers = Array.isArray(message.ice_servers) ? message.ice_servers : [];
+    if (this.#rejoining) {
+      // A new session on another node: the room as it sees it, on a new peer connection.
+      this.#subscriptions.forgetSelf(this.localParticipant.id);
+      this.localParticipant.id = me.id;
+      if (this.localParticipant.update(me)) this.emit('participantUpdated', { participant: this.localParticipant });
+      this.#subscriptions.dropMedia();
+      this.#subscriptions.reconcile(others);
+      this.#negotiator.restart();
+      this.#negotiator.start(iceServers);
+      return;
+    }
     this.localParticipant.id = me.id;
     this.localParticipant.update(me);
     for (const info of others) this.#subscriptions.add(info, false);
-    this.#negotiator.start(Array.isArray(message.ice_servers) ? message.ice_servers : []);
+    this.#negotiator.start(iceServers);
     this.#setState('connected');
   }
 

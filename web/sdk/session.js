@@ -8,13 +8,15 @@
  */
 
 import { ManifoldError, closingText } from './errors.js';
-import { SignalingSocket } from './signaling.js';
+import { SignalingSocket, signalingUrl } from './signaling.js';
 
 /** @typedef {import('./signaling.js').Message} Message */
 /** @typedef {import('./channel.js').SignalingChannel} SignalingChannel */
 /** @typedef {import('./room.js').ConnectOptions} ConnectOptions */
 
 const CONNECT_TIMEOUT_MS = 10_000;
+/** A `join` answered with `redirect` is followed this many times at most. */
+const MAX_REDIRECTS = 3;
 
 /**
  * The parts of the room that messages are routed to.
@@ -65,15 +67,18 @@ export class Session {
   }
 
   /**
-   * Opens the signaling socket and sends `join`; resolves once the server said `joined`.
-   * Rejects with a ManifoldError (`network`, `timeout`, or the server's refusal).
+   * Opens the signaling socket and sends `join`; resolves, with the URL of the node that
+   * took it, once the server said `joined`. A `redirect` (a draining or full node) is
+   * followed to the node it names. Rejects with a ManifoldError (`network`, `timeout`,
+   * `unavailable` after too many redirects, or the server's refusal).
    * @param {string} url
    * @param {string} room
    * @param {string | null} token
    * @param {ConnectOptions} options
-   * @returns {Promise<void>}
+   * @param {{timeoutMs?: number}} [limits] How long to wait for the socket, and for `joined`.
+   * @returns {Promise<string>}
    */
-  async join(url, room, token, options) {
+  async join(url, room, token, options, { timeoutMs = CONNECT_TIMEOUT_MS } = {}) {
     const channel = this.#parts.channel;
     /** @type {Message} */
     const join = { type: 'join', room };
@@ -83,9 +88,28 @@ export class Session {
     if (options.identity) join.identity = options.identity;
     if (options.name) join.name = options.name;
     if (options.metadata !== undefined) join.metadata = options.metadata;
-    this.attach(await SignalingSocket.open(url, { timeoutMs: CONNECT_TIMEOUT_MS }));
-    await channel.request(join, { expect: 'joined', failOnClose: true, direct: true, timeoutMs: CONNECT_TIMEOUT_MS });
-    channel.startKeepalive();
+    for (let redirects = 0; ; redirects++) {
+      const socket = await SignalingSocket.open(url, { timeoutMs });
+      this.attach(socket);
+      /** @type {Message | null} */
+      let reply;
+      try {
+        reply = await channel.request(join, { expect: ['joined', 'redirect'], failOnClose: true, direct: true, timeoutMs });
+      } catch (error) {
+        if (channel.socket === socket) channel.detach();
+        throw error;
+      }
+      if (reply?.type === 'joined') {
+        channel.startKeepalive();
+        return url;
+      }
+      // The server closes a redirected socket; it is no longer ours either way.
+      if (channel.socket === socket) channel.detach();
+      if (redirects >= MAX_REDIRECTS || typeof reply?.url !== 'string') {
+        throw new ManifoldError('The servers kept sending the join elsewhere.', { code: 'unavailable' });
+      }
+      url = signalingUrl(reply.url);
+    }
   }
 
   /**

@@ -16,6 +16,9 @@ import { Participant, RemoteTrack } from './tracks.js';
 /** @typedef {import('./negotiation.js').Receiver} Receiver */
 /** @typedef {import('./channel.js').SignalingChannel} SignalingChannel */
 
+/** Former participant ids of this client remembered (`forgetSelf`). */
+const MAX_FORMER_IDS = 8;
+
 /**
  * What the subscriptions need from the rest of the room.
  * @typedef {object} SubscriptionHooks
@@ -35,6 +38,13 @@ export class Subscriptions {
   participants;
   /** Receive m-lines: mid → the remote track on it. @type {Map<string, RemoteTrack>} */
   #mids = new Map();
+  /**
+   * Ids this client had in sessions it left for another node: the room may still show
+   * them for a while (until the cluster notices the old node is gone); they are not
+   * someone else.
+   * @type {Set<string>}
+   */
+  #formerIds = new Set();
   /** @type {SubscriptionHooks} */
   #hooks;
 
@@ -70,13 +80,13 @@ export class Subscriptions {
    * @returns {boolean}
    */
   handle(message) {
-    if (message.participant === this.#hooks.localId()) return false;
+    if (this.#isMe(message.participant)) return false;
     switch (message.type) {
       case 'participant_joined':
         this.#onParticipantJoined(message.participant);
         return true;
       case 'participant_updated':
-        if (message.participant?.id === this.#hooks.localId()) return false;
+        if (this.#isMe(message.participant?.id)) return false;
         this.#onParticipantUpdated(message.participant);
         return true;
       case 'participant_left':
@@ -119,6 +129,7 @@ export class Subscriptions {
   reconcile(others) {
     const present = new Set();
     for (const info of others) {
+      if (this.#isMe(info.id)) continue;
       present.add(info.id);
       if (this.participants.has(info.id)) this.#onParticipantUpdated(info);
       else this.add(info, true);
@@ -173,6 +184,15 @@ export class Subscriptions {
     }
   }
 
+  /**
+   * Every received track stops being received (`trackUnsubscribed`): its peer connection
+   * is gone. The next offers subscribe them again.
+   */
+  dropMedia() {
+    for (const track of this.remoteTracks) this.#markUnsubscribed(track);
+    this.#mids.clear();
+  }
+
   /** Forgets every subscription, without events; the room is over. */
   reset() {
     for (const track of this.remoteTracks) {
@@ -183,9 +203,28 @@ export class Subscriptions {
     this.#mids.clear();
   }
 
+  /**
+   * This client's participant id before it joined afresh elsewhere: never shown as
+   * someone else (the last few are remembered).
+   * @param {string} id
+   */
+  forgetSelf(id) {
+    if (!id) return;
+    this.#formerIds.add(id);
+    for (const old of this.#formerIds) {
+      if (this.#formerIds.size <= MAX_FORMER_IDS) break;
+      this.#formerIds.delete(old);
+    }
+  }
+
+  /** @param {unknown} id */
+  #isMe(id) {
+    return id === this.#hooks.localId() || (typeof id === 'string' && this.#formerIds.has(id));
+  }
+
   /** @param {ParticipantInfo} info */
   #onParticipantJoined(info) {
-    if (!info?.id || info.id === this.#hooks.localId()) return;
+    if (!info?.id || this.#isMe(info.id)) return;
     if (this.participants.has(info.id)) {
       this.#onParticipantUpdated(info);
       return;
@@ -233,7 +272,7 @@ export class Subscriptions {
    * @param {TrackInfo} info
    */
   #onTrackPublished(participantId, info) {
-    if (!info?.id || participantId === this.#hooks.localId()) return;
+    if (!info?.id || this.#isMe(participantId)) return;
     const participant = this.participants.get(participantId);
     if (!participant) return;
     const existing = participant.tracks.get(info.id);
