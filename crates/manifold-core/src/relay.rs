@@ -115,7 +115,7 @@ impl RelayedPacket {
 }
 
 /// What a relayed track is, for the shard that receives it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RelayOpen {
     pub(crate) room: RoomName,
     pub(crate) publisher: ParticipantId,
@@ -143,7 +143,9 @@ impl RelayOpen {
 /// A message between shards about a relayed track.
 // `Media` is nearly every message and the largest: boxing it would allocate per packet.
 #[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+// Between nodes, everything but media travels as this JSON (`relay_wire.rs`).
+#[serde(tag = "t", rename_all = "snake_case")]
 pub enum RelayMessage {
     /// Origin → receiver: a track of a room you hold members of.
     Open(Box<RelayOpen>),
@@ -159,7 +161,8 @@ pub enum RelayMessage {
         /// Now muted.
         muted: bool,
     },
-    /// Origin → receiver: one packet of layer `layer`.
+    /// Origin → receiver: one packet of layer `layer` (binary on the wire, `relay_wire.rs`).
+    #[serde(skip)]
     Media {
         /// Which track.
         track: TrackId,

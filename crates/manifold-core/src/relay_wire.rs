@@ -21,13 +21,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use manifold_api::{Identity, MediaKind, ParticipantId, RoomName, TrackId};
-use serde::{Deserialize, Serialize};
+use manifold_api::TrackId;
 use str0m::format::PayloadParams;
-use str0m::media::{Mid, Rid};
+use str0m::media::Rid;
 use str0m::rtp::{ExtensionValues, VideoOrientation};
 
-use crate::relay::{RelayMessage, RelayOpen, RelayedPacket};
+use crate::relay::{RelayMessage, RelayedPacket};
 use crate::track::TrackLabel;
 
 /// Largest encoded message accepted: a video packet with its header, or an open message.
@@ -56,43 +55,6 @@ pub enum WireError {
     /// It parses but describes something the shard must not take.
     #[error("relay message refused: {0}")]
     Invalid(String),
-}
-
-/// The JSON-carried messages.
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
-enum Control {
-    Open {
-        room: RoomName,
-        publisher: ParticipantId,
-        identity: Identity,
-        track: TrackId,
-        mid: Mid,
-        kind: MediaKind,
-        label: TrackLabel,
-        params: Vec<PayloadParams>,
-        rids: Vec<Rid>,
-    },
-    Close {
-        track: TrackId,
-    },
-    Muted {
-        track: TrackId,
-        muted: bool,
-    },
-    Keyframe {
-        track: TrackId,
-        layer: u8,
-    },
-    Layers {
-        track: TrackId,
-        needed: u8,
-    },
-    Lost {
-        track: TrackId,
-        layer: u8,
-        seqs: Vec<u64>,
-    },
 }
 
 /// Encode `message` into `out` (cleared first).
@@ -136,42 +98,10 @@ pub fn encode(message: &RelayMessage, out: &mut Vec<u8>) {
         out.extend_from_slice(&packet.payload);
         return;
     }
-    let control = match message {
-        RelayMessage::Open(o) => Control::Open {
-            room: o.room.clone(),
-            publisher: o.publisher,
-            identity: o.identity.clone(),
-            track: o.track,
-            mid: o.mid,
-            kind: o.kind,
-            label: o.label.clone(),
-            params: o.params.clone(),
-            rids: o.rids.clone(),
-        },
-        RelayMessage::Close { track } => Control::Close { track: *track },
-        RelayMessage::Muted { track, muted } => Control::Muted {
-            track: *track,
-            muted: *muted,
-        },
-        RelayMessage::Keyframe { track, layer } => Control::Keyframe {
-            track: *track,
-            layer: *layer,
-        },
-        RelayMessage::Layers { track, needed } => Control::Layers {
-            track: *track,
-            needed: *needed,
-        },
-        RelayMessage::Lost { track, layer, seqs } => Control::Lost {
-            track: *track,
-            layer: *layer,
-            seqs: seqs.clone(),
-        },
-        RelayMessage::Media { .. } => return,
-    };
     out.push(JSON);
     out.push(VERSION);
     // Serializing plain data into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &control);
+    let _ = serde_json::to_writer(&mut *out, message);
 }
 
 /// Decode a message from another node, received at `now`.
@@ -194,47 +124,19 @@ pub fn decode(bytes: &[u8], now: Instant) -> Result<RelayMessage, WireError> {
     if kind == MEDIA {
         return decode_media(bytes, now);
     }
-    let control: Control =
+    let message: RelayMessage =
         serde_json::from_slice(body).map_err(|e| WireError::Malformed(e.to_string()))?;
-    Ok(match control {
-        Control::Open {
-            room,
-            publisher,
-            identity,
-            track,
-            mid,
-            kind,
-            label,
-            params,
-            rids,
-        } => {
-            check_open(&label, &params, &rids)?;
-            RelayMessage::Open(Box::new(RelayOpen {
-                room,
-                publisher,
-                identity,
-                track,
-                mid,
-                kind,
-                label,
-                params,
-                rids,
-            }))
+    match &message {
+        RelayMessage::Open(open) => check_open(&open.label, &open.params, &open.rids)?,
+        RelayMessage::Lost { seqs, .. } if seqs.len() > crate::relay::MAX_RELAY_NACK => {
+            return Err(WireError::Invalid(format!(
+                "{} lost packets named",
+                seqs.len()
+            )));
         }
-        Control::Close { track } => RelayMessage::Close { track },
-        Control::Muted { track, muted } => RelayMessage::Muted { track, muted },
-        Control::Keyframe { track, layer } => RelayMessage::Keyframe { track, layer },
-        Control::Layers { track, needed } => RelayMessage::Layers { track, needed },
-        Control::Lost { track, layer, seqs } => {
-            if seqs.len() > crate::relay::MAX_RELAY_NACK {
-                return Err(WireError::Invalid(format!(
-                    "{} lost packets named",
-                    seqs.len()
-                )));
-            }
-            RelayMessage::Lost { track, layer, seqs }
-        }
-    })
+        _ => {}
+    }
+    Ok(message)
 }
 
 fn decode_media(b: &[u8], now: Instant) -> Result<RelayMessage, WireError> {
