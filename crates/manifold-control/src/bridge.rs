@@ -18,6 +18,7 @@
 //! dot; room names cannot hold a `~`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,9 +63,38 @@ struct RoomLink {
 #[derive(Default)]
 pub struct BridgeState {
     rooms: Mutex<HashMap<RoomName, RoomLink>>,
+    /// Frames put on the bus, and those the bus refused (NATS unreachable and its buffer
+    /// full, or a frame over its limit): what other nodes missed.
+    frames_out: AtomicU64,
+    frames_failed: AtomicU64,
+    /// Frames from other nodes handed to workers, and those a full worker inbox refused.
+    frames_in: AtomicU64,
+    frames_refused: AtomicU64,
 }
 
 impl BridgeState {
+    /// The counters, for `/stats`.
+    pub fn stats(&self) -> serde_json::Value {
+        let rooms = self.rooms();
+        let remote = rooms.values().filter(|l| !l.nodes.is_empty()).count();
+        serde_json::json!({
+            "frames_out": self.frames_out.load(Ordering::Relaxed),
+            "frames_failed": self.frames_failed.load(Ordering::Relaxed),
+            "frames_in": self.frames_in.load(Ordering::Relaxed),
+            "frames_refused": self.frames_refused.load(Ordering::Relaxed),
+            "rooms_shared": remote,
+        })
+    }
+
+    fn delivered(&self, queued: bool) {
+        let c = if queued {
+            &self.frames_in
+        } else {
+            &self.frames_refused
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, RoomLink>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -108,7 +138,8 @@ pub fn room_held(state: &AppState, room: &RoomName) {
                 let node: Arc<str> = node.into();
                 for w in task_state.room_workers(&task_room) {
                     if let Some(h) = task_state.workers.get(usize::from(w)) {
-                        h.bridge_in(node.clone(), m.payload.clone());
+                        let queued = h.bridge_in(node.clone(), m.payload.clone());
+                        task_state.bridge.delivered(queued);
                     }
                 }
             }
@@ -157,9 +188,13 @@ pub async fn run(state: AppState, mut out: mpsc::Receiver<(BridgeTo, Vec<u8>)>) 
                     BridgeTo::Room(room) => format!("manifold.relay.{}.{me}", room_token(&room)),
                     BridgeTo::Node(node) => format!("manifold.relayfb.{node}"),
                 };
-                if let Err(e) = state.cluster.bus.publish(subject, frame).await {
-                    tracing::debug!(error = %e, "relay frame not published");
-                }
+                match state.cluster.bus.publish(subject, frame).await {
+                    Ok(()) => state.bridge.frames_out.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "relay frame not published");
+                        state.bridge.frames_failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
             }
         })
     };
@@ -171,7 +206,8 @@ pub async fn run(state: AppState, mut out: mpsc::Receiver<(BridgeTo, Vec<u8>)>) 
                 let from: Arc<str> = "".into();
                 while let Some(m) = sub.rx.recv().await {
                     for h in &state.workers {
-                        h.bridge_in(from.clone(), m.payload.clone());
+                        let queued = h.bridge_in(from.clone(), m.payload.clone());
+                        state.bridge.delivered(queued);
                     }
                 }
             })),

@@ -203,6 +203,7 @@ async fn stats(
         obj.insert("negotiation_panics".into(), state.factory.panics().into());
         let mut cluster = state.cluster.federation.stats();
         cluster["bus_dropped"] = state.cluster.bus.dropped().into();
+        cluster["bridge"] = state.bridge.stats();
         obj.insert("cluster".into(), cluster);
         let mut overload = manifold_io::OverloadCounters::default();
         for w in &state.workers {

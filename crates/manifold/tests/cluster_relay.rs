@@ -67,6 +67,17 @@ fn a_whep_player_on_one_node_plays_a_publisher_on_another() {
         "B forwarded it to its players"
     );
     assert_eq!(n(&sb, "rtp_in"), 0, "nobody publishes on B");
+    let bridge = |s: &serde_json::Value, k: &str| s["cluster"]["bridge"][k].as_u64().unwrap_or(0);
+    assert!(
+        bridge(&sa, "frames_out") >= n(&sb, "relay_in"),
+        "A put them on the bus"
+    );
+    assert_eq!(bridge(&sa, "frames_failed"), 0);
+    assert!(
+        bridge(&sb, "frames_in") >= n(&sb, "relay_in"),
+        "B took them off it"
+    );
+    assert_eq!(bridge(&sb, "frames_refused"), 0);
 }
 
 #[test]
