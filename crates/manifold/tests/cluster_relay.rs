@@ -1,7 +1,9 @@
 //! Two nodes on one real NATS: a WHIP publisher on node A, WHEP players on node B. Node B
 //! says it holds the room, node A relays the publisher's tracks to it over the bus, once
 //! per (track, node), and B's players receive them as from a local publisher; their
-//! keyframe requests travel back. No timing assertions (generous waits only).
+//! keyframe requests travel back; a NATS restart stops nothing within a node and the relay
+//! comes back by itself. A draining node sends new sessions elsewhere. No timing assertions
+//! (generous waits only).
 
 mod common;
 
@@ -156,4 +158,73 @@ fn a_draining_node_sends_new_sessions_to_another_node() {
     );
     // The redirect is to a node that takes the session.
     assert_eq!(post(location).status().as_u16(), 201);
+}
+
+#[test]
+fn media_between_nodes_comes_back_by_itself_after_nats_restarts() {
+    let mut nats = services::Server::nats();
+    let nats_url = nats.url();
+    let env = |id: &'static str| {
+        [
+            ("MANIFOLD_CLUSTER__NODE_ID", id),
+            ("MANIFOLD_CLUSTER__HEARTBEAT_SECS", "1"),
+            ("MANIFOLD_CLUSTER__NATS_URL", nats_url.as_str()),
+        ]
+    };
+    let a = Server::start(&[], &env("node-a"));
+    let b = Server::start(&[], &env("node-b"));
+    let target = Target::WhipWhep(WhipWhep::new(
+        a.url("/whip/{room}?identity={publisher}"),
+        b.url("/whep/{room}/{publisher}"),
+        None,
+        "lg-restart-".into(),
+    ));
+    let scenario = Scenario {
+        rooms: 1,
+        publishers: 1,
+        subscribers: 2,
+        video: true,
+        video_bitrate_bps: 300_000,
+        fps: 30,
+        keyframe_interval_s: 0.0,
+        audio_bytes: 80,
+        duration: Duration::from_secs(20),
+        ramp_per_s: 20.0,
+        threads: 1,
+        max_in_flight: 4,
+        bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ..Scenario::default()
+    };
+    let load = std::thread::spawn(move || run(scenario, target).expect("run"));
+    let relayed = |s: &Server| s.stats(None)["relay_in"].as_u64().unwrap_or(0);
+    assert!(
+        common::wait_until(Duration::from_secs(15), || relayed(&b) > 200),
+        "media never crossed: {}",
+        b.stats(None)
+    );
+    // Within node A, media does not depend on NATS: its own counters go on growing.
+    nats.kill();
+    let (a_before, b_before) = (a.stats(None)["rtp_in"].as_u64().unwrap_or(0), relayed(&b));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(a.stats(None)["rtp_in"].as_u64().unwrap_or(0) > a_before + 50);
+    let b_during = relayed(&b);
+    nats.start_again();
+    // Back: the nodes hear each other again and the relay resumes, nobody told to.
+    assert!(
+        common::wait_until(Duration::from_secs(15), || relayed(&b) > b_during + 200),
+        "the relay did not resume: {}",
+        b.stats(None)
+    );
+    println!(
+        "relayed to B: {b_before} before the restart, {b_during} while NATS was down, {} after",
+        relayed(&b)
+    );
+    let report = load.join().expect("the load ran");
+    println!("{}", report.summary());
+    assert_eq!(
+        report.aggregate.failed, 0,
+        "{:?}",
+        report.aggregate.failures
+    );
+    println!("node A: {}", a.stats(None)["cluster"]["bridge"]);
 }
