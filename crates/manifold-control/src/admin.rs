@@ -1,7 +1,8 @@
-//! The admin API: list the cluster's rooms and who is in them, kick a participant, close a room. Every
-//! endpoint needs a token with the admin grant (any request, in dev mode). A token limited
-//! to a room acts on that room only: it may kick and close there, and may not list the
-//! rooms of the whole server.
+//! The admin API: list the cluster's rooms and who is in them, kick a participant, close a
+//! room (on whichever nodes they are: other nodes are asked on the bus). Every endpoint
+//! needs a token with the admin grant (any request, in dev mode). A token limited to a room
+//! acts on that room only: it may kick and close there, and may not list the rooms of the
+//! whole server.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use manifold_api::command::Command;
 use manifold_api::{LeaveReason, ParticipantId, RoomName, SessionKind};
-use manifold_cluster::RoomSummary;
+use manifold_cluster::{NodeId, RoomSummary};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::auth::Access;
@@ -103,7 +105,8 @@ fn local_rooms(state: &AppState) -> BTreeMap<String, Vec<Value>> {
     rooms
 }
 
-/// `DELETE /admin/rooms/{room}/participants/{id}`: kick.
+/// `DELETE /admin/rooms/{room}/participants/{id}`: kick. A participant on another node (as
+/// the directory says) is kicked there: the request is forwarded to its node on the bus.
 pub async fn kick(
     State(state): State<AppState>,
     Path((room, id)): Path<(String, String)>,
@@ -113,24 +116,37 @@ pub async fn kick(
     let access = admin(&state, &headers, &query)?;
     let not_found = || ApiError::NotFound(format!("no participant {id} in room {room}"));
     // No session lives in a room of an invalid name.
-    access.check_room(&RoomName::parse(&room).map_err(|_| not_found())?)?;
+    let name = RoomName::parse(&room).map_err(|_| not_found())?;
+    access.check_room(&name)?;
     let pid: ParticipantId = id.parse().map_err(|_| not_found())?;
-    let entry = state.session(pid).ok_or_else(not_found)?;
-    if entry.room.as_str() != room {
-        return Err(not_found());
+    if kick_here(&state, &name, pid)? {
+        return Ok(StatusCode::OK.into_response());
     }
-    state.tell(
-        entry.worker,
-        Command::Leave {
+    let cluster = &state.cluster;
+    let members = cluster
+        .directory
+        .members(name.clone())
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let node = members
+        .into_iter()
+        .find(|m| m.participant == pid && m.node != cluster.node)
+        .map(|m| m.node)
+        .ok_or_else(not_found)?;
+    forward(
+        &state,
+        &node,
+        &AdminRequest::Kick {
+            room: name,
             participant: pid,
-            reason: LeaveReason::Kicked,
         },
-    )?;
-    tracing::info!(participant = %pid, %room, "kicked by an administrator");
-    Ok(StatusCode::OK.into_response())
+    )
+    .await?;
+    Ok(Json(json!({ "forwarded_to": node })).into_response())
 }
 
-/// `DELETE /admin/rooms/{room}`: everyone leaves with reason `room_closed`.
+/// `DELETE /admin/rooms/{room}`: everyone leaves with reason `room_closed`, on this node
+/// and (forwarded on the bus) on every other node holding members of the room.
 pub async fn close_room(
     State(state): State<AppState>,
     Path(room): Path<String>,
@@ -141,14 +157,124 @@ pub async fn close_room(
     let room =
         RoomName::parse(&room).map_err(|e| ApiError::BadRequest(format!("room name {e}")))?;
     access.check_room(&room)?;
+    let closed = close_here(&state, &room)?;
+    let cluster = &state.cluster;
+    // Unreadable, the directory leaves the room closed here only (said in the logs).
+    let others: Vec<NodeId> = match cluster.directory.nodes_of(room.clone()).await {
+        Ok(nodes) => nodes.into_iter().filter(|n| *n != cluster.node).collect(),
+        Err(e) => {
+            tracing::warn!(%room, error = %e, "room closed on this node only");
+            Vec::new()
+        }
+    };
+    if closed == 0 && others.is_empty() {
+        return Err(ApiError::NotFound(format!("no room {room}")));
+    }
+    for node in &others {
+        forward(
+            &state,
+            node,
+            &AdminRequest::CloseRoom { room: room.clone() },
+        )
+        .await?;
+    }
+    Ok(Json(json!({ "closed": closed, "forwarded_to": others })).into_response())
+}
+
+/// What an administrator on one node asks of another, on `manifold.node.{node}.admin`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AdminRequest {
+    /// Kick `participant` out of `room`.
+    Kick {
+        room: RoomName,
+        participant: ParticipantId,
+    },
+    /// Close `room`.
+    CloseRoom { room: RoomName },
+}
+
+/// Largest [`AdminRequest`] read from the bus, as JSON.
+pub const MAX_ADMIN_REQUEST_BYTES: usize = 1024;
+
+/// The subject where `node` takes requests from other nodes' administrators.
+pub fn admin_subject(node: &NodeId) -> String {
+    format!("manifold.node.{node}.admin")
+}
+
+/// Take other nodes' administrators' requests until the process ends; subscribes again
+/// (each heartbeat) while the bus refuses.
+pub async fn serve_requests(state: AppState) {
+    let cluster = state.cluster.clone();
+    loop {
+        match cluster
+            .bus
+            .subscribe(admin_subject(&cluster.node), 64)
+            .await
+        {
+            Ok(mut sub) => {
+                while let Some(message) = sub.rx.recv().await {
+                    let request = (message.payload.len() <= MAX_ADMIN_REQUEST_BYTES)
+                        .then(|| serde_json::from_slice::<AdminRequest>(&message.payload).ok())
+                        .flatten();
+                    match request {
+                        Some(r) => answer(&state, r),
+                        None => tracing::warn!("an admin request from the bus that is not one"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot take other nodes' admin requests"),
+        }
+        tokio::time::sleep(cluster.heartbeat).await;
+    }
+}
+
+fn answer(state: &AppState, request: AdminRequest) {
+    let done = match &request {
+        AdminRequest::Kick { room, participant } => kick_here(state, room, *participant).map(drop),
+        AdminRequest::CloseRoom { room } => close_here(state, room).map(drop),
+    };
+    if let Err(e) = done {
+        tracing::warn!(?request, error = %e, "an admin request from another node failed");
+    }
+}
+
+async fn forward(state: &AppState, node: &NodeId, request: &AdminRequest) -> Result<(), ApiError> {
+    let json = serde_json::to_vec(request)
+        .map_err(|e| ApiError::Internal(format!("admin request: {e}")))?;
+    state
+        .cluster
+        .bus
+        .publish(admin_subject(node), json)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    tracing::info!(%node, ?request, "admin request forwarded");
+    Ok(())
+}
+
+/// Kick `pid` if it is this node's session in `room`; whether it was.
+fn kick_here(state: &AppState, room: &RoomName, pid: ParticipantId) -> Result<bool, ApiError> {
+    let Some(entry) = state.session(pid).filter(|e| &e.room == room) else {
+        return Ok(false);
+    };
+    state.tell(
+        entry.worker,
+        Command::Leave {
+            participant: pid,
+            reason: LeaveReason::Kicked,
+        },
+    )?;
+    tracing::info!(participant = %pid, %room, "kicked by an administrator");
+    Ok(true)
+}
+
+/// Close this node's sessions of `room`; how many there were.
+fn close_here(state: &AppState, room: &RoomName) -> Result<usize, ApiError> {
     let sessions: Vec<_> = state
         .sessions()
         .into_iter()
-        .filter(|(_, s)| s.room == room)
+        .filter(|(_, s)| &s.room == room)
         .collect();
-    if sessions.is_empty() {
-        return Err(ApiError::NotFound(format!("no room {room}")));
-    }
     for (pid, s) in &sessions {
         state.tell(
             s.worker,
@@ -158,8 +284,10 @@ pub async fn close_room(
             },
         )?;
     }
-    tracing::info!(%room, sessions = sessions.len(), "room closed by an administrator");
-    Ok(Json(json!({ "closed": sessions.len() })).into_response())
+    if !sessions.is_empty() {
+        tracing::info!(%room, sessions = sessions.len(), "room closed by an administrator");
+    }
+    Ok(sessions.len())
 }
 
 /// `GET /admin/nodes`: the cluster's live nodes (this one alone by default). Needs the admin

@@ -230,14 +230,16 @@ impl Federation {
     }
 }
 
-/// Start the task draining the update queue and the one watching for dead nodes. Once per
-/// process; a second call starts only the watcher.
+/// Start the task draining the update queue, the one watching for dead nodes and the one
+/// taking other nodes' admin requests. Once per process; a second call starts the queue's
+/// task no more.
 pub fn start(state: &AppState) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     if let Some(rx) = lock(&state.cluster.federation.rx).take() {
         tasks.push(tokio::spawn(drain(state.clone(), rx)));
     }
     tasks.push(tokio::spawn(watch_nodes(state.clone())));
+    tasks.push(tokio::spawn(crate::admin::serve_requests(state.clone())));
     tasks
 }
 
