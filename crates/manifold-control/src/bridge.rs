@@ -290,12 +290,27 @@ async fn heard(state: &AppState, room: &RoomName, node: Arc<str>) {
 fn expire(state: &AppState, ttl: Duration) {
     let now = Instant::now();
     let mut gone = Vec::new();
+    let mut left = Vec::new();
     for (room, link) in state.bridge.rooms().iter_mut() {
         let before = link.nodes.len();
-        link.nodes
-            .retain(|_, seen| now.saturating_duration_since(*seen) < ttl);
+        link.nodes.retain(|node, seen| {
+            let live = now.saturating_duration_since(*seen) < ttl;
+            if !live {
+                left.push((room.clone(), node.clone()));
+            }
+            live
+        });
         if before > 0 && link.nodes.is_empty() {
             gone.push(room.clone());
+        }
+    }
+    // What a node that left relayed here ends with it (it cannot say so if it died).
+    for (room, node) in left {
+        tracing::info!(%room, %node, "a node left the room: its relayed tracks end here");
+        for w in state.room_workers(&room) {
+            if let Some(h) = state.workers.get(usize::from(w)) {
+                h.bridge_node_gone(node.clone(), &room);
+            }
         }
     }
     for room in gone {

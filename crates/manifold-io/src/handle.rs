@@ -106,6 +106,10 @@ impl SharedCounters {
     }
 }
 
+/// First byte of a bridge-inbox entry that is not a frame from the bus but the word that a
+/// node left a room (the room name follows).
+pub(crate) const NODE_GONE: u8 = 0;
+
 /// The control plane's handle to one media worker. Cheap to clone; every clone talks to
 /// the same worker.
 #[derive(Clone)]
@@ -148,6 +152,22 @@ impl WorkerHandle {
     /// inbox drops it, counted in [`OverloadCounters::relay_dropped`]; returns whether it
     /// was queued.
     pub fn bridge_in(&self, node: Arc<str>, frame: Vec<u8>) -> bool {
+        if frame.first() == Some(&NODE_GONE) {
+            // That byte starts no relay frame: it is ours alone.
+            return false;
+        }
+        self.bridge_send(node, frame)
+    }
+
+    /// Node `node` no longer holds `room` (it stopped saying so, or died): the worker ends
+    /// every track it relayed here for the room, as if it had closed them.
+    pub fn bridge_node_gone(&self, node: Arc<str>, room: &manifold_api::RoomName) -> bool {
+        let mut frame = vec![NODE_GONE];
+        frame.extend_from_slice(room.as_str().as_bytes());
+        self.bridge_send(node, frame)
+    }
+
+    fn bridge_send(&self, node: Arc<str>, frame: Vec<u8>) -> bool {
         match self.bridge.try_send((node, frame)) {
             Ok(()) => {
                 let _ = self.waker.wake();

@@ -188,7 +188,7 @@ struct Core {
 /// Where frames about one track go.
 enum Route {
     Origin(RoomName),
-    From(Arc<str>),
+    From(Arc<str>, RoomName),
 }
 
 /// Batched sending, with a scratch buffer for GSO.
@@ -358,13 +358,17 @@ impl Worker {
                 break;
             };
             let now = Instant::now();
+            if frame.first() == Some(&crate::handle::NODE_GONE) {
+                self.core.node_gone(now, &node, &frame[1..]);
+                pending |= i + 1 == MAX_RELAY_PER_TURN;
+                continue;
+            }
             match manifold_core::relay_wire::decode(&frame, now) {
                 Ok(message) => {
                     match &message {
                         RelayMessage::Open(open) => {
-                            self.core
-                                .routes
-                                .insert(open.track(), Route::From(node.clone()));
+                            let route = Route::From(node.clone(), open.room().clone());
+                            self.core.routes.insert(open.track(), route);
                         }
                         RelayMessage::Close { track } => {
                             self.core.routes.remove(track);
@@ -501,6 +505,28 @@ impl Core {
         }
     }
 
+    /// Node `node` left room `room` (its name's bytes): end what it relayed here for it.
+    fn node_gone(&mut self, now: Instant, node: &str, room: &[u8]) {
+        let gone: Vec<TrackId> = self
+            .routes
+            .iter()
+            .filter(|(_, r)| {
+                matches!(r, Route::From(n, rm) if &**n == node && rm.as_str().as_bytes() == room)
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for track in gone {
+            self.routes.remove(&track);
+            self.input(
+                now,
+                Input::Relay {
+                    from: BRIDGE,
+                    message: RelayMessage::Close { track },
+                },
+            );
+        }
+    }
+
     /// Encode `message` for another node and hand it to the bridge sink, addressed by the
     /// track's route.
     fn bridge_out(&mut self, message: RelayMessage) {
@@ -522,7 +548,7 @@ impl Core {
             | RelayMessage::Lost { track, .. } => {
                 let to = match self.routes.get(track) {
                     Some(Route::Origin(room)) => Some(BridgeTo::Room(room.clone())),
-                    Some(Route::From(node)) => Some(BridgeTo::Node(node.clone())),
+                    Some(Route::From(node, _)) => Some(BridgeTo::Node(node.clone())),
                     None => None,
                 };
                 if matches!(message, RelayMessage::Close { .. }) {

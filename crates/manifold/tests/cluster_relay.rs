@@ -228,3 +228,50 @@ fn media_between_nodes_comes_back_by_itself_after_nats_restarts() {
     );
     println!("node A: {}", a.stats(None)["cluster"]["bridge"]);
 }
+
+#[test]
+fn what_a_killed_node_relayed_ends_on_the_others() {
+    let nats = services::Server::nats();
+    let nats_url = nats.url();
+    let env = |id: &'static str| {
+        [
+            ("MANIFOLD_CLUSTER__NODE_ID", id),
+            ("MANIFOLD_CLUSTER__HEARTBEAT_SECS", "1"),
+            ("MANIFOLD_CLUSTER__NATS_URL", nats_url.as_str()),
+        ]
+    };
+    let a = Server::start(&[], &env("node-a"));
+    let b = Server::start(&[], &env("node-b"));
+    let http = reqwest::blocking::Client::new();
+    let post = |url: String, direction| {
+        let lines = [
+            (str0m::media::MediaKind::Audio, direction),
+            (str0m::media::MediaKind::Video, direction),
+        ];
+        http.post(url)
+            .header("content-type", "application/sdp")
+            .body(common::str0m_offer(&lines, |c| c))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Sessions that never connect still hold their tracks until the connect timeout.
+    let send = str0m::media::Direction::SendOnly;
+    let recv = str0m::media::Direction::RecvOnly;
+    assert_eq!(post(a.url("/whip/ghosts?identity=alice"), send), 201);
+    assert_eq!(post(b.url("/whep/ghosts/alice"), recv), 201);
+    let relayed = |s: &Server| s.stats(None)["relayed_tracks"].as_u64().unwrap_or(0);
+    assert!(
+        common::wait_until(Duration::from_secs(10), || relayed(&b) == 2),
+        "A's tracks never reached B: {}",
+        b.stats(None)
+    );
+    drop(a); // SIGKILL: no close, no goodbye.
+    assert!(
+        common::wait_until(Duration::from_secs(15), || relayed(&b) == 0),
+        "B keeps the dead node's tracks: {}",
+        b.stats(None)
+    );
+    assert_eq!(b.stats(None)["participants"], 1, "B's own player stays");
+}
