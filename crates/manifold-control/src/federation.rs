@@ -701,14 +701,32 @@ fn stop_following(
 
 /// Follow `room`'s events while this node holds it: first its members on other nodes as
 /// the directory has them, then every event since the subscription (queued meanwhile), so
-/// nothing that happened after the directory was read is missed. Ends when the directory
-/// cannot be read.
+/// nothing that happened after the directory was read is missed; members shown before that
+/// the directory no longer has leave (reason `timeout`). Ends when the directory cannot be
+/// read.
 async fn follow(state: AppState, room: RoomName, mut sub: Subscription) {
     let cluster = state.cluster.clone();
     let f = &cluster.federation;
     match cluster.directory.members(room.clone()).await {
         Ok(members) => {
             let mut roster = state.roster();
+            // The read is the truth: a member shown from an earlier following of the room
+            // (its departure missed while not subscribed) that the directory no longer
+            // has leaves.
+            let listed: HashSet<ParticipantId> = members.iter().map(|m| m.participant).collect();
+            for participant in roster.remote_ids(&room) {
+                if !listed.contains(&participant) {
+                    roster.remove_remote(&room, participant);
+                    roster.broadcast(
+                        &room,
+                        None,
+                        &ServerMessage::ParticipantLeft {
+                            participant,
+                            reason: LeaveReason::Timeout,
+                        },
+                    );
+                }
+            }
             for m in members.into_iter().filter(|m| m.node != cluster.node) {
                 let member = RemoteMember {
                     info: shown(m.participant, m.identity, m.name, m.metadata, m.tracks),
@@ -1030,6 +1048,23 @@ mod tests {
             member_ids(&shared, &room).await == [2]
         })
         .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_room_followed_anew_drops_members_the_directory_no_longer_has() {
+        let shared = MemoryCluster::new(BEAT * 3);
+        let (a, _tasks) = node("a", &shared).await;
+        let room = RoomName::parse("r").expect("room");
+        // Left over from an earlier following of the room (its departure was missed).
+        let ghost = RemoteMember {
+            info: info(9),
+            node: NodeId::parse("b").expect("node id"),
+        };
+        a.roster().upsert_remote(&room, ghost, MAX_REMOTE_MEMBERS);
+        let ann = join(&a, &room, 1);
+        let m = told(&ann, "participant_left", 9).await;
+        assert_eq!(m["reason"], "timeout");
+        assert_eq!(others(&a, &room), [1]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

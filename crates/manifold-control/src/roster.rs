@@ -192,6 +192,12 @@ impl Roster {
         Some(gone)
     }
 
+    /// The ids of `room`'s members on other nodes.
+    pub fn remote_ids(&self, room: &RoomName) -> Vec<ParticipantId> {
+        let list = self.remote.get(room).into_iter().flatten();
+        list.map(|r| r.info.id).collect()
+    }
+
     /// `room`'s member `id` on another node, mutably.
     pub fn remote_mut(&mut self, room: &RoomName, id: ParticipantId) -> Option<&mut RemoteMember> {
         self.remote
