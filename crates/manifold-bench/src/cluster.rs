@@ -35,6 +35,9 @@ pub const TITLE: &str =
 /// Subscribers of each step (bounded by `--max-subscribers`).
 const STEPS: [usize; 4] = [10, 50, 100, 150];
 
+/// `media.room_spread_after` that keeps every session of a room on its first worker.
+const ONE_WORKER: usize = 100_000;
+
 /// How long the servers run before the load, to measure them idle.
 const IDLE: Duration = Duration::from_secs(3);
 
@@ -96,6 +99,14 @@ pub fn run(args: &Args) -> Result<Value, String> {
     let nats = find_binary("nats-server").ok_or(
         "no nats-server on the PATH or in /usr/sbin (Debian package nats-server)".to_owned(),
     )?;
+    // Each node keeps the room on one worker unless told otherwise: a node whose room
+    // spreads to a second worker after the first took the relayed tracks does not (yet)
+    // give that worker their descriptions, so its subscribers would get nothing (the frames
+    // are dropped there as unknown_ssrc). The single node runs the same way.
+    let args = &Args {
+        room_spread_after: Some(args.room_spread_after.unwrap_or(ONE_WORKER)),
+        ..args.clone()
+    };
     let mut rows = Vec::new();
     for n in STEPS.into_iter().filter(|&n| n <= args.max_subscribers) {
         eprintln!("== scenario {ID} ({TITLE}) · N={n} · 1 node");
@@ -118,6 +129,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
         "scenario": ID,
         "title": TITLE,
         "steady_seconds": args.steady,
+        "room_spread_after": args.room_spread_after,
         "rows": rows,
     }))
 }
@@ -206,6 +218,16 @@ fn run_pair(args: &Args, nats_bin: &PathBuf, n: usize) -> Row {
     let run = run_loadgen(args, &tag, &target, n);
     let [sa, sb, sn] = samplers.map(Sampler::stop);
     let [pa, pb] = polls.map(StatsPoller::stop);
+    // The last /stats of each node, for reading a run afterwards.
+    for (node, snaps) in [("a", &pa), ("b", &pb)] {
+        if let Some(last) = snaps.last() {
+            let path = args.work.join(format!("{tag}-{node}.stats.json"));
+            let _ = std::fs::write(
+                path,
+                serde_json::to_string_pretty(&last.stats).unwrap_or_default(),
+            );
+        }
+    }
     drop((a, b));
     drop(nats);
     match run {
