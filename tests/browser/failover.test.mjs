@@ -20,11 +20,10 @@
  */
 
 import { createHmac } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { chromium } from 'playwright-core';
+import {
+  TestFailure, closeBrowser, launchBrowser, printBrowserLog, runTest, step, waitUntil,
+} from './harness.mjs';
 
 const OVERALL_TIMEOUT_MS = 120_000;
 const MEDIA_TIMEOUT_MS = 30_000;
@@ -39,61 +38,29 @@ const urlA = (process.env.MANIFOLD_URL_A ?? '').replace(/\/+$/, '');
 const urlB = (process.env.MANIFOLD_URL_B ?? '').replace(/\/+$/, '');
 const pidA = Number(process.env.MANIFOLD_PID_A ?? '');
 const key = process.env.MANIFOLD_KEY ?? '';
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
-/** A failed expectation: printed as is, without a stack. */
-class TestFailure extends Error {}
-
+/** What the pages said, printed when the test fails. @type {string[]} */
 const browserLog = [];
-const started = Date.now();
-/** @param {string} text */
-function step(text) {
-  console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${text}`);
-}
 
-/** @type {{context: import('playwright-core').BrowserContext | null, userDataDir: string | null}} */
-const state = { context: null, userDataDir: null };
+/** @type {import('./harness.mjs').Browser} */
+const browser = { context: null, userDataDir: null };
 
 async function main() {
   if (!urlA || !urlB || !Number.isInteger(pidA) || pidA <= 0 || !key) {
     console.log('set MANIFOLD_URL_A, MANIFOLD_URL_B, MANIFOLD_PID_A and MANIFOLD_KEY (scripts/browser-test.sh does)');
     return 2;
   }
-  let timer;
-  const overall = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new TestFailure(`gave up after ${OVERALL_TIMEOUT_MS / 1000} s`)), OVERALL_TIMEOUT_MS);
+  return runTest(run, {
+    timeoutMs: OVERALL_TIMEOUT_MS,
+    onFailure: () => printBrowserLog(browserLog),
+    cleanup: () => closeBrowser(browser),
   });
-  let failed = false;
-  try {
-    await Promise.race([run(), overall]);
-  } catch (error) {
-    failed = true;
-    console.log(`\nFAIL: ${error instanceof TestFailure ? error.message : error?.stack ?? error}`);
-    console.log('\nBrowser console:');
-    console.log(browserLog.length ? browserLog.map((line) => `  ${line}`).join('\n') : '  (nothing)');
-  } finally {
-    clearTimeout(timer);
-    await Promise.race([state.context?.close(), sleep(10_000)]);
-    if (state.userDataDir) await rm(state.userDataDir, { recursive: true, force: true }).catch(() => {});
-  }
-  console.log(failed ? '\nbrowser: 0 passed, 1 failed' : '\nbrowser: 1 passed, 0 failed');
-  return failed ? 1 : 0;
 }
 
 async function run() {
   const room = `failover-${Date.now().toString(36)}`;
   step(`node A ${urlA} (pid ${pidA}), node B ${urlB}, room ${room}`);
-  state.userDataDir = await mkdtemp(join(tmpdir(), 'manifold-chromium-'));
-  state.context = await chromium.launchPersistentContext(state.userDataDir, {
-    executablePath,
-    headless: true,
-    args: [
-      '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
+  await launchBrowser(browser);
   const x = await joinAt(urlA, 'xena', room);
   const y = await joinAt(urlB, 'yuri', room);
   const xId = await x.evaluate(() => /** @type {any} */ (window).failover.room.localParticipant.id);
@@ -176,7 +143,7 @@ async function run() {
  * @param {string} room
  */
 async function joinAt(base, who, room) {
-  const page = await /** @type {import('playwright-core').BrowserContext} */ (state.context).newPage();
+  const page = await /** @type {import('playwright-core').BrowserContext} */ (browser.context).newPage();
   page.on('console', (message) => browserLog.push(`${who} [${message.type()}] ${message.text()}`));
   page.on('pageerror', (error) => browserLog.push(`${who} [uncaught] ${error.message}`));
   // Any document of the node will do: the SDK is imported from it.
@@ -238,23 +205,6 @@ function token(sub, room) {
   const part = (/** @type {object} */ value) => Buffer.from(JSON.stringify(value)).toString('base64url');
   const body = `${part({ alg: 'HS256', typ: 'JWT' })}.${part({ sub, room, grants: { publish: true, subscribe: true }, iat: now, exp: now + 600 })}`;
   return `${body}.${createHmac('sha256', key).update(body).digest('base64url')}`;
-}
-
-/**
- * @param {string} what
- * @param {() => Promise<boolean>} check
- * @param {number} timeoutMs
- * @param {() => Promise<string>} [describe]
- */
-async function waitUntil(what, check, timeoutMs, describe) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) {
-      throw new TestFailure(`timed out waiting for ${what}${describe ? `: ${await describe()}` : ''}`);
-    }
-    await sleep(100);
-  }
 }
 
 process.exitCode = await main();

@@ -27,12 +27,13 @@
  * overrides it); never downloads a browser. Exit code 0 means pass.
  */
 
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
+import { TestFailure, bounded, closeBrowser, printBrowserLog, runTest } from './harness.mjs';
 
 const OVERALL_TIMEOUT_MS = 240_000;
 const JOIN_TIMEOUT_MS = 20_000;
@@ -53,9 +54,6 @@ const artifacts = join(here, 'artifacts');
 const base = (process.env.MANIFOLD_URL ?? '').replace(/\/+$/, '');
 const tokens = (process.env.MANIFOLD_TOKENS ?? '').split(',').map((t) => t.trim()).filter(Boolean);
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-
-/** A failed expectation: printed as is, without a stack. */
-class TestFailure extends Error {}
 
 /** Everything the browsers said, printed when the test fails; tokens redacted. */
 const browserLog = [];
@@ -88,31 +86,16 @@ async function main() {
     console.log('MANIFOLD_URL is not set; e.g. MANIFOLD_URL=http://127.0.0.1:18080 node quality.test.mjs');
     return 2;
   }
-  let timer;
-  const overall = new Promise((_, reject) => {
-    timer = setTimeout(
-      () => reject(new TestFailure(`gave up after ${OVERALL_TIMEOUT_MS / 1000} s`)),
-      OVERALL_TIMEOUT_MS,
-    );
+  return runTest(run, {
+    timeoutMs: OVERALL_TIMEOUT_MS,
+    onFailure: async () => {
+      await bounded(failureScreenshots(), 15_000);
+      await bounded(printState(), 15_000);
+      await printServerStats();
+      printBrowserLog(browserLog);
+    },
+    cleanup: () => closeBrowser(state),
   });
-  let failed = false;
-  try {
-    await Promise.race([run(), overall]);
-  } catch (error) {
-    failed = true;
-    console.log(`\nFAIL: ${error instanceof TestFailure ? error.message : error?.stack ?? error}`);
-    await bounded(failureScreenshots(), 15_000);
-    await bounded(printState(), 15_000);
-    await printServerStats();
-    console.log('\nBrowser console:');
-    console.log(browserLog.length ? browserLog.map((line) => `  ${line}`).join('\n') : '  (nothing)');
-  } finally {
-    clearTimeout(timer);
-    await bounded(state.context?.close(), 10_000);
-    if (state.userDataDir) await rm(state.userDataDir, { recursive: true, force: true }).catch(() => {});
-  }
-  console.log(failed ? '\nbrowser: 0 passed, 1 failed' : '\nbrowser: 1 passed, 0 failed');
-  return failed ? 1 : 0;
 }
 
 async function run() {
@@ -743,16 +726,6 @@ function redact(text) {
   let hidden = text.replace(/([?&](access_)?token=)[^&\s]*/g, '$1…');
   for (const token of tokens) hidden = hidden.split(token).join('…');
   return hidden;
-}
-
-/**
- * Waits for `promise`, but no longer than `ms`; cleanup must never hang the test.
- * @param {Promise<unknown> | undefined} promise
- * @param {number} ms
- */
-async function bounded(promise, ms) {
-  if (!promise) return;
-  await Promise.race([promise.catch(() => {}), sleep(ms)]);
 }
 
 process.exit(await main());
