@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use manifold_api::protocol::{ParticipantInfo, ServerMessage, TrackInfo};
+use manifold_api::protocol::{ChatSender, ParticipantInfo, ServerMessage, TrackInfo};
 use manifold_api::{Identity, LeaveReason, ParticipantId, RoomName, TrackId};
 use manifold_cluster::{ClusterError, MAX_RECORD_BYTES, MemberRecord, NodeId, Subscription};
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,13 @@ pub enum RoomEvent {
         track: TrackId,
         muted: bool,
     },
+    /// It said something: to the room, or to one member (`to`, on the receiving node).
+    Chat {
+        from: ChatSender,
+        text: String,
+        to: Option<ParticipantId>,
+        ts: u64,
+    },
 }
 
 /// The subject of `room`'s events. A room name may hold `.`, NATS's token separator, so it
@@ -115,6 +122,9 @@ pub(crate) enum LocalChange<'a> {
     TrackUnpublished(&'a ParticipantInfo, TrackId),
     /// This track was muted or unmuted (its info says so already).
     TrackMuted(&'a ParticipantInfo, TrackId, bool),
+    /// A chat message from this node's member: to the room, or to one member on another
+    /// node.
+    Chat(&'a ChatSender, &'a str, Option<ParticipantId>, u64),
 }
 
 /// What the queue carries to the task talking to the directory and the bus.
@@ -321,6 +331,14 @@ impl AppState {
                     muted,
                 });
             }
+            LocalChange::Chat(from, text, to, ts) if self.is_held(room, from.id) => {
+                publish(RoomEvent::Chat {
+                    from: from.clone(),
+                    text: text.to_owned(),
+                    to,
+                    ts,
+                });
+            }
             // Changes of a member not announced yet reach the cluster with its join.
             _ => {}
         }
@@ -465,6 +483,23 @@ impl AppState {
                         None,
                         &ServerMessage::TrackUnpublished { participant, track },
                     );
+                }
+            }
+            RoomEvent::Chat { from, text, to, ts } => {
+                if !from_its_node(&mut roster, from.id) {
+                    return;
+                }
+                let msg = ServerMessage::Chat { from, text, to, ts };
+                match to {
+                    None => roster.broadcast(room, None, &msg),
+                    Some(target) => {
+                        let here = roster
+                            .get(target)
+                            .is_some_and(|m| &m.room == room && m.protocol);
+                        if here {
+                            roster.send(target, msg);
+                        }
+                    }
                 }
             }
             RoomEvent::TrackMuted {

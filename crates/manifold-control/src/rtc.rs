@@ -1011,19 +1011,29 @@ impl AppState {
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        // Members on other nodes hear it through theirs.
+        let here = to.is_some_and(|target| {
+            roster
+                .get(target)
+                .is_some_and(|m| &m.room == room && m.protocol)
+        });
+        if let Some(target) = to.filter(|_| !here)
+            && !roster.remote_ids(room).contains(&target)
+        {
+            return Err(ApiError::NotFound(format!(
+                "no participant {target} in this room"
+            )));
+        }
+        if !here {
+            self.federate(room, LocalChange::Chat(&from, &text, to, ts));
+        }
         let msg = ServerMessage::Chat { from, text, to, ts };
         match to {
             None => roster.broadcast(room, None, &msg),
             Some(target) => {
-                let present = roster
-                    .get(target)
-                    .is_some_and(|m| &m.room == room && m.protocol);
-                if !present {
-                    return Err(ApiError::NotFound(format!(
-                        "no participant {target} in this room"
-                    )));
+                if here {
+                    roster.send(target, msg.clone());
                 }
-                roster.send(target, msg.clone());
                 roster.send(me, msg);
             }
         }

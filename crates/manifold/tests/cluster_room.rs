@@ -1,6 +1,6 @@
 //! One room across two nodes (signaling and state; media between nodes is not relayed
 //! here): two real nodes on one real Redis and NATS of the test's own. Room-protocol clients
-//! on either node see each other join, publish, mute, unpublish, rename and leave;
+//! on either node see each other join, publish, mute, unpublish, rename, chat and leave;
 //! `/admin/rooms` on either node lists the room with both nodes; when a node is killed its
 //! members leave the directory and the other node's clients are told they left. An
 //! administrator on one node kicks and closes on the other.
@@ -145,6 +145,21 @@ fn a_room_across_two_nodes_is_one_room() {
             s.participants
                 .get(&ben_id)
                 .is_some_and(|p| p["name"] == "Benjamin" && p["metadata"]["desk"] == 4)
+        })
+        .await;
+        // Chat crosses: to the room, and to one member on the other node.
+        ben.send(json!({"v": 1, "type": "chat", "id": "c1", "text": "hello all"}));
+        ann.wait("ann hears ben", WAIT, |s| {
+            s.chats
+                .iter()
+                .any(|c| c["text"] == "hello all" && c["from"]["id"] == ben_id.as_str())
+        })
+        .await;
+        ann.send(json!({"v": 1, "type": "chat", "id": "c2", "text": "hi ben", "to": ben_id}));
+        ben.wait("ben hears ann, to him", WAIT, |s| {
+            s.chats
+                .iter()
+                .any(|c| c["text"] == "hi ben" && c["to"] == ben_id.as_str())
         })
         .await;
         // Someone joining A now finds Ben in `joined`, renamed, with no track.
