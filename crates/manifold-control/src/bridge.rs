@@ -168,11 +168,32 @@ pub fn room_released(state: &AppState, room: &RoomName) {
 }
 
 async fn hello(state: &AppState, room: &RoomName) {
+    say_hello(state, room, false).await;
+}
+
+/// Say this node holds `room`; with `describe`, ask the other nodes to send their tracks'
+/// descriptions again (a worker of this node has just started holding the room, and frames
+/// from the bus reach every worker holding it: the new one needs the opens it missed).
+async fn say_hello(state: &AppState, room: &RoomName, describe: bool) {
     let subject = format!("manifold.hello.{}", room_token(room));
-    let me = state.cluster.node.as_str().as_bytes().to_vec();
-    if let Err(e) = state.cluster.bus.publish(subject, me).await {
+    let mut payload = state.cluster.node.as_str().as_bytes().to_vec();
+    if describe {
+        payload.push(DESCRIBE);
+    }
+    if let Err(e) = state.cluster.bus.publish(subject, payload).await {
         tracing::debug!(%room, error = %e, "hello not sent");
     }
+}
+
+/// Marks a hello that asks for every track's description again (no node id holds it).
+const DESCRIBE: u8 = b'!';
+
+/// A worker of this node started holding `room`, which other nodes hold too: they send
+/// their tracks' descriptions again, so it receives them as the others did.
+pub fn worker_joined_shared_room(state: &AppState, room: &RoomName) {
+    let state = state.clone();
+    let room = room.clone();
+    tokio::spawn(async move { say_hello(&state, &room, true).await });
 }
 
 /// Move the workers' frames to the bus, hear which nodes hold which rooms, and say which
@@ -251,13 +272,17 @@ pub async fn run(state: AppState, mut out: mpsc::Receiver<(BridgeTo, Vec<u8>)>) 
                 let Some(room) = m.subject.rsplit('.').next().and_then(room_of_token) else {
                     continue;
                 };
-                let Ok(node) = std::str::from_utf8(&m.payload) else {
+                let (payload, describe) = match m.payload.split_last() {
+                    Some((&DESCRIBE, rest)) => (rest, true),
+                    _ => (&m.payload[..], false),
+                };
+                let Ok(node) = std::str::from_utf8(payload) else {
                     continue;
                 };
                 if node == me || manifold_cluster::NodeId::parse(node).is_err() {
                     continue;
                 }
-                heard(&state, &room, node.into()).await;
+                heard(&state, &room, node.into(), describe).await;
             }
         }
     }
@@ -270,7 +295,7 @@ pub async fn run(state: AppState, mut out: mpsc::Receiver<(BridgeTo, Vec<u8>)>) 
 /// `node` holds `room`. If this node holds it too and `node` is new to it, the room's
 /// workers relay to the bridge (again: the newcomer needs every track's description) and
 /// this node says at once that it holds the room.
-async fn heard(state: &AppState, room: &RoomName, node: Arc<str>) {
+async fn heard(state: &AppState, room: &RoomName, node: Arc<str>, describe: bool) {
     let new = {
         let mut rooms = state.bridge.rooms();
         let Some(link) = rooms.get_mut(room) else {
@@ -283,6 +308,9 @@ async fn heard(state: &AppState, room: &RoomName, node: Arc<str>) {
         tracing::info!(%room, %node, "another node holds the room: relaying to it");
         state.set_room_remote(room, true);
         hello(state, room).await;
+    } else if describe {
+        // Saying yes again sends every local track's description to the bridge again.
+        state.set_room_remote(room, true);
     }
 }
 

@@ -702,6 +702,11 @@ impl AppState {
             return;
         }
         self.tell_room_shards(room, before, after);
+        let bridge = 1u64 << manifold_core_bridge();
+        if after & bridge != 0 && after & !before & !bridge != 0 {
+            // A worker joined a room other nodes relay to: it needs their tracks' opens.
+            crate::bridge::worker_joined_shared_room(self, room);
+        }
     }
 
     fn tell_room_shards(&self, room: &RoomName, before: u64, after: u64) {
