@@ -64,31 +64,29 @@ pub async fn elsewhere(state: &AppState) -> Option<String> {
             return None;
         }
     };
-    nodes
-        .into_iter()
-        .filter(|n| n.id != state.cluster.node && !n.draining && !n.advertise_url.is_empty())
-        .min_by(|a, b| {
-            a.participants
-                .cmp(&b.participants)
-                .then(a.load.total_cmp(&b.load))
-        })
-        .map(|n| n.advertise_url.trim_end_matches('/').to_owned())
+    takers(state, nodes).into_iter().next()
 }
 
 /// The base URLs of the other live nodes that take joins, as this node's last heartbeat
-/// found them (no registry round trip per join), in the order [`elsewhere`] prefers them:
-/// fewest participants, then least load, then by id, so every node lists them alike. At
+/// found them (no registry round trip per join), best first as [`elsewhere`] chooses; at
 /// most [`MAX_ALTERNATIVES`].
 pub fn alternatives(state: &AppState) -> Vec<String> {
-    let mut nodes: Vec<NodeInfo> = state
+    let peers = state
         .cluster
         .peers
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter(|n| n.id != state.cluster.node && !n.draining && !n.advertise_url.is_empty())
-        .cloned()
-        .collect();
+        .clone();
+    let mut urls = takers(state, peers);
+    urls.truncate(MAX_ALTERNATIVES);
+    urls
+}
+
+/// The base URLs of the nodes of `nodes` other than this one that take new sessions (not
+/// draining, with an address), best first: fewest participants, then least load, then by
+/// id, so every node ranks them alike.
+fn takers(state: &AppState, mut nodes: Vec<NodeInfo>) -> Vec<String> {
+    nodes.retain(|n| n.id != state.cluster.node && !n.draining && !n.advertise_url.is_empty());
     nodes.sort_by(|a, b| {
         a.participants
             .cmp(&b.participants)
@@ -97,7 +95,6 @@ pub fn alternatives(state: &AppState) -> Vec<String> {
     });
     nodes
         .into_iter()
-        .take(MAX_ALTERNATIVES)
         .map(|n| n.advertise_url.trim_end_matches('/').to_owned())
         .collect()
 }
