@@ -441,14 +441,7 @@ impl AppState {
             } => {
                 if from_its_node(&mut roster, participant) {
                     roster.remove_remote(room, participant);
-                    roster.broadcast(
-                        room,
-                        None,
-                        &ServerMessage::ParticipantLeft {
-                            participant,
-                            reason,
-                        },
-                    );
+                    announce_left(&mut roster, room, participant, reason);
                 }
             }
             RoomEvent::TrackPublished { participant, track } => {
@@ -561,6 +554,20 @@ fn shown(
         metadata,
         tracks,
     }
+}
+
+/// Tell `room`'s local members that `participant` (of another node) left.
+fn announce_left(
+    roster: &mut Roster,
+    room: &RoomName,
+    participant: ParticipantId,
+    reason: LeaveReason,
+) {
+    let msg = ServerMessage::ParticipantLeft {
+        participant,
+        reason,
+    };
+    roster.broadcast(room, None, &msg);
 }
 
 /// Show `member` of another node in `room`, telling the local members when it is new;
@@ -752,14 +759,7 @@ async fn follow(state: AppState, room: RoomName, mut sub: Subscription) {
             for participant in roster.remote_ids(&room) {
                 if !listed.contains(&participant) {
                     roster.remove_remote(&room, participant);
-                    roster.broadcast(
-                        &room,
-                        None,
-                        &ServerMessage::ParticipantLeft {
-                            participant,
-                            reason: LeaveReason::Timeout,
-                        },
-                    );
+                    announce_left(&mut roster, &room, participant, LeaveReason::Timeout);
                 }
             }
             for m in members.into_iter().filter(|m| m.node != cluster.node) {
@@ -838,14 +838,7 @@ async fn watch_nodes(state: AppState) {
         }
         let mut roster = state.roster();
         for (room, participant) in roster.remove_remote_where(|n| !live.contains(n)) {
-            roster.broadcast(
-                &room,
-                None,
-                &ServerMessage::ParticipantLeft {
-                    participant,
-                    reason: LeaveReason::Timeout,
-                },
-            );
+            announce_left(&mut roster, &room, participant, LeaveReason::Timeout);
         }
         drop(roster);
         last = live;
