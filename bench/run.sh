@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark: Manifold and Janus under the same loads, side by side.
 #
-#   bash bench/run.sh                 # every scenario, both servers (about 15 minutes)
+#   bash bench/run.sh                 # every scenario, both servers (about 20 minutes)
 #   bash bench/run.sh --scenarios a   # arguments go to manifold-bench (see --help)
 #   bash bench/run.sh --scenarios d --servers manifold   # simulcast to capped downlinks (a minute)
+#   bash bench/run.sh --scenarios e --servers manifold   # one room across two nodes over NATS (5 minutes)
 #   bash bench/run.sh --smoke         # seconds: scenario (a) at N=2, Manifold only
 #   bash bench/run.sh --soak          # the one-hour soak: scenario (b) + churn, Manifold only
 #   bash bench/run.sh --soak-ci       # its 2-minute form (debug build, 2 rooms), as CI runs it
