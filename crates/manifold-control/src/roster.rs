@@ -305,11 +305,15 @@ impl Roster {
             .find(|t| t.id == track)
     }
 
-    /// Who publishes `track`.
+    /// Who publishes `track`: a member of this node, or of another (whose tracks the relay
+    /// brings here).
     pub fn owner_of(&self, room: &RoomName, track: TrackId) -> Option<ParticipantId> {
+        let publishes = |info: &ParticipantInfo| info.tracks.iter().any(|t| t.id == track);
         self.members_of(room)
-            .find(|m| m.info.tracks.iter().any(|t| t.id == track))
-            .map(|m| m.info.id)
+            .map(|m| &m.info)
+            .chain(self.remote.get(room).into_iter().flatten().map(|r| &r.info))
+            .find(|info| publishes(info))
+            .map(|info| info.id)
     }
 
     /// Every connected member's socket, for shutdown.

@@ -129,6 +129,24 @@ fn a_room_across_two_nodes_is_one_room() {
                 .is_some_and(|(owner, _)| *owner == ben_id)
         })
         .await;
+        // Ann may subscribe to it as to a local track.
+        ann.send(json!({"v": 1, "type": "unsubscribe", "id": "u1", "track": cam}));
+        ann.send(json!({"v": 1, "type": "subscribe", "id": "s1", "track": cam}));
+        ann.send(json!({"v": 1, "type": "ping", "id": "after", "ts": 1}));
+        ann.wait("the subscription answered", WAIT, |s| {
+            s.messages
+                .iter()
+                .any(|m| m["type"] == "pong" && m["id"] == "after")
+        })
+        .await;
+        // (The control plane knows whose track it is; whether media flows is the relay's
+        // business, not this test's.)
+        let refused = ann.with(|s| {
+            s.errors
+                .iter()
+                .any(|e| e["message"].as_str().is_some_and(|m| m.contains("in this room")))
+        });
+        assert!(!refused, "{:?}", ann.with(|s| s.errors.clone()));
         ben.send(json!({"v": 1, "type": "mute", "id": "m", "track": cam, "muted": true}));
         ann.wait("ann sees ben's camera muted", WAIT, |s| {
             s.tracks.get(&cam).is_some_and(|(_, t)| t["muted"] == true)
