@@ -38,6 +38,9 @@ pub const MAX_REMOTE_TRACKS: usize = 64;
 pub const MAX_EVENT_BYTES: usize = MAX_RECORD_BYTES;
 /// Rooms whose records are remembered for rewriting after a failed write.
 pub const MAX_DIRTY_ROOMS: usize = 4096;
+/// Every this many heartbeats (and at the first) the dead-node watch reads every room's
+/// nodes, not only those of the rooms this node holds.
+pub const ROOM_SCAN_EVERY: u64 = 30;
 /// At most one warning per this, per kind of trouble.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -792,18 +795,30 @@ async fn follow(state: AppState, room: RoomName, mut sub: Subscription) {
     }
 }
 
-/// Every heartbeat: nodes that left the registry's live set (since the last look, or holding
-/// members this node shows) are forgotten in the directory, and their members shown here
-/// leave with [`LeaveReason::Timeout`] (their connection to the cluster was lost). Whichever
-/// node forgets a dead node first gets its members back; every node drops the ones it shows.
+/// Every heartbeat: nodes that left the registry's live set (since the last look, holding
+/// members this node shows, or, every [`ROOM_SCAN_EVERY`] heartbeats, holding members of any
+/// room) are forgotten in the directory, and their members shown here leave with
+/// [`LeaveReason::Timeout`] (their connection to the cluster was lost). Whichever node
+/// forgets a dead node first gets its members back; every node drops the ones it shows.
 async fn watch_nodes(state: AppState) {
     let cluster = state.cluster.clone();
     let mut tick = tokio::time::interval(cluster.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: BTreeSet<NodeId> = BTreeSet::new();
-    loop {
+    for beat in 0u64.. {
         tick.tick().await;
         cluster.federation.push(Update::Heal);
+        // What names nodes is read before the live set: a node registers before it has
+        // members, so one that is alive when these are read is in the live set read after.
+        let mut named = state.roster().remote_nodes();
+        // Now and then (and first) every room's nodes: a node that died before any live
+        // one saw it (a whole cluster restarted on a Redis that kept its data) is found so.
+        if beat % ROOM_SCAN_EVERY == 0 {
+            match cluster.directory.rooms().await {
+                Ok(rooms) => named.extend(rooms.into_iter().flat_map(|r| r.nodes)),
+                Err(e) => tracing::debug!(error = %e, "rooms unknown; scanned later"),
+            }
+        }
         let live: BTreeSet<NodeId> = match cluster.registry.live().await {
             Ok(nodes) => nodes.into_iter().map(|n| n.id).collect(),
             Err(e) => {
@@ -816,13 +831,7 @@ async fn watch_nodes(state: AppState) {
             continue;
         }
         let mut gone: BTreeSet<NodeId> = last.difference(&live).cloned().collect();
-        gone.extend(
-            state
-                .roster()
-                .remote_nodes()
-                .into_iter()
-                .filter(|n| !live.contains(n)),
-        );
+        gone.extend(named.into_iter().filter(|n| !live.contains(n)));
         let mut retry = BTreeSet::new();
         for node in gone {
             match cluster.directory.forget_node(node.clone()).await {
@@ -1039,6 +1048,34 @@ mod tests {
             assert!(Instant::now() < deadline, "waited {WAIT:?} for {what}");
             tokio::time::sleep(BEAT / 5).await;
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn members_of_a_node_dead_before_this_one_started_are_forgotten() {
+        let shared = MemoryCluster::new(BEAT * 3);
+        let room = RoomName::parse("r").expect("room");
+        let mut record = MemberRecord {
+            participant: ParticipantId(9),
+            node: NodeId::parse("gone").expect("node id"),
+            identity: Identity::parse("ghost").expect("identity"),
+            name: String::new(),
+            metadata: serde_json::Value::Null,
+            tracks: Vec::new(),
+        };
+        shared
+            .upsert(room.clone(), record.clone())
+            .await
+            .expect("upsert");
+        record.participant = ParticipantId(8);
+        shared
+            .upsert(RoomName::parse("s").expect("room"), record)
+            .await
+            .expect("upsert");
+        let (_a, _tasks) = node("a", &shared).await;
+        until("the dead node's members forgotten", || async {
+            shared.rooms().await.is_ok_and(|r| r.is_empty())
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
