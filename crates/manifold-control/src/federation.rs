@@ -597,6 +597,7 @@ async fn drain(state: AppState, mut rx: mpsc::Receiver<Update>) {
     let cluster = state.cluster.clone();
     let f = &cluster.federation;
     let mut followed: HashMap<RoomName, JoinHandle<()>> = HashMap::new();
+    forget_predecessor(&state).await;
     while let Some(update) = rx.recv().await {
         match update {
             // What is held decides, not the update: a room held again before its release
@@ -654,24 +655,56 @@ async fn drain(state: AppState, mut rx: mpsc::Receiver<Update>) {
                     f.mark_dirty(room, &e);
                 }
             }
-            Update::Publish(room, event) => {
-                let message = RoomEventMessage {
-                    origin: cluster.node.clone(),
-                    event,
+            Update::Publish(room, event) => publish_event(&state, &room, event).await,
+        }
+    }
+}
+
+/// Send `event` of `room` from this node; a failure is counted.
+async fn publish_event(state: &AppState, room: &RoomName, event: RoomEvent) {
+    let cluster = &state.cluster;
+    let message = RoomEventMessage {
+        origin: cluster.node.clone(),
+        event,
+    };
+    let published = match serde_json::to_vec(&message) {
+        // Every node would ignore it.
+        Ok(json) if json.len() > MAX_EVENT_BYTES => Err(ClusterError::Malformed(format!(
+            "a room event of {} bytes",
+            json.len()
+        ))),
+        Ok(json) => cluster.bus.publish(events_subject(room), json).await,
+        Err(e) => Err(ClusterError::Malformed(e.to_string())),
+    };
+    if let Err(e) = published {
+        cluster.federation.failed("room event", &e);
+    }
+}
+
+/// Members the directory still lists on this node's id are an earlier process's (this one
+/// holds the id now: it registered, so no other live process does), left by a crash: they
+/// are forgotten, and the nodes that show them told they left. Before any write of this
+/// process's.
+async fn forget_predecessor(state: &AppState) {
+    let cluster = &state.cluster;
+    let f = &cluster.federation;
+    match cluster.directory.forget_node(cluster.node.clone()).await {
+        Ok(gone) => {
+            if !gone.is_empty() {
+                tracing::info!(
+                    members = gone.len(),
+                    "an earlier process's members forgotten"
+                );
+            }
+            for (room, m) in gone {
+                let event = RoomEvent::ParticipantLeft {
+                    participant: m.participant,
+                    reason: LeaveReason::Timeout,
                 };
-                let published = match serde_json::to_vec(&message) {
-                    // Every node would ignore it.
-                    Ok(json) if json.len() > MAX_EVENT_BYTES => Err(ClusterError::Malformed(
-                        format!("a room event of {} bytes", json.len()),
-                    )),
-                    Ok(json) => cluster.bus.publish(events_subject(&room), json).await,
-                    Err(e) => Err(ClusterError::Malformed(e.to_string())),
-                };
-                if let Err(e) = published {
-                    f.failed("room event", &e);
-                }
+                publish_event(state, &room, event).await;
             }
         }
+        Err(e) => f.failed("forgetting an earlier process's members", &e),
     }
 }
 
@@ -972,6 +1005,19 @@ mod tests {
         tx
     }
 
+    /// A directory record of member `id` on `node`.
+    fn record(id: u64, node: &str) -> MemberRecord {
+        let info = info(id);
+        MemberRecord {
+            participant: info.id,
+            node: NodeId::parse(node).expect("node id"),
+            identity: info.identity,
+            name: info.name,
+            metadata: info.metadata,
+            tracks: info.tracks,
+        }
+    }
+
     /// Read `tx` until a message of `kind` about participant `id` arrives; what it says.
     async fn told(tx: &Outbox, kind: &str, id: u64) -> Value {
         let id = ParticipantId(id).to_string();
@@ -1054,26 +1100,30 @@ mod tests {
     async fn members_of_a_node_dead_before_this_one_started_are_forgotten() {
         let shared = MemoryCluster::new(BEAT * 3);
         let room = RoomName::parse("r").expect("room");
-        let mut record = MemberRecord {
-            participant: ParticipantId(9),
-            node: NodeId::parse("gone").expect("node id"),
-            identity: Identity::parse("ghost").expect("identity"),
-            name: String::new(),
-            metadata: serde_json::Value::Null,
-            tracks: Vec::new(),
-        };
         shared
-            .upsert(room.clone(), record.clone())
+            .upsert(room, record(9, "gone"))
             .await
             .expect("upsert");
-        record.participant = ParticipantId(8);
-        shared
-            .upsert(RoomName::parse("s").expect("room"), record)
-            .await
-            .expect("upsert");
+        let s = RoomName::parse("s").expect("room");
+        shared.upsert(s, record(8, "gone")).await.expect("upsert");
         let (_a, _tasks) = node("a", &shared).await;
         until("the dead node's members forgotten", || async {
             shared.rooms().await.is_ok_and(|r| r.is_empty())
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_earlier_process_members_are_forgotten_at_start() {
+        let shared = MemoryCluster::new(BEAT * 3);
+        let room = RoomName::parse("r").expect("room");
+        shared
+            .upsert(room.clone(), record(7, "a"))
+            .await
+            .expect("upsert");
+        let (_a, _tasks) = node("a", &shared).await;
+        until("the earlier process's member forgotten", || async {
+            member_ids(&shared, &room).await.is_empty()
         })
         .await;
     }
