@@ -146,10 +146,11 @@ enum Update {
 
 /// A warning at most once per [`LOG_EVERY`].
 #[derive(Default)]
-struct Throttle(Mutex<Option<Instant>>);
+pub(crate) struct Throttle(Mutex<Option<Instant>>);
 
 impl Throttle {
-    fn ready(&self) -> bool {
+    /// Whether to log now.
+    pub(crate) fn ready(&self) -> bool {
         let mut last = lock(&self.0);
         let now = Instant::now();
         if last.is_some_and(|t| now.saturating_duration_since(t) < LOG_EVERY) {
