@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::proc::{Sample, Sampler};
-use crate::server::{ManifoldNode, http_get, start_manifold_node, start_server};
+use crate::server::{
+    DEFAULT_ROOM_SPREAD_AFTER, ManifoldNode, http_get, start_manifold_node, start_server,
+};
 use crate::{Args, RAMP, round2, window_cpu_pct};
 
 /// Its id in `--scenarios` and the results folder.
@@ -34,9 +36,6 @@ pub const TITLE: &str =
 
 /// Subscribers of each step (bounded by `--max-subscribers`).
 const STEPS: [usize; 4] = [10, 50, 100, 150];
-
-/// `media.room_spread_after` that keeps every session of a room on its first worker.
-const ONE_WORKER: usize = 100_000;
 
 /// How long the servers run before the load, to measure them idle.
 const IDLE: Duration = Duration::from_secs(3);
@@ -99,14 +98,6 @@ pub fn run(args: &Args) -> Result<Value, String> {
     let nats = find_binary("nats-server").ok_or(
         "no nats-server on the PATH or in /usr/sbin (Debian package nats-server)".to_owned(),
     )?;
-    // Each node keeps the room on one worker unless told otherwise: a node whose room
-    // spreads to a second worker after the first took the relayed tracks does not (yet)
-    // give that worker their descriptions, so its subscribers would get nothing (the frames
-    // are dropped there as unknown_ssrc). The single node runs the same way.
-    let args = &Args {
-        room_spread_after: Some(args.room_spread_after.unwrap_or(ONE_WORKER)),
-        ..args.clone()
-    };
     let mut rows = Vec::new();
     for n in STEPS.into_iter().filter(|&n| n <= args.max_subscribers) {
         eprintln!("== scenario {ID} ({TITLE}) · N={n} · 1 node");
@@ -129,7 +120,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
         "scenario": ID,
         "title": TITLE,
         "steady_seconds": args.steady,
-        "room_spread_after": args.room_spread_after,
+        "room_spread_after": args.room_spread_after.unwrap_or(DEFAULT_ROOM_SPREAD_AFTER),
         "rows": rows,
     }))
 }

@@ -27,7 +27,7 @@ use crate::proc::{Sample, Sampler};
 use crate::server::start_server;
 
 /// Run the benchmark scenarios against Manifold and Janus.
-#[derive(Clone, Debug, Parser)]
+#[derive(Parser, Debug)]
 struct Args {
     /// The `manifold` binary (server and loadgen).
     #[arg(long)]

@@ -78,6 +78,9 @@ pub fn start_server(args: &Args, server: &str, tag: &str) -> Result<Server, Stri
     }
 }
 
+/// `media.room_spread_after` of the benchmark's servers unless `--room-spread-after` says.
+pub const DEFAULT_ROOM_SPREAD_AFTER: usize = 32;
+
 /// Where one `manifold serve` listens, and what it gets besides the benchmark's settings.
 pub struct ManifoldNode {
     /// HTTP address, `127.0.0.1:PORT`.
@@ -120,7 +123,8 @@ fn start_manifold(
     let workers = args.manifold_workers.to_string();
     let spread = args
         .room_spread_after
-        .map_or_else(|| "32".to_owned(), |n| n.to_string());
+        .unwrap_or(DEFAULT_ROOM_SPREAD_AFTER)
+        .to_string();
     let mut child = Command::new(&args.manifold)
         .args([
             "serve",
