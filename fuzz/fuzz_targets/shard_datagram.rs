@@ -133,7 +133,7 @@ impl World {
                         let _ = self.client.handle_input(str0m::Input::Receive(self.now, r));
                     }
                 }
-                Output::Transmit(_) | Output::Event(_) => {}
+                Output::Transmit(_) | Output::Event(_) | Output::Relay { .. } => {}
                 Output::Timeout(_) => return,
             }
         }
