@@ -144,6 +144,11 @@ pub fn room_held(state: &AppState, room: &RoomName) {
                 }
             }
         });
+        if !state.holds_room(&room) {
+            // Released while the subscription was being made: keep nothing of it.
+            task.abort();
+            return;
+        }
         let old = state
             .bridge
             .rooms()

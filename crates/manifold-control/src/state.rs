@@ -689,6 +689,11 @@ impl AppState {
         })
     }
 
+    /// Whether this node holds sessions of `room`.
+    pub fn holds_room(&self, room: &RoomName) -> bool {
+        lock(&self.directory).rooms.contains_key(room)
+    }
+
     /// Every room this node holds sessions of.
     pub fn held_rooms(&self) -> Vec<RoomName> {
         lock(&self.directory).rooms.keys().cloned().collect()
