@@ -130,20 +130,14 @@ impl RoomEntry {
             .per_worker
             .iter()
             .enumerate()
-            .filter(|(i, n)| **n > 0 && *i < usize::from(manifold_core_bridge()))
+            .filter(|(i, n)| **n > 0 && *i < usize::from(manifold_io::BRIDGE))
             .fold(0, |m, (i, _)| m | 1u64 << i);
         if self.remote && local != 0 {
-            local | 1u64 << manifold_core_bridge()
+            local | 1u64 << manifold_io::BRIDGE
         } else {
             local
         }
     }
-}
-
-/// The shard index standing for the bridge to other nodes (`manifold_core::BRIDGE`; the
-/// control plane does not depend on the core).
-const fn manifold_core_bridge() -> u16 {
-    63
 }
 
 #[derive(Default)]
@@ -707,7 +701,7 @@ impl AppState {
             return;
         }
         self.tell_room_shards(room, before, after);
-        let bridge = 1u64 << manifold_core_bridge();
+        let bridge = 1u64 << manifold_io::BRIDGE;
         if after & bridge != 0 && after & !before & !bridge != 0 {
             // A worker joined a room other nodes relay to: it needs their tracks' opens.
             crate::bridge::worker_joined_shared_room(self, room);
@@ -715,7 +709,7 @@ impl AppState {
     }
 
     fn tell_room_shards(&self, room: &RoomName, before: u64, after: u64) {
-        let mut told = (before | after) & !(1u64 << manifold_core_bridge());
+        let mut told = (before | after) & !(1u64 << manifold_io::BRIDGE);
         while told != 0 {
             let w = told.trailing_zeros() as u16;
             told &= told - 1;

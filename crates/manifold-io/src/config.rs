@@ -12,7 +12,7 @@ pub const DEFAULT_COMMAND_QUEUE: usize = 1024;
 /// Most media workers one node runs: a room's workers are a 64-bit set whose top bit is the
 /// bridge to other nodes (relays between
 /// workers, `manifold_core`'s `relay.rs`).
-pub const MAX_WORKERS: usize = 63;
+pub const MAX_WORKERS: usize = manifold_core::BRIDGE as usize;
 
 /// How many media workers to run and where their sockets listen.
 #[derive(Clone, Debug)]

@@ -41,8 +41,11 @@ mod socket;
 mod worker;
 mod workers;
 
-pub use config::MediaConfig;
+pub use config::{MAX_WORKERS, MediaConfig};
 pub use handle::{OverloadCounters, Overloaded, WorkerHandle};
+/// The shard index that stands for the node's bridge to other nodes (a room's set of
+/// workers includes it when other nodes hold the room); every real worker is numbered below.
+pub use manifold_core::BRIDGE;
 pub use workers::{MAX_BRIDGE_INBOX, MediaWorkers};
 
 use std::net::SocketAddr;

@@ -17,17 +17,21 @@ use manifold_loadgen::{Scenario, Target, WhipWhep, run};
 #[path = "../../manifold-cluster/tests/common/mod.rs"]
 mod services;
 
+/// Node `id`'s environment: on the test's NATS (no Redis: each node keeps its own
+/// registry), a heartbeat a second.
+fn node_env<'a>(id: &'a str, nats_url: &'a str) -> [(&'a str, &'a str); 3] {
+    [
+        ("MANIFOLD_CLUSTER__NODE_ID", id),
+        ("MANIFOLD_CLUSTER__HEARTBEAT_SECS", "1"),
+        ("MANIFOLD_CLUSTER__NATS_URL", nats_url),
+    ]
+}
+
 #[test]
 fn a_whep_player_on_one_node_plays_a_publisher_on_another() {
     let nats = services::Server::nats();
     let nats_url = nats.url();
-    let env = |id: &'static str| {
-        [
-            ("MANIFOLD_CLUSTER__NODE_ID", id),
-            ("MANIFOLD_CLUSTER__HEARTBEAT_SECS", "1"),
-            ("MANIFOLD_CLUSTER__NATS_URL", nats_url.as_str()),
-        ]
-    };
+    let env = |id| node_env(id, &nats_url);
     let a = Server::start(&[], &env("node-a"));
     // Node B spreads the room over both its workers: the second one starts holding it after
     // the first took the tracks' descriptions, and must get them too.
@@ -171,13 +175,7 @@ fn a_draining_node_sends_new_sessions_to_another_node() {
 fn media_between_nodes_comes_back_by_itself_after_nats_restarts() {
     let mut nats = services::Server::nats();
     let nats_url = nats.url();
-    let env = |id: &'static str| {
-        [
-            ("MANIFOLD_CLUSTER__NODE_ID", id),
-            ("MANIFOLD_CLUSTER__HEARTBEAT_SECS", "1"),
-            ("MANIFOLD_CLUSTER__NATS_URL", nats_url.as_str()),
-        ]
-    };
+    let env = |id| node_env(id, &nats_url);
     let a = Server::start(&[], &env("node-a"));
     let b = Server::start(&[], &env("node-b"));
     let target = Target::WhipWhep(WhipWhep::new(
@@ -240,13 +238,7 @@ fn media_between_nodes_comes_back_by_itself_after_nats_restarts() {
 fn what_a_killed_node_relayed_ends_on_the_others() {
     let nats = services::Server::nats();
     let nats_url = nats.url();
-    let env = |id: &'static str| {
-        [
-            ("MANIFOLD_CLUSTER__NODE_ID", id),
-            ("MANIFOLD_CLUSTER__HEARTBEAT_SECS", "1"),
-            ("MANIFOLD_CLUSTER__NATS_URL", nats_url.as_str()),
-        ]
-    };
+    let env = |id| node_env(id, &nats_url);
     let a = Server::start(&[], &env("node-a"));
     let b = Server::start(&[], &env("node-b"));
     let http = reqwest::blocking::Client::new();
