@@ -19,10 +19,10 @@ die() { echo "fuzz: $*" >&2; exit 1; }
 mode="${1:-smoke}"
 only="${2:-}"
 targets=(classify stun keyframe vp8 rewriters sdp_check trickle room_message token offer shard_datagram relay_frame)
-smoke_secs="${FUZZ_SMOKE_SECS:-8}"
+smoke_secs="${FUZZ_SMOKE_SECS:-5}"
 # Long runs: optimised, with debug assertions. The smoke in the test command builds the dev
 # profile instead (debug assertions on, no optimisation): a quicker cold build, and
-# eight seconds per target need no speed.
+# five seconds per target need no speed.
 build=(-O -a -s none)
 if [ "$mode" = smoke ]; then build=(--dev -s none); fi
 

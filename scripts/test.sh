@@ -6,7 +6,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's wall time, printed as it ends and all together at the end (the suite must stay
+# under 25 minutes on CI's two cores: this says where the time goes).
+suite_start=$SECONDS
+step_name=""
+step_start=$SECONDS
+timings=""
+end_step() {
+  [ -n "$step_name" ] || return 0
+  local took=$((SECONDS - step_start))
+  timings+=$(printf '%5d s  %s' "$took" "$step_name")$'\n'
+  printf '<== %s: %d s\n' "$step_name" "$took"
+}
+step() { end_step; step_name="$*"; step_start=$SECONDS; printf '\n==> %s\n' "$*"; }
+trap 'end_step; printf "\nstep times:\n%s%5d s  in all\n" "$timings" $((SECONDS - suite_start))' EXIT
 die() { echo "test suite: $*" >&2; exit 1; }
 
 . scripts/lib.sh
