@@ -13,8 +13,9 @@ apt_install() {
     sudo="sudo -n"
   fi
   echo "installing $* with apt-get"
-  $sudo apt-get update -qq || die "apt-get update failed while installing $*"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null \
+  # Another script of the suite may be installing at the same time: wait for its lock.
+  $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq || die "apt-get update failed while installing $*"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null \
     || die "apt-get install $* failed"
 }
 
