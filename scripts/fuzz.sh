@@ -18,7 +18,7 @@ die() { echo "fuzz: $*" >&2; exit 1; }
 
 mode="${1:-smoke}"
 only="${2:-}"
-targets=(classify stun keyframe vp8 rewriters sdp_check trickle room_message token offer shard_datagram relay_frame)
+targets=(classify stun keyframe vp8 rewriters sdp_check trickle room_message token offer shard_datagram relay_frame tcp_frame)
 smoke_secs="${FUZZ_SMOKE_SECS:-5}"
 # Long runs: optimised, with debug assertions. The smoke in the test command builds the dev
 # profile instead (debug assertions on, no optimisation): a quicker cold build, and

@@ -13,6 +13,7 @@
 
 pub mod demux;
 pub mod drop;
+pub mod framing;
 pub mod keyframe;
 pub mod seq;
 pub mod stun;
