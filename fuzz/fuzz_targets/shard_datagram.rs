@@ -103,6 +103,7 @@ impl World {
                                 source: self.client_addr,
                                 destination: self.server_addr,
                                 contents: &t.contents,
+                                proto: manifold_core::Protocol::Udp,
                             },
                         );
                     }
@@ -162,6 +163,7 @@ fuzz_target!(|data: &[u8]| {
             source,
             destination,
             contents: datagram,
+            proto: manifold_core::Protocol::Udp,
         },
     );
     w.drain_shard(false);

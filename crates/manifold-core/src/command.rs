@@ -4,6 +4,8 @@
 
 use std::net::SocketAddr;
 
+use str0m::net::Protocol;
+
 pub use manifold_api::command::Command;
 
 use crate::relay::RelayMessage;
@@ -19,6 +21,9 @@ pub enum Input<'a> {
         destination: SocketAddr,
         /// Its bytes.
         contents: &'a [u8],
+        /// The transport it came over: UDP, or one RFC 4571 frame of an ICE-TCP
+        /// connection (the I/O layer removed the framing).
+        proto: Protocol,
     },
     /// The time passed the last [`Output::Timeout`].
     Timeout,

@@ -41,3 +41,5 @@ pub use shard::{MAX_TRICKLED_CANDIDATES, Shard};
 /// The WebRTC library the core is built on, re-exported so that callers building sessions
 /// and tests use the very same version.
 pub use str0m;
+/// The transport of a datagram in or out: UDP, or a frame of an ICE-TCP connection.
+pub use str0m::net::Protocol;

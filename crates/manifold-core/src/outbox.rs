@@ -21,6 +21,9 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// What.
     pub contents: Vec<u8>,
+    /// Over which transport: UDP, or as one frame on the ICE-TCP connection from
+    /// `destination`.
+    pub proto: str0m::net::Protocol,
 }
 
 /// Output of [`Shard::poll_output`].
@@ -60,6 +63,7 @@ impl Outbox {
         self.outputs.push_back(Output::Transmit(Transmit {
             destination: t.destination,
             contents,
+            proto: t.proto,
         }));
     }
 

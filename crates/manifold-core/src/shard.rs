@@ -97,7 +97,8 @@ impl Shard {
                 source,
                 destination,
                 contents,
-            } => self.handle_datagram(now, source, destination, contents),
+                proto,
+            } => self.handle_datagram(now, source, destination, contents, proto),
             Input::Timeout => self.handle_timeout(now),
             Input::Command(c) => self.handle_command(now, c),
             Input::Relay { from, message } => self.handle_relay(now, from, message),
@@ -174,6 +175,7 @@ impl Shard {
         source: SocketAddr,
         destination: SocketAddr,
         contents: &[u8],
+        proto: Protocol,
     ) {
         let counters = &mut self.out.counters;
         counters.datagrams_in += 1;
@@ -195,7 +197,7 @@ impl Shard {
             counters.drop(DropReason::UnknownSource);
             return;
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, contents) else {
+        let Ok(receive) = Receive::new(proto, source, destination, contents) else {
             counters.drop(DropReason::Malformed);
             return;
         };

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender as ChannelSender, TryRecvError, TrySendError};
 use manifold_api::CoreEvent;
 use manifold_api::{RoomName, TrackId};
-use manifold_core::{BRIDGE, Command, Input, Output, RelayMessage, Shard, ShardConfig, Transmit};
+use manifold_core::{
+    BRIDGE, Command, Input, Output, Protocol, RelayMessage, Shard, ShardConfig, Transmit,
+};
 use mio::{Events, Interest, Poll, Token};
 use quinn_udp::RecvMeta;
 
@@ -462,6 +464,7 @@ impl Core {
             source,
             destination: self.local,
             contents,
+            proto: Protocol::Udp,
         }
     }
 
@@ -839,11 +842,13 @@ mod tests {
             .map(|i| Transmit {
                 destination: to,
                 contents: vec![0xff, i, 0, 0, 0, 0, 0, 0, 0, 0],
+                proto: Protocol::Udp,
             })
             .collect();
         queue.push(Transmit {
             destination: to,
             contents: vec![0xff; 4],
+            proto: Protocol::Udp,
         });
         let mut out = Sender {
             gso_buf: Vec::new(),
@@ -890,6 +895,7 @@ mod tests {
         Transmit {
             destination: dest.parse().unwrap(),
             contents: vec![0; len],
+            proto: Protocol::Udp,
         }
     }
 

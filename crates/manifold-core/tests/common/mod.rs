@@ -1066,6 +1066,7 @@ impl Harness {
                 source,
                 destination: SERVER,
                 contents,
+                proto: manifold_core::Protocol::Udp,
             },
         );
         self.drain_shard(0);
@@ -1188,6 +1189,7 @@ impl Harness {
                         source: f.source,
                         destination: f.destination,
                         contents: &f.contents,
+                        proto: manifold_core::Protocol::Udp,
                     },
                 );
                 self.drain_shard(i);
