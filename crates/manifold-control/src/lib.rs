@@ -17,6 +17,7 @@ pub mod rtc;
 pub mod sessions;
 pub mod state;
 mod web;
+pub mod webhooks;
 pub mod ws;
 
 use std::future::Future;
@@ -209,6 +210,11 @@ async fn stats(
         for w in &state.workers {
             overload.merge(&w.overload());
         }
+        obj.insert(
+            "webhooks".into(),
+            serde_json::to_value(state.webhooks.snapshot())
+                .map_err(|e| ApiError::Internal(format!("stats: {e}")))?,
+        );
         obj.insert("http".into(), {
             let mut http = state.listener_counters.snapshot();
             http["sessions_rate_limited"] = state

@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::federation::LocalChange;
 use crate::listener::{ListenerCounters, ListenerLimits};
 use crate::roster::{Member, Roster, TokenBucket};
+use crate::webhooks::WebhookEvent;
 
 /// Settings of the HTTP surface.
 #[derive(Clone, Debug)]
@@ -64,6 +65,8 @@ pub struct ControlConfig {
     pub room_spread_after: usize,
     /// Sessions one room may hold, over all workers (each worker checks its own share too).
     pub max_participants_per_room: usize,
+    /// Where to send webhooks (none by default).
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 impl Default for ControlConfig {
@@ -87,6 +90,7 @@ impl Default for ControlConfig {
             session_burst_per_ip: 40,
             room_spread_after: 32,
             max_participants_per_room: 100,
+            webhooks: Default::default(),
         }
     }
 }
@@ -174,6 +178,8 @@ pub struct Inner {
     pub bridge: crate::bridge::BridgeState,
     /// The workers' load, read with every heartbeat (`placement.rs`).
     pub load: crate::placement::LoadMeter,
+    /// Webhooks about this node's rooms (`webhooks.rs`); started by the binary.
+    pub webhooks: crate::webhooks::Webhooks,
     directory: Mutex<Directory>,
     roster: Mutex<Roster>,
     pending: Mutex<Pending>,
@@ -235,6 +241,7 @@ impl AppState {
             session_starts_refused: AtomicU64::new(0),
             listener_counters: Arc::default(),
             unjoined: crate::ws::Unjoined::new(config.max_unjoined_sockets),
+            webhooks: crate::webhooks::Webhooks::new(&config.webhooks, cluster.node.as_str()),
             config,
             cluster,
             workers,
@@ -267,6 +274,8 @@ impl AppState {
                     ..
                 } => {
                     tracing::debug!(%participant, worker, reason = reason.as_str(), "session ended");
+                    // Before `forget`, which may raise the room's `room_finished`.
+                    self.webhook_left(participant, reason);
                     self.forget(participant);
                     self.member_left(participant, reason);
                 }
@@ -305,8 +314,13 @@ impl AppState {
                 } => {
                     let mut roster = self.roster();
                     if let Some(m) = roster.get_mut(participant) {
+                        let had = m.info.tracks.len();
                         m.info.tracks.retain(|t| t.id != track);
                         self.federate(&room, LocalChange::TrackUnpublished(&m.info, track));
+                        if m.info.tracks.len() < had {
+                            self.webhooks
+                                .emit(&room, WebhookEvent::TrackUnpublished(&m.info, track));
+                        }
                     }
                     roster.broadcast(
                         &room,
@@ -452,6 +466,8 @@ impl AppState {
             _ => return,
         };
         self.federate(&room, LocalChange::Joined(&info));
+        self.webhooks
+            .emit(&room, WebhookEvent::ParticipantJoined(&info));
         roster.broadcast(
             &room,
             Some(participant),
@@ -473,6 +489,8 @@ impl AppState {
         let request = cid.as_ref().and_then(|c| m.publishing.remove(c));
         m.info.tracks.push(info.clone());
         self.federate(room, LocalChange::TrackPublished(&m.info, &info));
+        self.webhooks
+            .emit(room, WebhookEvent::TrackPublished(&m.info, &info));
         if let (Some(cid), Some(id)) = (cid, request) {
             roster.send(
                 participant,
@@ -491,6 +509,18 @@ impl AppState {
                 track: info,
             },
         );
+    }
+
+    /// Raise `participant_left` for a member others saw.
+    fn webhook_left(&self, participant: ParticipantId, reason: LeaveReason) {
+        if !self.webhooks.enabled() {
+            return;
+        }
+        let roster = self.roster();
+        if let Some(m) = roster.get(participant).filter(|m| m.announced) {
+            self.webhooks
+                .emit(&m.room, WebhookEvent::ParticipantLeft(&m.info, reason));
+        }
     }
 
     fn member_left(&self, participant: ParticipantId, reason: LeaveReason) {
@@ -644,6 +674,11 @@ impl AppState {
         }
         let room = probe.room.clone();
         dir.sessions.insert(id, SessionEntry { worker, ..probe });
+        if new_room {
+            // Under the directory's lock, so that a room released and held again at once
+            // raises `room_finished` and `room_started` in that order.
+            self.webhooks.emit(&room, WebhookEvent::RoomStarted);
+        }
         drop(dir);
         if new_room {
             crate::bridge::room_held(self, &room);
@@ -747,6 +782,7 @@ impl AppState {
             if r.sessions == 0 {
                 dir.rooms.remove(&s.room);
                 released = true;
+                self.webhooks.emit(&s.room, WebhookEvent::RoomFinished);
             }
         }
         drop(dir);

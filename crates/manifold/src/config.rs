@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 /// Sections a `MANIFOLD_` variable may address; other `MANIFOLD_*` variables (a test's
 /// `MANIFOLD_URL`, say) are not configuration.
-const SECTIONS: [&str; 6] = ["http", "media", "auth", "limits", "log", "cluster"];
+const SECTIONS: [&str; 7] = [
+    "http", "media", "auth", "limits", "log", "cluster", "webhooks",
+];
 
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -30,6 +32,99 @@ pub struct Config {
     pub log: Log,
     /// This node in a cluster (alone by default).
     pub cluster: ClusterSection,
+    /// Signed HTTP callbacks about rooms, participants and tracks (off by default).
+    pub webhooks: WebhooksSection,
+}
+
+/// `[webhooks]` (docs/webhooks.md)
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksSection {
+    /// Receivers (`http://`), each sent every message; empty turns webhooks off.
+    pub urls: Vec<String>,
+    /// Standard Webhooks signing secret: `whsec_` and the base64 of 24 to 64 random bytes.
+    /// Required with `urls`.
+    pub secret: Option<String>,
+    /// Messages that may wait per URL; past it the newest is dropped and counted.
+    pub queue: usize,
+    /// Delivery lanes per URL: a room's messages go in order through one of them.
+    pub lanes: usize,
+    /// Tries per message, the first included.
+    pub max_attempts: u32,
+    /// Wait before the first retry, doubled for each further one...
+    pub backoff_base_ms: u64,
+    /// ... up to this.
+    pub backoff_max_ms: u64,
+    /// One attempt's limit.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for WebhooksSection {
+    fn default() -> Self {
+        let d = manifold_control::webhooks::WebhookConfig::default();
+        WebhooksSection {
+            urls: Vec::new(),
+            secret: None,
+            queue: d.queue,
+            lanes: d.lanes,
+            max_attempts: d.max_attempts,
+            backoff_base_ms: d.backoff_base.as_millis() as u64,
+            backoff_max_ms: d.backoff_max.as_millis() as u64,
+            request_timeout_ms: d.request_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl std::fmt::Debug for WebhooksSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret, nor credentials the URLs may carry.
+        let urls: Vec<String> = self
+            .urls
+            .iter()
+            .map(|u| manifold_cluster::redact_url(u.split('?').next().unwrap_or("")))
+            .collect();
+        f.debug_struct("WebhooksSection")
+            .field("urls", &urls)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("queue", &self.queue)
+            .field("lanes", &self.lanes)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff_base_ms", &self.backoff_base_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .finish()
+    }
+}
+
+impl WebhooksSection {
+    /// The delivery settings, parsed and checked.
+    pub fn webhook_config(
+        &self,
+    ) -> Result<
+        manifold_control::webhooks::WebhookConfig,
+        manifold_control::webhooks::WebhookConfigError,
+    > {
+        use manifold_control::webhooks::{WebhookConfig, parse_secret, parse_url};
+        let config = WebhookConfig {
+            urls: self
+                .urls
+                .iter()
+                .map(|u| parse_url(u))
+                .collect::<Result<_, _>>()?,
+            secret: match &self.secret {
+                Some(s) => parse_secret(s)?,
+                None => Vec::new(),
+            },
+            queue: self.queue,
+            lanes: self.lanes,
+            max_attempts: self.max_attempts,
+            backoff_base: Duration::from_millis(self.backoff_base_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 /// `[cluster]`
@@ -407,6 +502,7 @@ impl Config {
         if self.limits.max_ws_message_bytes < 1024 {
             return Err("limits.max_ws_message_bytes must be at least 1024".into());
         }
+        self.webhooks.webhook_config().map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -491,6 +587,8 @@ impl Config {
             join_timeout: Duration::from_secs(self.limits.join_timeout_secs),
             room_spread_after: self.media.room_spread_after,
             max_participants_per_room: self.limits.max_participants_per_room,
+            // Checked by `validate`; an unchecked config gets no webhooks rather than a panic.
+            webhooks: self.webhooks.webhook_config().unwrap_or_default(),
             ..Default::default()
         }
     }
@@ -564,6 +662,43 @@ mod tests {
         let printed = format!("{c:#?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("redis://***@10.1.2.3:6379"), "{printed}");
+    }
+
+    #[test]
+    fn webhook_settings_are_checked_and_the_secret_never_printed() {
+        let dir = std::env::temp_dir().join(format!("manifold-config-wh-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wh.toml");
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        std::fs::write(
+            &path,
+            format!(
+                "[webhooks]\nurls = [\"http://127.0.0.1:9/in\"]\nsecret = \"{secret}\"\nqueue = 8\n"
+            ),
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), &Overrides::default()).unwrap();
+        let w = c.control_config(16).webhooks;
+        assert_eq!((w.urls.len(), w.queue, w.secret.len()), (1, 8, 24));
+        let printed = format!("{c:?} {w:?}");
+        assert!(!printed.contains("MfKQ9r8G"), "{printed}");
+        for (body, want) in [
+            ("urls = [\"http://127.0.0.1:9/\"]\n", "secret is required"),
+            (
+                "urls = [\"http://127.0.0.1:9/\"]\nsecret = \"nope\"\n",
+                "whsec_",
+            ),
+            (
+                "urls = [\"gopher://h/\"]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+                "gopher",
+            ),
+            ("queue = 0\n", "queue"),
+        ] {
+            std::fs::write(&path, format!("[webhooks]\n{body}")).unwrap();
+            let e = Config::load(Some(&path), &Overrides::default()).unwrap_err();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

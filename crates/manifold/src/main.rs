@@ -268,6 +268,7 @@ fn run(config: Config) -> Result<(), String> {
         tracing::info!("listening on http://{addr}");
         // Tests and scripts read this line to find the port when listening on port 0.
         println!("manifold: listening on http://{addr}");
+        state.webhooks.start()?;
         tokio::spawn(state.clone().run_events(events));
         tokio::spawn(manifold_control::bridge::run(state.clone(), bridge_frames));
         let _ = state.cluster.advertise_url.set(format!("http://{addr}"));
