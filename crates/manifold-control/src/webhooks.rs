@@ -604,7 +604,7 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, e: &Endpoint, messag
             }
             Ok(r) => Attempt::Refused(r.status().as_u16()),
             Err(err) if err.is_timeout() => Attempt::Retry("timed out".into()),
-            Err(err) => Attempt::Retry(format!("{}", without_url(&err))),
+            Err(err) => Attempt::Retry(without_url(&err)),
         };
         match outcome {
             Attempt::Delivered => {
