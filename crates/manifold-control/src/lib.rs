@@ -16,6 +16,7 @@ pub mod roster;
 pub mod rtc;
 pub mod sessions;
 pub mod state;
+pub mod turn;
 mod web;
 pub mod webhooks;
 pub mod ws;

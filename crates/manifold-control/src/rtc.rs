@@ -819,7 +819,7 @@ impl Conn {
             participant: info,
             participants: state.others(&room, pid),
             resume_token,
-            ice_servers: Vec::new(),
+            ice_servers: ice_servers(&state, pid),
             alternatives: crate::placement::alternatives(&state),
         });
         self.reply(ServerMessage::Offer {
@@ -902,7 +902,7 @@ impl Conn {
             participant: info,
             participants: state.others(&room, participant),
             resume_token,
-            ice_servers: Vec::new(),
+            ice_servers: ice_servers(&state, participant),
             alternatives: crate::placement::alternatives(&state),
         });
         // An offer the client may have missed while away is sent again.
@@ -1103,4 +1103,15 @@ impl AppState {
             }
         });
     }
+}
+
+/// The TURN servers (with a fresh REST credential for this participant) a `joined` or
+/// `resumed` carries; empty without `[turn]`.
+fn ice_servers(state: &AppState, participant: ParticipantId) -> Vec<serde_json::Value> {
+    state
+        .config
+        .turn
+        .as_ref()
+        .map(|t| t.ice_servers(&participant.to_string(), crate::turn::now_unix()))
+        .unwrap_or_default()
 }

@@ -67,6 +67,8 @@ pub struct ControlConfig {
     pub max_participants_per_room: usize,
     /// Where to send webhooks (none by default).
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// TURN servers handed to room-protocol clients, with REST credentials; `None`: none.
+    pub turn: Option<crate::turn::TurnConfig>,
 }
 
 impl Default for ControlConfig {
@@ -91,6 +93,7 @@ impl Default for ControlConfig {
             room_spread_after: 32,
             max_participants_per_room: 100,
             webhooks: Default::default(),
+            turn: None,
         }
     }
 }

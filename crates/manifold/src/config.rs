@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 /// Sections a `MANIFOLD_` variable may address; other `MANIFOLD_*` variables (a test's
 /// `MANIFOLD_URL`, say) are not configuration.
-const SECTIONS: [&str; 7] = [
-    "http", "media", "auth", "limits", "log", "cluster", "webhooks",
+const SECTIONS: [&str; 8] = [
+    "http", "media", "auth", "limits", "log", "cluster", "webhooks", "turn",
 ];
 
 /// The whole configuration.
@@ -34,6 +34,78 @@ pub struct Config {
     pub cluster: ClusterSection,
     /// Signed HTTP callbacks about rooms, participants and tracks (off by default).
     pub webhooks: WebhooksSection,
+    /// TURN servers handed to clients (none by default).
+    pub turn: TurnSection,
+}
+
+/// `[turn]`: TURN servers sharing a secret with this server (coturn `use-auth-secret`);
+/// each client gets a credential made from it (see docs/tls-turn.md).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnSection {
+    /// `turn:` / `turns:` URIs, e.g. `turn:turn.example.com:3478?transport=udp`. Empty: none.
+    pub urls: Vec<String>,
+    /// coturn's `static-auth-secret`; required when `urls` is set. Never printed.
+    pub static_auth_secret: Option<String>,
+    /// How long a credential stays valid, in seconds.
+    pub ttl_secs: u64,
+}
+
+impl Default for TurnSection {
+    fn default() -> Self {
+        TurnSection {
+            urls: Vec::new(),
+            static_auth_secret: None,
+            ttl_secs: 24 * 60 * 60,
+        }
+    }
+}
+
+impl std::fmt::Debug for TurnSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("TurnSection")
+            .field("urls", &self.urls)
+            .field(
+                "static_auth_secret",
+                &self.static_auth_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("ttl_secs", &self.ttl_secs)
+            .finish()
+    }
+}
+
+impl TurnSection {
+    /// Reject a section the server could not hand out.
+    fn validate(&self) -> Result<(), String> {
+        for u in &self.urls {
+            if !(u.starts_with("turn:") || u.starts_with("turns:")) || u.len() > 512 {
+                return Err(format!(
+                    "turn.urls: {u:?} is not a turn: or turns: URI (at most 512 characters)"
+                ));
+            }
+        }
+        let secret = self.static_auth_secret.as_deref().unwrap_or("");
+        if !self.urls.is_empty() && secret.is_empty() {
+            return Err("turn.static_auth_secret is required when turn.urls is set".into());
+        }
+        if self.ttl_secs == 0 {
+            return Err("turn.ttl_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The control plane's view; `None` without URLs.
+    fn control(&self) -> Option<manifold_control::turn::TurnConfig> {
+        if self.urls.is_empty() {
+            return None;
+        }
+        Some(manifold_control::turn::TurnConfig {
+            urls: self.urls.clone(),
+            secret: self.static_auth_secret.clone().unwrap_or_default(),
+            ttl: Duration::from_secs(self.ttl_secs),
+        })
+    }
 }
 
 /// `[webhooks]` (docs/webhooks.md)
@@ -407,6 +479,7 @@ impl Config {
         if self.cluster.heartbeat_secs == 0 {
             return Err("cluster.heartbeat_secs must be at least 1".into());
         }
+        self.turn.validate()?;
         if let Some(k) = &self.auth.key
             && k.len() < manifold_control::auth::MIN_KEY_BYTES
         {
@@ -589,6 +662,7 @@ impl Config {
             max_participants_per_room: self.limits.max_participants_per_room,
             // Checked by `validate`; an unchecked config gets no webhooks rather than a panic.
             webhooks: self.webhooks.webhook_config().unwrap_or_default(),
+            turn: self.turn.control(),
             ..Default::default()
         }
     }
@@ -662,6 +736,22 @@ mod tests {
         let printed = format!("{c:#?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("redis://***@10.1.2.3:6379"), "{printed}");
+    }
+
+    #[test]
+    fn turn_section_is_checked_and_its_secret_never_printed() {
+        let mut c = Config::default();
+        c.turn.urls = vec!["turn:127.0.0.1:3478?transport=udp".into()];
+        assert!(c.validate().unwrap_err().contains("static_auth_secret"));
+        c.turn.static_auth_secret = Some("hunter2".into());
+        c.validate().unwrap();
+        let printed = format!("{c:#?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        let t = c.control_config(10).turn.expect("turn configured");
+        assert_eq!(t.ttl, Duration::from_secs(86400));
+        c.turn.urls = vec!["http://nope".into()];
+        assert!(c.validate().unwrap_err().contains("turn.urls"));
+        assert!(Config::default().control_config(10).turn.is_none());
     }
 
     #[test]
