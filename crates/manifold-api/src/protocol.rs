@@ -686,6 +686,13 @@ pub enum ServerMessage {
         /// Who, now.
         participant: ParticipantInfo,
     },
+    /// The room's metadata changed (an administrator set it).
+    RoomUpdated {
+        /// Room.
+        room: String,
+        /// Its metadata, now.
+        metadata: serde_json::Value,
+    },
     /// Someone left.
     ParticipantLeft {
         /// Who.

@@ -21,7 +21,11 @@ use crate::error::ApiError;
 use crate::sessions::{SessionQuery, bearer};
 use crate::state::AppState;
 
-fn admin(state: &AppState, headers: &HeaderMap, query: &SessionQuery) -> Result<Access, ApiError> {
+pub(crate) fn admin(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &SessionQuery,
+) -> Result<Access, ApiError> {
     let access = state
         .auth
         .verify(bearer(headers).or(query.access_token.as_deref()))?;
@@ -87,7 +91,7 @@ pub async fn rooms(
 }
 
 /// This node's sessions, by room.
-fn local_rooms(state: &AppState) -> BTreeMap<String, Vec<Value>> {
+pub(crate) fn local_rooms(state: &AppState) -> BTreeMap<String, Vec<Value>> {
     let mut rooms: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let sessions = state.sessions();
     let roster = state.roster();
@@ -158,6 +162,7 @@ pub async fn close_room(
         RoomName::parse(&room).map_err(|e| ApiError::BadRequest(format!("room name {e}")))?;
     access.check_room(&room)?;
     let closed = close_here(&state, &room)?;
+    let created = state.created_rooms.remove(&room);
     let cluster = &state.cluster;
     // Unreadable, the directory leaves the room closed here only (said in the logs).
     let others: Vec<NodeId> = match cluster.directory.nodes_of(room.clone()).await {
@@ -167,7 +172,7 @@ pub async fn close_room(
             Vec::new()
         }
     };
-    if closed == 0 && others.is_empty() {
+    if closed == 0 && others.is_empty() && !created {
         return Err(ApiError::NotFound(format!("no room {room}")));
     }
     for node in &others {

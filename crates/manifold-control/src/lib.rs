@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_room;
 pub mod auth;
 pub mod bridge;
 pub mod cluster;
@@ -12,6 +13,7 @@ pub mod federation;
 pub mod listener;
 pub mod outbox;
 pub mod placement;
+pub mod rooms;
 pub mod roster;
 pub mod rtc;
 pub mod sessions;
@@ -44,6 +46,7 @@ pub fn router(state: AppState) -> Router {
             Method::GET,
             Method::POST,
             Method::PATCH,
+            Method::PUT,
             Method::DELETE,
             Method::OPTIONS,
         ])
@@ -82,15 +85,30 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/rtc", get(rtc::upgrade))
         .route("/dev/token", get(dev_token))
-        .route("/admin/rooms", get(admin::rooms))
+        .route("/admin/rooms", get(admin::rooms).post(admin_room::create))
         .route("/admin/nodes", get(admin::nodes))
         .route(
             "/admin/rooms/{room}",
-            axum::routing::delete(admin::close_room),
+            get(admin_room::room)
+                .patch(admin_room::update_room)
+                .delete(admin::close_room),
+        )
+        .route(
+            "/admin/rooms/{room}/participants",
+            get(admin_room::participants),
         )
         .route(
             "/admin/rooms/{room}/participants/{id}",
-            axum::routing::delete(admin::kick),
+            axum::routing::delete(admin::kick).patch(admin_room::update_participant),
+        )
+        .route(
+            "/admin/rooms/{room}/participants/{id}/tracks/{track}",
+            axum::routing::patch(admin_room::mute),
+        )
+        .route("/admin/drain", post(admin_room::drain))
+        .route(
+            "/admin/log-level",
+            get(admin_room::log_level).put(admin_room::set_log_level),
         )
         .route("/stats", get(stats))
         .route("/healthz", get(healthz))
@@ -109,6 +127,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let limits = state.config.listener.clone();
     let counters = state.listener_counters.clone();
+    let expiry = tokio::spawn(rooms::run_expiry(state.clone()));
     let janitor = state.clone();
     let janitor = tokio::spawn(async move {
         loop {
@@ -118,6 +137,7 @@ pub async fn serve(
     });
     let result = listener::serve(listener, router(state), limits, counters, shutdown).await;
     janitor.abort();
+    expiry.abort();
     result
 }
 

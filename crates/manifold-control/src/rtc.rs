@@ -944,7 +944,12 @@ impl AppState {
         self.roster().owner_of(room, track)
     }
 
-    fn set_muted(&self, me: ParticipantId, track: manifold_api::TrackId, muted: bool) -> bool {
+    pub(crate) fn set_muted(
+        &self,
+        me: ParticipantId,
+        track: manifold_api::TrackId,
+        muted: bool,
+    ) -> bool {
         let mut roster = self.roster();
         let Some(t) = roster.track_mut(me, track) else {
             return false;
@@ -967,7 +972,7 @@ impl AppState {
         true
     }
 
-    fn update_member(
+    pub(crate) fn update_member(
         &self,
         me: ParticipantId,
         name: Option<String>,

@@ -183,11 +183,24 @@ pub struct Inner {
     pub load: crate::placement::LoadMeter,
     /// Webhooks about this node's rooms (`webhooks.rs`); started by the binary.
     pub webhooks: crate::webhooks::Webhooks,
+    /// Rooms an administrator created, with their options (`rooms.rs`).
+    pub created_rooms: crate::rooms::CreatedRooms,
+    /// Changes the process's log filter at run time (`PUT /admin/log-level`); unset where
+    /// the process did not hand one over.
+    pub log_filter: std::sync::OnceLock<Box<dyn LogFilter>>,
     directory: Mutex<Directory>,
     roster: Mutex<Roster>,
     pending: Mutex<Pending>,
     next_request: AtomicU64,
     draining: AtomicBool,
+}
+
+/// The process's log filter, as `tracing_subscriber`'s reload handle changes it.
+pub trait LogFilter: Send + Sync {
+    /// The filter now.
+    fn current(&self) -> String;
+    /// Replace it with `directives` (`EnvFilter` syntax); why not, if it cannot.
+    fn set(&self, directives: &str) -> Result<(), String>;
 }
 
 /// Cheap-to-clone handle on the shared state.
@@ -252,6 +265,8 @@ impl AppState {
             auth,
             bridge: Default::default(),
             load: Default::default(),
+            created_rooms: Default::default(),
+            log_filter: std::sync::OnceLock::new(),
             directory: Mutex::new(Directory::default()),
             roster: Mutex::new(Roster::default()),
             pending: Mutex::new(HashMap::new()),
@@ -637,10 +652,17 @@ impl AppState {
                     .get(usize::from(r.worker))
                     .copied()
                     .unwrap_or(0);
-                if older.is_none() && r.sessions >= self.config.max_participants_per_room {
+                let limit = self
+                    .created_rooms
+                    .get(&probe.room)
+                    .and_then(|o| o.max_participants)
+                    .map_or(self.config.max_participants_per_room, |m| {
+                        (m as usize).min(self.config.max_participants_per_room)
+                    });
+                if older.is_none() && r.sessions >= limit {
                     return Err(ApiError::LimitReached(format!(
-                        "room {} has {} participants, the limit is {}",
-                        probe.room, r.sessions, self.config.max_participants_per_room
+                        "room {} has {} participants, the limit is {limit}",
+                        probe.room, r.sessions
                     )));
                 }
                 match older {

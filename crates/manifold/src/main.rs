@@ -182,8 +182,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         println!("configuration is valid:\n{config:#?}");
         return ExitCode::SUCCESS;
     }
-    init_logging(&config.log.level);
-    match run(config) {
+    let log_filter = init_logging(&config.log.level);
+    match run(config, log_filter) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -193,17 +193,41 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
+type FilterHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The log filter behind a reload handle, for `PUT /admin/log-level`.
+struct ReloadableFilter(FilterHandle);
+
+impl manifold_control::state::LogFilter for ReloadableFilter {
+    fn current(&self) -> String {
+        self.0
+            .with_current(|f| f.to_string())
+            .unwrap_or_else(|e| format!("unreadable: {e}"))
+    }
+
+    fn set(&self, directives: &str) -> Result<(), String> {
+        let filter =
+            tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        self.0.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
+fn init_logging(level: &str) -> ReloadableFilter {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
+    ReloadableFilter(handle)
 }
 
-fn run(config: Config) -> Result<(), String> {
+fn run(config: Config, log_filter: ReloadableFilter) -> Result<(), String> {
     let auth = Auth::new(config.auth.key.as_deref())?;
     if auth.is_dev() {
         tracing::warn!(
@@ -253,6 +277,7 @@ fn run(config: Config) -> Result<(), String> {
         auth,
         cluster,
     );
+    let _ = state.log_filter.set(Box::new(log_filter));
 
     let drain_timeout = Duration::from_secs(config.http.drain_timeout_secs);
     let result = runtime.block_on(async {

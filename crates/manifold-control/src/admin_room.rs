@@ -1,0 +1,351 @@
+//! The admin API's operations on one room and its participants on this node: describe a
+//! room and list its participants, create a room with options, set room and participant
+//! metadata, mute a participant's track; and on the node itself: drain, log level. Every
+//! handler checks the admin grant (and a room-scoped token's room) first.
+//!
+//! These act on this node's sessions only; the cluster-wide operations (list every room,
+//! kick, close) are in `admin.rs`.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use manifold_api::command::Command;
+use manifold_api::protocol::ServerMessage;
+use manifold_api::{ParticipantId, RoomName, TrackId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::admin::{admin, local_rooms};
+use crate::error::ApiError;
+use crate::rooms::{DEFAULT_EMPTY_TIMEOUT_SECS, MAX_EMPTY_TIMEOUT_SECS, RoomOptions};
+use crate::sessions::SessionQuery;
+use crate::state::AppState;
+
+/// Longest log filter accepted by `PUT /admin/log-level`, in bytes.
+pub const MAX_LOG_FILTER_BYTES: usize = 1024;
+
+/// A JSON body, or a 400 with the JSON error body saying why not.
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(t)| t).map_err(|e| match e {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::UnsupportedMediaType("the body must be application/json".into())
+        }
+        other => ApiError::BadRequest(format!("body: {}", other.body_text())),
+    })
+}
+
+fn room_name(room: &str) -> Result<RoomName, ApiError> {
+    RoomName::parse(room).map_err(|e| ApiError::BadRequest(format!("room name {e}")))
+}
+
+fn options_json(o: &RoomOptions) -> Value {
+    json!({
+        "max_participants": o.max_participants,
+        "empty_timeout": o.empty_timeout.as_secs(),
+        "metadata": o.metadata,
+    })
+}
+
+/// `GET /admin/rooms/{room}`: this node's sessions of the room (with their tracks), its
+/// options if it was created; 404 if it is neither held nor created here.
+pub async fn room(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let access = admin(&state, &headers, &query)?;
+    let name = room_name(&room)?;
+    access.check_room(&name)?;
+    let participants = local_rooms(&state).remove(name.as_str());
+    let options = state.created_rooms.get(&name);
+    if participants.is_none() && options.is_none() {
+        return Err(ApiError::NotFound(format!("no room {name} on this node")));
+    }
+    Ok(Json(json!({
+        "room": name,
+        "participants": participants.unwrap_or_default(),
+        "options": options.as_ref().map(options_json),
+    }))
+    .into_response())
+}
+
+/// `GET /admin/rooms/{room}/participants`: this node's sessions of the room.
+pub async fn participants(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let access = admin(&state, &headers, &query)?;
+    let name = room_name(&room)?;
+    access.check_room(&name)?;
+    let participants = local_rooms(&state).remove(name.as_str());
+    if participants.is_none() && state.created_rooms.get(&name).is_none() {
+        return Err(ApiError::NotFound(format!("no room {name} on this node")));
+    }
+    Ok(Json(json!({ "participants": participants.unwrap_or_default() })).into_response())
+}
+
+/// Body of `POST /admin/rooms`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoom {
+    /// Room name.
+    pub name: String,
+    /// Sessions it may hold (1 or more; at most the server's limit applies anyway).
+    pub max_participants: Option<u32>,
+    /// Seconds it may stay empty before it is forgotten (0 to a day; default 300).
+    pub empty_timeout: Option<u64>,
+    /// Application data (at most 4096 bytes serialized).
+    #[serde(default)]
+    pub metadata: Value,
+}
+
+/// `POST /admin/rooms`: create a room with options. 201; 409 if it exists; 429 past
+/// `server.max_rooms` created rooms.
+pub async fn create(
+    State(state): State<AppState>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+    b: Result<Json<CreateRoom>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let access = admin(&state, &headers, &query)?;
+    let req = body(b)?;
+    let name = room_name(&req.name)?;
+    access.check_room(&name)?;
+    if req.max_participants == Some(0) {
+        return Err(ApiError::BadRequest(
+            "max_participants must be 1 or more".into(),
+        ));
+    }
+    let timeout = req.empty_timeout.unwrap_or(DEFAULT_EMPTY_TIMEOUT_SECS);
+    if timeout > MAX_EMPTY_TIMEOUT_SECS {
+        return Err(ApiError::BadRequest(format!(
+            "empty_timeout is at most {MAX_EMPTY_TIMEOUT_SECS} seconds"
+        )));
+    }
+    let options = RoomOptions {
+        max_participants: req.max_participants,
+        empty_timeout: Duration::from_secs(timeout),
+        metadata: req.metadata,
+    };
+    let out = options_json(&options);
+    state.created_rooms.create(
+        name.clone(),
+        options,
+        state.config.max_rooms,
+        Instant::now(),
+    )?;
+    tracing::info!(room = %name, "room created by an administrator");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "room": name, "options": out })),
+    )
+        .into_response())
+}
+
+/// Body of `PATCH /admin/rooms/{room}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRoom {
+    /// New metadata.
+    pub metadata: Value,
+}
+
+/// `PATCH /admin/rooms/{room}`: set the room's metadata; its participants on this node get
+/// `room_updated`.
+pub async fn update_room(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+    b: Result<Json<UpdateRoom>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let access = admin(&state, &headers, &query)?;
+    let name = room_name(&room)?;
+    access.check_room(&name)?;
+    let req = body(b)?;
+    let options = state.created_rooms.set_metadata(
+        &name,
+        req.metadata,
+        state.holds_room(&name),
+        state.config.max_rooms,
+    )?;
+    state.roster().broadcast(
+        &name,
+        None,
+        &ServerMessage::RoomUpdated {
+            room: name.to_string(),
+            metadata: options.metadata.clone(),
+        },
+    );
+    Ok(Json(json!({ "room": name, "options": options_json(&options) })).into_response())
+}
+
+/// This node's room participant `id` of `room` (a room-protocol member or WHIP publisher).
+fn member(
+    state: &AppState,
+    room: &str,
+    id: &str,
+) -> Result<(RoomName, ParticipantId, u16), ApiError> {
+    let not_found = || ApiError::NotFound(format!("no participant {id} in room {room}"));
+    let name = RoomName::parse(room).map_err(|_| not_found())?;
+    let pid: ParticipantId = id.parse().map_err(|_| not_found())?;
+    let worker = state
+        .roster()
+        .get(pid)
+        .filter(|m| m.room == name)
+        .map(|m| m.worker)
+        .ok_or_else(not_found)?;
+    Ok((name, pid, worker))
+}
+
+/// Body of `PATCH /admin/rooms/{room}/participants/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateParticipant {
+    /// New display name (at most 128 characters).
+    pub name: Option<String>,
+    /// New metadata (at most 4096 bytes serialized).
+    pub metadata: Option<Value>,
+}
+
+/// `PATCH /admin/rooms/{room}/participants/{id}`: set a participant's name or metadata;
+/// the room gets `participant_updated`.
+pub async fn update_participant(
+    State(state): State<AppState>,
+    Path((room, id)): Path<(String, String)>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+    b: Result<Json<UpdateParticipant>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let access = admin(&state, &headers, &query)?;
+    if let Ok(name) = RoomName::parse(&room) {
+        access.check_room(&name)?;
+    }
+    let req = body(b)?;
+    let (_, pid, _) = member(&state, &room, &id)?;
+    if let Some(m) = &req.metadata {
+        crate::rooms::check_metadata(m)?;
+    }
+    if req
+        .name
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > manifold_api::protocol::MAX_NAME_CHARS)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "name is over {} characters",
+            manifold_api::protocol::MAX_NAME_CHARS
+        )));
+    }
+    state.update_member(pid, req.name, req.metadata);
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Body of `PATCH /admin/rooms/{room}/participants/{id}/tracks/{track}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MuteTrack {
+    /// Muted (the shard forwards none of it) or not.
+    pub muted: bool,
+}
+
+/// `PATCH /admin/rooms/{room}/participants/{id}/tracks/{track}`: mute or unmute a
+/// participant's track on the server: its shard stops (or resumes) forwarding it, then the
+/// room gets `track_muted`.
+pub async fn mute(
+    State(state): State<AppState>,
+    Path((room, id, track)): Path<(String, String, String)>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+    b: Result<Json<MuteTrack>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let access = admin(&state, &headers, &query)?;
+    if let Ok(name) = RoomName::parse(&room) {
+        access.check_room(&name)?;
+    }
+    let req = body(b)?;
+    let (name, pid, worker) = member(&state, &room, &id)?;
+    let no_track = || ApiError::NotFound(format!("participant {id} publishes no track {track}"));
+    let tid: TrackId = track.parse().map_err(|_| no_track())?;
+    if state.roster().owner_of(&name, tid) != Some(pid) {
+        return Err(no_track());
+    }
+    state
+        .request(worker, |request| Command::SetMuted {
+            request,
+            participant: pid,
+            track: tid,
+            muted: req.muted,
+        })
+        .await?;
+    state.set_muted(pid, tid, req.muted);
+    tracing::info!(participant = %pid, room = %name, track = %tid, muted = req.muted, "track muted by an administrator");
+    Ok(Json(json!({ "muted": req.muted })).into_response())
+}
+
+/// `POST /admin/drain`: this node takes no new session from now on (as on SIGTERM, without
+/// stopping): `/readyz` answers 503, joins go to other nodes. Needs a server-wide token.
+pub async fn drain(
+    State(state): State<AppState>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&state, &headers, &query)?.check_every_room()?;
+    state.start_drain();
+    tracing::info!("draining: asked by an administrator");
+    Ok(Json(json!({ "draining": true, "sessions": state.session_count() })).into_response())
+}
+
+/// Body of `PUT /admin/log-level`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogLevel {
+    /// An `EnvFilter` directive list, e.g. `info,manifold_core=debug`.
+    pub filter: String,
+}
+
+/// `GET /admin/log-level`: the log filter now.
+pub async fn log_level(
+    State(state): State<AppState>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&state, &headers, &query)?.check_every_room()?;
+    let f = log_filter(&state)?;
+    Ok(Json(json!({ "filter": f.current() })).into_response())
+}
+
+/// `PUT /admin/log-level`: replace the log filter at run time.
+pub async fn set_log_level(
+    State(state): State<AppState>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+    b: Result<Json<LogLevel>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    admin(&state, &headers, &query)?.check_every_room()?;
+    let req = body(b)?;
+    if req.filter.len() > MAX_LOG_FILTER_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "filter is over {MAX_LOG_FILTER_BYTES} bytes"
+        )));
+    }
+    let f = log_filter(&state)?;
+    f.set(&req.filter)
+        .map_err(|e| ApiError::BadRequest(format!("filter: {e}")))?;
+    tracing::info!(filter = %req.filter, "log filter changed by an administrator");
+    Ok(Json(json!({ "filter": f.current() })).into_response())
+}
+
+fn log_filter(state: &AppState) -> Result<&dyn crate::state::LogFilter, ApiError> {
+    state
+        .log_filter
+        .get()
+        .map(|b| b.as_ref())
+        .ok_or_else(|| ApiError::Unavailable("this process cannot change its log filter".into()))
+}
