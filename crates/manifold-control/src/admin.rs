@@ -158,8 +158,7 @@ pub async fn close_room(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let access = admin(&state, &headers, &query)?;
-    let room =
-        RoomName::parse(&room).map_err(|e| ApiError::BadRequest(format!("room name {e}")))?;
+    let room = crate::error::room_name(&room)?;
     access.check_room(&room)?;
     let closed = close_here(&state, &room)?;
     let created = state.created_rooms.remove(&room);

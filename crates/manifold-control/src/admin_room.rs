@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::admin::{admin, local_rooms};
-use crate::error::ApiError;
+use crate::error::{ApiError, room_name};
 use crate::rooms::{DEFAULT_EMPTY_TIMEOUT_SECS, MAX_EMPTY_TIMEOUT_SECS, RoomOptions};
 use crate::sessions::SessionQuery;
 use crate::state::AppState;
@@ -36,10 +36,6 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
         }
         other => ApiError::BadRequest(format!("body: {}", other.body_text())),
     })
-}
-
-fn room_name(room: &str) -> Result<RoomName, ApiError> {
-    RoomName::parse(room).map_err(|e| ApiError::BadRequest(format!("room name {e}")))
 }
 
 fn options_json(o: &RoomOptions) -> Value {

@@ -60,6 +60,11 @@ struct Body<'a> {
     message: String,
 }
 
+/// A room name from a request path or body; 400 saying why it is not one.
+pub fn room_name(room: &str) -> Result<manifold_api::RoomName, ApiError> {
+    manifold_api::RoomName::parse(room).map_err(|e| ApiError::BadRequest(format!("room name {e}")))
+}
+
 impl ApiError {
     /// HTTP status and machine-readable code.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {

@@ -160,8 +160,7 @@ async fn dev_token(
             "tokens are only handed out in dev mode; ask your administrator for one".into(),
         ));
     }
-    let room = manifold_api::RoomName::parse(&q.room)
-        .map_err(|e| ApiError::BadRequest(format!("room name {e}")))?;
+    let room = error::room_name(&q.room)?;
     let identity = match q.identity.as_deref() {
         Some(i) if !i.is_empty() => manifold_api::Identity::parse(i)
             .map_err(|e| ApiError::BadRequest(format!("identity {e}")))?,

@@ -119,8 +119,7 @@ async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let room =
-        RoomName::parse(&room).map_err(|e| ApiError::BadRequest(format!("room name {e}")))?;
+    let room = crate::error::room_name(&room)?;
     require_content_type(&headers, SDP)?;
     let access = authorize(&state, &headers, query.access_token.as_deref(), &room, kind)?;
     if let Some(url) = crate::placement::elsewhere(&state).await {
