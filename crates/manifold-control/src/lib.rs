@@ -227,9 +227,27 @@ async fn stats(
         cluster["bridge"] = state.bridge.stats();
         obj.insert("cluster".into(), cluster);
         let mut overload = manifold_io::OverloadCounters::default();
+        let mut ice_tcp = manifold_io::IceTcpCounters::default();
         for w in &state.workers {
             overload.merge(&w.overload());
+            ice_tcp.merge(&w.ice_tcp_counters());
         }
+        obj.insert(
+            "ice_tcp".into(),
+            serde_json::json!({
+                "enabled": state.workers.iter().any(manifold_io::WorkerHandle::ice_tcp),
+                "open": ice_tcp.open,
+                "accepted": ice_tcp.accepted,
+                "refused": ice_tcp.refused,
+                "closed": ice_tcp.closed,
+                "timed_out": ice_tcp.timed_out,
+                "protocol_errors": ice_tcp.protocol_errors,
+                "write_errors": ice_tcp.write_errors,
+                "frames_in": ice_tcp.frames_in,
+                "frames_out": ice_tcp.frames_out,
+                "write_dropped": ice_tcp.write_dropped,
+            }),
+        );
         obj.insert(
             "webhooks".into(),
             serde_json::to_value(state.webhooks.snapshot())

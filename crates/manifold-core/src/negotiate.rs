@@ -21,6 +21,7 @@ use str0m::bwe::Bitrate;
 use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::media::{Direction, Mid};
+use str0m::net::TcpType;
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
 /// Longest SDP offer accepted, in bytes, unless the caller sets its own limit lower.
@@ -105,6 +106,8 @@ pub struct RtcFactory {
     crypto: Arc<CryptoProvider>,
     cert: DtlsCert,
     max_sdp_bytes: usize,
+    /// Announce a passive ICE-TCP candidate beside each UDP one (same address and port).
+    ice_tcp: bool,
     /// Panics caught while negotiating, shared by every clone.
     panics: Arc<AtomicU64>,
 }
@@ -139,6 +142,7 @@ impl RtcFactory {
             crypto,
             cert,
             max_sdp_bytes,
+            ice_tcp: false,
             panics: Arc::new(AtomicU64::new(0)),
         };
         let probe = factory.clone();
@@ -147,6 +151,14 @@ impl RtcFactory {
         })
         .map_err(|_| "the DTLS stack cannot use this certificate and key".to_owned())?;
         Ok(factory)
+    }
+
+    /// Whether every session also gets a passive ICE-TCP host candidate (RFC 6544) for each
+    /// UDP one, at the same address and port: the media workers must then listen on TCP
+    /// at their UDP ports (`manifold_io::MediaConfig::ice_tcp`). Off by default.
+    pub fn with_ice_tcp(mut self, on: bool) -> Self {
+        self.ice_tcp = on;
+        self
     }
 
     /// The configuration every server-side `Rtc` starts from: ICE-lite, RTP mode, the
@@ -240,9 +252,7 @@ impl RtcFactory {
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
         let mut rtc = self.rtc_config(creds).build(now);
-        for addr in candidates {
-            let c = Candidate::host(*addr, "udp")
-                .map_err(|e| NegotiateError::Rejected(format!("local candidate {addr}: {e}")))?;
+        for c in host_candidates(candidates, self.ice_tcp)? {
             rtc.add_local_candidate(c);
         }
         let answer = rtc
@@ -293,9 +303,7 @@ impl RtcFactory {
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
         let mut rtc = self.rtc_config(creds).build(now);
-        for addr in candidates {
-            let c = Candidate::host(*addr, "udp")
-                .map_err(|e| NegotiateError::Rejected(format!("local candidate {addr}: {e}")))?;
+        for c in host_candidates(candidates, self.ice_tcp)? {
             rtc.add_local_candidate(c);
         }
         let mut change = rtc.sdp_api();
@@ -403,14 +411,40 @@ impl Negotiator for RtcFactory {
     }
 }
 
-/// The SDP `a=candidate` values (without `a=`) of host candidates at `addrs`, as str0m
-/// writes them into answers: for fragments the server sends itself (an ICE restart's
-/// PATCH answer).
-pub fn host_candidate_lines(addrs: &[SocketAddr]) -> Vec<String> {
-    addrs
+/// The host candidates of a session served at `addrs` (the owning worker's announced
+/// addresses): one UDP candidate each, and with `ice_tcp` a passive TCP one at the same
+/// address and port (RFC 6544 §4.5; its priority, from str0m, is below every UDP host
+/// candidate's, so a client that can use UDP does).
+fn host_candidates(addrs: &[SocketAddr], ice_tcp: bool) -> Result<Vec<Candidate>, NegotiateError> {
+    let mut out = Vec::with_capacity(addrs.len() * if ice_tcp { 2 } else { 1 });
+    let refused = |addr: &SocketAddr, e: str0m::error::IceError| {
+        NegotiateError::Rejected(format!("local candidate {addr}: {e}"))
+    };
+    for addr in addrs {
+        out.push(Candidate::host(*addr, "udp").map_err(|e| refused(addr, e))?);
+    }
+    if ice_tcp {
+        for addr in addrs {
+            let tcp = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| refused(addr, e))?;
+            out.push(tcp);
+        }
+    }
+    Ok(out)
+}
+
+/// The SDP `a=candidate` values (without `a=`) of the host candidates at `addrs` (with
+/// `ice_tcp`, the passive TCP ones too), as str0m writes them into answers: for fragments
+/// the server sends itself (an ICE restart's PATCH answer).
+pub fn host_candidate_lines(addrs: &[SocketAddr], ice_tcp: bool) -> Vec<String> {
+    host_candidates(addrs, ice_tcp)
+        .unwrap_or_default()
         .iter()
-        .filter_map(|a| Candidate::host(*a, "udp").ok())
-        .map(|c| c.to_sdp_string())
+        .map(Candidate::to_sdp_string)
         .collect()
 }
 
@@ -438,6 +472,20 @@ mod tests {
             offered_mids(&format!("a=mid:{}\r\n", "x".repeat(17))),
             Err(NegotiateError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn ice_tcp_adds_a_passive_candidate_below_udp() {
+        let addr: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+        assert_eq!(host_candidate_lines(&[addr], false).len(), 1);
+        let both = host_candidates(&[addr], true).unwrap();
+        assert_eq!(both.len(), 2);
+        let (udp, tcp) = (&both[0], &both[1]);
+        assert_eq!(tcp.addr(), addr);
+        assert_eq!(tcp.tcptype(), Some(TcpType::Passive));
+        assert!(tcp.prio() < udp.prio(), "UDP is preferred");
+        let lines = host_candidate_lines(&[addr], true);
+        assert!(lines[1].contains(" tcp ") && lines[1].ends_with(" typ host tcptype passive"));
     }
 
     #[test]

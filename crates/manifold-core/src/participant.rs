@@ -16,6 +16,7 @@ use manifold_api::{
 use slab::Slab;
 use str0m::format::PayloadParams;
 use str0m::media::{Mid, Pt};
+use str0m::net::Protocol;
 use str0m::rtp::Ssrc;
 use str0m::{Output as RtcOutput, Rtc};
 
@@ -106,8 +107,9 @@ pub(crate) struct Participant {
     pub rtc: Rtc,
     /// Current local ICE ufrag (changes on ICE restart).
     pub ufrag: String,
-    /// Remote addresses the demultiplexer routes to this participant.
-    pub addrs: Vec<SocketAddr>,
+    /// Remote addresses, with the transport they use, the demultiplexer routes to this
+    /// participant.
+    pub addrs: Vec<(Protocol, SocketAddr)>,
     /// Tracks this participant publishes.
     pub tracks: Vec<TKey>,
     /// SSRC → (track, layer) cache, filled on first packet of each SSRC.
@@ -225,7 +227,7 @@ impl Participant {
 
     /// Remember `addr` as one of ours; the oldest is forgotten past [`MAX_ADDRS`]. Returns
     /// the forgotten address, which the caller removes from its index.
-    pub fn learn_addr(&mut self, addr: SocketAddr) -> Option<SocketAddr> {
+    pub fn learn_addr(&mut self, addr: (Protocol, SocketAddr)) -> Option<(Protocol, SocketAddr)> {
         if self.addrs.contains(&addr) {
             return None;
         }

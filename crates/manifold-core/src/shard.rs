@@ -48,7 +48,9 @@ pub struct Shard {
     pub(crate) rooms: HashMap<RoomName, Room>,
     pub(crate) by_id: HashMap<ParticipantId, PKey>,
     // Keys an attacker controls live in std's SipHash maps, which resist hash flooding.
-    pub(crate) by_addr: HashMap<SocketAddr, PKey>,
+    // A remote address is one per transport: a client's UDP port and its ICE-TCP
+    // connection's port are different flows even when their numbers match.
+    pub(crate) by_addr: HashMap<(Protocol, SocketAddr), PKey>,
     pub(crate) by_ufrag: HashMap<String, PKey>,
     pub(crate) out: Outbox,
     pub(crate) next_housekeeping: Instant,
@@ -190,8 +192,8 @@ impl Shard {
             // A STUN request names its session by ufrag, whatever address it comes from.
             PacketClass::Stun => manifold_rtp::local_ufrag(contents)
                 .and_then(|u| self.by_ufrag.get(u))
-                .or_else(|| self.by_addr.get(&source)),
-            _ => self.by_addr.get(&source),
+                .or_else(|| self.by_addr.get(&(proto, source))),
+            _ => self.by_addr.get(&(proto, source)),
         };
         let Some(&key) = key else {
             counters.drop(DropReason::UnknownSource);
@@ -213,7 +215,7 @@ impl Shard {
                 .unwrap_or(false);
         // From an address it does not know yet, `accepts()` has checked a STUN request's
         // integrity already; from a known one it may not have.
-        let known = self.by_addr.get(&source) == Some(&key);
+        let known = self.by_addr.get(&(proto, source)) == Some(&key);
         if !accepted
             || (class == PacketClass::Stun && known && !stun_authentic(p, contents, self.stun_hmac))
         {
@@ -221,12 +223,12 @@ impl Shard {
             return;
         }
         if class == PacketClass::Stun {
-            if let Some(evicted) = p.learn_addr(source)
+            if let Some(evicted) = p.learn_addr((proto, source))
                 && self.by_addr.get(&evicted) == Some(&key)
             {
                 self.by_addr.remove(&evicted);
             }
-            self.by_addr.insert(source, key);
+            self.by_addr.insert((proto, source), key);
         }
         let rtp_ssrc = (class == PacketClass::Rtp && contents.len() >= 12).then(|| {
             Ssrc::from(u32::from_be_bytes([

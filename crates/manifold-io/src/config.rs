@@ -9,6 +9,13 @@ use crate::IoError;
 /// Default capacity of each worker's command channel.
 pub const DEFAULT_COMMAND_QUEUE: usize = 1024;
 
+/// Default for [`MediaConfig::tcp_max_connections`].
+pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 256;
+
+/// Most ICE-TCP connections one worker may be configured to hold: each holds a 4 KiB read
+/// buffer and up to 64 KiB queued for writing, and a file descriptor.
+pub const MAX_TCP_CONNECTIONS: usize = 16_384;
+
 /// Most media workers one node runs: a room's workers are a 64-bit set whose top bit is the
 /// bridge to other nodes (relays between
 /// workers, `manifold_core`'s `relay.rs`).
@@ -31,6 +38,13 @@ pub struct MediaConfig {
     pub shard: ShardConfig,
     /// Capacity of each worker's bounded command channel (at least 1).
     pub command_queue: usize,
+    /// Accept ICE over TCP (RFC 6544, passive candidates, RFC 4571 framing): every worker
+    /// also listens on TCP at its UDP socket's port. The `RtcFactory` must announce the
+    /// candidates (`with_ice_tcp`). Off by default.
+    pub ice_tcp: bool,
+    /// ICE-TCP connections one worker holds at most (1 to [`MAX_TCP_CONNECTIONS`]); past
+    /// it new ones are closed at once and counted as refused.
+    pub tcp_max_connections: usize,
 }
 
 impl Default for MediaConfig {
@@ -42,6 +56,8 @@ impl Default for MediaConfig {
             announce_ips: Vec::new(),
             shard: ShardConfig::default(),
             command_queue: DEFAULT_COMMAND_QUEUE,
+            ice_tcp: false,
+            tcp_max_connections: DEFAULT_TCP_MAX_CONNECTIONS,
         }
     }
 }
@@ -61,6 +77,12 @@ impl MediaConfig {
                  command while the worker is busy"
                     .into(),
             ));
+        }
+        if self.ice_tcp && !(1..=MAX_TCP_CONNECTIONS).contains(&self.tcp_max_connections) {
+            return Err(IoError::Config(format!(
+                "tcp_max_connections must be 1 to {MAX_TCP_CONNECTIONS}, got {}",
+                self.tcp_max_connections
+            )));
         }
         let workers = match self.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -186,6 +208,23 @@ mod tests {
                 Err(IoError::Config(_))
             ));
         }
+    }
+
+    #[test]
+    fn ice_tcp_connection_caps_are_bounded() {
+        for bad in [0, MAX_TCP_CONNECTIONS + 1] {
+            let c = MediaConfig {
+                ice_tcp: true,
+                tcp_max_connections: bad,
+                ..config(1)
+            };
+            assert!(matches!(c.plan(), Err(IoError::Config(_))), "{bad}");
+        }
+        let c = MediaConfig {
+            ice_tcp: true,
+            ..config(1)
+        };
+        assert!(c.plan().is_ok());
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_channel::{Sender, TrySendError};
 use manifold_core::Command;
 
+use crate::tcp::{IceTcpCounters, SharedTcpCounters};
+
 /// A command was refused because the worker's command queue is full (or the worker has
 /// stopped). The command was not delivered; the caller decides whether to retry, answer
 /// 503, or give up.
@@ -123,9 +125,12 @@ pub struct WorkerHandle {
     waker: Arc<mio::Waker>,
     counters: Arc<SharedCounters>,
     bridge: Sender<(Arc<str>, Vec<u8>)>,
+    /// ICE-TCP's counters (none: ICE-TCP is off).
+    tcp: Option<Arc<SharedTcpCounters>>,
 }
 
 impl WorkerHandle {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         index: u16,
         local_addr: SocketAddr,
@@ -134,16 +139,19 @@ impl WorkerHandle {
         waker: Arc<mio::Waker>,
         counters: Arc<SharedCounters>,
         bridge: Sender<(Arc<str>, Vec<u8>)>,
+        tcp: Option<Arc<SharedTcpCounters>>,
     ) -> Self {
+        let lines = manifold_core::negotiate::host_candidate_lines(&candidates, tcp.is_some());
         WorkerHandle {
             index,
             local_addr,
-            candidate_lines: manifold_core::negotiate::host_candidate_lines(&candidates).into(),
+            candidate_lines: lines.into(),
             candidates,
             commands,
             waker,
             counters,
             bridge,
+            tcp,
         }
     }
 
@@ -229,7 +237,7 @@ impl WorkerHandle {
     }
 
     /// The same as SDP `a=candidate` values (without `a=`), for fragments the control plane
-    /// writes itself.
+    /// writes itself; with ICE-TCP, the passive TCP candidates at the same addresses too.
     pub fn candidate_lines(&self) -> &[String] {
         &self.candidate_lines
     }
@@ -237,6 +245,17 @@ impl WorkerHandle {
     /// This worker's overload counters.
     pub fn overload(&self) -> OverloadCounters {
         self.counters.snapshot()
+    }
+
+    /// Whether this worker accepts ICE over TCP (on TCP at its UDP port's number).
+    pub fn ice_tcp(&self) -> bool {
+        self.tcp.is_some()
+    }
+
+    /// This worker's ICE-TCP counters (all zero when ICE-TCP is off); updated by the
+    /// worker once per turn in which they changed.
+    pub fn ice_tcp_counters(&self) -> IceTcpCounters {
+        self.tcp.as_ref().map(|t| t.snapshot()).unwrap_or_default()
     }
 
     /// Queue a command even when the queue is full, waiting up to `timeout` for room:
@@ -297,6 +316,7 @@ mod tests {
             waker,
             Arc::default(),
             bridge,
+            None,
         );
         (h, rx, poll)
     }

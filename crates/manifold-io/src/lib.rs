@@ -2,7 +2,8 @@
 //! the loop that drives one sans-IO [`manifold_core::Shard`] per worker.
 //!
 //! Each worker is a plain OS thread (`manifold-media-<i>`) owning one non-blocking UDP
-//! socket on its own port and one shard. The control plane talks to a worker through a
+//! socket on its own port and one shard; with [`MediaConfig::ice_tcp`], also a TCP
+//! listener on the same port number for ICE over TCP (RFC 6544). The control plane talks to a worker through a
 //! [`WorkerHandle`]: commands go down a bounded channel (a full channel is an explicit,
 //! counted [`Overloaded`], never a stall), events come up through an [`EventSink`] that
 //! must not block either.
@@ -38,14 +39,19 @@
 mod config;
 mod handle;
 mod socket;
+mod tcp;
 mod worker;
 mod workers;
 
-pub use config::{MAX_WORKERS, MediaConfig};
+pub use config::{DEFAULT_TCP_MAX_CONNECTIONS, MAX_TCP_CONNECTIONS, MAX_WORKERS, MediaConfig};
 pub use handle::{OverloadCounters, Overloaded, WorkerHandle};
 /// The shard index that stands for the node's bridge to other nodes (a room's set of
 /// workers includes it when other nodes hold the room); every real worker is numbered below.
 pub use manifold_core::BRIDGE;
+pub use tcp::{
+    IDLE_TIMEOUT, IceTcpCounters, MAX_FRAME_BYTES, MAX_UNIDENTIFIED_PER_IP, MAX_WRITE_QUEUE_BYTES,
+    READ_BUFFER_BYTES, UNIDENTIFIED_TIMEOUT,
+};
 pub use workers::{MAX_BRIDGE_INBOX, MediaWorkers};
 
 use std::net::SocketAddr;

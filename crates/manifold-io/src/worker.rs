@@ -1,6 +1,6 @@
-//! The media worker loop: one thread that owns one socket and one shard, and moves
-//! datagrams, commands, timeouts and events between them without ever blocking on anything
-//! but its own poll.
+//! The media worker loop: one thread that owns one socket (and, with ICE-TCP, one TCP
+//! listener and its connections) and one shard, and moves datagrams, commands, timeouts and
+//! events between them without ever blocking on anything but its own poll.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSliceMut};
@@ -21,6 +21,7 @@ use quinn_udp::RecvMeta;
 
 use crate::handle::SharedCounters;
 use crate::socket::{BATCH, MediaSocket, RECV_SLOT_BYTES};
+use crate::tcp::IceTcp;
 use crate::{BridgeSink, BridgeTo};
 use crate::{EventSink, MAX_EVENT_BACKLOG, Undelivered};
 
@@ -28,6 +29,7 @@ use crate::{EventSink, MAX_EVENT_BACKLOG, Undelivered};
 pub(crate) const SOCKET: Token = Token(0);
 /// The poll token of the waker that signals queued commands.
 pub(crate) const WAKER: Token = Token(1);
+// Tokens from 2 up are ICE-TCP's (`tcp.rs`).
 
 /// Longest sleep, even when the shard has nothing scheduled: bounds how late a stop flag
 /// or a missed wake-up is noticed.
@@ -63,6 +65,8 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) struct WorkerSetup {
     pub index: u16,
     pub socket: MediaSocket,
+    /// The ICE-TCP listener, registered with `poll` (none: ICE-TCP is off).
+    pub tcp: Option<IceTcp>,
     pub poll: Poll,
     /// The first announced candidate: the local address the shard's sessions know.
     pub local: SocketAddr,
@@ -157,6 +161,7 @@ struct Worker {
 /// The socket side of a worker.
 struct Io {
     socket: MediaSocket,
+    tcp: Option<IceTcp>,
     recv_buf: Box<[u8]>,
     recv_meta: [RecvMeta; BATCH],
     recv_log: RateLimit,
@@ -205,6 +210,7 @@ impl Worker {
         let WorkerSetup {
             index,
             socket,
+            tcp,
             poll,
             local,
             commands,
@@ -243,6 +249,7 @@ impl Worker {
             stop,
             io: Io {
                 socket,
+                tcp,
                 recv_buf: vec![0; BATCH * RECV_SLOT_BYTES].into_boxed_slice(),
                 recv_meta: [RecvMeta::default(); BATCH],
                 recv_log: RateLimit::default(),
@@ -265,7 +272,9 @@ impl Worker {
     fn turn(&mut self) -> Flow {
         let now = Instant::now();
         self.core.flush_backlog();
-        let timeout = if self.readable || self.commands_pending || self.relay_pending {
+        let tcp_pending = self.io.tcp.as_ref().is_some_and(IceTcp::pending);
+        let timeout = if self.readable || self.commands_pending || self.relay_pending || tcp_pending
+        {
             Duration::ZERO
         } else if !self.core.backlog.is_empty() {
             // Events are waiting for room in the sink: come back soon to offer them again.
@@ -285,8 +294,20 @@ impl Worker {
             std::thread::sleep(Duration::from_millis(10));
         }
         let woke = Instant::now();
-        if self.events.iter().any(|e| e.token() == SOCKET) {
-            self.readable = true;
+        for event in self.events.iter() {
+            match event.token() {
+                SOCKET => self.readable = true,
+                token if IceTcp::owns(token) => {
+                    if let Some(tcp) = &mut self.io.tcp {
+                        tcp.ready_event(
+                            token,
+                            event.is_readable() || event.is_read_closed(),
+                            event.is_writable() || event.is_error(),
+                        );
+                    }
+                }
+                _ => {}
+            }
         }
         // The waker needs no handling of its own: commands are checked on every turn.
 
@@ -295,15 +316,20 @@ impl Worker {
         if self.readable {
             self.receive();
         }
+        self.receive_tcp();
         let now = Instant::now();
         if now >= self.core.deadline {
             self.core.input(now, Input::Timeout);
         }
         self.io.sender.flush(
             &self.io.socket,
+            self.io.tcp.as_mut(),
             &mut self.core.transmits,
             &self.core.counters,
         );
+        if let Some(tcp) = &mut self.io.tcp {
+            tcp.housekeeping(Instant::now());
+        }
         self.core.wake_peers();
         // Time not spent waiting in poll: the worker's load (one atomic add per turn).
         self.core.counters.busy(woke.elapsed());
@@ -399,6 +425,7 @@ impl Worker {
     fn receive(&mut self) {
         let Io {
             socket,
+            tcp,
             recv_buf,
             recv_meta,
             recv_log,
@@ -432,7 +459,7 @@ impl Worker {
                 let data = &buf[..meta.len.min(buf.len())];
                 if data.is_empty() {
                     // Garbage, but counted like any other datagram.
-                    core.input(now, core.datagram(meta.addr, &[]));
+                    core.input(now, core.datagram(meta.addr, &[], Protocol::Udp));
                     continue;
                 }
                 // With GRO one buffer holds several datagrams of `stride` bytes each.
@@ -441,13 +468,37 @@ impl Worker {
                     s => s,
                 };
                 for datagram in data.chunks(stride) {
-                    core.input(now, core.datagram(meta.addr, datagram));
+                    core.input(now, core.datagram(meta.addr, datagram, Protocol::Udp));
                 }
             }
-            sender.flush(socket, &mut core.transmits, &core.counters);
+            sender.flush(socket, tcp.as_mut(), &mut core.transmits, &core.counters);
         }
         // Work cap reached with data possibly left: `readable` stays set, the next turn
         // comes back at once after timers and commands had their go.
+    }
+
+    /// Accept ICE-TCP connections and hand the frames read from them to the shard.
+    fn receive_tcp(&mut self) {
+        let Io {
+            socket,
+            tcp: Some(tcp),
+            sender,
+            ..
+        } = &mut self.io
+        else {
+            return;
+        };
+        if !tcp.pending() {
+            return;
+        }
+        let core = &mut self.core;
+        // One clock read per turn, as per UDP batch.
+        let now = Instant::now();
+        tcp.receive(now, |source, frame| {
+            let input = core.datagram(source, frame, Protocol::Tcp);
+            core.input(now, input);
+        });
+        sender.flush(socket, Some(tcp), &mut core.transmits, &core.counters);
     }
 
     /// Pick up after a panic in `turn`: whatever was half-sent is lost, and the shard is
@@ -459,12 +510,14 @@ impl Worker {
 }
 
 impl Core {
-    fn datagram<'a>(&self, source: SocketAddr, contents: &'a [u8]) -> Input<'a> {
+    /// A datagram from `source` over `proto`. The ICE-TCP listener has the UDP socket's
+    /// port, so both arrive at the one announced address the shard knows.
+    fn datagram<'a>(&self, source: SocketAddr, contents: &'a [u8], proto: Protocol) -> Input<'a> {
         Input::Datagram {
             source,
             destination: self.local,
             contents,
-            proto: Protocol::Udp,
+            proto,
         }
     }
 
@@ -630,17 +683,30 @@ impl Core {
 }
 
 impl Sender {
-    /// Send everything queued, coalescing runs of datagrams to one destination into GSO
-    /// sends where the platform allows. Never blocks: a full socket buffer drops the
-    /// datagram (and counts it), as a congested link would.
+    /// Send everything queued, coalescing runs of UDP datagrams to one destination into
+    /// GSO sends where the platform allows, and framing ICE-TCP ones onto their
+    /// connections. Never blocks: a full socket buffer or write queue drops the datagram
+    /// (and counts it), as a congested link would.
     fn flush(
         &mut self,
         socket: &MediaSocket,
+        mut tcp: Option<&mut IceTcp>,
         transmits: &mut Vec<Transmit>,
         counters: &SharedCounters,
     ) {
         let mut rest = &transmits[..];
-        while !rest.is_empty() {
+        while let Some(first) = rest.first() {
+            if first.proto != Protocol::Udp {
+                match tcp.as_deref_mut() {
+                    Some(tcp) if first.proto == Protocol::Tcp => {
+                        tcp.queue(first.destination, &first.contents);
+                    }
+                    // The shard only answers on the transports it was reached by.
+                    _ => counters.send_errors(1),
+                }
+                rest = &rest[1..];
+                continue;
+            }
             let run = gso_run(rest, socket.max_gso_segments());
             let (batch, tail) = rest.split_at(run);
             rest = tail;
@@ -679,6 +745,9 @@ impl Sender {
             }
         }
         transmits.clear();
+        if let Some(tcp) = tcp {
+            tcp.flush();
+        }
     }
 
     /// One system call. Returns whether it was sent; failures are counted and logged
@@ -713,9 +782,9 @@ impl Sender {
     }
 }
 
-/// How many transmits from the front of `queue` can go out as one GSO send: a run to one
-/// destination, all of the first one's size except possibly a shorter last one (GSO's own
-/// rule), within the segment and byte limits.
+/// How many transmits from the front of `queue` can go out as one GSO send: a run of UDP
+/// datagrams to one destination, all of the first one's size except possibly a shorter
+/// last one (GSO's own rule), within the segment and byte limits.
 fn gso_run(queue: &[Transmit], max_segments: usize) -> usize {
     let Some(first) = queue.first() else {
         return 0;
@@ -729,6 +798,7 @@ fn gso_run(queue: &[Transmit], max_segments: usize) -> usize {
     for t in &queue[1..] {
         let len = t.contents.len();
         if n == max_segments
+            || t.proto != first.proto
             || t.destination != first.destination
             || len == 0
             || len > segment
@@ -811,6 +881,7 @@ mod tests {
         let mut setup = WorkerSetup {
             index: 0,
             socket,
+            tcp: None,
             poll,
             local,
             commands: rx,
@@ -854,7 +925,7 @@ mod tests {
             gso_buf: Vec::new(),
             log: RateLimit::default(),
         };
-        out.flush(&sender, &mut queue, &counters);
+        out.flush(&sender, None, &mut queue, &counters);
         assert!(queue.is_empty());
         assert_eq!(counters.snapshot().send_errors, 0);
 

@@ -12,6 +12,7 @@ use manifold_core::Command;
 use crate::config::MediaConfig;
 use crate::handle::{OverloadCounters, SharedCounters, WorkerHandle};
 use crate::socket::MediaSocket;
+use crate::tcp::{IceTcp, SharedTcpCounters, bind_listener};
 use crate::worker::{RELAY_QUEUE, RelayPeer, WAKER, WorkerSetup};
 use crate::{BridgeSink, EventSink, IoError};
 
@@ -26,6 +27,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How long shutdown waits for room in a full command queue.
 const SHUTDOWN_ENQUEUE: Duration = Duration::from_millis(50);
+/// With ephemeral ports and ICE-TCP, how many UDP ports are tried before giving up on
+/// finding one whose number is free for TCP too.
+const EPHEMERAL_PAIR_TRIES: usize = 16;
 
 /// The running media workers. Dropping this stops them abruptly (no goodbyes) and joins
 /// them; call [`MediaWorkers::shutdown`] for a graceful end.
@@ -51,11 +55,13 @@ impl MediaWorkers {
         bridge: Option<Arc<dyn BridgeSink>>,
     ) -> Result<MediaWorkers, IoError> {
         let plan = config.plan()?;
-        let sockets = plan
-            .binds
-            .iter()
-            .map(|addr| MediaSocket::bind(*addr))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut sockets = Vec::with_capacity(plan.binds.len());
+        let mut listeners = Vec::with_capacity(plan.binds.len());
+        for addr in &plan.binds {
+            let (socket, listener) = bind_worker(*addr, config.ice_tcp)?;
+            sockets.push(socket);
+            listeners.push(listener);
+        }
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = MediaWorkers {
@@ -77,9 +83,10 @@ impl MediaWorkers {
             peers.push(RelayPeer { tx, waker });
         }
         let peers: Arc<[RelayPeer]> = peers.into();
-        for ((i, socket), ((poll, waker), relay_rx)) in sockets
+        for (((i, socket), listener), ((poll, waker), relay_rx)) in sockets
             .into_iter()
             .enumerate()
+            .zip(listeners)
             .zip(polls.into_iter().zip(relay_rxs))
         {
             // `plan` caps the count at MAX_WORKERS.
@@ -94,9 +101,23 @@ impl MediaWorkers {
             let (bridge_tx, bridge_rx) = crossbeam_channel::bounded(MAX_BRIDGE_INBOX);
             let counters = Arc::new(SharedCounters::default());
             let local_addr = socket.local_addr();
+            let tcp_counters = listener
+                .is_some()
+                .then(|| Arc::new(SharedTcpCounters::default()));
+            let tcp = match (listener, &tcp_counters) {
+                (Some(listener), Some(shared)) => {
+                    let registry = poll.registry().try_clone().map_err(IoError::Spawn)?;
+                    let max = config.tcp_max_connections;
+                    let tcp = IceTcp::new(listener, registry, max, shared.clone(), Instant::now())
+                        .map_err(IoError::Spawn)?;
+                    Some(tcp)
+                }
+                _ => None,
+            };
             let mut setup = WorkerSetup {
                 index,
                 socket,
+                tcp,
                 poll,
                 // `plan` never leaves the announced IPs empty.
                 local: candidates[0],
@@ -118,7 +139,14 @@ impl MediaWorkers {
             // Any error above drops `workers`, which stops the threads already running.
             workers.threads.push(thread);
             workers.handles.push(WorkerHandle::new(
-                index, local_addr, candidates, tx, waker, counters, bridge_tx,
+                index,
+                local_addr,
+                candidates,
+                tx,
+                waker,
+                counters,
+                bridge_tx,
+                tcp_counters,
             ));
         }
         tracing::info!(workers = workers.handles.len(), "media workers started");
@@ -192,6 +220,33 @@ impl std::fmt::Debug for MediaWorkers {
         f.debug_struct("MediaWorkers")
             .field("handles", &self.handles)
             .finish_non_exhaustive()
+    }
+}
+
+/// Bind one worker's UDP socket at `addr` and, with `ice_tcp`, its TCP listener at the
+/// same address and port number (its candidates share one address). With an ephemeral
+/// `addr` the UDP port is picked again until its number is free for TCP too.
+fn bind_worker(
+    addr: SocketAddr,
+    ice_tcp: bool,
+) -> Result<(MediaSocket, Option<mio::net::TcpListener>), IoError> {
+    let mut tries = 0;
+    loop {
+        let socket = MediaSocket::bind(addr)?;
+        if !ice_tcp {
+            return Ok((socket, None));
+        }
+        match bind_listener(socket.local_addr()) {
+            Ok(listener) => return Ok((socket, Some(listener))),
+            Err(IoError::Bind { source, .. })
+                if addr.port() == 0
+                    && source.kind() == std::io::ErrorKind::AddrInUse
+                    && tries + 1 < EPHEMERAL_PAIR_TRIES =>
+            {
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

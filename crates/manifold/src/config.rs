@@ -303,6 +303,11 @@ pub struct Media {
     /// go to the least loaded worker, and tracks are relayed between the room's workers.
     /// 0 spreads every room from its first session.
     pub room_spread_after: usize,
+    /// Accept ICE over TCP (RFC 6544): worker i also listens on TCP port `port_base + i`
+    /// and every session gets a passive TCP candidate. Off by default (docs/ice-tcp.md).
+    pub ice_tcp: bool,
+    /// ICE-TCP connections one worker holds at most.
+    pub tcp_max_connections: usize,
 }
 
 impl Default for Media {
@@ -318,6 +323,8 @@ impl Default for Media {
             command_queue: 1024,
             event_queue: 4096,
             room_spread_after: 32,
+            ice_tcp: false,
+            tcp_max_connections: manifold_io::DEFAULT_TCP_MAX_CONNECTIONS,
         }
     }
 }
@@ -589,9 +596,16 @@ impl Config {
             return (wanted, false);
         };
         // The listener, the media sockets and their pollers, logs, blocking threads'
-        // files, connections over the cap while evicted ones close.
-        let reserve =
-            96 + manifold_control::listener::EVICTION_SLACK as u64 + 4 * self.worker_count() as u64;
+        // files, connections over the cap while evicted ones close; with ICE-TCP every
+        // worker's listener and connections.
+        let ice_tcp = if self.media.ice_tcp {
+            1 + self.media.tcp_max_connections as u64
+        } else {
+            0
+        };
+        let reserve = 96
+            + manifold_control::listener::EVICTION_SLACK as u64
+            + (4 + ice_tcp) * self.worker_count() as u64;
         let fits = usize::try_from(limit.saturating_sub(reserve).max(16)).unwrap_or(usize::MAX);
         if fits < wanted {
             (fits, true)
@@ -627,6 +641,8 @@ impl Config {
                 ..Default::default()
             },
             command_queue: self.media.command_queue,
+            ice_tcp: self.media.ice_tcp,
+            tcp_max_connections: self.media.tcp_max_connections,
         }
     }
 

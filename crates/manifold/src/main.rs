@@ -247,10 +247,10 @@ fn run(config: Config, log_filter: ReloadableFilter) -> Result<(), String> {
     let (bridge, bridge_frames) = manifold_control::bridge::channel();
     let workers = MediaWorkers::start_bridged(config.media_config(), sink, Some(bridge))
         .map_err(|e| format!("cannot start the media workers: {e}"))?;
-    let factory = std::sync::Arc::new(RtcFactory::new(
-        config.limits.max_body_bytes,
-        std::time::Instant::now(),
-    ));
+    let factory = std::sync::Arc::new(
+        RtcFactory::new(config.limits.max_body_bytes, std::time::Instant::now())
+            .with_ice_tcp(config.media.ice_tcp),
+    );
     let (max_connections, lowered) = config.connection_cap(open_file_limit());
     if lowered {
         tracing::warn!(
