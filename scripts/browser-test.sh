@@ -19,7 +19,10 @@ command -v npm >/dev/null || apt_install npm npm
 cargo build -p manifold -j2 --quiet || die "the server binary does not build"
 log=$(mktemp)
 trap 'kill ${server:-} 2>/dev/null || true; wait ${server:-} 2>/dev/null || true; rm -f "$log"' EXIT
-start_server "$log" --listen 127.0.0.1:0 --port-base 0 --workers 2 --log-level warn
+# With ICE-TCP on, every page below also gets passive TCP candidates (and still picks UDP);
+# ice-tcp.test.mjs disables UDP in its Chromium and must connect over TCP.
+MANIFOLD_MEDIA__ICE_TCP=true \
+  start_server "$log" --listen 127.0.0.1:0 --port-base 0 --workers 2 --log-level warn
 single=$server
 
 status=0
