@@ -10,15 +10,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{CAP, eventually, sink, stats, wait_for};
-use manifold_api::{
-    CoreEvent, Identity, ParticipantId, ReplyValue, RequestId, RoomName, SessionKind,
-};
+use common::{CAP, eventually, join_whip, sink, stats, wait_for};
+use manifold_api::{CoreEvent, ParticipantId, SessionKind};
+use manifold_core::RtcFactory;
 use manifold_core::str0m::change::SdpAnswer;
 use manifold_core::str0m::media::{Direction, MediaKind, MediaTime};
 use manifold_core::str0m::net::{Protocol, Receive, TcpType};
 use manifold_core::str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-use manifold_core::{Command, NewSession, RtcFactory};
 use manifold_io::{MAX_FRAME_BYTES, MediaConfig, MediaWorkers};
 
 fn ice_tcp_workers(workers: usize) -> MediaConfig {
@@ -125,29 +123,7 @@ fn a_whip_session_connects_and_publishes_over_ice_tcp() {
     client.sdp_api().accept_answer(pending, answer).unwrap();
 
     let participant = ParticipantId(7);
-    worker
-        .send(Command::Join {
-            request: RequestId(1),
-            session: Box::new(NewSession {
-                id: participant,
-                identity: Identity::parse("tcp-only").unwrap(),
-                room: RoomName::parse("lobby").unwrap(),
-                kind: SessionKind::Whip,
-                source: None,
-                auto_subscribe: false,
-                grants: manifold_api::Grants::ALL,
-                negotiated: negotiated.into(),
-            }),
-        })
-        .unwrap();
-    let joined = wait_for(&rx, 0, |e| match e {
-        CoreEvent::Reply {
-            request: RequestId(1),
-            result,
-        } => Some(result.clone()),
-        _ => None,
-    });
-    assert_eq!(joined, Ok(ReplyValue::Done));
+    join_whip(worker, &rx, participant, "tcp-only", negotiated);
 
     // Drive the client over the connection until ICE and DTLS are up, then send audio
     // until the shard has counted some of it.

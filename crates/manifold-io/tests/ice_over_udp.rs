@@ -8,15 +8,13 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{CAP, loopback, sink, wait_for};
-use manifold_api::{
-    CoreEvent, Identity, LeaveReason, ParticipantId, ReplyValue, RequestId, RoomName, SessionKind,
-};
+use common::{CAP, join_whip, loopback, sink, wait_for};
+use manifold_api::{CoreEvent, LeaveReason, ParticipantId, SessionKind};
+use manifold_core::RtcFactory;
 use manifold_core::str0m::change::SdpAnswer;
 use manifold_core::str0m::media::{Direction, MediaKind};
 use manifold_core::str0m::net::{Protocol, Receive};
 use manifold_core::str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-use manifold_core::{Command, NewSession, RtcFactory};
 use manifold_io::MediaWorkers;
 
 #[test]
@@ -50,29 +48,7 @@ fn a_whip_session_connects_over_udp() {
     client.sdp_api().accept_answer(pending, answer).unwrap();
 
     let participant = ParticipantId(42);
-    worker
-        .send(Command::Join {
-            request: RequestId(1),
-            session: Box::new(NewSession {
-                id: participant,
-                identity: Identity::parse("alice").unwrap(),
-                room: RoomName::parse("lobby").unwrap(),
-                kind: SessionKind::Whip,
-                source: None,
-                auto_subscribe: false,
-                grants: manifold_api::Grants::ALL,
-                negotiated: negotiated.into(),
-            }),
-        })
-        .unwrap();
-    let joined = wait_for(&rx, 0, |e| match e {
-        CoreEvent::Reply {
-            request: RequestId(1),
-            result,
-        } => Some(result.clone()),
-        _ => None,
-    });
-    assert_eq!(joined, Ok(ReplyValue::Done));
+    join_whip(worker, &rx, participant, "alice", negotiated);
 
     // Drive the client over the socket until ICE and DTLS are up on both ends.
     let mut ice_connected = false;

@@ -96,3 +96,37 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Join a WHIP session negotiated with `RtcFactory` to room "lobby" on `worker` as
+/// participant `id` named `identity`, and wait for the worker's `Done`.
+pub fn join_whip(
+    worker: &WorkerHandle,
+    rx: &Receiver<(u16, CoreEvent)>,
+    id: manifold_api::ParticipantId,
+    identity: &str,
+    negotiated: manifold_core::Negotiated,
+) {
+    worker
+        .send(Command::Join {
+            request: RequestId(1),
+            session: Box::new(manifold_core::NewSession {
+                id,
+                identity: manifold_api::Identity::parse(identity).unwrap(),
+                room: manifold_api::RoomName::parse("lobby").unwrap(),
+                kind: manifold_api::SessionKind::Whip,
+                source: None,
+                auto_subscribe: false,
+                grants: manifold_api::Grants::ALL,
+                negotiated: negotiated.into(),
+            }),
+        })
+        .unwrap();
+    let joined = wait_for(rx, worker.index(), |e| match e {
+        CoreEvent::Reply {
+            request: RequestId(1),
+            result,
+        } => Some(result.clone()),
+        _ => None,
+    });
+    assert_eq!(joined, Ok(ReplyValue::Done));
+}
