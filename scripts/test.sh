@@ -63,6 +63,9 @@ bash scripts/browser-test.sh
 step "interop: GStreamer webrtcbin publishes over WHIP and plays over WHEP (RSA DTLS certificate)"
 bash scripts/interop-test.sh
 
+step "metrics: real Prometheus scrapes /metrics under loadgen; promtool check; every dashboard query non-empty"
+bash scripts/metrics-test.sh
+
 step "loadgen + bench smoke (scenario a at N=2, Manifold only, a few seconds)"
 bash bench/run.sh --smoke
 

@@ -6,6 +6,8 @@
 //! the caller gets every grant in every room. Dev mode signs with a random key made at start,
 //! so the dev-only token endpoint can hand out tokens that carry an identity and a name.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -92,6 +94,77 @@ impl Access {
 pub struct Auth {
     key: (EncodingKey, DecodingKey),
     dev: bool,
+    failures: Arc<AuthFailures>,
+}
+
+/// Why a token was refused: the label of `manifold_auth_failures_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No token where one is required.
+    Missing,
+    /// Longer than [`MAX_TOKEN_BYTES`].
+    TooLong,
+    /// Past its expiry.
+    Expired,
+    /// Not valid yet.
+    NotYetValid,
+    /// Signed with another key.
+    BadSignature,
+    /// Not HS256.
+    BadAlgorithm,
+    /// Not a JWT, or claims a Manifold token does not carry.
+    Malformed,
+    /// A claim (identity, room) that does not parse, or any other refusal.
+    Invalid,
+}
+
+impl AuthFailure {
+    /// Every reason, in the order of [`AuthFailures`].
+    pub const ALL: [AuthFailure; 8] = [
+        AuthFailure::Missing,
+        AuthFailure::TooLong,
+        AuthFailure::Expired,
+        AuthFailure::NotYetValid,
+        AuthFailure::BadSignature,
+        AuthFailure::BadAlgorithm,
+        AuthFailure::Malformed,
+        AuthFailure::Invalid,
+    ];
+
+    /// Stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::TooLong => "too_long",
+            AuthFailure::Expired => "expired",
+            AuthFailure::NotYetValid => "not_yet_valid",
+            AuthFailure::BadSignature => "bad_signature",
+            AuthFailure::BadAlgorithm => "bad_algorithm",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Invalid => "invalid",
+        }
+    }
+}
+
+/// Tokens refused, by reason (control plane only: no media path touches these).
+#[derive(Debug, Default)]
+pub struct AuthFailures([AtomicU64; 8]);
+
+impl AuthFailures {
+    fn bump(&self, why: AuthFailure) {
+        if let Some(c) = self.0.get(why as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Each reason with its count.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        AuthFailure::ALL
+            .iter()
+            .zip(&self.0)
+            .map(|(r, c)| (r.as_str(), c.load(Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 impl Auth {
@@ -113,7 +186,13 @@ impl Auth {
                 DecodingKey::from_secret(&secret),
             ),
             dev,
+            failures: Arc::default(),
         })
+    }
+
+    /// Tokens refused so far, by reason.
+    pub fn failures(&self) -> Vec<(&'static str, u64)> {
+        self.failures.snapshot()
     }
 
     /// Is this dev mode (no key)?
@@ -147,6 +226,13 @@ impl Auth {
     /// Verify an optional bearer token. In dev mode a request without one gets every
     /// grant; a token that is present must be valid in either mode.
     pub fn verify(&self, token: Option<&str>) -> Result<Access, ApiError> {
+        self.verify_counted(token).map_err(|(why, e)| {
+            self.failures.bump(why);
+            e
+        })
+    }
+
+    fn verify_counted(&self, token: Option<&str>) -> Result<Access, (AuthFailure, ApiError)> {
         let (_, dec) = &self.key;
         if token.is_none() && self.dev {
             return Ok(Access {
@@ -157,13 +243,17 @@ impl Auth {
             });
         }
         let token = token.ok_or_else(|| {
-            ApiError::Unauthorized(
-                "an access token is required (Authorization: Bearer <token>)".into(),
+            (
+                AuthFailure::Missing,
+                ApiError::Unauthorized(
+                    "an access token is required (Authorization: Bearer <token>)".into(),
+                ),
             )
         })?;
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(ApiError::Unauthorized(
-                "the access token is too long".into(),
+            return Err((
+                AuthFailure::TooLong,
+                ApiError::Unauthorized("the access token is too long".into()),
             ));
         }
         let mut validation = Validation::new(Algorithm::HS256);
@@ -171,14 +261,15 @@ impl Auth {
         validation.set_required_spec_claims(&["exp", "sub"]);
         let data = jsonwebtoken::decode::<Claims>(token, dec, &validation).map_err(token_error)?;
         let c = data.claims;
+        let invalid = |e: ApiError| (AuthFailure::Invalid, e);
         let identity = Identity::parse(&c.sub)
-            .map_err(|e| ApiError::Unauthorized(format!("the token's identity {e}")))?;
+            .map_err(|e| invalid(ApiError::Unauthorized(format!("the token's identity {e}"))))?;
         let room = c
             .room
             .as_deref()
             .map(RoomName::parse)
             .transpose()
-            .map_err(|e| ApiError::Unauthorized(format!("the token's room {e}")))?;
+            .map_err(|e| invalid(ApiError::Unauthorized(format!("the token's room {e}"))))?;
         Ok(Access {
             identity: Some(identity),
             room,
@@ -190,28 +281,35 @@ impl Auth {
 
 /// A verification failure, told in our words: the parser's own messages quote token
 /// contents and library internals, which are not the client's business.
-fn token_error(e: jsonwebtoken::errors::Error) -> ApiError {
+fn token_error(e: jsonwebtoken::errors::Error) -> (AuthFailure, ApiError) {
+    use AuthFailure as F;
     use jsonwebtoken::errors::ErrorKind;
-    let what = match e.kind() {
-        ErrorKind::ExpiredSignature => "the access token has expired",
-        ErrorKind::ImmatureSignature => "the access token is not valid yet",
-        ErrorKind::InvalidSignature => "the access token's signature is invalid",
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-            "the access token must be signed with HS256"
+    let (why, what) = match e.kind() {
+        ErrorKind::ExpiredSignature => (F::Expired, "the access token has expired"),
+        ErrorKind::ImmatureSignature => (F::NotYetValid, "the access token is not valid yet"),
+        ErrorKind::InvalidSignature => (F::BadSignature, "the access token's signature is invalid"),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => (
+            F::BadAlgorithm,
+            "the access token must be signed with HS256",
+        ),
+        ErrorKind::MissingRequiredClaim(c) if c == "exp" => {
+            (F::Malformed, "the access token has no expiry (exp)")
         }
-        ErrorKind::MissingRequiredClaim(c) if c == "exp" => "the access token has no expiry (exp)",
         ErrorKind::MissingRequiredClaim(c) if c == "sub" => {
-            "the access token names no identity (sub)"
+            (F::Malformed, "the access token names no identity (sub)")
         }
         ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
-            "the access token is malformed"
+            (F::Malformed, "the access token is malformed")
         }
         // Header or claims that are not what a Manifold token carries, `alg: none`
         // included (no such algorithm is accepted).
-        ErrorKind::Json(_) => "the access token's header or claims are invalid",
-        _ => "the access token is invalid",
+        ErrorKind::Json(_) => (
+            F::Malformed,
+            "the access token's header or claims are invalid",
+        ),
+        _ => (F::Invalid, "the access token is invalid"),
     };
-    ApiError::Unauthorized(what.into())
+    (why, ApiError::Unauthorized(what.into()))
 }
 
 fn unix_now() -> u64 {

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod error;
 pub mod federation;
 pub mod listener;
+pub mod metrics;
 pub mod outbox;
 pub mod placement;
 pub mod rooms;
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
             get(admin_room::log_level).put(admin_room::set_log_level),
         )
         .route("/stats", get(stats))
+        .route("/metrics", get(metrics::handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(web::serve)

@@ -69,6 +69,9 @@ pub struct ControlConfig {
     pub webhooks: crate::webhooks::WebhookConfig,
     /// TURN servers handed to room-protocol clients, with REST credentials; `None`: none.
     pub turn: Option<crate::turn::TurnConfig>,
+    /// Rooms `/metrics` lists with per-room series (the largest); the rest are counted in
+    /// `manifold_metrics_rooms_omitted`.
+    pub metrics_max_rooms: usize,
 }
 
 impl Default for ControlConfig {
@@ -94,6 +97,7 @@ impl Default for ControlConfig {
             max_participants_per_room: 100,
             webhooks: Default::default(),
             turn: None,
+            metrics_max_rooms: crate::metrics::DEFAULT_MAX_ROOMS,
         }
     }
 }
@@ -880,12 +884,21 @@ impl AppState {
     /// Statistics of every worker, summed.
     pub async fn stats(&self) -> Result<ShardStats, ApiError> {
         let mut total = ShardStats::default();
+        for s in self.worker_stats().await? {
+            total.merge(&s);
+        }
+        Ok(total)
+    }
+
+    /// Each worker's counters, in worker order.
+    pub async fn worker_stats(&self) -> Result<Vec<ShardStats>, ApiError> {
+        let mut all = Vec::with_capacity(self.workers.len());
         for w in 0..self.workers.len() {
             match self
                 .request(w as u16, |request| Command::Stats { request })
                 .await?
             {
-                ReplyValue::Stats(s) => total.merge(&s),
+                ReplyValue::Stats(s) => all.push(s),
                 other => {
                     return Err(ApiError::Internal(format!(
                         "unexpected reply to stats: {other:?}"
@@ -893,7 +906,7 @@ impl AppState {
                 }
             }
         }
-        Ok(total)
+        Ok(all)
     }
 }
 

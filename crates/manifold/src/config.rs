@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 /// Sections a `MANIFOLD_` variable may address; other `MANIFOLD_*` variables (a test's
 /// `MANIFOLD_URL`, say) are not configuration.
-const SECTIONS: [&str; 8] = [
-    "http", "media", "auth", "limits", "log", "cluster", "webhooks", "turn",
+const SECTIONS: [&str; 9] = [
+    "http", "media", "auth", "limits", "log", "cluster", "webhooks", "turn", "metrics",
 ];
 
 /// The whole configuration.
@@ -36,6 +36,24 @@ pub struct Config {
     pub webhooks: WebhooksSection,
     /// TURN servers handed to clients (none by default).
     pub turn: TurnSection,
+    /// `GET /metrics`.
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]` (docs/metrics.md).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Rooms listed with per-room series, the largest first (the cardinality bound).
+    pub max_rooms: usize,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            max_rooms: manifold_control::metrics::DEFAULT_MAX_ROOMS,
+        }
+    }
 }
 
 /// `[turn]`: TURN servers sharing a secret with this server (coturn `use-auth-secret`);
@@ -679,6 +697,7 @@ impl Config {
             // Checked by `validate`; an unchecked config gets no webhooks rather than a panic.
             webhooks: self.webhooks.webhook_config().unwrap_or_default(),
             turn: self.turn.control(),
+            metrics_max_rooms: self.metrics.max_rooms,
             ..Default::default()
         }
     }
@@ -695,6 +714,20 @@ mod tests {
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert!(c.media.bind_ip.is_loopback());
         assert!(c.auth.key.is_none());
+    }
+
+    #[test]
+    fn metrics_room_bound_is_configurable() {
+        assert_eq!(Config::default().control_config(16).metrics_max_rooms, 100);
+        let dir = std::env::temp_dir().join(format!("manifold-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.toml");
+        std::fs::write(&path, "[metrics]\nmax_rooms = 7\n").unwrap();
+        let c = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(c.control_config(16).metrics_max_rooms, 7);
+        std::fs::write(&path, "[metrics]\nmax_room = 7\n").unwrap();
+        assert!(Config::load(Some(&path), &Overrides::default()).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
