@@ -141,6 +141,13 @@ async fn create(
             Identity::parse(&id.to_string()).expect("participant ids are valid identities")
         }
     };
+    // RFC 9725 §4.6: the TURN servers, with this session's credential, as `Link` headers.
+    let links = state
+        .config
+        .turn
+        .as_ref()
+        .map(|t| t.link_headers(identity.as_str(), crate::turn::now_unix()))
+        .unwrap_or_default();
     let etag = new_etag();
     // The Location names the session by a secret of its own: the participant id is seen by
     // everyone in the room, and must not be enough to end or restart someone's session.
@@ -177,7 +184,7 @@ async fn create(
     };
     let location = format!("/{}/{}/{}", path_prefix(kind), room, resource);
     tracing::info!(participant = %id, %room, kind = ?kind, worker, "session created");
-    Ok((
+    let mut response = (
         StatusCode::CREATED,
         [
             (header::CONTENT_TYPE, SDP.to_owned()),
@@ -190,7 +197,15 @@ async fn create(
         ],
         answer,
     )
-        .into_response())
+        .into_response();
+    for link in links {
+        // Configured URLs and parsed identities are printable; a value that is not is left
+        // out rather than failing the session.
+        if let Ok(value) = header::HeaderValue::from_str(&link) {
+            response.headers_mut().append(header::LINK, value);
+        }
+    }
+    Ok(response)
 }
 
 /// Who is joining, and as what.
