@@ -19,6 +19,7 @@ pub mod roster;
 pub mod rtc;
 pub mod sessions;
 pub mod state;
+pub mod tls;
 pub mod turn;
 mod web;
 pub mod webhooks;
@@ -121,7 +122,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serve `router(state)` on `listener` until `shutdown` completes, within the listener
-/// limits of the state's configuration.
+/// limits of the state's configuration, over TLS when `state.tls` is set.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -137,7 +138,8 @@ pub async fn serve(
             janitor.forget_idle_clients();
         }
     });
-    let result = listener::serve(listener, router(state), limits, counters, shutdown).await;
+    let tls = state.tls.get().cloned();
+    let result = listener::serve(listener, router(state), limits, counters, tls, shutdown).await;
     janitor.abort();
     expiry.abort();
     result
@@ -262,6 +264,9 @@ async fn stats(
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .into();
             http["unjoined_sockets"] = state.unjoined.open().into();
+            if let Some(tls) = state.tls.get() {
+                http["tls"] = tls.snapshot();
+            }
             http["unjoined_refused"] = state
                 .unjoined
                 .refused

@@ -7,7 +7,10 @@
 //!   there is none the newcomer is refused with a 503;
 //! - the header-read timeout (a client trickling its request a byte at a time is cut off),
 //!   and the idle timeout (a keep-alive connection that carries no request is closed);
-//! - how much one connection may make the server buffer (request head size).
+//! - how much one connection may make the server buffer (request head size);
+//! - with TLS (`tls.rs` holds the certificate), the handshake, bounded by the header-read
+//!   timeout and counted against the caps like any connection, and the plain-HTTP client
+//!   who knocks on the TLS port: answered with a plain-text 400 saying so, then closed.
 //!
 //! WebSocket connections leave HTTP once upgraded and count against the caps until they
 //! close; the room protocol bounds them further (`rtc.rs`).
@@ -31,6 +34,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
+
+use crate::tls::Tls;
 
 /// Bounds on the HTTP listener, with the defaults documented in the README.
 #[derive(Clone, Debug)]
@@ -81,6 +86,12 @@ pub struct ListenerCounters {
     pub idle_closed: AtomicU64,
     /// `accept` failures (for example: out of file descriptors).
     pub accept_errors: AtomicU64,
+    /// TLS port: plain HTTP (or anything not a TLS handshake) answered with a 400.
+    pub tls_plain_http: AtomicU64,
+    /// TLS port: handshakes that failed (bad hello, no shared cipher, client refused us).
+    pub tls_handshake_failed: AtomicU64,
+    /// TLS port: handshakes not done within the header-read timeout.
+    pub tls_handshake_timeout: AtomicU64,
 }
 
 impl ListenerCounters {
@@ -94,17 +105,21 @@ impl ListenerCounters {
             "evicted": get(&self.evicted),
             "idle_closed": get(&self.idle_closed),
             "accept_errors": get(&self.accept_errors),
+            "tls_plain_http": get(&self.tls_plain_http),
+            "tls_handshake_failed": get(&self.tls_handshake_failed),
+            "tls_handshake_timeout": get(&self.tls_handshake_timeout),
         })
     }
 }
 
-/// Serve `router` on `listener` until `shutdown` completes, then let the connections
-/// finish what they carry (idle ones close at once).
+/// Serve `router` on `listener` (over TLS with `tls`) until `shutdown` completes, then let
+/// the connections finish what they carry (idle ones close at once).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ListenerLimits,
     counters: Arc<ListenerCounters>,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let table = Arc::new(Table::new(limits.clone(), counters.clone()));
@@ -158,6 +173,7 @@ pub async fn serve(
             router.clone(),
             limits.clone(),
             counters.clone(),
+            tls.clone(),
             stop_rx.clone(),
         ));
     }
@@ -200,6 +216,7 @@ fn refuse(stream: TcpStream, why: Refusal) {
     let _ = stream.try_write(response.as_bytes());
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -207,14 +224,115 @@ async fn serve_connection(
     router: Router,
     limits: ListenerLimits,
     counters: Arc<ListenerCounters>,
-    mut stop: watch::Receiver<bool>,
+    tls: Option<Tls>,
+    stop: watch::Receiver<bool>,
 ) {
     let state = conn.state.clone();
-    let io = TokioIo::new(Tracked {
-        stream,
-        conn,
-        epoch: state.epoch,
-    });
+    let Some(tls) = tls else {
+        let io = Tracked {
+            stream,
+            conn,
+            epoch: state.epoch,
+        };
+        serve_http(io, peer, state, router, limits, counters, stop).await;
+        return;
+    };
+    // The handshake (and the wait for its first byte) gets the header-read timeout: a
+    // client trickling its hello is cut off as one trickling its headers would be. Its
+    // connection holds its place under the caps all along, and may be evicted meanwhile.
+    let handshake = async {
+        if !speaks_tls(&stream).await? {
+            return Ok(None);
+        }
+        let io = Tracked {
+            stream,
+            conn,
+            epoch: state.epoch,
+        };
+        tls.acceptor().accept(io).await.map(Some)
+    };
+    let accepted = tokio::select! {
+        r = tokio::time::timeout(limits.header_read_timeout, handshake) => r,
+        () = state.evict.notified() => return,
+    };
+    let io = match accepted {
+        Ok(Ok(Some(io))) => io,
+        Ok(Ok(None)) => {
+            // `speaks_tls` answered it.
+            counters.tls_plain_http.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Ok(Err(e)) => {
+            counters
+                .tls_handshake_failed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, error = %e, "tls handshake failed");
+            return;
+        }
+        Err(_) => {
+            counters
+                .tls_handshake_timeout
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "tls handshake timed out");
+            return;
+        }
+    };
+    serve_http(io, peer, state, router, limits, counters, stop).await;
+}
+
+/// The record type every TLS connection opens with (a handshake record: ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// What a plain-HTTP client on the TLS port is told, before the connection closes.
+const PLAIN_HTTP_ON_TLS_PORT: &str =
+    "this port speaks HTTPS: use https:// (and wss:// for WebSockets)\n";
+
+/// Whether the client's first byte opens a TLS handshake. If it does not (a plain-HTTP
+/// request, say), the client is answered with a plain-text 400 saying this port speaks
+/// HTTPS, and `false` returned; the caller closes the connection.
+async fn speaks_tls(stream: &TcpStream) -> io::Result<bool> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    if first[0] == TLS_HANDSHAKE_RECORD {
+        return Ok(true);
+    }
+    // Take what the client sent so far (bounded), so that closing with unread bytes does
+    // not reset the connection before the client reads the answer.
+    let mut sink = [0u8; 4096];
+    let _ = stream.try_read(&mut sink);
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_ON_TLS_PORT}",
+        PLAIN_HTTP_ON_TLS_PORT.len()
+    );
+    let mut written = 0;
+    while written < response.len() {
+        stream.writable().await?;
+        match stream.try_write(&response.as_bytes()[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+/// Serve HTTP/1.1 (and upgrades) on `io` until the client, the idle timeout, an eviction
+/// or the shutdown ends it.
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    state: Arc<ConnState>,
+    router: Router,
+    limits: ListenerLimits,
+    counters: Arc<ListenerCounters>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let service = Service {
         router,
         conn: state.clone(),

@@ -192,6 +192,8 @@ pub struct Inner {
     /// Changes the process's log filter at run time (`PUT /admin/log-level`); unset where
     /// the process did not hand one over.
     pub log_filter: std::sync::OnceLock<Box<dyn LogFilter>>,
+    /// The listener's certificate when it speaks HTTPS (`tls.rs`); set by the binary.
+    pub tls: std::sync::OnceLock<crate::tls::Tls>,
     directory: Mutex<Directory>,
     roster: Mutex<Roster>,
     pending: Mutex<Pending>,
@@ -271,6 +273,7 @@ impl AppState {
             load: Default::default(),
             created_rooms: Default::default(),
             log_filter: std::sync::OnceLock::new(),
+            tls: std::sync::OnceLock::new(),
             directory: Mutex::new(Directory::default()),
             roster: Mutex::new(Roster::default()),
             pending: Mutex::new(HashMap::new()),

@@ -3,7 +3,7 @@
 //! flags. Each layer overrides the one before.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
@@ -223,7 +223,8 @@ impl WebhooksSection {
 pub struct ClusterSection {
     /// This node's name: 1 to 64 characters from `a-z 0-9 - _`, unique among live nodes.
     pub node_id: String,
-    /// Where clients reach this node (default: `http://` and the listen address).
+    /// Where clients reach this node (default: `http://`, or `https://` with TLS, and the
+    /// listen address).
     pub advertise_url: Option<String>,
     /// Seconds between registry heartbeats; a node silent for three is gone.
     pub heartbeat_secs: u64,
@@ -278,6 +279,10 @@ pub struct Http {
     pub header_read_timeout_secs: u64,
     /// A connection carrying no request is closed after this many seconds.
     pub idle_timeout_secs: u64,
+    /// PEM certificate chain; with `tls_key`, the listener speaks HTTPS (docs/tls-turn.md).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`; re-read with it on SIGHUP.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Http {
@@ -290,6 +295,21 @@ impl Default for Http {
             max_connections_per_ip: 256,
             header_read_timeout_secs: 10,
             idle_timeout_secs: 60,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl Http {
+    /// The certificate and key to serve HTTPS with; `None` for plain HTTP. An empty path
+    /// counts as unset (`MANIFOLD_HTTP__TLS_CERT=` turns TLS off).
+    pub fn tls_files(&self) -> Result<Option<manifold_control::tls::TlsFiles>, String> {
+        let set = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        match (set(&self.tls_cert), set(&self.tls_key)) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(manifold_control::tls::TlsFiles { cert, key })),
+            _ => Err("http.tls_cert and http.tls_key must be set together".into()),
         }
     }
 }
@@ -505,6 +525,7 @@ impl Config {
             return Err("cluster.heartbeat_secs must be at least 1".into());
         }
         self.turn.validate()?;
+        self.http.tls_files()?;
         if let Some(k) = &self.auth.key
             && k.len() < manifold_control::auth::MIN_KEY_BYTES
         {
@@ -838,6 +859,18 @@ mod tests {
             assert!(e.contains(want), "{body}: {e}");
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn tls_cert_and_key_come_together() {
+        let mut c = Config::default();
+        assert_eq!(c.http.tls_files(), Ok(None));
+        c.http.tls_cert = Some("/etc/manifold/cert.pem".into());
+        assert!(c.validate().unwrap_err().contains("set together"));
+        c.http.tls_key = Some("/etc/manifold/key.pem".into());
+        assert!(c.validate().is_ok());
+        c.http.tls_cert = Some("".into());
+        assert!(c.validate().unwrap_err().contains("set together"));
     }
 
     #[test]

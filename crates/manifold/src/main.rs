@@ -178,12 +178,26 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Read now, so that a certificate or key that cannot be used stops the server before
+    // anything starts (and `--check` finds it too).
+    let tls = match config.http.tls_files().and_then(|files| {
+        files
+            .map(manifold_control::tls::Tls::load)
+            .transpose()
+            .map_err(|e| e.to_string())
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("manifold: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if args.check {
         println!("configuration is valid:\n{config:#?}");
         return ExitCode::SUCCESS;
     }
     let log_filter = init_logging(&config.log.level);
-    match run(config, log_filter) {
+    match run(config, tls, log_filter) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -227,7 +241,11 @@ fn init_logging(level: &str) -> ReloadableFilter {
     ReloadableFilter(handle)
 }
 
-fn run(config: Config, log_filter: ReloadableFilter) -> Result<(), String> {
+fn run(
+    config: Config,
+    tls: Option<manifold_control::tls::Tls>,
+    log_filter: ReloadableFilter,
+) -> Result<(), String> {
     let auth = Auth::new(config.auth.key.as_deref())?;
     if auth.is_dev() {
         tracing::warn!(
@@ -278,6 +296,10 @@ fn run(config: Config, log_filter: ReloadableFilter) -> Result<(), String> {
         cluster,
     );
     let _ = state.log_filter.set(Box::new(log_filter));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(tls) = tls {
+        let _ = state.tls.set(tls);
+    }
 
     let drain_timeout = Duration::from_secs(config.http.drain_timeout_secs);
     let result = runtime.block_on(async {
@@ -290,13 +312,16 @@ fn run(config: Config, log_filter: ReloadableFilter) -> Result<(), String> {
         for w in workers.handles() {
             tracing::info!(worker = w.index(), bind = %w.local_addr(), candidates = ?w.candidates(), "media worker ready");
         }
-        tracing::info!("listening on http://{addr}");
+        tracing::info!("listening on {scheme}://{addr}");
         // Tests and scripts read this line to find the port when listening on port 0.
-        println!("manifold: listening on http://{addr}");
+        println!("manifold: listening on {scheme}://{addr}");
+        if let Some(tls) = state.tls.get() {
+            tokio::spawn(reload_tls_on_hangup(tls.clone()));
+        }
         state.webhooks.start()?;
         tokio::spawn(state.clone().run_events(events));
         tokio::spawn(manifold_control::bridge::run(state.clone(), bridge_frames));
-        let _ = state.cluster.advertise_url.set(format!("http://{addr}"));
+        let _ = state.cluster.advertise_url.set(format!("{scheme}://{addr}"));
         manifold_control::cluster::register(&state)
             .await
             .map_err(|e| format!("cluster: {e}"))?;
@@ -359,6 +384,37 @@ async fn drain(state: &AppState, timeout: Duration) {
         () = wait => {}
         () = shutdown_signal() => tracing::info!("second signal: stopping now"),
     }
+}
+
+/// On every SIGHUP, read the certificate and key again; a pair that cannot be used is
+/// logged and the one in use kept.
+async fn reload_tls_on_hangup(tls: manifold_control::tls::Tls) {
+    #[cfg(unix)]
+    {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP: no certificate reload");
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            let files = tls.files();
+            match tls.reload() {
+                Ok(()) => tracing::info!(
+                    cert = %files.cert.display(),
+                    key = %files.key.display(),
+                    "SIGHUP: TLS certificate reloaded"
+                ),
+                Err(e) => tracing::error!(
+                    "SIGHUP: TLS certificate NOT reloaded, still serving the previous one: {e}"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 async fn shutdown_signal() {
