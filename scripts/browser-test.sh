@@ -29,6 +29,8 @@ status=0
 for t in tests/browser/*.test.mjs; do
   # The failover test brings its own cluster (below).
   [ "$t" = tests/browser/failover.test.mjs ] && continue
+  # The HTTPS test brings its own TLS server (below).
+  [ "$t" = tests/browser/https.test.mjs ] && continue
   echo "--- $t against $url"
   MANIFOLD_URL="$url" node "$t" || status=1
 done
@@ -38,6 +40,32 @@ MANIFOLD_WHIP_SIMULCAST=1 MANIFOLD_URL="$url" node tests/browser/whip-whep.test.
 # Two cores are few: the single server has done its part.
 kill "$single" 2>/dev/null || true
 wait "$single" 2>/dev/null || true
+
+# The room app over built-in TLS: a test CA's certificate for 127.0.0.1 (openssl CLI), a
+# server with [http] tls_cert/tls_key, Chromium trusting the certificate by its SPKI hash.
+command -v openssl >/dev/null || apt_install openssl openssl
+tls_dir=$(mktemp -d)
+(
+  cd "$tls_dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=manifold-browser-test-ca -keyout ca.key -out ca.pem
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout key.pem -out server.csr
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >ext.cnf
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+    -extfile ext.cnf -out cert.pem
+) >"$tls_dir/openssl.log" 2>&1 || { cat "$tls_dir/openssl.log" >&2; die "could not make the test certificate"; }
+spki=$(openssl x509 -in "$tls_dir/cert.pem" -pubkey -noout | openssl pkey -pubin -outform der \
+  | openssl dgst -sha256 -binary | base64)
+MANIFOLD_HTTP__TLS_CERT="$tls_dir/cert.pem" MANIFOLD_HTTP__TLS_KEY="$tls_dir/key.pem" \
+  start_server "$log" --listen 127.0.0.1:0 --port-base 0 --workers 1 --log-level warn
+tls_server=$server
+case "$url" in https://*) ;; *) die "the TLS server reported $url, not https://";; esac
+echo "--- tests/browser/https.test.mjs against $url"
+MANIFOLD_URL="$url" MANIFOLD_SPKI="$spki" node tests/browser/https.test.mjs || status=1
+kill "$tls_server" 2>/dev/null || true
+wait "$tls_server" 2>/dev/null || true
+rm -rf "$tls_dir"
 
 # Failover: one Redis, one NATS and two nodes of one cluster on free 127.0.0.1 ports; the
 # test kills node A (SIGKILL) under one of its pages.
@@ -63,7 +91,7 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --d
 redis=$!
 nats-server --addr 127.0.0.1 --port "$nats_port" >"$cluster_dir/nats.log" 2>&1 &
 nats=$!
-trap 'kill ${single:-} ${node_a:-} ${node_b:-} ${redis:-} ${nats:-} 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$log" "$cluster_dir"' EXIT
+trap 'kill ${single:-} ${tls_server:-} ${node_a:-} ${node_b:-} ${redis:-} ${nats:-} 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$log" "$cluster_dir"' EXIT
 wait_port "$redis_port" redis-server "$redis"
 wait_port "$nats_port" nats-server "$nats"
 cluster_key="browser-failover-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
