@@ -131,6 +131,42 @@ macro_rules! string_newtype_conversions {
 string_newtype_conversions!(RoomName);
 string_newtype_conversions!(Identity);
 
+/// The OpenAPI schema of an id: a string of `min..=max` bytes matching `pattern`.
+#[cfg(feature = "openapi")]
+macro_rules! string_schema {
+    ($t:ident, $min:expr, $max:expr, $pattern:expr, $doc:literal) => {
+        impl utoipa::PartialSchema for $t {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .min_length(Some($min))
+                    .max_length(Some($max))
+                    .pattern(Some($pattern))
+                    .description(Some($doc))
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $t {}
+    };
+}
+
+#[cfg(feature = "openapi")]
+string_schema!(
+    RoomName,
+    1,
+    RoomName::MAX_LEN,
+    "^[A-Za-z0-9_.-]+$",
+    "A room's name: 1 to 64 characters from A-Z a-z 0-9 _ - ."
+);
+#[cfg(feature = "openapi")]
+string_schema!(
+    Identity,
+    1,
+    Identity::MAX_LEN,
+    "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+    "Who a participant is: 1 to 128 bytes, no control characters."
+);
+
 macro_rules! hex_id {
     ($(#[$doc:meta])* $t:ident, $prefix:literal) => {
         $(#[$doc])*
@@ -169,6 +205,23 @@ macro_rules! hex_id {
         }
     };
 }
+
+#[cfg(feature = "openapi")]
+string_schema!(
+    ParticipantId,
+    17,
+    17,
+    "^p[0-9a-f]{16}$",
+    "A participant session: `p` and 16 hex digits."
+);
+#[cfg(feature = "openapi")]
+string_schema!(
+    TrackId,
+    17,
+    17,
+    "^t[0-9a-f]{16}$",
+    "A published track: `t` and 16 hex digits."
+);
 
 hex_id!(
     /// A participant session, minted by the server. Printed as `p` and 16 hex digits.

@@ -52,6 +52,7 @@ impl Grants {
 /// How a participant entered: the signaling surface decides what it publishes and what it
 /// receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionKind {
     /// A WHIP ingest: publishes, receives nothing.
@@ -76,6 +77,7 @@ pub enum Source {
 
 /// Media kind of a track.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MediaKind {
     /// Audio.

@@ -34,6 +34,7 @@ pub enum MessageId {
 
 /// Where a published track comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TrackSource {
     /// A camera.
@@ -101,6 +102,7 @@ pub struct Speaker {
 
 /// A track as the room sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrackInfo {
     /// Its id.
     pub id: TrackId,

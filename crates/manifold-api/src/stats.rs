@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Packets dropped for one reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DropCount {
     /// Stable snake_case reason name.
     pub reason: String,
@@ -14,6 +15,7 @@ pub struct DropCount {
 
 /// A snapshot of one shard (or, summed, of the whole server).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShardStats {
     /// Rooms with at least one participant.
     pub rooms: u64,

@@ -11,13 +11,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use manifold_api::command::Command;
-use manifold_api::{LeaveReason, ParticipantId, RoomName, SessionKind};
+use manifold_api::{LeaveReason, ParticipantId, RoomName};
 use manifold_cluster::{NodeId, RoomSummary};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
+use crate::admin_body::{Closed, Kicked, Node, NodeList, RoomEntry, RoomList, Session};
 use crate::auth::Access;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiErrorBody};
 use crate::sessions::{SessionQuery, bearer};
 use crate::state::AppState;
 
@@ -33,19 +33,17 @@ pub(crate) fn admin(
     Ok(access)
 }
 
-fn kind_name(kind: SessionKind) -> &'static str {
-    match kind {
-        SessionKind::Whip => "whip",
-        SessionKind::Whep => "whep",
-        SessionKind::Room => "room",
-    }
-}
-
 /// `GET /admin/rooms`: every room of the cluster. Per room: `participants`, this node's
 /// sessions in it (any kind, with worker and tracks); `nodes`, the nodes holding its members
 /// (this one included while it holds sessions there); `members`, its members on every node
 /// as the directory counts them (WHEP players are not members). When the directory cannot
 /// be read, this node's rooms alone, and `directory_error`.
+#[utoipa::path(get, path = "/admin/rooms", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The cluster's rooms", body = RoomList),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "No admin grant, or a room-scoped token", body = ApiErrorBody),
+    ))]
 pub async fn rooms(
     State(state): State<AppState>,
     Query(query): Query<SessionQuery>,
@@ -64,9 +62,9 @@ pub async fn rooms(
         .collect();
     let names: std::collections::BTreeSet<String> =
         rooms.keys().chain(across.keys()).cloned().collect();
-    let list: Vec<Value> = names
+    let list: Vec<RoomEntry> = names
         .into_iter()
-        .map(|room| {
+        .filter_map(|room| {
             let participants = rooms.remove(&room).unwrap_or_default();
             let (mut nodes, members) = across
                 .remove(&room)
@@ -75,42 +73,56 @@ pub async fn rooms(
                 nodes.push(cluster.node.clone());
                 nodes.sort();
             }
-            json!({
-                "room": room,
-                "participants": participants,
-                "nodes": nodes,
-                "members": members,
+            // Every name here came from a RoomName.
+            Some(RoomEntry {
+                room: RoomName::parse(&room).ok()?,
+                participants,
+                nodes: nodes.iter().map(|n| n.to_string()).collect(),
+                members,
             })
         })
         .collect();
-    let mut body = json!({ "rooms": list });
-    if let Some(e) = error {
-        body["directory_error"] = e.into();
-    }
-    Ok(Json(body).into_response())
+    Ok(Json(RoomList {
+        rooms: list,
+        directory_error: error,
+    })
+    .into_response())
 }
 
 /// This node's sessions, by room.
-pub(crate) fn local_rooms(state: &AppState) -> BTreeMap<String, Vec<Value>> {
-    let mut rooms: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+pub(crate) fn local_rooms(state: &AppState) -> BTreeMap<String, Vec<Session>> {
+    let mut rooms: BTreeMap<String, Vec<Session>> = BTreeMap::new();
     let sessions = state.sessions();
     let roster = state.roster();
     for (id, s) in sessions {
         let info = roster.get(id).map(|m| &m.info);
-        rooms.entry(s.room.to_string()).or_default().push(json!({
-            "id": id,
-            "kind": kind_name(s.kind),
-            "worker": s.worker,
-            "identity": info.map(|i| i.identity.as_str()),
-            "name": info.map(|i| i.name.as_str()),
-            "tracks": info.map(|i| i.tracks.clone()).unwrap_or_default(),
-        }));
+        rooms.entry(s.room.to_string()).or_default().push(Session {
+            id,
+            kind: s.kind,
+            worker: s.worker,
+            identity: info.map(|i| i.identity.clone()),
+            name: info.map(|i| i.name.clone()),
+            tracks: info.map(|i| i.tracks.clone()).unwrap_or_default(),
+        });
     }
     rooms
 }
 
 /// `DELETE /admin/rooms/{room}/participants/{id}`: kick. A participant on another node (as
 /// the directory says) is kicked there: the request is forwarded to its node on the bus.
+#[utoipa::path(delete, path = "/admin/rooms/{room}/participants/{id}", tag = "admin",
+    security(("bearer" = [])),
+    params(
+        ("room" = String, Path, description = "Room name"),
+        ("id" = String, Path, description = "Participant id (`p` and 16 hex digits)"),
+    ),
+    responses(
+        (status = 200, description = "Kicked (here, or forwarded to its node)", body = Kicked),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "No admin grant, or another room's token", body = ApiErrorBody),
+        (status = 404, description = "No such participant in the room", body = ApiErrorBody),
+        (status = 503, description = "The worker, directory or bus is unavailable", body = ApiErrorBody),
+    ))]
 pub async fn kick(
     State(state): State<AppState>,
     Path((room, id)): Path<(String, String)>,
@@ -124,7 +136,7 @@ pub async fn kick(
     access.check_room(&name)?;
     let pid: ParticipantId = id.parse().map_err(|_| not_found())?;
     if kick_here(&state, &name, pid)? {
-        return Ok(StatusCode::OK.into_response());
+        return Ok(Json(Kicked { forwarded_to: None }).into_response());
     }
     let cluster = &state.cluster;
     let members = cluster
@@ -146,11 +158,24 @@ pub async fn kick(
         },
     )
     .await?;
-    Ok(Json(json!({ "forwarded_to": node })).into_response())
+    Ok(Json(Kicked {
+        forwarded_to: Some(node.to_string()),
+    })
+    .into_response())
 }
 
 /// `DELETE /admin/rooms/{room}`: everyone leaves with reason `room_closed`, on this node
 /// and (forwarded on the bus) on every other node holding members of the room.
+#[utoipa::path(delete, path = "/admin/rooms/{room}", tag = "admin", security(("bearer" = [])),
+    params(("room" = String, Path, description = "Room name")),
+    responses(
+        (status = 200, description = "Closed", body = Closed),
+        (status = 400, description = "Not a room name", body = ApiErrorBody),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "No admin grant, or another room's token", body = ApiErrorBody),
+        (status = 404, description = "No such room on any node", body = ApiErrorBody),
+        (status = 503, description = "A worker or the bus is unavailable", body = ApiErrorBody),
+    ))]
 pub async fn close_room(
     State(state): State<AppState>,
     Path(room): Path<String>,
@@ -182,7 +207,11 @@ pub async fn close_room(
         )
         .await?;
     }
-    Ok(Json(json!({ "closed": closed, "forwarded_to": others })).into_response())
+    Ok(Json(Closed {
+        closed,
+        forwarded_to: others.iter().map(|n| n.to_string()).collect(),
+    })
+    .into_response())
 }
 
 /// What an administrator on one node asks of another, on `manifold.node.{node}.admin`.
@@ -300,6 +329,13 @@ fn close_here(state: &AppState, room: &RoomName) -> Result<usize, ApiError> {
 
 /// `GET /admin/nodes`: the cluster's live nodes (this one alone by default). Needs the admin
 /// grant for the whole server.
+#[utoipa::path(get, path = "/admin/nodes", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The cluster's live nodes", body = NodeList),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "No admin grant, or a room-scoped token", body = ApiErrorBody),
+        (status = 503, description = "The node registry is unavailable", body = ApiErrorBody),
+    ))]
 pub async fn nodes(
     State(state): State<AppState>,
     Query(query): Query<SessionQuery>,
@@ -316,20 +352,18 @@ pub async fn nodes(
     let cluster = &state.cluster;
     match cluster.registry.live().await {
         Ok(nodes) => {
-            let nodes: Vec<Value> = nodes
+            let nodes: Vec<Node> = nodes
                 .into_iter()
-                .map(|n| {
-                    json!({
-                        "id": n.id.as_str(),
-                        "advertise_url": n.advertise_url,
-                        "participants": n.participants,
-                        "load": n.load,
-                        "draining": n.draining,
-                        "self": n.id == cluster.node,
-                    })
+                .map(|n| Node {
+                    this: n.id == cluster.node,
+                    id: n.id.to_string(),
+                    advertise_url: n.advertise_url,
+                    participants: n.participants,
+                    load: n.load,
+                    draining: n.draining,
                 })
                 .collect();
-            (StatusCode::OK, Json(json!({ "nodes": nodes }))).into_response()
+            (StatusCode::OK, Json(NodeList { nodes })).into_response()
         }
         Err(e) => ApiError::Unavailable(e.to_string()).into_response(),
     }

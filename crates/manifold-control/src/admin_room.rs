@@ -8,6 +8,15 @@
 
 use std::time::{Duration, Instant};
 
+use crate::admin::{admin, local_rooms};
+use crate::admin_body::{
+    CreateRoom, Draining, LogLevel, MuteTrack, ParticipantList, ParticipantUpdated, RoomCreated,
+    RoomDetail, RoomOptionsBody, UpdateParticipant, UpdateRoom,
+};
+use crate::error::{ApiError, ApiErrorBody, room_name};
+use crate::rooms::{DEFAULT_EMPTY_TIMEOUT_SECS, MAX_EMPTY_TIMEOUT_SECS, RoomOptions};
+use crate::sessions::SessionQuery;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -16,14 +25,6 @@ use axum::response::{IntoResponse, Response};
 use manifold_api::command::Command;
 use manifold_api::protocol::ServerMessage;
 use manifold_api::{ParticipantId, RoomName, TrackId};
-use serde::Deserialize;
-use serde_json::{Value, json};
-
-use crate::admin::{admin, local_rooms};
-use crate::error::{ApiError, room_name};
-use crate::rooms::{DEFAULT_EMPTY_TIMEOUT_SECS, MAX_EMPTY_TIMEOUT_SECS, RoomOptions};
-use crate::sessions::SessionQuery;
-use crate::state::AppState;
 
 /// Longest log filter accepted by `PUT /admin/log-level`, in bytes.
 pub const MAX_LOG_FILTER_BYTES: usize = 1024;
@@ -38,16 +39,17 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     })
 }
 
-fn options_json(o: &RoomOptions) -> Value {
-    json!({
-        "max_participants": o.max_participants,
-        "empty_timeout": o.empty_timeout.as_secs(),
-        "metadata": o.metadata,
-    })
-}
-
 /// `GET /admin/rooms/{room}`: this node's sessions of the room (with their tracks), its
 /// options if it was created; 404 if it is neither held nor created here.
+#[utoipa::path(get, path = "/admin/rooms/{room}", tag = "admin", security(("bearer" = [])),
+    params(("room" = String, Path, description = "Room name")),
+    responses(
+        (status = 200, description = "The room on this node", body = RoomDetail),
+        (status = 400, description = "Not a room name", body = ApiErrorBody),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "No admin grant, or another room's token", body = ApiErrorBody),
+        (status = 404, description = "Neither held nor created on this node", body = ApiErrorBody),
+    ))]
 pub async fn room(
     State(state): State<AppState>,
     Path(room): Path<String>,
@@ -62,15 +64,25 @@ pub async fn room(
     if participants.is_none() && options.is_none() {
         return Err(ApiError::NotFound(format!("no room {name} on this node")));
     }
-    Ok(Json(json!({
-        "room": name,
-        "participants": participants.unwrap_or_default(),
-        "options": options.as_ref().map(options_json),
-    }))
+    Ok(Json(RoomDetail {
+        room: name,
+        participants: participants.unwrap_or_default(),
+        options: options.as_ref().map(RoomOptionsBody::from),
+    })
     .into_response())
 }
 
 /// `GET /admin/rooms/{room}/participants`: this node's sessions of the room.
+#[utoipa::path(get, path = "/admin/rooms/{room}/participants", tag = "admin",
+    security(("bearer" = [])),
+    params(("room" = String, Path, description = "Room name")),
+    responses(
+        (status = 200, description = "This node's sessions of the room", body = ParticipantList),
+        (status = 400, description = "Not a room name", body = ApiErrorBody),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "No admin grant, or another room's token", body = ApiErrorBody),
+        (status = 404, description = "Neither held nor created on this node", body = ApiErrorBody),
+    ))]
 pub async fn participants(
     State(state): State<AppState>,
     Path(room): Path<String>,
@@ -84,26 +96,25 @@ pub async fn participants(
     if participants.is_none() && state.created_rooms.get(&name).is_none() {
         return Err(ApiError::NotFound(format!("no room {name} on this node")));
     }
-    Ok(Json(json!({ "participants": participants.unwrap_or_default() })).into_response())
-}
-
-/// Body of `POST /admin/rooms`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRoom {
-    /// Room name.
-    pub name: String,
-    /// Sessions it may hold (1 or more; at most the server's limit applies anyway).
-    pub max_participants: Option<u32>,
-    /// Seconds it may stay empty before it is forgotten (0 to a day; default 300).
-    pub empty_timeout: Option<u64>,
-    /// Application data (at most 4096 bytes serialized).
-    #[serde(default)]
-    pub metadata: Value,
+    Ok(Json(ParticipantList {
+        participants: participants.unwrap_or_default(),
+    })
+    .into_response())
 }
 
 /// `POST /admin/rooms`: create a room with options. 201; 409 if it exists; 429 past
 /// `server.max_rooms` created rooms.
+#[utoipa::path(post, path = "/admin/rooms", tag = "admin", security(("bearer" = [])),
+    request_body = CreateRoom,
+    responses(
+        (status = 201, description = "Created", body = RoomCreated),
+        (status = 400, description = "Malformed body, room name or option", body = ApiErrorBody),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "No admin grant, or another room's token", body = ApiErrorBody),
+        (status = 409, description = "The room exists already", body = ApiErrorBody),
+        (status = 415, description = "The body is not application/json", body = ApiErrorBody),
+        (status = 429, description = "server.max_rooms rooms are created already", body = ApiErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     Query(query): Query<SessionQuery>,
@@ -130,7 +141,7 @@ pub async fn create(
         empty_timeout: Duration::from_secs(timeout),
         metadata: req.metadata,
     };
-    let out = options_json(&options);
+    let out = RoomOptionsBody::from(&options);
     state.created_rooms.create(
         name.clone(),
         options,
@@ -140,21 +151,28 @@ pub async fn create(
     tracing::info!(room = %name, "room created by an administrator");
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "room": name, "options": out })),
+        Json(RoomCreated {
+            room: name,
+            options: out,
+        }),
     )
         .into_response())
 }
 
-/// Body of `PATCH /admin/rooms/{room}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateRoom {
-    /// New metadata.
-    pub metadata: Value,
-}
-
 /// `PATCH /admin/rooms/{room}`: set the room's metadata; its participants on this node get
 /// `room_updated`.
+#[utoipa::path(patch, path = "/admin/rooms/{room}", tag = "admin", security(("bearer" = [])),
+    params(("room" = String, Path, description = "Room name")),
+    request_body = UpdateRoom,
+    responses(
+        (status = 200, description = "Set; the room's participants got `room_updated`", body = RoomCreated),
+        (status = 400, description = "Malformed body or room name, metadata too large", body = ApiErrorBody),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "No admin grant, or another room's token", body = ApiErrorBody),
+        (status = 404, description = "Neither held nor created on this node", body = ApiErrorBody),
+        (status = 415, description = "The body is not application/json", body = ApiErrorBody),
+        (status = 429, description = "server.max_rooms rooms are created already", body = ApiErrorBody),
+    ))]
 pub async fn update_room(
     State(state): State<AppState>,
     Path(room): Path<String>,
@@ -180,7 +198,11 @@ pub async fn update_room(
             metadata: options.metadata.clone(),
         },
     );
-    Ok(Json(json!({ "room": name, "options": options_json(&options) })).into_response())
+    Ok(Json(RoomCreated {
+        room: name,
+        options: RoomOptionsBody::from(&options),
+    })
+    .into_response())
 }
 
 /// This node's room participant `id` of `room` (a room-protocol member or WHIP publisher).
@@ -201,18 +223,23 @@ fn member(
     Ok((name, pid, worker))
 }
 
-/// Body of `PATCH /admin/rooms/{room}/participants/{id}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateParticipant {
-    /// New display name (at most 128 characters).
-    pub name: Option<String>,
-    /// New metadata (at most 4096 bytes serialized).
-    pub metadata: Option<Value>,
-}
-
 /// `PATCH /admin/rooms/{room}/participants/{id}`: set a participant's name or metadata;
 /// the room gets `participant_updated`.
+#[utoipa::path(patch, path = "/admin/rooms/{room}/participants/{id}", tag = "admin",
+    security(("bearer" = [])),
+    params(
+        ("room" = String, Path, description = "Room name"),
+        ("id" = String, Path, description = "Participant id (`p` and 16 hex digits)"),
+    ),
+    request_body = UpdateParticipant,
+    responses(
+        (status = 200, description = "Set; the room got `participant_updated`", body = ParticipantUpdated),
+        (status = 400, description = "Malformed body, name or metadata too large", body = ApiErrorBody),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "No admin grant, or another room's token", body = ApiErrorBody),
+        (status = 404, description = "No such participant of the room on this node", body = ApiErrorBody),
+        (status = 415, description = "The body is not application/json", body = ApiErrorBody),
+    ))]
 pub async fn update_participant(
     State(state): State<AppState>,
     Path((room, id)): Path<(String, String)>,
@@ -240,20 +267,38 @@ pub async fn update_participant(
         )));
     }
     state.update_member(pid, req.name, req.metadata);
-    Ok(StatusCode::OK.into_response())
-}
-
-/// Body of `PATCH /admin/rooms/{room}/participants/{id}/tracks/{track}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MuteTrack {
-    /// Muted (the shard forwards none of it) or not.
-    pub muted: bool,
+    let updated = state
+        .roster()
+        .get(pid)
+        .map(|m| ParticipantUpdated {
+            id: pid,
+            name: m.info.name.clone(),
+            metadata: m.info.metadata.clone(),
+        })
+        .ok_or_else(|| ApiError::NotFound(format!("participant {id} left")))?;
+    Ok(Json(updated).into_response())
 }
 
 /// `PATCH /admin/rooms/{room}/participants/{id}/tracks/{track}`: mute or unmute a
 /// participant's track on the server: its shard stops (or resumes) forwarding it, then the
 /// room gets `track_muted`.
+#[utoipa::path(patch, path = "/admin/rooms/{room}/participants/{id}/tracks/{track}",
+    tag = "admin", security(("bearer" = [])),
+    params(
+        ("room" = String, Path, description = "Room name"),
+        ("id" = String, Path, description = "Participant id (`p` and 16 hex digits)"),
+        ("track" = String, Path, description = "Track id (`t` and 16 hex digits)"),
+    ),
+    request_body = MuteTrack,
+    responses(
+        (status = 200, description = "Done; the room got `track_muted`", body = MuteTrack),
+        (status = 400, description = "Malformed body", body = ApiErrorBody),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "No admin grant, or another room's token", body = ApiErrorBody),
+        (status = 404, description = "No such participant or track on this node", body = ApiErrorBody),
+        (status = 415, description = "The body is not application/json", body = ApiErrorBody),
+        (status = 503, description = "The worker is unavailable", body = ApiErrorBody),
+    ))]
 pub async fn mute(
     State(state): State<AppState>,
     Path((room, id, track)): Path<(String, String, String)>,
@@ -282,11 +327,17 @@ pub async fn mute(
         .await?;
     state.set_muted(pid, tid, req.muted);
     tracing::info!(participant = %pid, room = %name, track = %tid, muted = req.muted, "track muted by an administrator");
-    Ok(Json(json!({ "muted": req.muted })).into_response())
+    Ok(Json(MuteTrack { muted: req.muted }).into_response())
 }
 
 /// `POST /admin/drain`: this node takes no new session from now on (as on SIGTERM, without
 /// stopping): `/readyz` answers 503, joins go to other nodes. Needs a server-wide token.
+#[utoipa::path(post, path = "/admin/drain", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Draining", body = Draining),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "No admin grant, or a room-scoped token", body = ApiErrorBody),
+    ))]
 pub async fn drain(
     State(state): State<AppState>,
     Query(query): Query<SessionQuery>,
@@ -295,18 +346,21 @@ pub async fn drain(
     admin(&state, &headers, &query)?.check_every_room()?;
     state.start_drain();
     tracing::info!("draining: asked by an administrator");
-    Ok(Json(json!({ "draining": true, "sessions": state.session_count() })).into_response())
-}
-
-/// Body of `PUT /admin/log-level`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogLevel {
-    /// An `EnvFilter` directive list, e.g. `info,manifold_core=debug`.
-    pub filter: String,
+    Ok(Json(Draining {
+        draining: true,
+        sessions: state.session_count(),
+    })
+    .into_response())
 }
 
 /// `GET /admin/log-level`: the log filter now.
+#[utoipa::path(get, path = "/admin/log-level", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The log filter now", body = LogLevel),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "No admin grant, or a room-scoped token", body = ApiErrorBody),
+        (status = 503, description = "This process cannot change its log filter", body = ApiErrorBody),
+    ))]
 pub async fn log_level(
     State(state): State<AppState>,
     Query(query): Query<SessionQuery>,
@@ -314,10 +368,23 @@ pub async fn log_level(
 ) -> Result<Response, ApiError> {
     admin(&state, &headers, &query)?.check_every_room()?;
     let f = log_filter(&state)?;
-    Ok(Json(json!({ "filter": f.current() })).into_response())
+    Ok(Json(LogLevel {
+        filter: f.current(),
+    })
+    .into_response())
 }
 
 /// `PUT /admin/log-level`: replace the log filter at run time.
+#[utoipa::path(put, path = "/admin/log-level", tag = "admin", security(("bearer" = [])),
+    request_body = LogLevel,
+    responses(
+        (status = 200, description = "The log filter now", body = LogLevel),
+        (status = 400, description = "Malformed body or filter", body = ApiErrorBody),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "No admin grant, or a room-scoped token", body = ApiErrorBody),
+        (status = 415, description = "The body is not application/json", body = ApiErrorBody),
+        (status = 503, description = "This process cannot change its log filter", body = ApiErrorBody),
+    ))]
 pub async fn set_log_level(
     State(state): State<AppState>,
     Query(query): Query<SessionQuery>,
@@ -335,7 +402,10 @@ pub async fn set_log_level(
     f.set(&req.filter)
         .map_err(|e| ApiError::BadRequest(format!("filter: {e}")))?;
     tracing::info!(filter = %req.filter, "log filter changed by an administrator");
-    Ok(Json(json!({ "filter": f.current() })).into_response())
+    Ok(Json(LogLevel {
+        filter: f.current(),
+    })
+    .into_response())
 }
 
 fn log_filter(state: &AppState) -> Result<&dyn crate::state::LogFilter, ApiError> {

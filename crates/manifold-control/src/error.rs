@@ -54,10 +54,16 @@ pub enum ApiError {
     Redirect(String),
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    message: String,
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiErrorBody {
+    /// Machine-readable code: `bad_request`, `bad_sdp`, `unauthorized`, `forbidden`,
+    /// `not_found`, `conflict`, `precondition_failed`, `too_large`,
+    /// `unsupported_media_type`, `limit_reached`, `unavailable`, `internal` or `redirect`.
+    #[schema(example = "not_found")]
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
 }
 
 /// A room name from a request path or body; 400 saying why it is not one.
@@ -95,8 +101,8 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let mut response = (
             status,
-            Json(Body {
-                error: code,
+            Json(ApiErrorBody {
+                error: code.to_owned(),
                 message: self.to_string(),
             }),
         )

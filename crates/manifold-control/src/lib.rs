@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_body;
 pub mod admin_room;
 pub mod auth;
 pub mod bridge;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod federation;
 pub mod listener;
 pub mod metrics;
+pub mod openapi;
 pub mod outbox;
 pub mod placement;
 pub mod rooms;
@@ -36,7 +38,7 @@ use axum::routing::{get, post};
 use tower_http::cors::{Any, CorsLayer};
 
 pub use auth::{Access, Auth, Claims};
-pub use error::ApiError;
+pub use error::{ApiError, ApiErrorBody};
 pub use state::{AppState, ChannelSink, ControlConfig, EventReceiver, event_channel};
 
 /// The full HTTP application.
@@ -112,6 +114,7 @@ pub fn router(state: AppState) -> Router {
             "/admin/log-level",
             get(admin_room::log_level).put(admin_room::set_log_level),
         )
+        .route("/openapi.json", get(openapi::serve))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(healthz))
@@ -190,22 +193,59 @@ async fn dev_token(
     Ok(Json(serde_json::json!({ "token": token, "identity": identity })).into_response())
 }
 
+/// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "server",
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Answer of `GET /readyz`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Readiness {
+    /// Takes new sessions.
+    ready: bool,
+    /// Why not (`draining`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+/// `GET /readyz`: whether this node takes new sessions (for a load balancer).
+#[utoipa::path(get, path = "/readyz", tag = "server",
+    responses(
+        (status = 200, description = "Takes new sessions", body = Readiness),
+        (status = 503, description = "Draining", body = Readiness),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_draining() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"ready": false, "reason": "draining"})),
+            Json(Readiness {
+                ready: false,
+                reason: Some("draining"),
+            }),
         )
             .into_response()
     } else {
-        Json(serde_json::json!({"ready": true})).into_response()
+        Json(Readiness {
+            ready: true,
+            reason: None,
+        })
+        .into_response()
     }
 }
 
+/// `GET /stats`: the shards' counters summed, and the control plane's (sessions, cluster,
+/// webhooks, HTTP, overload) beside them.
+#[utoipa::path(get, path = "/stats", tag = "server", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The shards' counters summed (`ShardStats`), and more \
+            fields beside them: workers, sessions, draining, negotiation_panics, cluster, \
+            webhooks, http, overload", body = manifold_api::ShardStats),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "No admin grant, or a room-scoped token", body = ApiErrorBody),
+        (status = 503, description = "A worker is unavailable", body = ApiErrorBody),
+    ))]
 async fn stats(
     State(state): State<AppState>,
     Query(query): Query<sessions::SessionQuery>,

@@ -1,5 +1,5 @@
 //! The `manifold` binary: `serve` runs the SFU, `token` mints access tokens, `loadgen`
-//! loads a server with real WebRTC clients.
+//! loads a server with real WebRTC clients, `openapi` prints the HTTP API's description.
 #![forbid(unsafe_code)]
 
 mod config;
@@ -36,6 +36,8 @@ enum Cmd {
     Token(TokenArgs),
     /// Load a server (this one, any WHIP/WHEP server, or Janus) with real WebRTC clients.
     Loadgen(Box<manifold_loadgen::cli::Args>),
+    /// Print the HTTP API's OpenAPI 3.1 document (the one `GET /openapi.json` serves).
+    Openapi,
 }
 
 #[derive(Args)]
@@ -108,6 +110,10 @@ fn main() -> ExitCode {
         Cmd::Serve(args) => serve(args),
         Cmd::Token(args) => token(args),
         Cmd::Loadgen(args) => manifold_loadgen::cli::main(*args),
+        Cmd::Openapi => {
+            print!("{}", manifold_control::openapi::json());
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -46,6 +46,11 @@ fn admin_api() {
         http: reqwest::Client::new(),
     };
     rt().block_on(async {
+        // The document, public.
+        let (s, doc) = api.call("GET", "/openapi.json", "", None).await;
+        assert_eq!((s, doc["openapi"].as_str()), (200, Some("3.1.0")));
+        assert!(doc["paths"]["/admin/rooms"]["post"].is_object(), "{doc}");
+
         // Grants.
         let (s, b) = api.call("GET", "/admin/rooms/a", &user, None).await;
         assert_eq!((s, b["error"].as_str()), (403, Some("forbidden")));
