@@ -54,6 +54,9 @@ have redis-server && have nats-server || die "redis-server or nats-server still 
 step "cargo test"
 cargo test --workspace -j2
 
+step "schemathesis: the OpenAPI document against a running server (admin API, stats, health, metrics)"
+bash scripts/schemathesis.sh
+
 step "fuzz smoke: every fuzz target for a few seconds (cargo-fuzz, nightly)"
 bash scripts/fuzz.sh smoke
 
