@@ -14,12 +14,14 @@ VERSION=4.32.5
 VENV=target/schemathesis-venv
 ST=$VENV/bin/schemathesis
 if ! "$ST" --version 2>/dev/null | grep -q "$VERSION"; then
-  python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv python3-venv
+  command -v python3 >/dev/null || apt_install python3 python3
+  python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv python3-venv
   python3 -m venv "$VENV" || die "cannot make a venv in $VENV"
   "$VENV/bin/pip" install -q "schemathesis==$VERSION" || die "pip install schemathesis==$VERSION failed"
 fi
 "$ST" --version | grep -q "$VERSION" || die "schemathesis $VERSION is not installed in $VENV"
 
+command -v curl >/dev/null || apt_install curl curl
 [ -x target/debug/manifold ] || cargo build -p manifold -j2
 KEY="schemathesis-test-key-0123456789abcdef"
 log=$(mktemp)
