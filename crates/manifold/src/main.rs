@@ -2,6 +2,7 @@
 //! loads a server with real WebRTC clients, `openapi` prints the HTTP API's description.
 #![forbid(unsafe_code)]
 
+mod admin_cli;
 mod config;
 
 use std::net::{IpAddr, SocketAddr};
@@ -36,6 +37,9 @@ enum Cmd {
     Token(TokenArgs),
     /// Load a server (this one, any WHIP/WHEP server, or Janus) with real WebRTC clients.
     Loadgen(Box<manifold_loadgen::cli::Args>),
+    /// Call the admin API: rooms, participants, kick, mute, close, drain, create-room,
+    /// log-level.
+    Admin(Box<admin_cli::AdminArgs>),
     /// Print the HTTP API's OpenAPI 3.1 document (the one `GET /openapi.json` serves).
     Openapi,
 }
@@ -44,10 +48,10 @@ enum Cmd {
 struct ConfigArgs {
     /// TOML configuration file.
     #[arg(long, short = 'c')]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// HS256 signing key (overrides auth.key; prefer MANIFOLD_AUTH__KEY).
     #[arg(long, hide_env_values = true)]
-    auth_key: Option<String>,
+    pub(crate) auth_key: Option<String>,
 }
 
 #[derive(Args)]
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
         Cmd::Serve(args) => serve(args),
         Cmd::Token(args) => token(args),
         Cmd::Loadgen(args) => manifold_loadgen::cli::main(*args),
+        Cmd::Admin(args) => admin_cli::main(*args),
         Cmd::Openapi => {
             print!("{}", manifold_control::openapi::json());
             ExitCode::SUCCESS
