@@ -35,6 +35,8 @@ pub struct WorkerSnapshot {
     pub overload: OverloadCounters,
     /// Nanoseconds spent working since start.
     pub busy_ns: u64,
+    /// Commands waiting in its queue.
+    pub command_queue: u64,
 }
 
 /// One room as this node holds it.
@@ -67,6 +69,8 @@ pub struct Snapshot {
     pub http: Vec<(String, u64)>,
     /// Room-protocol sockets open that have not joined yet.
     pub unjoined_sockets: u64,
+    /// Webhook deliveries over all URLs (zero when webhooks are off).
+    pub webhooks: crate::webhooks::WebhookCountersSnapshot,
 }
 
 /// Take a snapshot of `state` (asks every worker for its stats).
@@ -79,6 +83,7 @@ pub async fn gather(state: &AppState) -> Result<Snapshot, ApiError> {
             stats,
             overload: w.overload(),
             busy_ns: w.busy_ns(),
+            command_queue: w.command_queue_depth() as u64,
         })
         .collect();
     let mut rooms: BTreeMap<String, RoomSnapshot> = BTreeMap::new();
@@ -120,6 +125,7 @@ pub async fn gather(state: &AppState) -> Result<Snapshot, ApiError> {
         auth_failures: state.auth.failures(),
         http,
         unjoined_sockets: state.unjoined.open() as u64,
+        webhooks: state.webhooks.snapshot().total,
     })
 }
 
@@ -203,12 +209,18 @@ impl Exposition {
     fn write(&mut self, s: &Snapshot, max_rooms: usize) {
         self.workers(s);
         self.node(s);
+        self.webhooks(s);
         self.rooms(s, max_rooms);
     }
 
     fn workers(&mut self, s: &Snapshot) {
         type Field = (&'static str, &'static str, fn(&WorkerSnapshot) -> u64);
-        let gauges: [Field; 6] = [
+        let gauges: [Field; 7] = [
+            (
+                "manifold_worker_command_queue",
+                "Commands waiting in the worker's queue.",
+                |w| w.command_queue,
+            ),
             (
                 "manifold_worker_rooms",
                 "Rooms with a member on the worker.",
@@ -394,6 +406,29 @@ impl Exposition {
         );
     }
 
+    fn webhooks(&mut self, s: &Snapshot) {
+        let w = &s.webhooks;
+        let outcomes = [
+            ("queued", w.queued),
+            ("delivered", w.delivered),
+            ("retried", w.retried),
+            ("failed", w.failed),
+            ("dropped", w.dropped),
+        ];
+        self.counter(
+            "manifold_webhook_messages_total",
+            "Webhook messages by outcome: queued, delivered (2xx), retried, failed (given up), dropped (queue full).",
+            outcomes
+                .iter()
+                .map(|(k, v)| (vec![("outcome", (*k).to_owned())], *v as f64)),
+        );
+        self.gauge(
+            "manifold_webhook_pending",
+            "Webhook messages waiting to be delivered.",
+            [(Vec::new(), w.pending as f64)],
+        );
+    }
+
     fn rooms(&mut self, s: &Snapshot, max_rooms: usize) {
         let mut rooms: Vec<(&String, &RoomSnapshot)> = s.rooms.iter().collect();
         rooms.sort_by(|a, b| b.1.participants.cmp(&a.1.participants).then(a.0.cmp(b.0)));
@@ -502,6 +537,8 @@ mod tests {
         assert!(out.contains("# HELP manifold_worker_rtp_in_total "));
         assert!(out.contains("manifold_worker_drops_total{worker=\"0\",reason=\"malformed\"} 0\n"));
         assert!(!out.contains("# EOF"));
+        assert!(out.contains("manifold_webhook_messages_total{outcome=\"delivered\"} 0\n"));
+        assert!(out.contains("manifold_worker_command_queue{worker=\"1\"} 0\n"));
     }
 
     #[test]

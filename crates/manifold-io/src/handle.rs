@@ -220,6 +220,11 @@ impl WorkerHandle {
         self.counters.busy_ns.load(Ordering::Relaxed)
     }
 
+    /// Commands queued for the worker and not yet taken (the command-queue depth).
+    pub fn command_queue_depth(&self) -> usize {
+        self.commands.len()
+    }
+
     /// The worker's index, `0..workers`.
     pub fn index(&self) -> u16 {
         self.index
