@@ -108,6 +108,24 @@ async function run() {
   }
   const [ada, bob, cy] = state.people;
 
+  // Room metadata set through the admin API (dev mode: no token) reaches the SDK.
+  step('an administrator sets the room metadata; the SDK emits roomUpdated');
+  await ada.page.evaluate(() => {
+    const app = /** @type {any} */ (window).manifoldApp;
+    app.room.addEventListener('roomUpdated', (/** @type {any} */ e) => { app.roomUpdatedTopic = e.detail.metadata?.topic; });
+  });
+  const patched = await fetch(`${base}/admin/rooms/${room}`, {
+    method: 'PATCH',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ metadata: { topic: 'from-admin' } }),
+    signal: AbortSignal.timeout(5_000),
+  });
+  if (patched.status !== 200) throw new TestFailure(`PATCH /admin/rooms/${room} answered ${patched.status}`);
+  await waitUntil('roomUpdated on the page', () => ada.page.evaluate(() => {
+    const app = /** @type {any} */ (window).manifoldApp;
+    return app.roomUpdatedTopic === 'from-admin' && app.room.metadata?.topic === 'from-admin';
+  }), UI_TIMEOUT_MS);
+
   step('waiting for every page to show three tiles');
   for (const person of state.people) await waitForTiles(person, 3);
   step('every page shows three tiles');

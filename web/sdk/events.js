@@ -21,6 +21,7 @@
  * @property {{participant: RemoteParticipant}} participantJoined
  * @property {{participant: RemoteParticipant, reason: string}} participantLeft
  * @property {{participant: RemoteParticipant | LocalParticipant}} participantUpdated
+ * @property {{metadata: unknown}} roomUpdated
  * @property {{participant: RemoteParticipant, track: RemoteTrack}} trackPublished
  * @property {{participant: RemoteParticipant, track: RemoteTrack}} trackUnpublished
  * @property {{participant: RemoteParticipant | null, track: RemoteTrack, mediaStreamTrack: MediaStreamTrack, mid: string}} trackSubscribed

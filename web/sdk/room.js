@@ -84,6 +84,8 @@ export class Room extends Emitter {
 
   /** Room name. */
   name = '';
+  /** The room's metadata, as an administrator last set it (`roomUpdated`). @type {unknown} */
+  metadata = null;
   /** @type {ConnectionState} */
   connectionState = 'connecting';
   /**
@@ -198,6 +200,10 @@ export class Room extends Emitter {
       },
       {
         onJoined: (message, resumed) => this.#onJoined(message, resumed),
+        onRoomUpdated: (metadata) => {
+          this.metadata = metadata;
+          this.emit('roomUpdated', { metadata });
+        },
         onDropped: () => this.#reconnector.handleSignalingLost(),
         end,
         emitError,

@@ -35,6 +35,7 @@ const MAX_REDIRECTS = 3;
  * What the session needs from the Room.
  * @typedef {object} SessionHooks
  * @property {(message: Message, resumed: boolean) => void} onJoined `joined` or `resumed`.
+ * @property {(metadata: unknown) => void} onRoomUpdated `room_updated`: the room's new metadata.
  * @property {() => void} onDropped The socket dropped after the join: resume.
  * @property {(reason: string, message: string) => void} end Ends the room (`disconnected`).
  * @property {(error: unknown) => void} emitError An `error` event.
@@ -193,6 +194,9 @@ export class Session {
         break;
       case 'chat':
         parts.chat.handle(message);
+        break;
+      case 'room_updated':
+        this.#hooks.onRoomUpdated(message.metadata ?? null);
         break;
       case 'closing':
         this.#closing = { reason: String(message.reason ?? 'closed'), message: String(message.message ?? '') };
