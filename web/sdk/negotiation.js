@@ -54,9 +54,10 @@ export class Negotiator {
   /**
    * Creates the peer connection, on `joined`: once, or again after `restart`.
    * @param {RTCIceServer[]} iceServers
+   * @param {RTCIceTransportPolicy} [iceTransportPolicy]
    */
-  start(iceServers) {
-    const pc = createPeerConnection(iceServers);
+  start(iceServers, iceTransportPolicy) {
+    const pc = createPeerConnection(iceServers, iceTransportPolicy);
     pc.addEventListener('icecandidate', (event) => {
       // Trickled; the end-of-candidates null is not worth a message.
       if (pc === this.pc && event.candidate?.candidate) this.#hooks.send({ type: 'candidate', candidate: event.candidate.candidate });

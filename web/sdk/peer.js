@@ -4,7 +4,8 @@
  * Owns no connection itself; callers keep theirs.
  *
  * The server is ICE-lite with host candidates only, so no STUN or TURN is configured
- * unless the room's `joined` names some.
+ * unless the room's `joined` names some (its `[turn]` servers, with a credential) or the
+ * caller passes some; `iceTransportPolicy: 'relay'` forces every path through TURN.
  *
  * @module manifold/peer
  */
@@ -23,10 +24,12 @@ export const PREFERRED_VIDEO_CODEC = 'video/VP8';
 /**
  * A peer connection as the server wants it: one bundled transport, RTCP muxed.
  * @param {RTCIceServer[]} [iceServers]
+ * @param {RTCIceTransportPolicy} [iceTransportPolicy] `'relay'`: TURN candidates only (with
+ *   no TURN server the connection then never comes up).
  * @returns {RTCPeerConnection}
  */
-export function createPeerConnection(iceServers = []) {
-  return new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+export function createPeerConnection(iceServers = [], iceTransportPolicy = 'all') {
+  return new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
 }
 
 /**

@@ -59,6 +59,9 @@ import { Participant } from './tracks.js';
  *   with false, call `subscribe(trackId)` for the ones wanted.
  * @property {number} [reconnectGraceMs] How long to try to resume a dropped signaling
  *   connection before giving up (default 10 000, the server's default grace period).
+ * @property {RTCIceTransportPolicy} [iceTransportPolicy] `'relay'` sends all media through
+ *   the TURN servers `joined` names (the server's `[turn]`), e.g. to test TURN or to hide
+ *   the client's address; default `'all'`.
  */
 
 /**
@@ -492,13 +495,13 @@ export class Room extends Emitter {
       this.#subscriptions.dropMedia();
       this.#subscriptions.reconcile(others);
       this.#negotiator.restart();
-      this.#negotiator.start(iceServers);
+      this.#negotiator.start(iceServers, this.#options.iceTransportPolicy);
       return;
     }
     this.localParticipant.id = me.id;
     this.localParticipant.update(me);
     for (const info of others) this.#subscriptions.add(info, false);
-    this.#negotiator.start(iceServers);
+    this.#negotiator.start(iceServers, this.#options.iceTransportPolicy);
     this.#setState('connected');
   }
 

@@ -106,15 +106,21 @@ class HttpSession extends EventTarget {
   #stopping = new AbortController();
 
   /**
-   * @param {{url: string, token?: string}} options `url` is the WHIP or WHEP endpoint.
+   * @param {{url: string, token?: string, iceServers?: RTCIceServer[], iceTransportPolicy?: RTCIceTransportPolicy}} options
+   *   `url` is the WHIP or WHEP endpoint; `iceServers` (e.g. TURN) and `iceTransportPolicy`
+   *   (`'relay'`: through TURN only) configure the peer connection.
    */
-  constructor({ url, token }) {
+  constructor({ url, token, iceServers, iceTransportPolicy }) {
     super();
     if (!url) throw new ManifoldError('An endpoint URL is required.', { code: 'state' });
     /** Endpoint the offer is POSTed to. */
     this.url = url;
     /** Bearer token sent with every request, if any. */
     this.token = token || undefined;
+    /** STUN/TURN servers for the peer connection. @type {RTCIceServer[]} */
+    this.iceServers = iceServers ?? [];
+    /** @type {RTCIceTransportPolicy} */
+    this.iceTransportPolicy = iceTransportPolicy ?? 'all';
   }
 
   /**
@@ -171,7 +177,7 @@ class HttpSession extends EventTarget {
   createPeerConnection(addTransceivers) {
     if (this.#started) throw new ManifoldError('This session was already started; create a new one.', { code: 'state' });
     this.#started = true;
-    const pc = createPeerConnection();
+    const pc = createPeerConnection(this.iceServers, this.iceTransportPolicy);
     this.#pc = pc;
     pc.addEventListener('connectionstatechange', () => this.dispatchEvent(new Event('statechange')));
     addTransceivers(pc);
