@@ -31,6 +31,8 @@ for t in tests/browser/*.test.mjs; do
   [ "$t" = tests/browser/failover.test.mjs ] && continue
   # The HTTPS test brings its own TLS server (below).
   [ "$t" = tests/browser/https.test.mjs ] && continue
+  # The TURN test brings its own coturn and server (below).
+  [ "$t" = tests/browser/turn.test.mjs ] && continue
   echo "--- $t against $url"
   MANIFOLD_URL="$url" node "$t" || status=1
 done
@@ -83,6 +85,32 @@ wait_port() {
   done
   die "$2 did not listen on port $1"
 }
+# TURN: a real coturn on loopback (allow-loopback-peers: CI has network namespaces but no
+# veth), a server whose [turn] shares its secret, and two relay-forced pages (docs/tls-turn.md).
+have turnserver || apt_install turnserver coturn
+have turnserver || die "turnserver still missing after apt-get install coturn"
+turn_dir=$(mktemp -d)
+turn_port=$(free_port)
+turn_secret="browser-turn-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+turnserver --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 --listening-port "$turn_port" \
+  --realm manifold --use-auth-secret --static-auth-secret "$turn_secret" --allow-loopback-peers \
+  --no-cli --no-tls --no-dtls --simple-log --no-stdout-log \
+  --log-file "$turn_dir/turn.log" --pidfile "$turn_dir/turn.pid" >/dev/null 2>&1 &
+turn=$!
+trap 'kill ${turn:-} ${turn_node:-} 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$log" "$turn_dir"' EXIT
+wait_port "$turn_port" turnserver "$turn"
+MANIFOLD_TURN__URLS="[\"turn:127.0.0.1:$turn_port?transport=udp\"]" MANIFOLD_TURN__STATIC_AUTH_SECRET="$turn_secret" \
+  start_server "$turn_dir/server.log" --listen 127.0.0.1:0 --port-base 0 --workers 1 --log-level warn
+turn_node=$server
+echo "--- tests/browser/turn.test.mjs against $url through coturn on 127.0.0.1:$turn_port"
+if ! MANIFOLD_URL="$url" node tests/browser/turn.test.mjs; then
+  status=1
+  for f in "$turn_dir"/server.log "$turn_dir"/turn*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -40 "$f" >&2; }; done
+fi
+kill "$turn_node" "$turn" 2>/dev/null || true
+wait "$turn_node" "$turn" 2>/dev/null || true
+rm -rf "$turn_dir"
+
 cluster_dir=$(mktemp -d)
 redis_port=$(free_port)
 nats_port=$(free_port)
