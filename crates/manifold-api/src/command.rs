@@ -155,6 +155,11 @@ pub enum Command {
         /// Reply correlation.
         request: RequestId,
     },
+    /// Replies `Traffic`: bytes in and out per room (a scrape's per-room series).
+    Traffic {
+        /// Reply correlation.
+        request: RequestId,
+    },
     /// A room participant's answer to offer `offer_id`. Replies `Done`, `NoOfferPending` or
     /// `BadSdp`.
     Answer {

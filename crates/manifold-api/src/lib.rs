@@ -12,7 +12,10 @@ pub mod protocol;
 mod stats;
 
 pub use ids::{IdError, Identity, ParticipantId, RoomName, TrackId};
-pub use stats::{DropCount, ShardStats};
+pub use stats::{
+    CONNECT_BOUNDS_US, DropCount, Histogram, HistogramSnapshot, LATENCY_BOUNDS_US, RoomTraffic,
+    ShardStats,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -181,7 +184,9 @@ pub enum ReplyValue {
         pwd: String,
     },
     /// A statistics snapshot.
-    Stats(ShardStats),
+    Stats(Box<ShardStats>),
+    /// Bytes per room on the shard.
+    Traffic(Vec<RoomTraffic>),
 }
 
 /// Events a shard reports to the control plane.

@@ -471,6 +471,27 @@ impl ClientMessage {
         Ok(msg)
     }
 
+    /// The message's `type`, as it is spelled on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Resume { .. } => "resume",
+            ClientMessage::Answer { .. } => "answer",
+            ClientMessage::Candidate { .. } => "candidate",
+            ClientMessage::Publish { .. } => "publish",
+            ClientMessage::Unpublish { .. } => "unpublish",
+            ClientMessage::Mute { .. } => "mute",
+            ClientMessage::Subscribe { .. } => "subscribe",
+            ClientMessage::Unsubscribe { .. } => "unsubscribe",
+            ClientMessage::SetVideoQuality { .. } => "set_video_quality",
+            ClientMessage::Update { .. } => "update",
+            ClientMessage::Chat { .. } => "chat",
+            ClientMessage::IceRestart { .. } => "ice_restart",
+            ClientMessage::Ping { .. } => "ping",
+            ClientMessage::Leave { .. } => "leave",
+        }
+    }
+
     /// The request id, if the client sent one.
     pub fn id(&self) -> Option<&MessageId> {
         match self {
@@ -820,6 +841,9 @@ mod tests {
                 .unwrap();
         assert!(matches!(m, ClientMessage::Join { ref room, .. } if room == "demo"));
         assert_eq!(m.id(), Some(&MessageId::Number(1)));
+        assert_eq!(m.kind(), "join");
+        let m = parse(r#"{"v":1,"type":"ping","ts":5}"#);
+        assert_eq!(m.map(|m| m.kind()).ok(), Some("ping"));
     }
 
     #[test]

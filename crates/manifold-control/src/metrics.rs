@@ -14,7 +14,9 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use manifold_api::{SessionKind, ShardStats};
 use manifold_io::OverloadCounters;
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
 
 use crate::error::ApiError;
 use crate::sessions::{SessionQuery, bearer};
@@ -25,6 +27,71 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Rooms listed with their own series by default; the rest are counted, not listed.
 pub const DEFAULT_MAX_ROOMS: usize = 100;
+
+/// Bounds of the control plane's latency histograms, seconds: 1 ms to 10 s.
+const CONTROL_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Latencies the control plane observes where they happen: a session's set-up (the
+/// request that creates it until its answer is sent) and each room-protocol message's
+/// handling. Label values come from fixed sets (session kinds, message types).
+pub struct ControlHistograms {
+    join: prometheus::HistogramVec,
+    ws_message: prometheus::HistogramVec,
+}
+
+impl Default for ControlHistograms {
+    fn default() -> Self {
+        let vec = |name: &str, help: &str, label: &str| {
+            prometheus::HistogramVec::new(
+                prometheus::HistogramOpts::new(name, help).buckets(CONTROL_BUCKETS.to_vec()),
+                &[label],
+            )
+            .expect("a valid histogram definition")
+        };
+        ControlHistograms {
+            join: vec(
+                "manifold_join_seconds",
+                "Session set-up on the control plane: WHIP/WHEP POST to its 201, a room `join` to its `joined` (successful ones).",
+                "kind",
+            ),
+            ws_message: vec(
+                "manifold_ws_message_seconds",
+                "Room-protocol message handling, from parsed to handled, by message type.",
+                "type",
+            ),
+        }
+    }
+}
+
+impl ControlHistograms {
+    /// A session of `kind` was set up in `d`.
+    pub fn joined(&self, kind: SessionKind, d: std::time::Duration) {
+        let label = match kind {
+            SessionKind::Whip => "whip",
+            SessionKind::Whep => "whep",
+            SessionKind::Room => "room",
+        };
+        self.join
+            .with_label_values(&[label])
+            .observe(d.as_secs_f64());
+    }
+
+    /// A room-protocol message of type `kind` (`ClientMessage::kind`) took `d`.
+    pub fn ws_message(&self, kind: &'static str, d: std::time::Duration) {
+        self.ws_message
+            .with_label_values(&[kind])
+            .observe(d.as_secs_f64());
+    }
+
+    fn families(&self) -> Vec<MetricFamily> {
+        use prometheus::core::Collector;
+        let mut all = self.join.collect();
+        all.extend(self.ws_message.collect());
+        all
+    }
+}
 
 /// One worker's share of a scrape.
 #[derive(Clone, Debug, Default)]
@@ -37,6 +104,10 @@ pub struct WorkerSnapshot {
     pub busy_ns: u64,
     /// Commands waiting in its queue.
     pub command_queue: u64,
+    /// Receive batch → its sends done.
+    pub batch_latency: manifold_api::HistogramSnapshot,
+    /// Bytes per room on this worker.
+    pub traffic: Vec<manifold_api::RoomTraffic>,
 }
 
 /// One room as this node holds it.
@@ -48,6 +119,10 @@ pub struct RoomSnapshot {
     pub subscribers: u64,
     /// Tracks its members publish.
     pub published_tracks: u64,
+    /// Bytes received from its sessions here (every worker holding some).
+    pub bytes_in: u64,
+    /// Bytes sent to them.
+    pub bytes_out: u64,
 }
 
 /// Everything one scrape exports.
@@ -71,19 +146,25 @@ pub struct Snapshot {
     pub unjoined_sockets: u64,
     /// Webhook deliveries over all URLs (zero when webhooks are off).
     pub webhooks: crate::webhooks::WebhookCountersSnapshot,
+    /// The control plane's own histograms, as collected.
+    pub control: Vec<MetricFamily>,
 }
 
 /// Take a snapshot of `state` (asks every worker for its stats).
 pub async fn gather(state: &AppState) -> Result<Snapshot, ApiError> {
     let stats = state.worker_stats().await?;
-    let workers = stats
+    let traffic = state.worker_traffic().await?;
+    let workers: Vec<WorkerSnapshot> = stats
         .into_iter()
+        .zip(traffic)
         .zip(&state.workers)
-        .map(|(stats, w)| WorkerSnapshot {
+        .map(|((stats, traffic), w)| WorkerSnapshot {
             stats,
             overload: w.overload(),
             busy_ns: w.busy_ns(),
             command_queue: w.command_queue_depth() as u64,
+            batch_latency: w.batch_latency(),
+            traffic,
         })
         .collect();
     let mut rooms: BTreeMap<String, RoomSnapshot> = BTreeMap::new();
@@ -98,6 +179,16 @@ pub async fn gather(state: &AppState) -> Result<Snapshot, ApiError> {
             }
             if let Some(m) = roster.get(*id) {
                 r.published_tracks += m.info.tracks.len() as u64;
+            }
+        }
+    }
+    // Traffic of rooms this node still holds sessions in (a room whose last session left
+    // is gone from the series, as it is from the others).
+    for w in &workers {
+        for t in &w.traffic {
+            if let Some(r) = rooms.get_mut(&t.room) {
+                r.bytes_in += t.bytes_in;
+                r.bytes_out += t.bytes_out;
             }
         }
     }
@@ -126,6 +217,7 @@ pub async fn gather(state: &AppState) -> Result<Snapshot, ApiError> {
         http,
         unjoined_sockets: state.unjoined.open() as u64,
         webhooks: state.webhooks.snapshot().total,
+        control: state.histograms.families(),
     })
 }
 
@@ -192,6 +284,41 @@ impl Exposition {
         self.family(name, help, MetricType::GAUGE, metrics);
     }
 
+    /// A histogram family of durations, from snapshots in microseconds.
+    fn histogram<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        rows: impl IntoIterator<Item = (Labels, &'a manifold_api::HistogramSnapshot)>,
+    ) {
+        let metrics = rows
+            .into_iter()
+            .map(|(labels, h)| {
+                let mut cumulative = 0;
+                let buckets = h
+                    .bounds_us
+                    .iter()
+                    .zip(&h.counts)
+                    .map(|(bound, count)| {
+                        cumulative += count;
+                        let mut b = Bucket::default();
+                        b.set_upper_bound(*bound as f64 / 1e6);
+                        b.set_cumulative_count(cumulative);
+                        b
+                    })
+                    .collect();
+                let mut p = Histogram::default();
+                p.set_bucket(buckets);
+                p.set_sample_count(h.count());
+                p.set_sample_sum(h.sum_us as f64 / 1e6);
+                let mut m = metric(labels);
+                m.set_histogram(p);
+                m
+            })
+            .collect();
+        self.family(name, help, MetricType::HISTOGRAM, metrics);
+    }
+
     /// A family without samples is left out: the text encoder refuses one, and an empty
     /// family says nothing.
     fn family(&mut self, name: &str, help: &str, ty: MetricType, metrics: Vec<Metric>) {
@@ -211,6 +338,7 @@ impl Exposition {
         self.node(s);
         self.webhooks(s);
         self.rooms(s, max_rooms);
+        self.0.extend(s.control.iter().cloned());
     }
 
     fn workers(&mut self, s: &Snapshot) {
@@ -338,6 +466,72 @@ impl Exposition {
         for (name, help, f) in counters {
             self.counter(name, help, per_worker(s, f));
         }
+        let media: [Field; 9] = [
+            (
+                "manifold_worker_nacks_received_total",
+                "NACK messages received from subscribers.",
+                |w| w.stats.nacks_in,
+            ),
+            (
+                "manifold_worker_nacks_sent_total",
+                "NACK messages sent to publishers.",
+                |w| w.stats.nacks_out,
+            ),
+            (
+                "manifold_worker_plis_received_total",
+                "Picture loss indications received from subscribers.",
+                |w| w.stats.plis_in,
+            ),
+            (
+                "manifold_worker_plis_sent_total",
+                "Picture loss indications sent to publishers.",
+                |w| w.stats.plis_out,
+            ),
+            (
+                "manifold_worker_firs_received_total",
+                "Full intra requests received from subscribers.",
+                |w| w.stats.firs_in,
+            ),
+            (
+                "manifold_worker_firs_sent_total",
+                "Full intra requests sent to publishers.",
+                |w| w.stats.firs_out,
+            ),
+            (
+                "manifold_worker_keyframes_received_total",
+                "Keyframes received from publishers.",
+                |w| w.stats.keyframes_in,
+            ),
+            (
+                "manifold_worker_ice_failures_total",
+                "Sessions whose ICE never connected within the connect timeout.",
+                |w| w.stats.ice_failures,
+            ),
+            (
+                "manifold_worker_dtls_failures_total",
+                "Sessions whose ICE connected but whose DTLS handshake failed or timed out.",
+                |w| w.stats.dtls_failures,
+            ),
+        ];
+        for (name, help, f) in media {
+            self.counter(name, help, per_worker(s, f));
+        }
+        let workers = || s.workers.iter().enumerate();
+        self.histogram(
+            "manifold_worker_connect_seconds",
+            "Session join on the worker to connected (ICE and DTLS done).",
+            workers().map(|(i, w)| (worker(i), &w.stats.connect_time)),
+        );
+        self.histogram(
+            "manifold_worker_dtls_handshake_seconds",
+            "ICE connected to DTLS handshake done.",
+            workers().map(|(i, w)| (worker(i), &w.stats.dtls_handshake)),
+        );
+        self.histogram(
+            "manifold_worker_batch_latency_seconds",
+            "A receive batch from its arrival until what it produced (forwarded media, feedback) was handed to the socket: the forwarding latency through the worker, for media the pacer does not hold.",
+            workers().map(|(i, w)| (worker(i), &w.batch_latency)),
+        );
         self.counter(
             "manifold_worker_busy_seconds_total",
             "Seconds the worker spent working; its rate is the load (0 to 1).",
@@ -455,6 +649,16 @@ impl Exposition {
             "Tracks published in the room on this node.",
             rows(|r| r.published_tracks),
         );
+        self.counter(
+            "manifold_room_bytes_in_total",
+            "Bytes received from the room's sessions on this node (since the room opened on each worker).",
+            rows(|r| r.bytes_in),
+        );
+        self.counter(
+            "manifold_room_bytes_out_total",
+            "Bytes sent to the room's sessions on this node (since the room opened on each worker).",
+            rows(|r| r.bytes_out),
+        );
         self.gauge(
             "manifold_rooms",
             "Rooms this node holds sessions in.",
@@ -515,10 +719,43 @@ mod tests {
                     participants: i as u64 + 1,
                     subscribers: 1,
                     published_tracks: 2,
+                    bytes_in: 1000,
+                    bytes_out: 3000,
                 },
             );
         }
         s
+    }
+
+    #[test]
+    fn histograms_are_cumulative_in_seconds() {
+        let mut s = snapshot(1);
+        let mut h = manifold_api::Histogram::new(&[1_000, 10_000]);
+        h.observe(std::time::Duration::from_micros(500));
+        h.observe(std::time::Duration::from_micros(5_000));
+        h.observe(std::time::Duration::from_secs(1));
+        s.workers[0].batch_latency = h.snapshot();
+        let control = ControlHistograms::default();
+        control.joined(SessionKind::Whip, std::time::Duration::from_millis(30));
+        control.ws_message("ping", std::time::Duration::from_micros(200));
+        s.control = control.families();
+        let out = encode(&s, 10).unwrap();
+        let b = "manifold_worker_batch_latency_seconds";
+        assert!(out.contains(&format!("# TYPE {b} histogram\n")), "{out}");
+        assert!(
+            out.contains(&format!("{b}_bucket{{worker=\"0\",le=\"0.001\"}} 1\n")),
+            "{out}"
+        );
+        assert!(out.contains(&format!("{b}_bucket{{worker=\"0\",le=\"0.01\"}} 2\n")));
+        assert!(out.contains(&format!("{b}_bucket{{worker=\"0\",le=\"+Inf\"}} 3\n")));
+        assert!(out.contains(&format!("{b}_count{{worker=\"0\"}} 3\n")));
+        assert!(out.contains(&format!("{b}_sum{{worker=\"0\"}} 1.0055\n")));
+        assert!(
+            out.contains("manifold_join_seconds_count{kind=\"whip\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("manifold_ws_message_seconds_count{type=\"ping\"} 1\n"));
+        assert!(out.contains("manifold_room_bytes_out_total{room=\"room-000\"} 3000\n"));
     }
 
     #[test]

@@ -235,8 +235,15 @@ async fn run(
             }
         };
         let joined_before = conn.participant.is_some();
+        let kind = msg.kind();
+        let started = Instant::now();
         let flow = conn.handle(msg).await;
+        let took = started.elapsed();
+        state.histograms.ws_message(kind, took);
         if !joined_before && conn.participant.is_some() {
+            state
+                .histograms
+                .joined(manifold_api::SessionKind::Room, took);
             conn.unjoined = None;
             deadline = Instant::now() + IDLE_TIMEOUT;
         }

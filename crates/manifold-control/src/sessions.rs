@@ -119,6 +119,7 @@ async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let room = crate::error::room_name(&room)?;
     require_content_type(&headers, SDP)?;
     let access = authorize(&state, &headers, query.access_token.as_deref(), &room, kind)?;
@@ -184,6 +185,7 @@ async fn create(
     };
     let location = format!("/{}/{}/{}", path_prefix(kind), room, resource);
     tracing::info!(participant = %id, %room, kind = ?kind, worker, "session created");
+    state.histograms.joined(kind, started.elapsed());
     let mut response = (
         StatusCode::CREATED,
         [

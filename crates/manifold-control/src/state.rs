@@ -194,6 +194,8 @@ pub struct Inner {
     pub log_filter: std::sync::OnceLock<Box<dyn LogFilter>>,
     /// The listener's certificate when it speaks HTTPS (`tls.rs`); set by the binary.
     pub tls: std::sync::OnceLock<crate::tls::Tls>,
+    /// Join and room-protocol message latencies (`metrics.rs`).
+    pub histograms: crate::metrics::ControlHistograms,
     directory: Mutex<Directory>,
     roster: Mutex<Roster>,
     pending: Mutex<Pending>,
@@ -274,6 +276,7 @@ impl AppState {
             created_rooms: Default::default(),
             log_filter: std::sync::OnceLock::new(),
             tls: std::sync::OnceLock::new(),
+            histograms: Default::default(),
             directory: Mutex::new(Directory::default()),
             roster: Mutex::new(Roster::default()),
             pending: Mutex::new(HashMap::new()),
@@ -893,6 +896,25 @@ impl AppState {
         Ok(total)
     }
 
+    /// Each worker's bytes per room, in worker order.
+    pub async fn worker_traffic(&self) -> Result<Vec<Vec<manifold_api::RoomTraffic>>, ApiError> {
+        let mut all = Vec::with_capacity(self.workers.len());
+        for w in 0..self.workers.len() {
+            match self
+                .request(w as u16, |request| Command::Traffic { request })
+                .await?
+            {
+                ReplyValue::Traffic(t) => all.push(t),
+                other => {
+                    return Err(ApiError::Internal(format!(
+                        "unexpected reply to traffic: {other:?}"
+                    )));
+                }
+            }
+        }
+        Ok(all)
+    }
+
     /// Each worker's counters, in worker order.
     pub async fn worker_stats(&self) -> Result<Vec<ShardStats>, ApiError> {
         let mut all = Vec::with_capacity(self.workers.len());
@@ -901,7 +923,7 @@ impl AppState {
                 .request(w as u16, |request| Command::Stats { request })
                 .await?
             {
-                ReplyValue::Stats(s) => all.push(s),
+                ReplyValue::Stats(s) => all.push(*s),
                 other => {
                     return Err(ApiError::Internal(format!(
                         "unexpected reply to stats: {other:?}"

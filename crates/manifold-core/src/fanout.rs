@@ -109,6 +109,7 @@ impl Shard {
             .is_some_and(|c| manifold_rtp::is_keyframe(c, &packet.payload));
         let vp8 = info.video == Some(VideoCodec::Vp8);
         if keyframe {
+            out.counters.keyframes_in += 1;
             layer.keyframes.satisfied();
             if vp8 && let Some(size) = manifold_rtp::keyframe_size(&packet.payload) {
                 layer.size = Some(size);

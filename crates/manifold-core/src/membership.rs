@@ -111,10 +111,14 @@ impl Shard {
             loss_ceiling: Default::default(),
             sent_rate: 0,
             probe: Default::default(),
+            bytes_in: 0,
+            bytes_out: 0,
+            tallies: Vec::new(),
             slots: Vec::new(),
             timer: None,
             connected: false,
             joined_at: now,
+            ice_connected_at: None,
             disconnected_since: None,
             doomed: None,
             panic_next: false,
@@ -230,6 +234,8 @@ impl Shard {
         });
         if let Some(r) = self.rooms.get_mut(&p.room) {
             r.remove_member(key);
+            r.departed_bytes.0 += p.bytes_in;
+            r.departed_bytes.1 += p.bytes_out;
         }
         Some(p.room)
     }

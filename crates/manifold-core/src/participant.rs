@@ -119,6 +119,8 @@ pub(crate) struct Participant {
     pub timer: Option<Instant>,
     pub connected: bool,
     pub joined_at: Instant,
+    /// When ICE first connected (the DTLS handshake starts then).
+    pub ice_connected_at: Option<Instant>,
     pub disconnected_since: Option<Instant>,
     /// Set when the participant must be removed at the end of the current input.
     pub doomed: Option<LeaveReason>,
@@ -142,6 +144,11 @@ pub(crate) struct Participant {
     pub sent_rate: u64,
     /// When it pads towards a layer it is held below (`quality::ProbeWindow`).
     pub probe: crate::quality::ProbeWindow,
+    /// Bytes of the datagrams its session accepted, and of those it sent.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// The RTCP feedback counts its `Rtc` last reported, per stream.
+    pub tallies: Vec<crate::stats::RtcpTally>,
 }
 
 impl Participant {
@@ -158,6 +165,7 @@ impl Participant {
         }
         let rtc = &mut self.rtc;
         let injected = std::mem::take(&mut self.panic_next);
+        let mut sent = 0u64;
         let result = catch_unwind(AssertUnwindSafe(|| {
             if injected {
                 panic!("injected panic (test hook)");
@@ -166,12 +174,16 @@ impl Participant {
             loop {
                 match rtc.poll_output() {
                     Ok(RtcOutput::Timeout(t)) => break Ok((r, t)),
-                    Ok(RtcOutput::Transmit(t)) => out.transmit(t),
+                    Ok(RtcOutput::Transmit(t)) => {
+                        sent += t.contents.len() as u64;
+                        out.transmit(t)
+                    }
                     Ok(RtcOutput::Event(e)) => out.events.push_back((key, e)),
                     Err(e) => break Err(e),
                 }
             }
         }));
+        self.bytes_out += sent;
         match result {
             Ok(Ok((r, timeout))) => {
                 if self.timer != Some(timeout) {
@@ -181,6 +193,9 @@ impl Participant {
                 Some(r)
             }
             Ok(Err(e)) => {
+                if !self.connected && self.ice_connected_at.is_some() {
+                    out.counters.dtls_failures += 1;
+                }
                 tracing::warn!(participant = %self.id, error = %e, "WebRTC session failed");
                 self.doom(LeaveReason::Failed);
                 None

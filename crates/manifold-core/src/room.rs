@@ -22,6 +22,8 @@ pub(crate) struct Room {
     /// The shards holding members of the room, as the control plane last said (bit per
     /// shard; 0: never said, the room is this shard's alone).
     pub shards: u64,
+    /// Bytes (in, out) of the sessions that left the room while it lasted here.
+    pub departed_bytes: (u64, u64),
 }
 
 impl Room {

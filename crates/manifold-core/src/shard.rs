@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use manifold_api::{
     CommandError, CoreEvent, LeaveReason, MediaKind, ParticipantId, ReplyValue, RequestId,
-    RoomName, SessionKind, ShardStats, TrackId,
+    RoomName, RoomTraffic, SessionKind, ShardStats, TrackId,
 };
 use manifold_rtp::{DropReason, PacketClass};
 use slab::Slab;
@@ -171,6 +171,27 @@ impl Shard {
         s
     }
 
+    /// Bytes through each room here: its members' sessions and those that left it.
+    pub fn traffic(&self) -> Vec<RoomTraffic> {
+        self.rooms
+            .iter()
+            .map(|(name, room)| {
+                let (mut bytes_in, mut bytes_out) = room.departed_bytes;
+                for &k in room.members() {
+                    if let Some(p) = self.participants.get(k) {
+                        bytes_in += p.bytes_in;
+                        bytes_out += p.bytes_out;
+                    }
+                }
+                RoomTraffic {
+                    room: name.to_string(),
+                    bytes_in,
+                    bytes_out,
+                }
+            })
+            .collect()
+    }
+
     fn handle_datagram(
         &mut self,
         now: Instant,
@@ -222,6 +243,7 @@ impl Shard {
             counters.drop(DropReason::Rejected);
             return;
         }
+        p.bytes_in += contents.len() as u64;
         if class == PacketClass::Stun {
             if let Some(evicted) = p.learn_addr((proto, source))
                 && self.by_addr.get(&evicted) == Some(&key)
@@ -305,6 +327,13 @@ impl Shard {
                 now.saturating_duration_since(p.joined_at) >= self.config.connect_timeout
             };
             if expired {
+                if !p.connected {
+                    if p.ice_connected_at.is_some() {
+                        self.out.counters.dtls_failures += 1;
+                    } else {
+                        self.out.counters.ice_failures += 1;
+                    }
+                }
                 tracing::info!(participant = %p.id, connected = p.connected, "ICE timed out");
                 p.doom(LeaveReason::Timeout);
                 self.out.reap = true;
@@ -350,7 +379,11 @@ impl Shard {
             }
             Command::Stats { request } => {
                 let stats = self.stats();
-                self.out.reply(request, Ok(ReplyValue::Stats(stats)));
+                self.out.reply(request, Ok(ReplyValue::Stats(Box::new(stats))));
+            }
+            Command::Traffic { request } => {
+                let traffic = self.traffic();
+                self.out.reply(request, Ok(ReplyValue::Traffic(traffic)));
             }
             Command::Shutdown => {
                 for (_, p) in self.participants.iter_mut() {
@@ -514,6 +547,17 @@ impl Shard {
         }
         match event {
             Event::Connected => {
+                if !p.connected && p.disconnected_since.is_none() {
+                    let counters = &mut self.out.counters;
+                    counters
+                        .connect_time
+                        .observe(now.saturating_duration_since(p.joined_at));
+                    if let Some(at) = p.ice_connected_at {
+                        counters
+                            .dtls_handshake
+                            .observe(now.saturating_duration_since(at));
+                    }
+                }
                 p.connected = true;
                 p.disconnected_since = None;
                 tracing::info!(participant = %p.id, room = %p.room, "connected");
@@ -532,6 +576,7 @@ impl Shard {
                 }
                 IceConnectionState::Connected | IceConnectionState::Completed => {
                     p.disconnected_since = None;
+                    p.ice_connected_at.get_or_insert(now);
                 }
                 _ => {}
             },
@@ -546,7 +591,19 @@ impl Shard {
                     self.request_keyframe(now, tk, layer);
                 }
             }
+            Event::MediaIngressStats(stats) => {
+                self.out.counters.rtcp_feedback(
+                    &mut p.tallies,
+                    (stats.mid, stats.rid, true),
+                    (stats.nacks, stats.plis, stats.firs),
+                );
+            }
             Event::MediaEgressStats(stats) => {
+                self.out.counters.rtcp_feedback(
+                    &mut p.tallies,
+                    (stats.mid, stats.rid, false),
+                    (stats.nacks, stats.plis, stats.firs),
+                );
                 if let Some(loss) = stats.loss
                     && p.slots
                         .iter()

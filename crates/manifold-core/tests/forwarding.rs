@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{ClientSpec, Harness, check_stream, config};
-use manifold_api::Source;
+use manifold_api::{ReplyValue, RequestId, Source};
+use manifold_core::Command;
 use manifold_core::str0m::media::MediaKind;
 
 #[test]
@@ -35,6 +36,22 @@ fn one_publisher_three_subscribers() {
     assert_eq!(stats.tracks, 2);
     assert_eq!(stats.subscriptions, 6, "3 players x (audio + video)");
     assert!(stats.rtp_in > 0 && stats.rtp_out > 0, "{stats:?}");
+
+    // The room's traffic is its members' datagrams: all of the shard's here (one room,
+    // nobody left), less what failed the `Rtc`'s checks.
+    h.command(Command::Traffic {
+        request: RequestId(900),
+    });
+    let Some(Ok(ReplyValue::Traffic(rooms))) = h.reply(RequestId(900)) else {
+        panic!("no traffic reply");
+    };
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(rooms[0].room, "room");
+    assert_eq!(rooms[0].bytes_out, stats.bytes_out, "{rooms:?} {stats:?}");
+    assert!(
+        rooms[0].bytes_in <= stats.bytes_in && rooms[0].bytes_in >= stats.bytes_in * 99 / 100,
+        "{rooms:?} {stats:?}"
+    );
 
     let p = h.clients[publisher].publisher();
     let sent_audio = p.sent_of(MediaKind::Audio).count();

@@ -67,7 +67,12 @@ fn late_joiner_gets_a_keyframe_at_once() {
         h.clients[p].keyframe_requests[0].2,
         KeyframeRequestKind::Pli
     );
-    assert_eq!(h.stats().keyframe_requests, 1);
+    let stats = h.stats();
+    assert_eq!(stats.keyframe_requests, 1);
+    // The publisher's `Rtc` counted the PLI it sent, and the keyframe that answered it
+    // came in (with the one at the start).
+    assert_eq!(stats.plis_out, 1, "{stats:?}");
+    assert_eq!(stats.keyframes_in, 2, "{stats:?}");
     assert_starts_on_keyframe(&h, s);
     // And it did not wait for a periodic one: video flows within a frame or two of the
     // request's round trip.

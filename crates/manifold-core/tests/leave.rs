@@ -240,5 +240,10 @@ fn silent_clients_time_out() {
         t - vanished
     );
     assert_eq!(h.left_reason(stays), None, "the one still talking stays");
-    assert_eq!(h.stats().participants, 1);
+    let stats = h.stats();
+    assert_eq!(stats.participants, 1);
+    // The one that never connected failed ICE; the one that vanished had connected.
+    assert_eq!((stats.ice_failures, stats.dtls_failures), (1, 0));
+    assert_eq!(stats.connect_time.count(), 2, "{:?}", stats.connect_time);
+    assert_eq!(stats.dtls_handshake.count(), 2);
 }

@@ -81,6 +81,14 @@ fn run(seed: u64) {
         nacks_to_publisher > 10 && resent_by_publisher > 10,
         "seed {seed}: {nacks_to_publisher} NACKs to the publisher, {resent_by_publisher} resent"
     );
+    // The shard counted both ways: NACKs it sent publishers and those subscribers sent it.
+    let stats = h.stats();
+    assert!(
+        stats.nacks_out > 0 && stats.nacks_in > 0,
+        "seed {seed}: NACK counters {} out, {} in",
+        stats.nacks_out,
+        stats.nacks_in
+    );
     for &s in &subs {
         let c = &h.clients[s];
         let nacks = c

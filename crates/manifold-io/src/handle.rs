@@ -64,7 +64,14 @@ pub(crate) struct SharedCounters {
     send_errors: AtomicU64,
     relay_dropped: AtomicU64,
     busy_ns: AtomicU64,
+    /// Receive batch → its sends done, bucketed over `LATENCY_BOUNDS_US` (one more bucket
+    /// for longer), and the sum in microseconds. Written by the worker's thread only.
+    batch_latency: [AtomicU64; BATCH_BUCKETS],
+    batch_latency_sum_us: AtomicU64,
 }
+
+/// Buckets of the batch-latency histogram: one per bound and one over the last.
+const BATCH_BUCKETS: usize = manifold_api::LATENCY_BOUNDS_US.len() + 1;
 
 impl SharedCounters {
     pub fn command_rejected(&self) {
@@ -90,6 +97,28 @@ impl SharedCounters {
     pub fn busy(&self, d: std::time::Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.busy_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// A receive batch took `d` from its arrival until what it produced was sent.
+    pub fn batch_done(&self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = manifold_api::LATENCY_BOUNDS_US.partition_point(|&b| b < us);
+        if let Some(c) = self.batch_latency.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.batch_latency_sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub fn batch_latency(&self) -> manifold_api::HistogramSnapshot {
+        manifold_api::HistogramSnapshot {
+            bounds_us: manifold_api::LATENCY_BOUNDS_US.to_vec(),
+            counts: self
+                .batch_latency
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            sum_us: self.batch_latency_sum_us.load(Ordering::Relaxed),
+        }
     }
 
     pub fn relay_dropped(&self) {
@@ -218,6 +247,13 @@ impl WorkerHandle {
     /// its load is the growth of this over a wall-clock interval.
     pub fn busy_ns(&self) -> u64 {
         self.counters.busy_ns.load(Ordering::Relaxed)
+    }
+
+    /// How long receive batches took from their arrival until the datagrams they produced
+    /// (forwarded media, feedback) were handed to the socket: the forwarding latency
+    /// through the worker, for media the pacer does not hold back.
+    pub fn batch_latency(&self) -> manifold_api::HistogramSnapshot {
+        self.counters.batch_latency()
     }
 
     /// Commands queued for the worker and not yet taken (the command-queue depth).

@@ -472,6 +472,7 @@ impl Worker {
                 }
             }
             sender.flush(socket, tcp.as_mut(), &mut core.transmits, &core.counters);
+            core.counters.batch_done(now.elapsed());
         }
         // Work cap reached with data possibly left: `readable` stays set, the next turn
         // comes back at once after timers and commands had their go.
@@ -499,6 +500,7 @@ impl Worker {
             core.input(now, input);
         });
         sender.flush(socket, Some(tcp), &mut core.transmits, &core.counters);
+        core.counters.batch_done(now.elapsed());
     }
 
     /// Pick up after a panic in `turn`: whatever was half-sent is lost, and the shard is

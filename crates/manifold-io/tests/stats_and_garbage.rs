@@ -60,6 +60,13 @@ fn workers_answer_survive_garbage_and_shut_down() {
         let dropped = after.drops_for("malformed") + after.drops_for("unknown_source");
         assert!(dropped > 0, "no garbage counted as dropped: {after:?}");
         assert_eq!(after.participants, 0);
+        // Every receive batch was timed: at least one, and no more batches than datagrams.
+        let batches = h.batch_latency();
+        assert_eq!(batches.counts.len(), batches.bounds_us.len() + 1);
+        assert!(
+            batches.count() >= 1 && batches.count() <= after.datagrams_in,
+            "{batches:?}"
+        );
     }
     // Still alive after the flood.
     for h in handles {

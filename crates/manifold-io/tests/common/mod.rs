@@ -80,7 +80,7 @@ pub fn stats(handle: &WorkerHandle, rx: &Receiver<(u16, CoreEvent)>, request: u6
         CoreEvent::Reply {
             request: r,
             result: Ok(ReplyValue::Stats(s)),
-        } if *r == RequestId(request) => Some(s.clone()),
+        } if *r == RequestId(request) => Some((**s).clone()),
         _ => None,
     })
 }
