@@ -3,7 +3,8 @@
 # Prometheus on a free loopback port scraping it every second, a few seconds of loadgen (a
 # room of one publisher and two subscribers over the WebSocket room protocol); then
 # `promtool check metrics` on a scrape, and every panel query of
-# deploy/grafana/manifold.json must return a non-empty result through /api/v1/query.
+# deploy/grafana/manifold.json must return a non-empty result, not all NaN, through
+# /api/v1/query.
 # Installs Debian's prometheus when missing; fails loudly otherwise. About 15 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,8 +50,23 @@ prom=$!
 # A token that does not verify: counted in manifold_auth_failures_total.
 curl -s -o /dev/null -H 'Authorization: Bearer not-a-token' "$url/stats" || true
 
+# The sessions start once Prometheus has scraped the idle server: their set-up (join,
+# connect and DTLS histograms, the join PLI) then falls inside the queries' windows.
+python3 - "$port" <<'PY' || die "Prometheus never scraped the server"
+import json, sys, time, urllib.parse, urllib.request
+q = urllib.parse.urlencode({"query": "up{job=\"manifold\"} == 1"})
+for _ in range(60):
+    try:
+        r = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/api/v1/query?{q}", timeout=2))
+        if r["data"]["result"]:
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.25)
+sys.exit(1)
+PY
 target/debug/manifold loadgen --target room --server "$url" --rooms 1 --publishers 1 \
-  --subscribers 2 --duration 40s >"$work/loadgen.log" 2>&1 &
+  --subscribers 2 --keyframe-interval 2s --duration 40s >"$work/loadgen.log" 2>&1 &
 loadgen=$!
 # Queries run while the load does (a series that left the scrapes is stale at once), once
 # Prometheus holds four scrapes of the room: enough for every rate() of the dashboard.
@@ -91,9 +107,12 @@ failed = []
 for e in exprs:
     q = urllib.parse.urlencode({"query": e})
     r = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?{q}", timeout=5))
-    n = len(r["data"]["result"]) if r.get("status") == "success" else 0
-    print(f"{n:4d} series  {e}")
-    if n == 0:
+    result = r["data"]["result"] if r.get("status") == "success" else []
+    n = len(result)
+    sample = result[0]["value"][1] if result else "-"
+    print(f"{n:4d} series  first {sample:>12.12}  {e}")
+    # A quantile over no observations is NaN: no data either.
+    if n == 0 or all(x["value"][1] == "NaN" for x in result):
         failed.append(e)
 if failed:
     sys.exit("metrics test: empty result for: " + "; ".join(failed))

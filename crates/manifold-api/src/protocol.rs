@@ -471,6 +471,25 @@ impl ClientMessage {
         Ok(msg)
     }
 
+    /// Every value [`ClientMessage::kind`] returns.
+    pub const KINDS: &'static [&'static str] = &[
+        "join",
+        "resume",
+        "answer",
+        "candidate",
+        "publish",
+        "unpublish",
+        "mute",
+        "subscribe",
+        "unsubscribe",
+        "set_video_quality",
+        "update",
+        "chat",
+        "ice_restart",
+        "ping",
+        "leave",
+    ];
+
     /// The message's `type`, as it is spelled on the wire.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -842,6 +861,7 @@ mod tests {
         assert!(matches!(m, ClientMessage::Join { ref room, .. } if room == "demo"));
         assert_eq!(m.id(), Some(&MessageId::Number(1)));
         assert_eq!(m.kind(), "join");
+        assert!(ClientMessage::KINDS.contains(&m.kind()));
         let m = parse(r#"{"v":1,"type":"ping","ts":5}"#);
         assert_eq!(m.map(|m| m.kind()).ok(), Some("ping"));
     }

@@ -50,7 +50,7 @@ impl Default for ControlHistograms {
             )
             .expect("a valid histogram definition")
         };
-        ControlHistograms {
+        let h = ControlHistograms {
             join: vec(
                 "manifold_join_seconds",
                 "Session set-up on the control plane: WHIP/WHEP POST to its 201, a room `join` to its `joined` (successful ones).",
@@ -61,20 +61,32 @@ impl Default for ControlHistograms {
                 "Room-protocol message handling, from parsed to handled, by message type.",
                 "type",
             ),
+        };
+        // Every series from the start, at zero: a rate() over its first observation then
+        // has a sample before it to compare with.
+        for kind in [SessionKind::Whip, SessionKind::Whep, SessionKind::Room] {
+            h.join.with_label_values(&[kind_label(kind)]);
         }
+        for kind in manifold_api::protocol::ClientMessage::KINDS {
+            h.ws_message.with_label_values(&[kind]);
+        }
+        h
+    }
+}
+
+fn kind_label(kind: SessionKind) -> &'static str {
+    match kind {
+        SessionKind::Whip => "whip",
+        SessionKind::Whep => "whep",
+        SessionKind::Room => "room",
     }
 }
 
 impl ControlHistograms {
     /// A session of `kind` was set up in `d`.
     pub fn joined(&self, kind: SessionKind, d: std::time::Duration) {
-        let label = match kind {
-            SessionKind::Whip => "whip",
-            SessionKind::Whep => "whep",
-            SessionKind::Room => "room",
-        };
         self.join
-            .with_label_values(&[label])
+            .with_label_values(&[kind_label(kind)])
             .observe(d.as_secs_f64());
     }
 
@@ -338,7 +350,14 @@ impl Exposition {
         self.node(s);
         self.webhooks(s);
         self.rooms(s, max_rooms);
-        self.0.extend(s.control.iter().cloned());
+        // A histogram vector none of whose labels was seen yet collects to an empty family,
+        // which the encoder refuses.
+        self.0.extend(
+            s.control
+                .iter()
+                .filter(|f| !f.get_metric().is_empty())
+                .cloned(),
+        );
     }
 
     fn workers(&mut self, s: &Snapshot) {
@@ -725,6 +744,22 @@ mod tests {
             );
         }
         s
+    }
+
+    #[test]
+    fn an_idle_server_encodes() {
+        let s = Snapshot {
+            control: ControlHistograms::default().families(),
+            ..Default::default()
+        };
+        let out = encode(&s, 10).unwrap();
+        assert!(out.contains("manifold_sessions 0\n"), "{out}");
+        // The control plane's series exist before their first observation.
+        assert!(
+            out.contains("manifold_join_seconds_count{kind=\"whep\"} 0\n"),
+            "{out}"
+        );
+        assert!(out.contains("manifold_ws_message_seconds_count{type=\"leave\"} 0\n"));
     }
 
     #[test]

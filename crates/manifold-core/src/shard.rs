@@ -379,7 +379,8 @@ impl Shard {
             }
             Command::Stats { request } => {
                 let stats = self.stats();
-                self.out.reply(request, Ok(ReplyValue::Stats(Box::new(stats))));
+                self.out
+                    .reply(request, Ok(ReplyValue::Stats(Box::new(stats))));
             }
             Command::Traffic { request } => {
                 let traffic = self.traffic();
