@@ -11,6 +11,7 @@
 mod chart;
 mod cluster;
 mod proc;
+mod scrape;
 mod server;
 mod simulcast;
 mod soak;
@@ -24,7 +25,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::proc::{Sample, Sampler};
-use crate::server::start_server;
+use crate::scrape::{BATCH_LATENCY, Buckets, ScrapeStats, Scraper};
+use crate::server::{http_get, start_server};
 
 /// Run the benchmark scenarios against Manifold and Janus.
 #[derive(Parser, Debug)]
@@ -32,9 +34,10 @@ struct Args {
     /// The `manifold` binary (server and loadgen).
     #[arg(long)]
     manifold: PathBuf,
-    /// Scenarios to run: a, b, c, d, e (d: simulcast to capped downlinks; e: one room across
-    /// two nodes over NATS; both Manifold only).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e")]
+    /// Scenarios to run: a, b, c, d, e, scrape (d: simulcast to capped downlinks; e: one room
+    /// across two nodes over NATS; scrape: (a)'s loads with and without a `/metrics` scraper;
+    /// those three Manifold only).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,scrape")]
     scenarios: Vec<String>,
     /// Servers to compare: manifold, janus.
     #[arg(long, value_delimiter = ',', default_value = "manifold,janus")]
@@ -82,6 +85,9 @@ struct Args {
     /// later ones go to the least loaded worker (relayed between workers).
     #[arg(long)]
     room_spread_after: Option<usize>,
+    /// Scenario `scrape`: GETs of `/metrics` per second in its scraped runs.
+    #[arg(long, default_value_t = 10.0)]
+    scraper_hz: f64,
 }
 
 /// One load point of a scenario.
@@ -130,6 +136,13 @@ struct RunResult {
     join_p50_ms: Option<f64>,
     join_p99_ms: Option<f64>,
     freezes: u64,
+    /// Manifold's own forwarding latency over the run (ramp included), from its
+    /// `manifold_worker_batch_latency_seconds` histogram read before and after.
+    worker_latency_p50_ms: Option<f64>,
+    worker_latency_p99_ms: Option<f64>,
+    /// What a `/metrics` scraper saw, when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scrape: Option<ScrapeStats>,
 }
 
 impl RunResult {
@@ -159,6 +172,9 @@ impl RunResult {
             join_p50_ms: None,
             join_p99_ms: None,
             freezes: 0,
+            worker_latency_p50_ms: None,
+            worker_latency_p99_ms: None,
+            scrape: None,
         }
     }
 }
@@ -202,7 +218,9 @@ fn main() -> ExitCode {
                     "== scenario {} ({}) · {server} · {}",
                     sc.id, sc.title, step.label
                 );
-                let r = run_one(&args, server, sc, step);
+                // The smoke scrapes too (twice a second), to check the endpoint under load.
+                let scrape_hz = args.smoke.then_some(2.0);
+                let r = run_one(&args, server, sc, step, scrape_hz);
                 eprintln!(
                     "   {} pps forwarded, server CPU {:.1}% ({} µs/packet), loadgen CPU {:.1}%, loss {:.2}%, RSS {:.1} MB{}",
                     r.forwarded_pps.round(),
@@ -256,7 +274,11 @@ fn main() -> ExitCode {
                     && r.loss_pct < 1.0
                     && r.forwarded_pps > 0.0
                     && r.cpu_us_per_packet.is_some_and(|v| v > 0.0)
-                    && r.rss_mb > 0.0;
+                    && r.rss_mb > 0.0
+                    && r.worker_latency_p99_ms.is_some()
+                    && r.scrape
+                        .as_ref()
+                        .is_some_and(|s| s.scrapes > 0 && s.failures == 0 && s.incomplete == 0);
                 if !sane {
                     eprintln!("manifold-bench: smoke run is not sane: {r:#?}");
                     all_ok = false;
@@ -272,6 +294,13 @@ fn main() -> ExitCode {
             all_ok &= run_simulcast(&args, &mut summary);
         } else {
             eprintln!("== scenario d runs against Manifold only (simulcast over WHIP)");
+        }
+    }
+    if !args.smoke && args.scenarios.iter().any(|s| s == SCRAPE_ID) {
+        if servers.iter().any(|s| s == "manifold") {
+            all_ok &= run_scrape(&args, &scenarios, &mut summary);
+        } else {
+            eprintln!("== scenario scrape runs against Manifold only (its /metrics)");
         }
     }
     if !args.smoke && args.scenarios.iter().any(|s| s == cluster::ID) {
@@ -305,6 +334,7 @@ fn main() -> ExitCode {
                 .or((id == simulcast::ID).then_some(simulcast::TITLE))
                 .or((id == cluster::ID).then_some(cluster::TITLE))
                 .or((id == "soak").then_some(soak::TITLE))
+                .or((id == SCRAPE_ID).then_some(SCRAPE_TITLE))
                 .unwrap_or("");
             let body = std::fs::read_to_string(&t).unwrap_or_default();
             summary += &format!("### ({id}) {title}\n\n{body}\n");
@@ -344,6 +374,113 @@ fn run_simulcast(args: &Args, summary: &mut String) -> bool {
         return false;
     }
     result["failed_joins"] == 0
+}
+
+/// Scenario `scrape`: (a)'s loads, each without and then with a `/metrics` scraper.
+const SCRAPE_ID: &str = "scrape";
+const SCRAPE_TITLE: &str = "1 publisher → N subscribers, with and without a /metrics scraper";
+/// Its loads (of scenario (a)'s, up to `--max-subscribers`).
+const SCRAPE_LOADS: [usize; 2] = [50, 150];
+
+/// Scenario `scrape`: run it, write `scrape.json` and `scrape.md`; whether every run was ok.
+fn run_scrape(args: &Args, scenarios: &[ScenarioDef], summary: &mut String) -> bool {
+    let Some(a) = scenarios.iter().find(|s| s.id == "a") else {
+        return false;
+    };
+    let sc = ScenarioDef {
+        id: SCRAPE_ID,
+        title: SCRAPE_TITLE,
+        x_label: a.x_label,
+        steps: a
+            .steps
+            .iter()
+            .filter(|s| SCRAPE_LOADS.contains(&s.x))
+            .cloned()
+            .collect(),
+        stepped: false,
+    };
+    let mut results = Vec::new();
+    for step in &sc.steps {
+        for hz in [None, Some(args.scraper_hz)] {
+            eprintln!(
+                "== scenario scrape · manifold · {} · scraper {}",
+                step.label,
+                hz.map_or("off".into(), |h| format!("{h}/s"))
+            );
+            let r = run_one(args, "manifold", &sc, step, hz);
+            eprintln!(
+                "   loss {:.2}%, latency p99 {} ms, worker latency p99 {} ms, scrapes {}",
+                r.loss_pct,
+                r.latency_p99_ms.map_or("-".into(), |v| format!("{v:.1}")),
+                r.worker_latency_p99_ms
+                    .map_or("-".into(), |v| format!("{v:.2}")),
+                r.scrape.as_ref().map_or(0, |s| s.scrapes),
+            );
+            results.push(r);
+        }
+    }
+    let table = markdown_scrape(&results);
+    eprintln!("{table}");
+    *summary += &format!("### ({SCRAPE_ID}) {SCRAPE_TITLE}\n\n{table}\n");
+    let json = serde_json::json!({
+        "scenario": SCRAPE_ID,
+        "title": SCRAPE_TITLE,
+        "steady_seconds": args.steady,
+        "scraper_hz": args.scraper_hz,
+        "runs": results,
+    });
+    let base = args.out.join(SCRAPE_ID);
+    let wrote = std::fs::write(
+        base.with_extension("json"),
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    )
+    .and_then(|()| std::fs::write(base.with_extension("md"), &table));
+    if let Err(e) = wrote {
+        eprintln!("manifold-bench: cannot write results: {e}");
+        return false;
+    }
+    results
+        .iter()
+        .all(|r| r.ok && r.scrape.as_ref().is_none_or(|s| s.failures == 0))
+}
+
+/// The `scrape` table: each load's run without the scraper next to its run with it.
+fn markdown_scrape(results: &[RunResult]) -> String {
+    let opt = |v: Option<f64>, d: usize| v.map_or("–".to_owned(), |v| format!("{v:.d$}"));
+    let mut t = String::from(
+        "| load | scraper | fwd packets/s | server CPU % | loss % | latency p50 / p99 ms | worker latency p50 / p99 ms | scrapes | failed | scrape ms p50 / p99 / max | body KB | note |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for r in results {
+        let (scraper, scrapes, failed, timing, body) = match &r.scrape {
+            Some(s) => (
+                format!("{}/s", s.hz),
+                s.scrapes.to_string(),
+                s.failures.to_string(),
+                format!(
+                    "{} / {} / {}",
+                    opt(s.duration_ms_p50, 1),
+                    opt(s.duration_ms_p99, 1),
+                    opt(s.duration_ms_max, 1)
+                ),
+                format!("{:.0}", s.body_kb_last),
+            ),
+            None => ("off".into(), "–".into(), "–".into(), "–".into(), "–".into()),
+        };
+        t += &format!(
+            "| {} | {scraper} | {:.0} | {:.1} | {:.3} | {} / {} | {} / {} | {scrapes} | {failed} | {timing} | {body} | {} |\n",
+            r.step,
+            r.forwarded_pps,
+            r.server_cpu_pct,
+            r.loss_pct,
+            opt(r.latency_p50_ms, 1),
+            opt(r.latency_p99_ms, 1),
+            opt(r.worker_latency_p50_ms, 2),
+            opt(r.worker_latency_p99_ms, 2),
+            r.note.as_deref().unwrap_or(""),
+        );
+    }
+    t
 }
 
 /// Scenario (e): run it, write `e.json` and `e.md`; whether every run joined everyone.
@@ -451,8 +588,17 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
     ]
 }
 
-fn run_one(args: &Args, server_name: &str, sc: &ScenarioDef, step: &Step) -> RunResult {
-    let tag = format!("{}-{server_name}-{}", sc.id, step.x);
+fn run_one(
+    args: &Args,
+    server_name: &str,
+    sc: &ScenarioDef,
+    step: &Step,
+    scrape_hz: Option<f64>,
+) -> RunResult {
+    let tag = match scrape_hz {
+        Some(hz) => format!("{}-{server_name}-{}-scraped{hz}", sc.id, step.x),
+        None => format!("{}-{server_name}-{}", sc.id, step.x),
+    };
     let mut result = RunResult::empty(server_name, &step.label, step.x);
     let server = match start_server(args, server_name, &tag) {
         Ok(s) => s,
@@ -465,6 +611,11 @@ fn run_one(args: &Args, server_name: &str, sc: &ScenarioDef, step: &Step) -> Run
     let sampler = Sampler::start(server.child.id(), Duration::from_millis(250));
     std::thread::sleep(Duration::from_millis(500));
     let idle = sampler.latest();
+    let latency_before = server
+        .metrics_addr
+        .as_deref()
+        .and_then(|a| http_get(a, "/metrics"))
+        .map(|body| Buckets::parse(&body, BATCH_LATENCY));
 
     let steady = if args.smoke { 4 } else { args.steady };
     // Ramp, connection set-up, one second of grace, then the steady part.
@@ -503,11 +654,25 @@ fn run_one(args: &Args, server_name: &str, sc: &ScenarioDef, step: &Step) -> Run
             return result;
         }
     };
+    let scraper = scrape_hz
+        .zip(server.metrics_addr.clone())
+        .map(|(hz, addr)| Scraper::start(addr, hz));
     // The loadgen's own CPU tells when the two cores the server shares with it saturate.
     let loadgen_sampler = Sampler::start(child.id(), Duration::from_millis(250));
     let _ = child.wait();
     let loadgen_samples = loadgen_sampler.stop();
     let samples = sampler.stop();
+    result.scrape = scraper.map(Scraper::stop);
+    let latency_after = server
+        .metrics_addr
+        .as_deref()
+        .and_then(|a| http_get(a, "/metrics"))
+        .map(|body| Buckets::parse(&body, BATCH_LATENCY));
+    if let (Some(before), Some(after)) = (&latency_before, &latency_after) {
+        let run = after.since(before);
+        result.worker_latency_p50_ms = run.quantile(0.50).map(|s| round2(s * 1e3));
+        result.worker_latency_p99_ms = run.quantile(0.99).map(|s| round2(s * 1e3));
+    }
     drop(server);
     let report: Value = match std::fs::read_to_string(&report_path)
         .ok()
@@ -690,5 +855,32 @@ mod tests {
             &[r],
         );
         assert!(md.contains("| N=10 | manifold | 20.00 | 10000 |"), "{md}");
+    }
+
+    #[test]
+    fn the_scrape_table_sets_runs_side_by_side() {
+        let mut off = RunResult::empty("manifold", "N=50", 50);
+        off.worker_latency_p99_ms = Some(0.98);
+        let mut on = off.clone();
+        on.scrape = Some(ScrapeStats {
+            hz: 10.0,
+            scrapes: 200,
+            failures: 0,
+            incomplete: 0,
+            body_kb_last: 41.4,
+            duration_ms_p50: Some(1.2),
+            duration_ms_p99: Some(3.4),
+            duration_ms_max: Some(5.0),
+        });
+        let md = markdown_scrape(&[off, on]);
+        let rows: Vec<&str> = md.lines().skip(2).collect();
+        assert_eq!(rows.len(), 2, "{md}");
+        assert!(rows[0].starts_with("| N=50 | off |"), "{md}");
+        assert!(rows[0].contains("| – / 0.98 |"), "{md}");
+        assert!(rows[1].starts_with("| N=50 | 10/s |"), "{md}");
+        assert!(
+            rows[1].contains("| 200 | 0 | 1.2 / 3.4 / 5.0 | 41 |"),
+            "{md}"
+        );
     }
 }

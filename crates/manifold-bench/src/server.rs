@@ -16,6 +16,8 @@ pub struct Server {
     /// The loadgen's arguments that point it at this server.
     pub loadgen_args: Vec<String>,
     pub log: PathBuf,
+    /// Where its Prometheus `/metrics` answers (Manifold's HTTP address; none for Janus).
+    pub metrics_addr: Option<String>,
 }
 
 impl Drop for Server {
@@ -61,6 +63,7 @@ pub fn start_server(args: &Args, server: &str, tag: &str) -> Result<Server, Stri
                     "http://127.0.0.1:8088/janus".into(),
                 ],
                 log,
+                metrics_addr: None,
             };
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
@@ -174,6 +177,7 @@ fn start_manifold(
             node.url(),
         ],
         log,
+        metrics_addr: Some(node.listen.clone()),
     };
     rx.recv_timeout(Duration::from_secs(20))
         .map_err(|_| format!("manifold did not start (see {})", server.log.display()))?;
