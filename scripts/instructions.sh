@@ -92,7 +92,8 @@ with open(f"{out}/instructions.json", "w") as f:
 md = ["| case | forwarded packets (difference) | instructions (difference) | instructions / forwarded packet |",
       "|---|---:|---:|---:|"]
 for r in results:
-    md.append(f"| {r[\"kind\"]}, 1 → {r[\"subscribers\"]} | {r[\"forwarded\"]} | {r[\"instructions\"]} | {r[\"instructions_per_forwarded_packet\"]} |")
+    md.append("| %s, 1 → %d | %d | %d | %d |" % (r["kind"], r["subscribers"], r["forwarded"],
+              r["instructions"], r["instructions_per_forwarded_packet"]))
 with open(f"{out}/instructions.md", "w") as f:
     f.write("\n".join(md) + "\n")
 print("\n".join(md))

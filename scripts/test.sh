@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and virtual-time tests, real-socket
 # integration tests against the server binary, fuzz smoke, the headless-Chromium end-to-end
-# tests, a GStreamer interop test, the bench smoke and a 2-minute soak.
+# tests, a GStreamer interop test, the instruction-count smoke, the bench smoke and a 2-minute soak.
 # Installs what a fresh machine lacks; fails loudly when it cannot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +68,9 @@ bash scripts/interop-test.sh
 
 step "metrics: real Prometheus scrapes /metrics under loadgen; promtool check; every dashboard query non-empty"
 bash scripts/metrics-test.sh
+
+step "instruction-count benchmark, smoke form (callgrind, N=2, no number asserted)"
+bash scripts/instructions.sh --smoke
 
 step "loadgen + bench smoke (scenario a at N=2, Manifold only, a few seconds)"
 bash bench/run.sh --smoke

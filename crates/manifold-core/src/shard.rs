@@ -93,6 +93,10 @@ impl Shard {
     }
 
     /// Feed one input. Afterwards drain [`Shard::poll_output`] until it returns a timeout.
+    ///
+    /// Never inlined (nor [`Shard::poll_output`]): they are the shard's whole cost, and
+    /// `scripts/instructions.sh` counts instructions inside these two symbols.
+    #[inline(never)]
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         match input {
             Input::Datagram {
@@ -116,6 +120,7 @@ impl Shard {
     }
 
     /// The next output: transmits and events first, then the time of the next timeout.
+    #[inline(never)]
     pub fn poll_output(&mut self) -> Output {
         if let Some(o) = self.out.outputs.pop_front() {
             return o;
