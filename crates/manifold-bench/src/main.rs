@@ -10,6 +10,7 @@
 
 mod chart;
 mod cluster;
+mod floor;
 mod proc;
 mod scrape;
 mod server;
@@ -99,6 +100,8 @@ struct Step {
     loadgen: Vec<String>,
     /// Joins in the step (for the ramp's share of the duration).
     joins: usize,
+    /// Subscribers each published packet goes to (the floor's fan-out).
+    fanout: usize,
 }
 
 struct ScenarioDef {
@@ -108,6 +111,8 @@ struct ScenarioDef {
     steps: Vec<Step>,
     /// Step up until loss passes 1% or the machine saturates.
     stepped: bool,
+    /// The floor's datagrams: bytes each (as forwarded, before the SRTP tag) and per burst.
+    floor_packet: (usize, usize),
 }
 
 /// What one run measured.
@@ -140,6 +145,10 @@ struct RunResult {
     /// `manifold_worker_batch_latency_seconds` histogram read before and after.
     worker_latency_p50_ms: Option<f64>,
     worker_latency_p99_ms: Option<f64>,
+    /// CPU per forwarded packet as a multiple of the floor's in the same step (per-packet
+    /// `sendmsg`, and GSO).
+    x_floor_sendmsg: Option<f64>,
+    x_floor_gso: Option<f64>,
     /// What a `/metrics` scraper saw, when one ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     scrape: Option<ScrapeStats>,
@@ -174,10 +183,16 @@ impl RunResult {
             freezes: 0,
             worker_latency_p50_ms: None,
             worker_latency_p99_ms: None,
+            x_floor_sendmsg: None,
+            x_floor_gso: None,
             scrape: None,
         }
     }
 }
+
+/// Scenario (a)'s video as the floor forwards it: 1.5 Mbps at 30 fps is 6 packets of about
+/// 1150 bytes per frame.
+const VIDEO_FLOOR: (usize, usize) = (1180, 6);
 
 /// Ramp rate of every run: joins per second.
 const RAMP: usize = 40;
@@ -245,6 +260,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        add_floor(&args, sc, &mut results);
         let table = markdown(sc, &results);
         summary += &format!("### ({}) {}\n\n{table}\n", sc.id, sc.title);
         let json = serde_json::json!({
@@ -270,6 +286,13 @@ fn main() -> ExitCode {
         }
         if args.smoke {
             for r in &results {
+                if r.server.starts_with("floor") {
+                    if !(r.ok && r.cpu_us_per_packet.is_some_and(|v| v > 0.0)) {
+                        eprintln!("manifold-bench: the floor did not run: {r:#?}");
+                        all_ok = false;
+                    }
+                    continue;
+                }
                 let sane = r.ok
                     && r.loss_pct < 1.0
                     && r.forwarded_pps > 0.0
@@ -376,6 +399,73 @@ fn run_simulcast(args: &Args, summary: &mut String) -> bool {
     result["failed_joins"] == 0
 }
 
+/// The floor beside the servers: for every step a server ran, both floor variants at the
+/// step's fan-out and packet size, and each server's CPU per packet as a multiple of them.
+fn add_floor(args: &Args, sc: &ScenarioDef, results: &mut Vec<RunResult>) {
+    let mut steps: Vec<&Step> = sc
+        .steps
+        .iter()
+        .filter(|st| results.iter().any(|r| r.x == st.x))
+        .collect();
+    steps.dedup_by_key(|st| st.x);
+    for st in steps {
+        let mut floor_us = [None, None];
+        for (i, send) in [floor::Send::PerPacket, floor::Send::Gso]
+            .into_iter()
+            .enumerate()
+        {
+            // About three seconds of output at the floor's pace; a moment for the smoke.
+            let out = if args.smoke { 4_000 } else { 450_000 };
+            let spec = floor::Spec {
+                packet_bytes: sc.floor_packet.0,
+                fanout: st.fanout.max(1),
+                burst: sc.floor_packet.1,
+                packets: (out / st.fanout.max(1)).max(if args.smoke { 500 } else { 2_000 }),
+                send,
+            };
+            let mut r = RunResult::empty(send.label(), &st.label, st.x);
+            match floor::measure(spec) {
+                Ok(f) => {
+                    eprintln!(
+                        "== scenario {} · {} · {}: {:.2} µs/packet ({} packets, {} send calls)",
+                        sc.id,
+                        send.label(),
+                        st.label,
+                        f.cpu_us_per_packet,
+                        f.forwarded,
+                        f.send_calls
+                    );
+                    r.ok = f.send_errors == 0 && f.forwarded > 0;
+                    r.forwarded_pps = (f.forwarded as f64 / f.wall_s.max(1e-9)).round();
+                    r.forwarded_mbps = round2(
+                        f.forwarded as f64 * (spec.packet_bytes + 16) as f64 * 8.0
+                            / 1e6
+                            / f.wall_s.max(1e-9),
+                    );
+                    r.server_cpu_pct = round2(100.0 * f.cpu_s / f.wall_s.max(1e-9));
+                    r.cpu_us_per_packet = Some(round2(f.cpu_us_per_packet));
+                    r.note = Some(format!(
+                        "{} send calls, {} errors",
+                        f.send_calls, f.send_errors
+                    ));
+                    floor_us[i] = Some(f.cpu_us_per_packet).filter(|v| *v > 0.0);
+                }
+                Err(e) => r.note = Some(format!("floor did not run: {e}")),
+            }
+            results.push(r);
+        }
+        for r in results.iter_mut().filter(|r| r.x == st.x) {
+            if let Some(us) = r
+                .cpu_us_per_packet
+                .filter(|_| !r.server.starts_with("floor"))
+            {
+                r.x_floor_sendmsg = floor_us[0].map(|f| round2(us / f));
+                r.x_floor_gso = floor_us[1].map(|f| round2(us / f));
+            }
+        }
+    }
+}
+
 /// Scenario `scrape`: (a)'s loads, each without and then with a `/metrics` scraper.
 const SCRAPE_ID: &str = "scrape";
 const SCRAPE_TITLE: &str = "1 publisher → N subscribers, with and without a /metrics scraper";
@@ -398,6 +488,7 @@ fn run_scrape(args: &Args, scenarios: &[ScenarioDef], summary: &mut String) -> b
             .cloned()
             .collect(),
         stepped: false,
+        floor_packet: a.floor_packet,
     };
     let mut results = Vec::new();
     for step in &sc.steps {
@@ -534,8 +625,10 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
                 label: "N=2".into(),
                 loadgen: common(1, 1, 2),
                 joins: 3,
+                fanout: 2,
             }],
             stepped: false,
+            floor_packet: VIDEO_FLOOR,
         }];
     }
     let a_steps = [10usize, 25, 50, 100, 150, 200, 250, 300, 400, 500]
@@ -546,6 +639,7 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
             label: format!("N={n}"),
             loadgen: common(1, 1, n),
             joins: n + 1,
+            fanout: n,
         })
         .collect();
     let (b_rooms, c_listeners) = (6, 250);
@@ -556,6 +650,7 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
             x_label: "subscribers",
             steps: a_steps,
             stepped: true,
+            floor_packet: VIDEO_FLOOR,
         },
         ScenarioDef {
             id: "b",
@@ -570,8 +665,12 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
                 ]
                 .concat(),
                 joins: b_rooms * 16,
+                // 12 subscribers per room spread over its 4 publishers.
+                fanout: 3,
             }],
             stepped: false,
+            // 800 kbps at 30 fps: 4 packets of about 850 bytes per frame.
+            floor_packet: (870, 4),
         },
         ScenarioDef {
             id: "c",
@@ -582,8 +681,10 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
                 label: format!("N={c_listeners}"),
                 loadgen: [common(1, 1, c_listeners), vec!["--audio-only".into()]].concat(),
                 joins: c_listeners + 1,
+                fanout: c_listeners,
             }],
             stepped: false,
+            floor_packet: (120, 1),
         },
     ]
 }
@@ -770,17 +871,21 @@ fn fill(r: &mut RunResult, report: &Value, samples: &[Sample], idle: Option<&Sam
 fn markdown(sc: &ScenarioDef, results: &[RunResult]) -> String {
     let opt = |v: Option<f64>, d: usize| v.map_or("–".to_owned(), |v| format!("{v:.d$}"));
     let mut t = String::from(
-        "| load | server | CPU µs / fwd packet | fwd packets/s | fwd Mbps | server CPU % | loadgen CPU % | RSS MB | RSS KB / participant | loss % | latency p50 / p99 ms | join p50 / p99 ms | failed joins | note |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| load | server | CPU µs / fwd packet | × floor (sendmsg / GSO) | fwd packets/s | fwd Mbps | server CPU % | loadgen CPU % | RSS MB | RSS KB / participant | loss % | latency p50 / p99 ms | join p50 / p99 ms | failed joins | note |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     let mut rows: Vec<&RunResult> = results.iter().collect();
     rows.sort_by(|a, b| a.x.cmp(&b.x).then(a.server.cmp(&b.server)));
     for r in rows {
         t += &format!(
-            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.3} | {} / {} | {} / {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.3} | {} / {} | {} / {} | {} | {} |\n",
             r.step,
             r.server,
             opt(r.cpu_us_per_packet, 2),
+            match (r.x_floor_sendmsg, r.x_floor_gso) {
+                (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
+                _ => "–".into(),
+            },
             r.forwarded_pps,
             r.forwarded_mbps,
             r.server_cpu_pct,
@@ -851,10 +956,14 @@ mod tests {
                 x_label: "x",
                 steps: vec![],
                 stepped: true,
+                floor_packet: VIDEO_FLOOR,
             },
             &[r],
         );
-        assert!(md.contains("| N=10 | manifold | 20.00 | 10000 |"), "{md}");
+        assert!(
+            md.contains("| N=10 | manifold | 20.00 | – | 10000 |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -69,7 +69,9 @@ fn main() {
         keyframe_interval: Some(Duration::from_secs(2)),
         ..MediaConfig::default()
     };
-    let mut h = Harness::new(config(), 7);
+    let mut cfg = config();
+    cfg.max_participants_per_room = cfg.max_participants_per_room.max(args.subscribers + 1);
+    let mut h = Harness::new(cfg, 7);
     let mut publisher = ClientSpec::publisher("publisher", "room").media(media);
     publisher.video = !args.audio_only;
     let publisher = h.add(publisher);
