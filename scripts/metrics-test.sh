@@ -47,42 +47,36 @@ prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data"
   --web.listen-address="127.0.0.1:$port" --log.level=warn >"$work/prometheus.log" 2>&1 &
 prom=$!
 
+# wait_for_query QUERY: until Prometheus answers QUERY with a non-empty result (15 s at most).
+wait_for_query() {
+  python3 - "$port" "$1" <<'PY'
+import json, sys, time, urllib.parse, urllib.request
+q = urllib.parse.urlencode({"query": sys.argv[2]})
+for _ in range(60):
+    try:
+        r = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/api/v1/query?{q}", timeout=2))
+        if r["data"]["result"]:
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.25)
+sys.exit(1)
+PY
+}
+
 # A token that does not verify: counted in manifold_auth_failures_total.
 curl -s -o /dev/null -H 'Authorization: Bearer not-a-token' "$url/stats" || true
 
 # The sessions start once Prometheus has scraped the idle server: their set-up (join,
 # connect and DTLS histograms, the join PLI) then falls inside the queries' windows.
-python3 - "$port" <<'PY' || die "Prometheus never scraped the server"
-import json, sys, time, urllib.parse, urllib.request
-q = urllib.parse.urlencode({"query": "up{job=\"manifold\"} == 1"})
-for _ in range(60):
-    try:
-        r = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/api/v1/query?{q}", timeout=2))
-        if r["data"]["result"]:
-            sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.25)
-sys.exit(1)
-PY
+wait_for_query 'up{job="manifold"} == 1' || die "Prometheus never scraped the server"
 target/debug/manifold loadgen --target room --server "$url" --rooms 1 --publishers 1 \
   --subscribers 2 --keyframe-interval 2s --duration 40s >"$work/loadgen.log" 2>&1 &
 loadgen=$!
 # Queries run while the load does (a series that left the scrapes is stale at once), once
 # Prometheus holds four scrapes of the room: enough for every rate() of the dashboard.
-python3 - "$port" <<'PY' || die "Prometheus never held four scrapes of the loaded room"
-import json, sys, time, urllib.parse, urllib.request
-q = urllib.parse.urlencode({"query": "count_over_time(manifold_room_participants[1m]) >= 4"})
-for _ in range(60):
-    try:
-        r = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/api/v1/query?{q}", timeout=2))
-        if r["data"]["result"]:
-            sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.25)
-sys.exit(1)
-PY
+wait_for_query 'count_over_time(manifold_room_participants[1m]) >= 4' \
+  || die "Prometheus never held four scrapes of the loaded room"
 ctype=$(curl -sf -o "$work/scrape.txt" -w '%{content_type}' "$url/metrics") || die "GET /metrics failed"
 case "$ctype" in
   "text/plain; version=0.0.4"*) ;;

@@ -270,16 +270,8 @@ fn main() -> ExitCode {
             "steady_seconds": args.steady,
             "runs": results,
         });
+        all_ok &= write_results(&args.out, sc.id, &json, &table);
         let base = args.out.join(sc.id);
-        let wrote = std::fs::write(
-            base.with_extension("json"),
-            serde_json::to_string_pretty(&json).unwrap_or_default(),
-        )
-        .and_then(|()| std::fs::write(base.with_extension("md"), &table));
-        if let Err(e) = wrote {
-            eprintln!("manifold-bench: cannot write results: {e}");
-            all_ok = false;
-        }
         match chart::draw(&base.with_extension("png"), sc.title, sc.x_label, &results) {
             Ok(()) => {}
             Err(e) => eprintln!("manifold-bench: no chart for {}: {e}", sc.id),
@@ -374,6 +366,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Write `<out>/<id>.json` (pretty) and `<out>/<id>.md`; whether both were written.
+fn write_results(out: &std::path::Path, id: &str, json: &impl Serialize, table: &str) -> bool {
+    let base = out.join(id);
+    let wrote = std::fs::write(
+        base.with_extension("json"),
+        serde_json::to_string_pretty(json).unwrap_or_default(),
+    )
+    .and_then(|()| std::fs::write(base.with_extension("md"), table));
+    match wrote {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("manifold-bench: cannot write results: {e}");
+            false
+        }
+    }
+}
+
 /// Scenario (d): run it, write `d.json` and `d.md`; whether it ran.
 fn run_simulcast(args: &Args, summary: &mut String) -> bool {
     let result = match simulcast::run(args) {
@@ -386,14 +395,7 @@ fn run_simulcast(args: &Args, summary: &mut String) -> bool {
     let table = simulcast::markdown(&result);
     eprintln!("{table}");
     *summary += &format!("### ({}) {}\n\n{table}\n", simulcast::ID, simulcast::TITLE);
-    let base = args.out.join(simulcast::ID);
-    let wrote = std::fs::write(
-        base.with_extension("json"),
-        serde_json::to_string_pretty(&result).unwrap_or_default(),
-    )
-    .and_then(|()| std::fs::write(base.with_extension("md"), &table));
-    if let Err(e) = wrote {
-        eprintln!("manifold-bench: cannot write results: {e}");
+    if !write_results(&args.out, simulcast::ID, &result, &table) {
         return false;
     }
     result["failed_joins"] == 0
@@ -520,14 +522,7 @@ fn run_scrape(args: &Args, scenarios: &[ScenarioDef], summary: &mut String) -> b
         "scraper_hz": args.scraper_hz,
         "runs": results,
     });
-    let base = args.out.join(SCRAPE_ID);
-    let wrote = std::fs::write(
-        base.with_extension("json"),
-        serde_json::to_string_pretty(&json).unwrap_or_default(),
-    )
-    .and_then(|()| std::fs::write(base.with_extension("md"), &table));
-    if let Err(e) = wrote {
-        eprintln!("manifold-bench: cannot write results: {e}");
+    if !write_results(&args.out, SCRAPE_ID, &json, &table) {
         return false;
     }
     results
@@ -586,14 +581,7 @@ fn run_cluster(args: &Args, summary: &mut String) -> bool {
     let table = cluster::markdown(&result);
     eprintln!("{table}");
     *summary += &format!("### ({}) {}\n\n{table}\n", cluster::ID, cluster::TITLE);
-    let base = args.out.join(cluster::ID);
-    let wrote = std::fs::write(
-        base.with_extension("json"),
-        serde_json::to_string_pretty(&result).unwrap_or_default(),
-    )
-    .and_then(|()| std::fs::write(base.with_extension("md"), &table));
-    if let Err(e) = wrote {
-        eprintln!("manifold-bench: cannot write results: {e}");
+    if !write_results(&args.out, cluster::ID, &result, &table) {
         return false;
     }
     result["rows"]
