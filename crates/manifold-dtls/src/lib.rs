@@ -189,6 +189,9 @@ fn build_context(cert: &DtlsCert) -> Result<SslContext, ErrorStack> {
     // it too): the keys SRTP was given stay the keys.
     b.set_options(SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION);
     b.set_session_cache_mode(openssl::ssl::SslSessionCacheMode::OFF);
+    // Record buffers (16 KB or more each way) only while a record is in flight: after the
+    // handshake a media-only session sends and receives no DTLS record until it closes.
+    b.set_mode(openssl::ssl::SslMode::RELEASE_BUFFERS);
     let x509 = X509::from_der(&cert.certificate)?;
     b.set_certificate(&x509)?;
     let key = private_key(&cert.private_key)?;
