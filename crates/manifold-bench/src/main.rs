@@ -86,6 +86,10 @@ struct Args {
     /// later ones go to the least loaded worker (relayed between workers).
     #[arg(long)]
     room_spread_after: Option<usize>,
+    /// Scenario (c): listener counts, one run each, smallest first (stepping stops for a
+    /// server past 1% loss or a saturated machine).
+    #[arg(long, value_delimiter = ',', default_value = "250")]
+    listeners: Vec<usize>,
     /// Scenario `scrape`: GETs of `/metrics` per second in its scraped runs.
     #[arg(long, default_value_t = 10.0)]
     scraper_hz: f64,
@@ -630,7 +634,21 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
             fanout: n,
         })
         .collect();
-    let (b_rooms, c_listeners) = (6, 250);
+    let b_rooms = 6;
+    let mut listeners = args.listeners.clone();
+    listeners.sort_unstable();
+    listeners.dedup();
+    let c_steps = listeners
+        .into_iter()
+        .filter(|&n| n > 0)
+        .map(|n| Step {
+            x: n,
+            label: format!("N={n}"),
+            loadgen: [common(1, 1, n), vec!["--audio-only".into()]].concat(),
+            joins: n + 1,
+            fanout: n,
+        })
+        .collect();
     vec![
         ScenarioDef {
             id: "a",
@@ -664,14 +682,8 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
             id: "c",
             title: "audio only: 1 speaker → many listeners",
             x_label: "listeners",
-            steps: vec![Step {
-                x: c_listeners,
-                label: format!("N={c_listeners}"),
-                loadgen: [common(1, 1, c_listeners), vec!["--audio-only".into()]].concat(),
-                joins: c_listeners + 1,
-                fanout: c_listeners,
-            }],
-            stepped: false,
+            steps: c_steps,
+            stepped: true,
             floor_packet: (120, 1),
         },
     ]
