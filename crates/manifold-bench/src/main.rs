@@ -35,10 +35,10 @@ struct Args {
     /// The `manifold` binary (server and loadgen).
     #[arg(long)]
     manifold: PathBuf,
-    /// Scenarios to run: a, b, c, d, e, scrape (d: simulcast to capped downlinks; e: one room
-    /// across two nodes over NATS; scrape: (a)'s loads with and without a `/metrics` scraper;
-    /// those three Manifold only).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,scrape")]
+    /// Scenarios to run: a, b, c, j, d, e, scrape (j: joins per second; d: simulcast to
+    /// capped downlinks; e: one room across two nodes over NATS; scrape: (a)'s loads with and
+    /// without a `/metrics` scraper; those three Manifold only).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,j,d,e,scrape")]
     scenarios: Vec<String>,
     /// Servers to compare: manifold, janus.
     #[arg(long, value_delimiter = ',', default_value = "manifold,janus")]
@@ -106,6 +106,8 @@ struct Step {
     joins: usize,
     /// Subscribers each published packet goes to (the floor's fan-out).
     fanout: usize,
+    /// Joins per second of the ramp.
+    ramp: usize,
 }
 
 struct ScenarioDef {
@@ -198,7 +200,11 @@ impl RunResult {
 /// 1150 bytes per frame.
 const VIDEO_FLOOR: (usize, usize) = (1180, 6);
 
-/// Ramp rate of every run: joins per second.
+/// Scenario (j): the ramps tried (joins per second), and how many listeners join.
+const JOIN_RATES: [usize; 4] = [50, 100, 200, 400];
+const JOIN_LISTENERS: usize = 300;
+
+/// Ramp rate of every run but scenario (j)'s: joins per second.
 const RAMP: usize = 40;
 
 fn main() -> ExitCode {
@@ -618,6 +624,7 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
                 loadgen: common(1, 1, 2),
                 joins: 3,
                 fanout: 2,
+                ramp: RAMP,
             }],
             stepped: false,
             floor_packet: VIDEO_FLOOR,
@@ -632,6 +639,7 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
             loadgen: common(1, 1, n),
             joins: n + 1,
             fanout: n,
+            ramp: RAMP,
         })
         .collect();
     let b_rooms = 6;
@@ -647,6 +655,7 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
             loadgen: [common(1, 1, n), vec!["--audio-only".into()]].concat(),
             joins: n + 1,
             fanout: n,
+            ramp: RAMP,
         })
         .collect();
     vec![
@@ -673,10 +682,29 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
                 joins: b_rooms * 16,
                 // 12 subscribers per room spread over its 4 publishers.
                 fanout: 3,
+                ramp: RAMP,
             }],
             stepped: false,
             // 800 kbps at 30 fps: 4 packets of about 850 bytes per frame.
             floor_packet: (870, 4),
+        },
+        ScenarioDef {
+            id: "j",
+            title: "joins per second: 300 audio listeners joining at a given rate",
+            x_label: "joins per second",
+            steps: JOIN_RATES
+                .iter()
+                .map(|&rate| Step {
+                    x: rate,
+                    label: format!("{rate} joins/s"),
+                    loadgen: [common(1, 1, JOIN_LISTENERS), vec!["--audio-only".into()]].concat(),
+                    joins: JOIN_LISTENERS + 1,
+                    fanout: JOIN_LISTENERS,
+                    ramp: rate,
+                })
+                .collect(),
+            stepped: true,
+            floor_packet: (120, 1),
         },
         ScenarioDef {
             id: "c",
@@ -720,7 +748,7 @@ fn run_one(
 
     let steady = if args.smoke { 4 } else { args.steady };
     // Ramp, connection set-up, one second of grace, then the steady part.
-    let duration = step.joins.div_ceil(RAMP) as u64 + 4 + steady;
+    let duration = step.joins.div_ceil(step.ramp) as u64 + 4 + steady;
     let report_path = args.work.join(format!("{tag}.loadgen.json"));
     let progress_log = args.work.join(format!("{tag}.loadgen.log"));
     let child = Command::new(&args.manifold)
@@ -731,7 +759,7 @@ fn run_one(
             "--duration",
             &format!("{duration}s"),
             "--ramp",
-            &RAMP.to_string(),
+            &step.ramp.to_string(),
             "--threads",
             "2",
             "--report",
