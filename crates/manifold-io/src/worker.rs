@@ -471,6 +471,7 @@ impl Worker {
                     core.input(now, core.datagram(meta.addr, datagram, Protocol::Udp));
                 }
             }
+            core.release_due();
             sender.flush(socket, tcp.as_mut(), &mut core.transmits, &core.counters);
             core.counters.batch_done(now.elapsed());
         }
@@ -499,6 +500,7 @@ impl Worker {
             let input = core.datagram(source, frame, Protocol::Tcp);
             core.input(now, input);
         });
+        core.release_due();
         sender.flush(socket, Some(tcp), &mut core.transmits, &core.counters);
         core.counters.batch_done(now.elapsed());
     }
@@ -527,6 +529,17 @@ impl Core {
     fn input(&mut self, now: Instant, input: Input<'_>) {
         self.shard.handle_input(now, input);
         self.drain();
+    }
+
+    /// The shard's timeout pass, if anything is due. Forwarded media leaves on it (writing
+    /// a packet makes its subscriber due at once), so each receive batch runs it before its
+    /// sends are flushed: media leaves with the batch that brought it, not after up to
+    /// [`MAX_RECV_BATCHES_PER_TURN`] batches.
+    fn release_due(&mut self) {
+        let now = Instant::now();
+        if now >= self.deadline {
+            self.input(now, Input::Timeout);
+        }
     }
 
     fn drain(&mut self) {
