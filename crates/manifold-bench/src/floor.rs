@@ -84,7 +84,8 @@ const SINKS: usize = 32;
 /// floor thread never falls behind and the figure is cost, not queueing.
 const TARGET_OUT_PPS: usize = 150_000;
 const RTP_HEADER: usize = 12;
-const TAG: usize = 16;
+/// Bytes the AEAD tag adds to each forwarded packet.
+pub const TAG: usize = 16;
 
 /// This thread's CPU time so far, in seconds (Linux scheduler statistics, nanoseconds).
 pub fn thread_cpu_s() -> io::Result<f64> {

@@ -199,6 +199,8 @@ impl RunResult {
 /// Scenario (a)'s video as the floor forwards it: 1.5 Mbps at 30 fps is 6 packets of about
 /// 1150 bytes per frame.
 const VIDEO_FLOOR: (usize, usize) = (1180, 6);
+/// Opus as the floor forwards it: one 120-byte packet per 20 ms.
+const AUDIO_FLOOR: (usize, usize) = (120, 1);
 
 /// Scenario (j): the ramps tried (joins per second), and how many listeners join.
 const JOIN_RATES: [usize; 4] = [50, 100, 200, 400];
@@ -447,14 +449,15 @@ fn add_floor(args: &Args, sc: &ScenarioDef, results: &mut Vec<RunResult>) {
                         f.forwarded,
                         f.send_calls
                     );
+                    let wall_s = f.wall_s.max(1e-9);
                     r.ok = f.send_errors == 0 && f.forwarded > 0;
-                    r.forwarded_pps = (f.forwarded as f64 / f.wall_s.max(1e-9)).round();
+                    r.forwarded_pps = (f.forwarded as f64 / wall_s).round();
                     r.forwarded_mbps = round2(
-                        f.forwarded as f64 * (spec.packet_bytes + 16) as f64 * 8.0
+                        f.forwarded as f64 * (spec.packet_bytes + floor::TAG) as f64 * 8.0
                             / 1e6
-                            / f.wall_s.max(1e-9),
+                            / wall_s,
                     );
-                    r.server_cpu_pct = round2(100.0 * f.cpu_s / f.wall_s.max(1e-9));
+                    r.server_cpu_pct = round2(100.0 * f.cpu_s / wall_s);
                     r.cpu_us_per_packet = Some(round2(f.cpu_us_per_packet));
                     r.note = Some(format!(
                         "{} send calls, {} errors",
@@ -613,19 +616,25 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
         .map(|s| s.to_string())
         .collect()
     };
+    // One publisher to `n` subscribers, joining at `ramp` per second.
+    let one_to_n = |x: usize, label: String, n: usize, audio_only: bool, ramp: usize| Step {
+        x,
+        label,
+        loadgen: if audio_only {
+            [common(1, 1, n), vec!["--audio-only".into()]].concat()
+        } else {
+            common(1, 1, n)
+        },
+        joins: n + 1,
+        fanout: n,
+        ramp,
+    };
     if args.smoke {
         return vec![ScenarioDef {
             id: "smoke",
             title: "smoke: 1 publisher → 2 subscribers",
             x_label: "subscribers",
-            steps: vec![Step {
-                x: 2,
-                label: "N=2".into(),
-                loadgen: common(1, 1, 2),
-                joins: 3,
-                fanout: 2,
-                ramp: RAMP,
-            }],
+            steps: vec![one_to_n(2, "N=2".into(), 2, false, RAMP)],
             stepped: false,
             floor_packet: VIDEO_FLOOR,
         }];
@@ -633,14 +642,7 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
     let a_steps = [10usize, 25, 50, 100, 150, 200, 250, 300, 400, 500]
         .into_iter()
         .filter(|&n| n <= args.max_subscribers)
-        .map(|n| Step {
-            x: n,
-            label: format!("N={n}"),
-            loadgen: common(1, 1, n),
-            joins: n + 1,
-            fanout: n,
-            ramp: RAMP,
-        })
+        .map(|n| one_to_n(n, format!("N={n}"), n, false, RAMP))
         .collect();
     let b_rooms = 6;
     let mut listeners = args.listeners.clone();
@@ -649,14 +651,7 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
     let c_steps = listeners
         .into_iter()
         .filter(|&n| n > 0)
-        .map(|n| Step {
-            x: n,
-            label: format!("N={n}"),
-            loadgen: [common(1, 1, n), vec!["--audio-only".into()]].concat(),
-            joins: n + 1,
-            fanout: n,
-            ramp: RAMP,
-        })
+        .map(|n| one_to_n(n, format!("N={n}"), n, true, RAMP))
         .collect();
     vec![
         ScenarioDef {
@@ -694,17 +689,10 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
             x_label: "joins per second",
             steps: JOIN_RATES
                 .iter()
-                .map(|&rate| Step {
-                    x: rate,
-                    label: format!("{rate} joins/s"),
-                    loadgen: [common(1, 1, JOIN_LISTENERS), vec!["--audio-only".into()]].concat(),
-                    joins: JOIN_LISTENERS + 1,
-                    fanout: JOIN_LISTENERS,
-                    ramp: rate,
-                })
+                .map(|&rate| one_to_n(rate, format!("{rate} joins/s"), JOIN_LISTENERS, true, rate))
                 .collect(),
             stepped: true,
-            floor_packet: (120, 1),
+            floor_packet: AUDIO_FLOOR,
         },
         ScenarioDef {
             id: "c",
@@ -712,7 +700,7 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
             x_label: "listeners",
             steps: c_steps,
             stepped: true,
-            floor_packet: (120, 1),
+            floor_packet: AUDIO_FLOOR,
         },
     ]
 }
@@ -740,11 +728,7 @@ fn run_one(
     let sampler = Sampler::start(server.child.id(), Duration::from_millis(250));
     std::thread::sleep(Duration::from_millis(500));
     let idle = sampler.latest();
-    let latency_before = server
-        .metrics_addr
-        .as_deref()
-        .and_then(|a| http_get(a, "/metrics"))
-        .map(|body| Buckets::parse(&body, BATCH_LATENCY));
+    let latency_before = batch_latency(&server);
 
     let steady = if args.smoke { 4 } else { args.steady };
     // Ramp, connection set-up, one second of grace, then the steady part.
@@ -792,11 +776,7 @@ fn run_one(
     let loadgen_samples = loadgen_sampler.stop();
     let samples = sampler.stop();
     result.scrape = scraper.map(Scraper::stop);
-    let latency_after = server
-        .metrics_addr
-        .as_deref()
-        .and_then(|a| http_get(a, "/metrics"))
-        .map(|body| Buckets::parse(&body, BATCH_LATENCY));
+    let latency_after = batch_latency(&server);
     if let (Some(before), Some(after)) = (&latency_before, &latency_after) {
         let run = after.since(before);
         result.worker_latency_p50_ms = run.quantile(0.50).map(|s| round2(s * 1e3));
@@ -816,6 +796,12 @@ fn run_one(
     fill(&mut result, &report, &samples, idle.as_ref());
     result.loadgen_cpu_pct = window_cpu_pct(&report, &loadgen_samples).unwrap_or(0.0);
     result
+}
+
+/// The server's forwarding-latency histogram now (Manifold only: Janus has no `/metrics`).
+fn batch_latency(server: &server::Server) -> Option<Buckets> {
+    let body = http_get(server.metrics_addr.as_deref()?, "/metrics")?;
+    Some(Buckets::parse(&body, BATCH_LATENCY))
 }
 
 /// CPU % of a sampled process over the report's steady window.

@@ -317,10 +317,7 @@ impl Worker {
             self.receive();
         }
         self.receive_tcp();
-        let now = Instant::now();
-        if now >= self.core.deadline {
-            self.core.input(now, Input::Timeout);
-        }
+        self.core.release_due();
         self.io.sender.flush(
             &self.io.socket,
             self.io.tcp.as_mut(),
@@ -531,10 +528,10 @@ impl Core {
         self.drain();
     }
 
-    /// The shard's timeout pass, if anything is due. Forwarded media leaves on it (writing
-    /// a packet makes its subscriber due at once), so each receive batch runs it before its
-    /// sends are flushed: media leaves with the batch that brought it, not after up to
-    /// [`MAX_RECV_BATCHES_PER_TURN`] batches.
+    /// The shard's timeout pass, if anything is due: once per turn, and after each receive
+    /// batch before its sends are flushed. Forwarded media leaves on it (writing a packet
+    /// makes its subscriber due at once), so media leaves with the batch that brought it,
+    /// not after up to [`MAX_RECV_BATCHES_PER_TURN`] batches.
     fn release_due(&mut self) {
         let now = Instant::now();
         if now >= self.deadline {
