@@ -92,6 +92,13 @@ pub struct ShardStats {
     /// ICE connected to DTLS handshake done, per session.
     #[serde(default)]
     pub dtls_handshake: HistogramSnapshot,
+    /// What the worker sheds because it cannot keep up: 0 nothing, 1 video, 2 video and
+    /// audio (the highest of any worker, in a sum of snapshots).
+    #[serde(default)]
+    pub shed_level: u64,
+    /// Overload episodes: times a worker started shedding.
+    #[serde(default)]
+    pub overload_episodes: u64,
 }
 
 /// A histogram of durations: how many observations fell at or under each bound, bucket by
@@ -226,6 +233,8 @@ impl ShardStats {
         self.dtls_failures += other.dtls_failures;
         self.connect_time.merge(&other.connect_time);
         self.dtls_handshake.merge(&other.dtls_handshake);
+        self.shed_level = self.shed_level.max(other.shed_level);
+        self.overload_episodes += other.overload_episodes;
         for d in &other.drops {
             match self.drops.iter_mut().find(|x| x.reason == d.reason) {
                 Some(x) => x.count += d.count,

@@ -129,7 +129,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
 fn run_single(args: &Args, n: usize) -> Row {
     let tag = format!("e-single-{n}");
     let mut row = Row::empty(n, "1 node");
-    let server = match start_server(args, "manifold", &tag) {
+    let server = match start_server(args, "manifold", &tag, &[]) {
         Ok(s) => s,
         Err(e) => {
             row.note = Some(e);

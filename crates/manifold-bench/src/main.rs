@@ -11,6 +11,7 @@
 mod chart;
 mod cluster;
 mod floor;
+mod overload;
 mod proc;
 mod scrape;
 mod server;
@@ -30,15 +31,20 @@ use crate::scrape::{BATCH_LATENCY, Buckets, ScrapeStats, Scraper};
 use crate::server::{http_get, start_server};
 
 /// Run the benchmark scenarios against Manifold and Janus.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 struct Args {
     /// The `manifold` binary (server and loadgen).
     #[arg(long)]
     manifold: PathBuf,
-    /// Scenarios to run: a, b, c, j, d, e, scrape (j: joins per second; d: simulcast to
-    /// capped downlinks; e: one room across two nodes over NATS; scrape: (a)'s loads with and
-    /// without a `/metrics` scraper; those three Manifold only).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,j,d,e,scrape")]
+    /// Scenarios to run: a, b, c, j, d, e, scrape, overload (j: joins per second; d:
+    /// simulcast to capped downlinks; e: one room across two nodes over NATS; scrape: (a)'s
+    /// loads with and without a `/metrics` scraper; overload: one worker past saturation,
+    /// shedding on and off; those four Manifold only).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "a,b,c,j,d,e,scrape,overload"
+    )]
     scenarios: Vec<String>,
     /// Servers to compare: manifold, janus.
     #[arg(long, value_delimiter = ',', default_value = "manifold,janus")]
@@ -93,6 +99,9 @@ struct Args {
     /// Scenario `scrape`: GETs of `/metrics` per second in its scraped runs.
     #[arg(long, default_value_t = 10.0)]
     scraper_hz: f64,
+    /// Scenario `overload`: subscribers of its one publisher, one pair of runs each.
+    #[arg(long, value_delimiter = ',', default_value = "250,400")]
+    overload_loads: Vec<usize>,
 }
 
 /// One load point of a scenario.
@@ -108,6 +117,8 @@ struct Step {
     fanout: usize,
     /// Joins per second of the ramp.
     ramp: usize,
+    /// More environment for the server (Manifold only).
+    server_env: Vec<(String, String)>,
 }
 
 struct ScenarioDef {
@@ -158,6 +169,18 @@ struct RunResult {
     /// What a `/metrics` scraper saw, when one ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     scrape: Option<ScrapeStats>,
+    /// Per kind, over every subscriber (the loadgen's classes): loss by the publisher's
+    /// packet indices (what the server shed counts), latency, video frames shown.
+    audio_loss_pct: Option<f64>,
+    video_loss_pct: Option<f64>,
+    audio_latency_p99_ms: Option<f64>,
+    video_latency_p99_ms: Option<f64>,
+    video_fps: Option<f64>,
+    video_frozen_pct: Option<f64>,
+    /// Manifold's shedding over the run (`/metrics`): packets shed, episodes.
+    shed_video: Option<u64>,
+    shed_audio: Option<u64>,
+    overload_episodes: Option<u64>,
 }
 
 impl RunResult {
@@ -192,6 +215,15 @@ impl RunResult {
             x_floor_sendmsg: None,
             x_floor_gso: None,
             scrape: None,
+            audio_loss_pct: None,
+            video_loss_pct: None,
+            audio_latency_p99_ms: None,
+            video_latency_p99_ms: None,
+            video_fps: None,
+            video_frozen_pct: None,
+            shed_video: None,
+            shed_audio: None,
+            overload_episodes: None,
         }
     }
 }
@@ -328,6 +360,13 @@ fn main() -> ExitCode {
             all_ok &= run_scrape(&args, &scenarios, &mut summary);
         } else {
             eprintln!("== scenario scrape runs against Manifold only (its /metrics)");
+        }
+    }
+    if !args.smoke && args.scenarios.iter().any(|s| s == overload::ID) {
+        if servers.iter().any(|s| s == "manifold") {
+            all_ok &= overload::run(&args, &scenarios, &mut summary);
+        } else {
+            eprintln!("== scenario overload runs against Manifold only (its shedding)");
         }
     }
     if !args.smoke && args.scenarios.iter().any(|s| s == cluster::ID) {
@@ -602,22 +641,24 @@ fn run_cluster(args: &Args, summary: &mut String) -> bool {
         .is_some_and(|rows| rows.iter().all(|r| r["ok"] == true))
 }
 
-fn scenarios(args: &Args) -> Vec<ScenarioDef> {
-    let common = |rooms: usize, pubs: usize, subs: usize| -> Vec<String> {
-        [
-            "--rooms",
-            &rooms.to_string(),
-            "--publishers",
-            &pubs.to_string(),
-            "--subscribers",
-            &subs.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    // One publisher to `n` subscribers, joining at `ramp` per second.
-    let one_to_n = |x: usize, label: String, n: usize, audio_only: bool, ramp: usize| Step {
+/// The loadgen's arguments for `rooms` rooms of `pubs` publishers and `subs` subscribers.
+fn common(rooms: usize, pubs: usize, subs: usize) -> Vec<String> {
+    [
+        "--rooms",
+        &rooms.to_string(),
+        "--publishers",
+        &pubs.to_string(),
+        "--subscribers",
+        &subs.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// One publisher to `n` subscribers, joining at `ramp` per second.
+fn one_to_n(x: usize, label: String, n: usize, audio_only: bool, ramp: usize) -> Step {
+    Step {
         x,
         label,
         loadgen: if audio_only {
@@ -628,7 +669,11 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
         joins: n + 1,
         fanout: n,
         ramp,
-    };
+        server_env: Vec::new(),
+    }
+}
+
+fn scenarios(args: &Args) -> Vec<ScenarioDef> {
     if args.smoke {
         return vec![ScenarioDef {
             id: "smoke",
@@ -678,6 +723,7 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
                 // 12 subscribers per room spread over its 4 publishers.
                 fanout: 3,
                 ramp: RAMP,
+                server_env: Vec::new(),
             }],
             stepped: false,
             // 800 kbps at 30 fps: 4 packets of about 850 bytes per frame.
@@ -717,7 +763,7 @@ fn run_one(
         None => format!("{}-{server_name}-{}", sc.id, step.x),
     };
     let mut result = RunResult::empty(server_name, &step.label, step.x);
-    let server = match start_server(args, server_name, &tag) {
+    let server = match start_server(args, server_name, &tag, &step.server_env) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("   {e}");
@@ -782,6 +828,23 @@ fn run_one(
         result.worker_latency_p50_ms = run.quantile(0.50).map(|s| round2(s * 1e3));
         result.worker_latency_p99_ms = run.quantile(0.99).map(|s| round2(s * 1e3));
     }
+    if let Some(body) = server
+        .metrics_addr
+        .as_deref()
+        .and_then(|a| http_get(a, "/metrics"))
+    {
+        let drops = |reason: &str| {
+            scrape::counter_sum(
+                &body,
+                "manifold_worker_drops_total",
+                &format!("reason=\"{reason}\""),
+            )
+        };
+        result.shed_video = drops("shed_video");
+        result.shed_audio = drops("shed_audio");
+        result.overload_episodes =
+            scrape::counter_sum(&body, "manifold_worker_overload_episodes_total", "");
+    }
     drop(server);
     let report: Value = match std::fs::read_to_string(&report_path)
         .ok()
@@ -829,6 +892,13 @@ fn fill(r: &mut RunResult, report: &Value, samples: &[Sample], idle: Option<&Sam
     r.join_p50_ms = f("/aggregate/join_ms/p50");
     r.join_p99_ms = f("/aggregate/join_ms/p99");
     r.freezes = u("/aggregate/freezes");
+    // Without downlink caps every subscriber is in one class.
+    r.audio_loss_pct = f("/classes/0/audio_loss_pct");
+    r.video_loss_pct = f("/classes/0/video_loss_pct");
+    r.audio_latency_p99_ms = f("/classes/0/audio_latency_ms/p99");
+    r.video_latency_p99_ms = f("/classes/0/video_latency_ms/p99");
+    r.video_fps = f("/classes/0/fps");
+    r.video_frozen_pct = f("/classes/0/frozen_pct");
     r.steady_s = f("/steady/seconds").unwrap_or(0.0);
     let from = u("/steady/from_unix_ms");
     let until = u("/steady/until_unix_ms");

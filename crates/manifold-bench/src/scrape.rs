@@ -192,12 +192,54 @@ impl Buckets {
     }
 }
 
+/// The sum of counter `name` over its series whose labels contain `label` (every series
+/// when empty); `None` when the body has no such series.
+pub fn counter_sum(body: &str, name: &str, label: &str) -> Option<u64> {
+    let mut sum = None;
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.rsplit_once("} ") {
+                Some(lv) => lv,
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(v) => ("", v),
+                None => continue,
+            },
+        };
+        if !labels.contains(label) {
+            continue;
+        }
+        if let Ok(v) = value.trim().parse::<f64>() {
+            *sum.get_or_insert(0) += v as u64;
+        }
+    }
+    sum
+}
+
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counters_are_summed_over_matching_series() {
+        let body = "# TYPE x_total counter\n\
+            x_total{worker=\"0\",reason=\"a\"} 3\n\
+            x_total{worker=\"1\",reason=\"a\"} 4\n\
+            x_total{worker=\"1\",reason=\"b\"} 10\n\
+            x_total_other{reason=\"a\"} 100\n\
+            y_total 7\n";
+        assert_eq!(super::counter_sum(body, "x_total", "reason=\"a\""), Some(7));
+        assert_eq!(super::counter_sum(body, "x_total", ""), Some(17));
+        assert_eq!(super::counter_sum(body, "y_total", ""), Some(7));
+        assert_eq!(super::counter_sum(body, "z_total", ""), None);
+    }
+
     use super::*;
 
     const BODY: &str = "\

@@ -38,11 +38,22 @@ impl Drop for Server {
     }
 }
 
-pub fn start_server(args: &Args, server: &str, tag: &str) -> Result<Server, String> {
+pub fn start_server(
+    args: &Args,
+    server: &str,
+    tag: &str,
+    env: &[(String, String)],
+) -> Result<Server, String> {
     let log = args.work.join(format!("{tag}.server.log"));
     let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     match server {
-        "manifold" => start_manifold(args, &ManifoldNode::single(), log, log_file),
+        "manifold" => {
+            let node = ManifoldNode {
+                env: env.to_vec(),
+                ..ManifoldNode::single()
+            };
+            start_manifold(args, &node, log, log_file)
+        }
         "janus" => {
             let conf = janus_config(&args.work)?;
             let child = Command::new(&args.janus)

@@ -55,7 +55,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
         caps.join(" / "),
         args.simulcast_seconds
     );
-    let server = start_server(args, "manifold", "d-manifold")?;
+    let server = start_server(args, "manifold", "d-manifold", &[])?;
     let sampler = Sampler::start(server.child.id(), Duration::from_millis(250));
     std::thread::sleep(Duration::from_millis(500));
     let report_path = args.work.join("d-manifold.loadgen.json");

@@ -94,7 +94,7 @@ pub fn run(args: &Args) -> Result<bool, String> {
         churn_per_s, warmup_s
     );
     std::fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
-    let server = start_server(args, "manifold", "soak")?;
+    let server = start_server(args, "manifold", "soak", &[])?;
     let pid = server.child.id();
     let progress = args.work.join("soak.progress.jsonl");
     let _ = std::fs::remove_file(&progress);

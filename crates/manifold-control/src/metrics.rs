@@ -362,7 +362,7 @@ impl Exposition {
 
     fn workers(&mut self, s: &Snapshot) {
         type Field = (&'static str, &'static str, fn(&WorkerSnapshot) -> u64);
-        let gauges: [Field; 7] = [
+        let gauges: [Field; 8] = [
             (
                 "manifold_worker_command_queue",
                 "Commands waiting in the worker's queue.",
@@ -397,6 +397,11 @@ impl Exposition {
                 "manifold_worker_events_backlog",
                 "Worker events held back right now.",
                 |w| w.overload.events_backlog,
+            ),
+            (
+                "manifold_worker_shed_level",
+                "What the overloaded worker sheds now: 0 nothing, 1 video, 2 video and audio.",
+                |w| w.stats.shed_level,
             ),
         ];
         for (name, help, f) in gauges {
@@ -485,7 +490,7 @@ impl Exposition {
         for (name, help, f) in counters {
             self.counter(name, help, per_worker(s, f));
         }
-        let media: [Field; 9] = [
+        let media: [Field; 10] = [
             (
                 "manifold_worker_nacks_received_total",
                 "NACK messages received from subscribers.",
@@ -520,6 +525,11 @@ impl Exposition {
                 "manifold_worker_keyframes_received_total",
                 "Keyframes received from publishers.",
                 |w| w.stats.keyframes_in,
+            ),
+            (
+                "manifold_worker_overload_episodes_total",
+                "Times the worker started shedding media because it could not keep up.",
+                |w| w.stats.overload_episodes,
             ),
             (
                 "manifold_worker_ice_failures_total",

@@ -3,6 +3,7 @@
 //! stack to speak to shards).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use str0m::net::Protocol;
 
@@ -27,6 +28,10 @@ pub enum Input<'a> {
     },
     /// The time passed the last [`Output::Timeout`].
     Timeout,
+    /// The input the worker takes next may have waited this long for it (its receive
+    /// queue, its relay inbox): an upper bound the I/O layer gives before each receive
+    /// batch and once per turn. Past the thresholds of `overload.rs` the shard sheds.
+    Backlog(Duration),
     /// The control plane wants something.
     Command(Command),
     /// Another shard of the node says something about a relayed track (`relay.rs`).

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::overload::OverloadConfig;
+
 /// Limits and timings of one shard. Defaults suit a public server; tests shorten them.
 #[derive(Clone, Debug)]
 pub struct ShardConfig {
@@ -21,6 +23,8 @@ pub struct ShardConfig {
     /// The top 16 bits of every track id this shard makes: random per node (the binary
     /// draws it), so that tracks of different nodes in one room have different ids.
     pub track_id_salt: u16,
+    /// When the shard sheds media because its worker cannot keep up (`overload.rs`).
+    pub overload: OverloadConfig,
 }
 
 impl Default for ShardConfig {
@@ -33,6 +37,7 @@ impl Default for ShardConfig {
             disconnect_grace: Duration::from_secs(10),
             housekeeping_interval: Duration::from_millis(100),
             track_id_salt: 0,
+            overload: OverloadConfig::default(),
         }
     }
 }

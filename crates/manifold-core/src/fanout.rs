@@ -61,6 +61,7 @@ impl Shard {
             participants,
             out,
             config,
+            overload,
             ..
         } = self;
         let track = &mut tracks[tk];
@@ -129,6 +130,16 @@ impl Shard {
                 },
             });
         }
+        if track.subscribers.is_empty() {
+            out.counters.drop(DropReason::NoSubscriber);
+        } else if overload.level().sheds(track.kind) {
+            // Overloaded: this is the oldest input waiting, and it goes (`overload.rs`).
+            out.counters.drop(match track.kind {
+                MediaKind::Video => DropReason::ShedVideo,
+                MediaKind::Audio => DropReason::ShedAudio,
+            });
+            return;
+        }
         let video = track.kind == MediaKind::Video;
         let this = Kept {
             meta: PacketMeta {
@@ -152,10 +163,6 @@ impl Shard {
             payload: packet.payload,
         };
         let mut wants_keyframe = false;
-
-        if track.subscribers.is_empty() {
-            out.counters.drop(DropReason::NoSubscriber);
-        }
         let history = &track.layers[usize::from(li)].history;
         for s in &track.subscribers {
             let Some(p) = participants.get_mut(s.participant) else {
@@ -284,8 +291,14 @@ impl Shard {
         if std::mem::replace(&mut t.label.muted, muted) == muted || muted {
             return;
         }
-        // Unmuted: what was kept from before the mute is stale, and every receiver resumes
-        // as after a source switch, numbering continuous, video on the next keyframe.
+        self.resume(now, tk);
+    }
+
+    /// Every receiver of `tk` resumes after a pause the forwarders did not see (a mute, a
+    /// shedding episode): what was kept from before is stale, numbering stays continuous,
+    /// video starts on the next keyframe, which is asked for.
+    pub(crate) fn resume(&mut self, now: Instant, tk: TKey) {
+        let t = &mut self.tracks[tk];
         t.clear_history();
         for s in &t.subscribers {
             if let Some(p) = self.participants.get_mut(s.participant) {

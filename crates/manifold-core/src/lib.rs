@@ -17,6 +17,7 @@ mod membership;
 pub mod negotiate;
 mod negotiation;
 mod outbox;
+pub mod overload;
 mod participant;
 mod quality;
 mod relay;
@@ -35,6 +36,7 @@ pub use manifold_api::command::Publication;
 pub use manifold_api::command::{NegotiatedSession, Negotiator, NewSession};
 pub use negotiate::{NegotiateError, Negotiated, RtcFactory, SdpFragment};
 pub use outbox::{Output, Transmit};
+pub use overload::{OverloadConfig, Shed};
 pub use relay::{BRIDGE, MAX_RELAY_NACK, RelayMessage, RelayOpen, RelayedPacket};
 pub use shard::{MAX_TRICKLED_CANDIDATES, Shard};
 

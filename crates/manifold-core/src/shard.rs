@@ -23,6 +23,7 @@ use crate::config::ShardConfig;
 use crate::keys::{PKey, RKey, TKey};
 use crate::negotiate::SdpFragment;
 use crate::outbox::{Outbox, Output};
+use crate::overload::Overload;
 use crate::participant::Participant;
 use crate::relay::Remote;
 use crate::room::Room;
@@ -53,6 +54,8 @@ pub struct Shard {
     pub(crate) by_addr: HashMap<(Protocol, SocketAddr), PKey>,
     pub(crate) by_ufrag: HashMap<String, PKey>,
     pub(crate) out: Outbox,
+    /// What the shard sheds because its worker cannot keep up.
+    pub(crate) overload: Overload,
     pub(crate) next_housekeeping: Instant,
     pub(crate) next_track: u64,
     // Reused scratch space for timer processing.
@@ -68,6 +71,7 @@ impl Shard {
         let config_salt = config.track_id_salt;
         Shard {
             next_housekeeping: now + config.housekeeping_interval,
+            overload: Overload::new(config.overload.clone()),
             config,
             index: shard_index,
             participants: Slab::new(),
@@ -106,6 +110,7 @@ impl Shard {
                 proto,
             } => self.handle_datagram(now, source, destination, contents, proto),
             Input::Timeout => self.handle_timeout(now),
+            Input::Backlog(backlog) => self.handle_backlog(now, backlog),
             Input::Command(c) => self.handle_command(now, c),
             Input::Relay { from, message } => self.handle_relay(now, from, message),
         }
@@ -161,6 +166,8 @@ impl Shard {
     pub fn stats(&self) -> ShardStats {
         let mut s = self.out.counters.snapshot();
         s.rooms = self.rooms.len() as u64;
+        s.shed_level = u64::from(self.overload.level().as_u8());
+        s.overload_episodes = self.overload.episodes();
         s.participants = self.participants.len() as u64;
         s.relayed_tracks = self
             .tracks
@@ -284,6 +291,34 @@ impl Shard {
                     self.out.counters.drop(DropReason::UnknownSsrc);
                 }
             }
+        }
+    }
+
+    /// The worker's backlog: shed, or stop shedding (`overload.rs`). When video comes back,
+    /// every video subscriber resumes as after an unmute: numbering continuous, picture on
+    /// the next keyframe, which is asked for.
+    fn handle_backlog(&mut self, now: Instant, backlog: std::time::Duration) {
+        let Some((from, to)) = self.overload.observe(now, backlog) else {
+            return;
+        };
+        tracing::warn!(
+            ?from,
+            ?to,
+            backlog_ms = backlog.as_millis() as u64,
+            "media worker overloaded: shedding level changed"
+        );
+        let video_back = from.sheds(MediaKind::Video) && !to.sheds(MediaKind::Video);
+        if !video_back {
+            return;
+        }
+        let video: Vec<TKey> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.kind == MediaKind::Video && !t.subscribers.is_empty())
+            .map(|(k, _)| k)
+            .collect();
+        for tk in video {
+            self.resume(now, tk);
         }
     }
 

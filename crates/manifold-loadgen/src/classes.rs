@@ -45,6 +45,8 @@ pub struct ClassSummary {
     /// Video packets' send-to-receive latency over the class, milliseconds: the queue
     /// behind a cap shows here.
     pub video_latency_ms: Quantiles,
+    /// Audio packets' send-to-receive latency over the class, milliseconds.
+    pub audio_latency_ms: Quantiles,
     /// Complete video frames shown per second.
     pub fps: f64,
     /// Freezes (no new complete frame for more than 500 ms) per minute.
@@ -95,8 +97,10 @@ fn summarise(cap: Option<u64>, members: &[&ClientReport]) -> ClassSummary {
     let mut per_layer: BTreeMap<String, u64> = BTreeMap::new();
     let mut ending: BTreeMap<String, u64> = BTreeMap::new();
     let mut latency = Histogram::new();
+    let mut audio_latency = Histogram::new();
     for r in members {
         latency.merge(&r.video.latency);
+        audio_latency.merge(&r.audio.latency);
         if let Some(d) = &r.downlink {
             offered += d.offered_packets;
             dropped += d.dropped_packets;
@@ -140,6 +144,7 @@ fn summarise(cap: Option<u64>, members: &[&ClientReport]) -> ClassSummary {
         video_loss_pct: pct(vgaps, vgaps + vgot),
         audio_loss_pct: pct(agaps, agaps + agot),
         video_latency_ms: Quantiles::from_us(&latency),
+        audio_latency_ms: Quantiles::from_us(&audio_latency),
         fps: if seconds > 0.0 {
             round2(frames as f64 / seconds)
         } else {
@@ -258,6 +263,7 @@ mod tests {
         assert_eq!(low.audio_loss_pct, 0.0);
         assert_eq!(low.video_latency_ms.count, 190);
         assert_eq!(low.video_latency_ms.p50, Some(2.0));
+        assert_eq!(low.audio_latency_ms.count, 100, "audio has its own latency");
         assert_eq!(low.media_minutes, 1.0);
         assert_eq!(low.fps, 30.0);
         // Two freezes and four switches in one minute; 1.2 s frozen of 60.

@@ -35,6 +35,11 @@ pub enum DropReason {
     OtherLayer,
     /// The subscriber's link carries no video now; its video is paused. Not a loss.
     Paused,
+    /// The worker is overloaded and sheds video first (`manifold-core`'s `overload.rs`):
+    /// counted once per packet not fanned out, however many subscribers it had.
+    ShedVideo,
+    /// The worker is overloaded past shedding video and sheds audio too.
+    ShedAudio,
 }
 
 impl DropReason {
@@ -53,6 +58,8 @@ impl DropReason {
         Self::Muted,
         Self::OtherLayer,
         Self::Paused,
+        Self::ShedVideo,
+        Self::ShedAudio,
     ];
 
     /// Stable snake_case name for metrics labels and JSON.
@@ -70,6 +77,8 @@ impl DropReason {
             Self::Muted => "muted",
             Self::OtherLayer => "other_layer",
             Self::Paused => "paused",
+            Self::ShedVideo => "shed_video",
+            Self::ShedAudio => "shed_audio",
         }
     }
 
@@ -116,9 +125,11 @@ mod tests {
                 DropReason::Muted => 9,
                 DropReason::OtherLayer => 10,
                 DropReason::Paused => 11,
+                DropReason::ShedVideo => 12,
+                DropReason::ShedAudio => 13,
             }
         }
-        assert_eq!(DropReason::ALL.len(), 12);
+        assert_eq!(DropReason::ALL.len(), 14);
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(index(*r), i);
         }
@@ -158,6 +169,8 @@ mod tests {
             "subscriber_not_ready"
         );
         assert_eq!(DropReason::Muted.as_str(), "muted");
+        assert_eq!(DropReason::ShedVideo.as_str(), "shed_video");
+        assert_eq!(DropReason::ShedAudio.as_str(), "shed_audio");
     }
 
     #[test]

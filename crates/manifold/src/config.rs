@@ -346,6 +346,11 @@ pub struct Media {
     pub ice_tcp: bool,
     /// ICE-TCP connections one worker holds at most.
     pub tcp_max_connections: usize,
+    /// A worker whose backlog (the longest its oldest input may have waited) reaches this
+    /// sheds video; 0 never does (docs/overload.md).
+    pub shed_video_after_ms: u64,
+    /// ... and past this, audio too; 0 never.
+    pub shed_audio_after_ms: u64,
 }
 
 impl Default for Media {
@@ -363,6 +368,8 @@ impl Default for Media {
             room_spread_after: 32,
             ice_tcp: false,
             tcp_max_connections: manifold_io::DEFAULT_TCP_MAX_CONNECTIONS,
+            shed_video_after_ms: 150,
+            shed_audio_after_ms: 400,
         }
     }
 }
@@ -677,6 +684,11 @@ impl Config {
                 disconnect_grace: Duration::from_secs(self.media.disconnect_grace_secs),
                 // Track ids of different nodes in one room must differ.
                 track_id_salt: rand::random(),
+                overload: manifold_core::OverloadConfig {
+                    shed_video_after: millis_or_never(self.media.shed_video_after_ms),
+                    shed_audio_after: millis_or_never(self.media.shed_audio_after_ms),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             command_queue: self.media.command_queue,
@@ -722,6 +734,11 @@ impl Config {
             ..Default::default()
         }
     }
+}
+
+/// A configured number of milliseconds, 0 meaning never.
+fn millis_or_never(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 #[cfg(test)]

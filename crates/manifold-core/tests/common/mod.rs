@@ -959,6 +959,14 @@ impl Harness {
         self.drain_shard(i);
     }
 
+    /// Tell every shard its worker's backlog now (`Input::Backlog`), and drain them.
+    pub fn backlog(&mut self, backlog: Duration) {
+        for i in 0..self.shards.len() {
+            self.shards[i].handle_input(self.now, Input::Backlog(backlog));
+            self.drain_shard(i);
+        }
+    }
+
     /// New clients join shard `i` from now on.
     pub fn on_shard(&mut self, i: usize) {
         assert!(i < self.shards.len(), "no shard {i}");
