@@ -100,7 +100,7 @@ struct Args {
     #[arg(long, default_value_t = 10.0)]
     scraper_hz: f64,
     /// Scenario `overload`: subscribers of its one publisher, one pair of runs each.
-    #[arg(long, value_delimiter = ',', default_value = "250,400")]
+    #[arg(long, value_delimiter = ',', default_value = "200,300")]
     overload_loads: Vec<usize>,
 }
 

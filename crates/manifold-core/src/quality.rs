@@ -309,7 +309,21 @@ impl Shard {
         let clean = p.loss_ceiling.bps.is_none();
         let probing = clean && next_step.is_some() && p.probe.active(now, used);
         let pad = if probing { next_step.unwrap_or(0) } else { 0 };
-        let minimum = (used + pad).min(desired);
+        let mut minimum = (used + pad).min(desired);
+        let mut desired = desired;
+        let shed = self.overload.level();
+        if shed.sheds(MediaKind::Video) {
+            // The worker is overloaded and sends no video (`overload.rs`): no padding in its
+            // place, no probing for more. str0m pads up to the minimum, and padding costs a
+            // subscriber what media would.
+            let kept = if shed.sheds(MediaKind::Audio) {
+                0
+            } else {
+                audio * AUDIO_RESERVE
+            };
+            minimum = kept;
+            desired = kept;
+        }
 
         let mut retargeted = Vec::new();
         let mut flush = Vec::new();

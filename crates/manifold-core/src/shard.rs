@@ -307,6 +307,12 @@ impl Shard {
             backlog_ms = backlog.as_millis() as u64,
             "media worker overloaded: shedding level changed"
         );
+        // The bandwidth estimators hear at once what is sent now (`quality.rs`): no padding
+        // in place of shed video, and probing again once it is back.
+        let keys: Vec<PKey> = self.participants.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.allocate(now, key);
+        }
         let video_back = from.sheds(MediaKind::Video) && !to.sheds(MediaKind::Video);
         if !video_back {
             return;

@@ -48,12 +48,22 @@ fn overload_sheds_video_first_then_audio_and_video_resumes_on_a_keyframe() {
     assert_eq!(h.stats().shed_level, 0);
 
     // Past it: video stops, audio goes on.
+    let sent_before = h.stats().bytes_out;
+    h.run_for(Duration::from_secs(2));
+    let sending = h.stats().bytes_out - sent_before;
     h.backlog(Duration::from_millis(200));
     assert_eq!(h.stats().shed_level, 1);
     // Packets already written to the subscriber's session may still arrive.
     h.run_for(Duration::from_millis(200));
     let shedding = counts(&h, v);
+    let shed_from = h.stats().bytes_out;
     h.run_for(Duration::from_secs(2));
+    let shed_bytes = h.stats().bytes_out - shed_from;
+    // Nothing takes video's place: no padding up to the rate video had.
+    assert!(
+        shed_bytes * 3 < sending,
+        "sent while shedding {shed_bytes} bytes against {sending} before"
+    );
     let later = counts(&h, v);
     assert_eq!(later[1], shedding[1], "no video while shedding video");
     assert!(

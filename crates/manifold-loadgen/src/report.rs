@@ -161,7 +161,7 @@ pub struct Report {
     pub steady: Steady,
     /// Aggregates.
     pub aggregate: Aggregate,
-    /// Subscribers by downlink class (runs with caps or simulcast).
+    /// Subscribers by downlink class (one class, `uncapped`, without caps).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<ClassSummary>,
     /// Every client, churned ones included.

@@ -299,11 +299,9 @@ async fn drive(ctx: Arc<Ctx>) -> Report {
     let mut scenario = serde_json::to_value(&sc).unwrap_or_default();
     scenario["target"] = ctx.target.name().into();
     scenario["churn_cycles"] = st.churns.into();
-    let classes = if sc.simulcast || !sc.downlink_caps.is_empty() {
-        classes::classes(&clients)
-    } else {
-        Vec::new()
-    };
+    // Without caps every subscriber is in one class: still the figures per kind (audio and
+    // video loss, latency, frames) that the aggregate mixes.
+    let classes = classes::classes(&clients);
     Report {
         target: ctx.target.name().into(),
         scenario,
