@@ -362,7 +362,7 @@ impl Exposition {
 
     fn workers(&mut self, s: &Snapshot) {
         type Field = (&'static str, &'static str, fn(&WorkerSnapshot) -> u64);
-        let gauges: [Field; 8] = [
+        let gauges: [Field; 9] = [
             (
                 "manifold_worker_command_queue",
                 "Commands waiting in the worker's queue.",
@@ -402,6 +402,11 @@ impl Exposition {
                 "manifold_worker_shed_level",
                 "What the overloaded worker sheds now: 0 nothing, 1 video, 2 video and audio.",
                 |w| w.stats.shed_level,
+            ),
+            (
+                "manifold_worker_video_shed_percent",
+                "Share of video subscriptions the overloaded worker sheds now, %.",
+                |w| w.stats.video_shed_pct,
             ),
         ];
         for (name, help, f) in gauges {

@@ -132,15 +132,15 @@ impl Shard {
         }
         if track.subscribers.is_empty() {
             out.counters.drop(DropReason::NoSubscriber);
-        } else if overload.level().sheds(track.kind) {
+        } else if track.kind == MediaKind::Audio && overload.sheds_all(MediaKind::Audio) {
             // Overloaded: this is the oldest input waiting, and it goes (`overload.rs`).
-            out.counters.drop(match track.kind {
-                MediaKind::Video => DropReason::ShedVideo,
-                MediaKind::Audio => DropReason::ShedAudio,
-            });
+            out.counters
+                .drop_n(DropReason::ShedAudio, track.subscribers.len() as u64);
             return;
         }
         let video = track.kind == MediaKind::Video;
+        // Overloaded: the oldest this many of the track's subscriptions keep video.
+        let video_kept = overload.video_kept(track.subscribers.len());
         let this = Kept {
             meta: PacketMeta {
                 seq: packet.seq,
@@ -164,12 +164,16 @@ impl Shard {
         };
         let mut wants_keyframe = false;
         let history = &track.layers[usize::from(li)].history;
-        for s in &track.subscribers {
+        for (i, s) in track.subscribers.iter().enumerate() {
             let Some(p) = participants.get_mut(s.participant) else {
                 continue;
             };
             if !p.connected || p.doomed.is_some() {
                 out.counters.drop(DropReason::SubscriberNotReady);
+                continue;
+            }
+            if video && !p.slots[s.slot].keep_video(i < video_kept) {
+                out.counters.drop(DropReason::ShedVideo);
                 continue;
             }
             let switched = match forward_one(p, s, &this, video, now, out) {

@@ -1,30 +1,45 @@
 //! Overload: what a shard does when its worker cannot keep up. The I/O layer says, with
 //! [`Input::Backlog`](crate::Input::Backlog), how long the input the worker is about to take
-//! may have waited for it (its receive queue and relay inbox); [`Overload`] turns that into a
-//! shedding level with hysteresis, and the fan-out (`fanout.rs`) applies it.
+//! may have waited for it (its receive queue and relay inbox); [`Overload`] turns that into
+//! what is shed, with hysteresis, and the fan-out (`fanout.rs`) applies it.
 //!
 //! The policy, in order:
-//! 1. **Video first.** Past [`OverloadConfig::shed_video_after`] of backlog, no video is
-//!    fanned out to this shard's subscribers; audio, RTCP, ICE and DTLS go on. Video is
-//!    shed by whole streams, not by scattered packets that would break every decoder:
-//!    when shedding ends, every video subscriber resumes on the next keyframe with
-//!    continuous numbering (as after an unmute) and keyframes are asked for.
-//! 2. **Then audio.** Past [`OverloadConfig::shed_audio_after`], audio is shed too.
+//! 1. **Video first, a share at a time.** Past [`OverloadConfig::shed_video_after`] of
+//!    backlog, the share of video subscriptions that still get video is cut by
+//!    [`CUT`] (at once, then again every [`CUT_INTERVAL`] the backlog stays), and it grows
+//!    back by [`RAISE`] per hold once the backlog is gone: additive increase,
+//!    multiplicative decrease, so that a worker just past saturation sheds a little video
+//!    and one far past sheds most. Per video track the newest subscriptions lose video
+//!    first (they came when the worker was already full). A subscription loses whole
+//!    frames, not scattered packets that would break its decoder: it gets nothing until
+//!    its video comes back, then resumes on a keyframe with continuous numbering (as after
+//!    an unmute) and the keyframe is asked for. Audio, RTCP, ICE and DTLS go on.
+//! 2. **Then audio.** Past [`OverloadConfig::shed_audio_after`], all video and audio too.
 //! 3. **Oldest first.** What is shed is what the worker takes next: the head of its queue,
 //!    the packets that waited longest. The kernel, left alone, would drop the newest (a full
 //!    socket buffer refuses what arrives) after the queue had grown to seconds of latency.
 //!
-//! Every packet shed is counted (`DropReason::ShedVideo`, `ShedAudio`, once per packet not
-//! fanned out), and so is every episode ([`Overload::episodes`]). A level is held for
-//! [`OverloadConfig::hold`] after the backlog last called for it, and a worker that
-//! overloads again soon after recovering holds twice as long, up to
-//! [`OverloadConfig::max_hold`], so that the keyframes asked for on recovery do not
-//! make it flap. Decide, then apply: [`Overload::observe`] is a plain state machine with
-//! time as an input, tested here without a shard.
+//! Every forward not made is counted (`DropReason::ShedVideo`, `ShedAudio`, one per
+//! subscriber and packet), and so is every episode ([`Overload::episodes`]). The share
+//! grows back one step per [`OverloadConfig::hold`], and a worker that overloads again soon
+//! after a step holds twice as long before the next, up to [`OverloadConfig::max_hold`], so
+//! that the keyframes asked for on recovery do not make it flap. Decide, then apply:
+//! [`Overload::observe`] is a plain state machine with time as an input, tested here
+//! without a shard.
 
 use std::time::{Duration, Instant};
 
 use manifold_api::MediaKind;
+
+/// The share of video subscriptions kept is multiplied by this at each cut.
+pub const CUT: f64 = 0.7;
+/// The backlog must stay this long past a cut before the next one: a cut takes time to
+/// drain the queue it came too late for.
+pub const CUT_INTERVAL: Duration = Duration::from_millis(1000);
+/// The share grows back by this much per hold.
+pub const RAISE: f64 = 0.1;
+/// A share this small is none: the last few subscriptions are not worth the keyframes.
+const NONE_BELOW: f64 = 0.05;
 
 /// When a shard sheds, and for how long it holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,7 +48,8 @@ pub struct OverloadConfig {
     pub shed_video_after: Option<Duration>,
     /// Backlog at which audio is shed too (`None`: never).
     pub shed_audio_after: Option<Duration>,
-    /// How long a level is held after the backlog last called for it.
+    /// How long the backlog must stay gone before the share grows a step (or audio comes
+    /// back).
     pub hold: Duration,
     /// Longest hold, for a worker that keeps overloading.
     pub max_hold: Duration,
@@ -53,28 +69,19 @@ impl Default for OverloadConfig {
     }
 }
 
-/// What the shard sheds now.
+/// What the shard sheds now, coarsely (for metrics and logs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Shed {
     /// Nothing: the worker keeps up.
     #[default]
     Nothing,
-    /// Video.
+    /// Some or all video.
     Video,
-    /// Video and audio.
+    /// All video, and audio.
     All,
 }
 
 impl Shed {
-    /// Whether media of `kind` is shed at this level.
-    pub fn sheds(self, kind: MediaKind) -> bool {
-        match self {
-            Shed::Nothing => false,
-            Shed::Video => kind == MediaKind::Video,
-            Shed::All => true,
-        }
-    }
-
     /// The level as a number for metrics: 0 nothing, 1 video, 2 video and audio.
     pub fn as_u8(self) -> u8 {
         self as u8
@@ -85,14 +92,29 @@ impl Shed {
 #[derive(Debug)]
 pub struct Overload {
     config: OverloadConfig,
-    level: Shed,
-    /// The level is held at least until then.
-    until: Option<Instant>,
-    /// The hold of the current (or last) episode.
+    /// Share of each video track's subscriptions that get video, 0 to 1.
+    share: f64,
+    audio_shed: bool,
+    /// When the backlog last called for shedding video / audio.
+    video_high_at: Option<Instant>,
+    audio_high_at: Option<Instant>,
+    last_cut: Option<Instant>,
+    last_raise: Option<Instant>,
+    /// The hold now: the wait between raises.
     hold: Duration,
     /// When the last episode ended.
     calm_since: Option<Instant>,
     episodes: u64,
+}
+
+/// What changed in one observation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Change {
+    /// The level before and after.
+    pub from: Shed,
+    pub to: Shed,
+    /// The share of video subscriptions kept, after.
+    pub share: f64,
 }
 
 impl Overload {
@@ -101,16 +123,50 @@ impl Overload {
         Overload {
             hold: config.hold,
             config,
-            level: Shed::Nothing,
-            until: None,
+            share: 1.0,
+            audio_shed: false,
+            video_high_at: None,
+            audio_high_at: None,
+            last_cut: None,
+            last_raise: None,
             calm_since: None,
             episodes: 0,
         }
     }
 
-    /// What is shed now.
+    /// What is shed now, coarsely.
     pub fn level(&self) -> Shed {
-        self.level
+        if self.audio_shed {
+            Shed::All
+        } else if self.share < 1.0 {
+            Shed::Video
+        } else {
+            Shed::Nothing
+        }
+    }
+
+    /// Whether media of `kind` is shed whole: audio at the second level, video when no
+    /// share of it is kept.
+    pub fn sheds_all(&self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Audio => self.audio_shed,
+            MediaKind::Video => self.audio_shed || self.share <= 0.0,
+        }
+    }
+
+    /// How many of a video track's `n` subscriptions (the oldest) get video now: the share
+    /// of `n`, rounded.
+    pub fn video_kept(&self, n: usize) -> usize {
+        if self.sheds_all(MediaKind::Video) {
+            0
+        } else {
+            ((n as f64 * self.share).round() as usize).min(n)
+        }
+    }
+
+    /// The share of video subscriptions kept, 0 to 1.
+    pub fn video_share(&self) -> f64 {
+        if self.audio_shed { 0.0 } else { self.share }
     }
 
     /// Episodes so far: times shedding started from nothing.
@@ -118,24 +174,12 @@ impl Overload {
         self.episodes
     }
 
-    /// The level `backlog` calls for, before hysteresis.
-    fn called_for(&self, backlog: Duration) -> Shed {
+    /// The input waiting for the worker may have waited `backlog`. Returns what changed,
+    /// if anything did.
+    pub fn observe(&mut self, now: Instant, backlog: Duration) -> Option<Change> {
         let past = |t: Option<Duration>| t.is_some_and(|t| backlog >= t);
-        if past(self.config.shed_audio_after) {
-            Shed::All
-        } else if past(self.config.shed_video_after) {
-            Shed::Video
-        } else {
-            Shed::Nothing
-        }
-    }
-
-    /// The input waiting for the worker may have waited `backlog`. Returns the change of
-    /// level, `(from, to)`, if there is one.
-    pub fn observe(&mut self, now: Instant, backlog: Duration) -> Option<(Shed, Shed)> {
-        let called = self.called_for(backlog);
-        let from = self.level;
-        if called > from {
+        let (from, share_before) = (self.level(), self.share);
+        if past(self.config.shed_video_after) {
             if from == Shed::Nothing {
                 self.episodes += 1;
                 // Overloaded again within two holds of recovering: hold longer this time.
@@ -147,25 +191,63 @@ impl Overload {
                 } else {
                     self.config.hold
                 };
+            } else if self
+                .last_raise
+                .is_some_and(|t| now.saturating_duration_since(t) < self.hold * 2)
+            {
+                // The last raise was one too many: wait longer before the next.
+                self.hold = (self.hold * 2).min(self.config.max_hold);
+                self.last_raise = None;
             }
-            self.level = called;
-        }
-        if called >= self.level && called != Shed::Nothing {
-            self.until = Some(now + self.hold);
-        } else if self.until.is_some_and(|t| now >= t) {
-            // One step down per hold: from everything to video, then to nothing.
-            self.level = match self.level {
-                Shed::All => Shed::Video,
-                _ => Shed::Nothing,
+            let due = self
+                .last_cut
+                .is_none_or(|t| now.saturating_duration_since(t) >= CUT_INTERVAL);
+            if due {
+                self.share *= CUT;
+                if self.share < NONE_BELOW {
+                    self.share = 0.0;
+                }
+                self.last_cut = Some(now);
+            }
+            self.video_high_at = Some(now);
+        } else if self.share < 1.0 {
+            let calm_for = |t: Option<Instant>| {
+                t.is_none_or(|t| now.saturating_duration_since(t) >= self.hold)
             };
-            if self.level == Shed::Nothing {
-                self.until = None;
-                self.calm_since = Some(now);
-            } else {
-                self.until = Some(now + self.hold);
+            if calm_for(self.video_high_at) && calm_for(self.last_raise) && !self.audio_shed {
+                self.share = (self.share + RAISE).min(1.0);
+                // Floating steps: close enough to whole is whole.
+                if self.share > 1.0 - 1e-9 {
+                    self.share = 1.0;
+                }
+                self.last_raise = Some(now);
+                self.last_cut = None;
             }
         }
-        (self.level != from).then_some((from, self.level))
+        if past(self.config.shed_audio_after) {
+            self.audio_shed = true;
+            self.audio_high_at = Some(now);
+            self.share = 0.0;
+        } else if self.audio_shed
+            && self
+                .audio_high_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.hold)
+        {
+            self.audio_shed = false;
+            // Video starts again from nothing, a step per hold.
+            self.last_raise = Some(now);
+        }
+        let to = self.level();
+        if to == Shed::Nothing && from != Shed::Nothing {
+            self.calm_since = Some(now);
+            self.last_raise = None;
+            self.last_cut = None;
+        }
+        (to != from || self.share != share_before).then_some(Change {
+            from,
+            to,
+            share: self.video_share(),
+        })
     }
 }
 
@@ -180,6 +262,20 @@ mod tests {
         (Overload::new(OverloadConfig::default()), Instant::now())
     }
 
+    /// Observe `backlog` every 10 ms from `*t` for `d`; the share at the end.
+    fn run(o: &mut Overload, t: &mut Instant, d: Duration, backlog: Duration) -> f64 {
+        let end = *t + d;
+        while *t < end {
+            *t += 10 * MS;
+            o.observe(*t, backlog);
+        }
+        o.video_share()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-6
+    }
+
     #[test]
     fn a_worker_that_keeps_up_sheds_nothing() {
         let (mut o, t0) = overload();
@@ -187,94 +283,122 @@ mod tests {
             assert_eq!(o.observe(t0 + i * MS, (i % 100) * MS), None);
         }
         assert_eq!(o.level(), Shed::Nothing);
+        assert_eq!(o.video_kept(100), 100);
         assert_eq!(o.episodes(), 0);
     }
 
     #[test]
-    fn video_goes_first_then_audio() {
+    fn video_is_cut_by_a_share_and_cut_again_while_the_backlog_stays() {
         let (mut o, t0) = overload();
-        assert_eq!(o.observe(t0, 150 * MS), Some((Shed::Nothing, Shed::Video)));
-        assert!(o.level().sheds(MediaKind::Video));
-        assert!(!o.level().sheds(MediaKind::Audio));
-        assert_eq!(o.observe(t0 + MS, 399 * MS), None);
-        assert_eq!(
-            o.observe(t0 + 2 * MS, 400 * MS),
-            Some((Shed::Video, Shed::All))
-        );
-        assert!(o.level().sheds(MediaKind::Audio));
+        let c = o.observe(t0, 150 * MS).expect("a change");
+        assert_eq!((c.from, c.to), (Shed::Nothing, Shed::Video));
+        assert!(close(c.share, CUT));
+        assert_eq!(o.video_kept(100), 70, "the oldest 70 of 100 keep video");
+        assert!(!o.sheds_all(MediaKind::Audio));
+        // Not again before the cut had time to drain the queue.
+        assert_eq!(o.observe(t0 + 999 * MS, 200 * MS), None);
+        assert!(o.observe(t0 + 1000 * MS, 200 * MS).is_some());
+        assert!(close(o.video_share(), CUT * CUT));
+        assert_eq!(o.video_kept(100), 49);
+        // Kept up long enough, nothing is left.
+        let mut t = t0 + 1000 * MS;
+        run(&mut o, &mut t, Duration::from_secs(10), 200 * MS);
+        assert_eq!(o.video_share(), 0.0);
+        assert_eq!(o.video_kept(100), 0);
+        assert!(o.sheds_all(MediaKind::Video));
+        assert!(!o.sheds_all(MediaKind::Audio));
         assert_eq!(o.episodes(), 1);
+    }
+
+    #[test]
+    fn the_share_grows_back_a_step_per_hold() {
+        let (mut o, t0) = overload();
+        o.observe(t0, 200 * MS);
+        let mut t = t0;
+        // Calm, but not for a hold yet.
+        assert!(close(run(&mut o, &mut t, 990 * MS, Duration::ZERO), CUT));
+        assert!(close(
+            run(&mut o, &mut t, 20 * MS, Duration::ZERO),
+            CUT + RAISE
+        ));
+        assert!(close(
+            run(&mut o, &mut t, Duration::from_secs(1), Duration::ZERO),
+            CUT + 2.0 * RAISE
+        ));
+        assert_eq!(
+            run(&mut o, &mut t, Duration::from_secs(1), Duration::ZERO),
+            1.0
+        );
+        assert_eq!(o.level(), Shed::Nothing);
+        assert_eq!(o.observe(t + Duration::from_secs(60), Duration::ZERO), None);
+    }
+
+    #[test]
+    fn audio_goes_after_all_video_and_comes_back_before_it() {
+        let (mut o, t0) = overload();
+        o.observe(t0, 200 * MS);
+        let c = o.observe(t0 + MS, 400 * MS).expect("a change");
+        assert_eq!((c.from, c.to, c.share), (Shed::Video, Shed::All, 0.0));
+        assert!(o.sheds_all(MediaKind::Audio) && o.sheds_all(MediaKind::Video));
+        let mut t = t0 + MS;
+        run(&mut o, &mut t, 990 * MS, Duration::ZERO);
+        assert_eq!(o.level(), Shed::All, "held");
+        run(&mut o, &mut t, 20 * MS, Duration::ZERO);
+        assert_eq!(o.level(), Shed::Video, "audio is back, video not yet");
+        assert_eq!(o.video_kept(10), 0);
+        run(&mut o, &mut t, Duration::from_secs(1), Duration::ZERO);
+        assert!(
+            close(o.video_share(), RAISE),
+            "then video, a step at a time"
+        );
     }
 
     #[test]
     fn a_big_backlog_sheds_everything_at_once() {
         let (mut o, t0) = overload();
-        assert_eq!(
-            o.observe(t0, 2 * 1000 * MS),
-            Some((Shed::Nothing, Shed::All))
-        );
+        let c = o.observe(t0, 2000 * MS).expect("a change");
+        assert_eq!((c.from, c.to), (Shed::Nothing, Shed::All));
     }
 
     #[test]
-    fn levels_are_held_then_step_down_one_at_a_time() {
-        let (mut o, t0) = overload();
-        o.observe(t0, 500 * MS);
-        // The backlog is gone at once (shedding drains it), but the level holds.
-        assert_eq!(o.observe(t0 + 999 * MS, Duration::ZERO), None);
-        assert_eq!(
-            o.observe(t0 + 1000 * MS, Duration::ZERO),
-            Some((Shed::All, Shed::Video))
-        );
-        assert_eq!(o.observe(t0 + 1999 * MS, Duration::ZERO), None);
-        assert_eq!(
-            o.observe(t0 + 2000 * MS, Duration::ZERO),
-            Some((Shed::Video, Shed::Nothing))
-        );
-        assert_eq!(o.observe(t0 + 3000 * MS, Duration::ZERO), None);
-    }
-
-    #[test]
-    fn a_backlog_that_stays_keeps_the_level() {
-        let (mut o, t0) = overload();
-        o.observe(t0, 200 * MS);
-        for s in 1..10 {
-            assert_eq!(o.observe(t0 + s * 900 * MS, 160 * MS), None);
-        }
-        assert_eq!(o.level(), Shed::Video);
-        // A backlog below video's threshold does not hold video's level.
-        assert_eq!(o.observe(t0 + 8500 * MS, 100 * MS), None);
-        assert_eq!(
-            o.observe(t0 + 9100 * MS, 100 * MS),
-            Some((Shed::Video, Shed::Nothing))
-        );
-    }
-
-    #[test]
-    fn overloading_again_soon_holds_longer_up_to_the_cap() {
+    fn overloading_again_soon_after_a_raise_holds_longer_up_to_the_cap() {
         let (mut o, t0) = overload();
         let mut t = t0;
-        let mut holds = Vec::new();
-        for _ in 0..8 {
-            o.observe(t, 200 * MS);
-            let start = t;
-            while o.level() != Shed::Nothing {
+        o.observe(t, 200 * MS);
+        // Each raise brings the overload back at once: the waits between raises double.
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            let before = t;
+            let share = o.video_share();
+            while o.video_share() <= share {
                 t += 10 * MS;
                 o.observe(t, Duration::ZERO);
             }
-            holds.push((t - start).as_millis() / 100 * 100);
-            // Overloaded again right after recovering.
+            waits.push((t - before).as_millis() / 100 * 100);
             t += 10 * MS;
+            o.observe(t, 200 * MS);
         }
-        assert_eq!(holds, [1000, 2000, 4000, 8000, 16000, 16000, 16000, 16000]);
-        assert_eq!(o.episodes(), 8);
-        // After a long calm the hold is back to its start.
-        t += 60 * 1000 * MS;
+        assert_eq!(waits, [1000, 2000, 4000, 8000, 16000, 16000, 16000]);
+        assert_eq!(o.episodes(), 1);
+    }
+
+    #[test]
+    fn an_episode_after_a_long_calm_starts_from_the_short_hold() {
+        let (mut o, t0) = overload();
+        let mut t = t0;
         o.observe(t, 200 * MS);
+        run(&mut o, &mut t, Duration::from_secs(10), Duration::ZERO);
+        assert_eq!(o.level(), Shed::Nothing);
+        t += Duration::from_secs(60);
+        o.observe(t, 200 * MS);
+        assert_eq!(o.episodes(), 2);
         let start = t;
         while o.level() != Shed::Nothing {
             t += 10 * MS;
             o.observe(t, Duration::ZERO);
         }
-        assert_eq!((t - start).as_millis() / 100 * 100, 1000);
+        // Three raises of a hold each, from 0.7.
+        assert_eq!((t - start).as_millis() / 100 * 100, 3000);
     }
 
     #[test]
@@ -291,5 +415,6 @@ mod tests {
         });
         o.observe(Instant::now(), Duration::from_secs(60));
         assert_eq!(o.level(), Shed::Video);
+        assert!(!o.sheds_all(MediaKind::Audio));
     }
 }

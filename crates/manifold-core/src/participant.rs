@@ -84,9 +84,22 @@ pub(crate) struct Slot {
     pub reported: Option<(StreamState, Option<Quality>)>,
     /// Video: since when not even its lowest layer fits the estimate.
     pub short_since: Option<Instant>,
+    /// Video: the overloaded worker sheds this subscription's video (`overload.rs`).
+    pub shed: bool,
 }
 
 impl Slot {
+    /// Whether this video subscription keeps its video under the worker's overload now
+    /// (`kept`), marking it; one that gets video back resumes on a keyframe with continuous
+    /// numbering. Returns `kept`.
+    pub fn keep_video(&mut self, kept: bool) -> bool {
+        if kept && self.shed {
+            self.forwarder.switch_source();
+        }
+        self.shed = !kept;
+        kept
+    }
+
     /// The PT a publisher's packet of `pt` goes out with here, and whether its RED
     /// payload is unwrapped to the primary block.
     pub fn map_pt(&self, pt: Pt) -> Option<(Pt, bool)> {
@@ -316,6 +329,7 @@ pub(crate) fn new_slot(
         render_size: None,
         reported: None,
         short_since: None,
+        shed: false,
         // Start below 2^15 / 2^31: a fresh SRTP stream must not begin with a non-zero
         // rollover counter.
         forwarder: Forwarder::new(kind, seed & 0x7fff, (seed >> 16) & 0x7fff_ffff),

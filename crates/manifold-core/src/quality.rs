@@ -284,11 +284,21 @@ impl Shard {
         // padding where media does not fill it: the estimator grows only with what it sees
         // delivered, so without it a subscriber held low stays low. Never on a lossy link:
         // padding into a full queue only fills it.
-        let mut used = audio * AUDIO_RESERVE;
+        //
+        // What an overloaded worker sheds (`overload.rs`) is not sent, so it counts for
+        // nothing here: no padding in its place (str0m pads up to the minimum, and padding
+        // costs a subscriber what media would), no probing for it.
+        let audio_sent = if self.overload.sheds_all(MediaKind::Audio) {
+            0
+        } else {
+            audio * AUDIO_RESERVE
+        };
+        let mut used = audio_sent;
         let mut desired = used;
         let mut next_step = None::<u64>;
-        for (w, c) in wants.iter().zip(&out) {
-            if w.choices == 0 {
+        let slots = &self.participants[key].slots;
+        for ((w, c), ch) in wants.iter().zip(&out).zip(&choices) {
+            if w.choices == 0 || slots[ch.slot].shed {
                 continue;
             }
             desired += w.costs[usize::from(w.choices) - 1];
@@ -309,21 +319,7 @@ impl Shard {
         let clean = p.loss_ceiling.bps.is_none();
         let probing = clean && next_step.is_some() && p.probe.active(now, used);
         let pad = if probing { next_step.unwrap_or(0) } else { 0 };
-        let mut minimum = (used + pad).min(desired);
-        let mut desired = desired;
-        let shed = self.overload.level();
-        if shed.sheds(MediaKind::Video) {
-            // The worker is overloaded and sends no video (`overload.rs`): no padding in its
-            // place, no probing for more. str0m pads up to the minimum, and padding costs a
-            // subscriber what media would.
-            let kept = if shed.sheds(MediaKind::Audio) {
-                0
-            } else {
-                audio * AUDIO_RESERVE
-            };
-            minimum = kept;
-            desired = kept;
-        }
+        let minimum = (used + pad).min(desired);
 
         let mut retargeted = Vec::new();
         let mut flush = Vec::new();
@@ -372,7 +368,7 @@ impl Shard {
         }
         let p = &mut self.participants[key];
         // Audio is reserved, not measured: the ceiling is about video.
-        p.sent_rate = used.saturating_sub(audio * AUDIO_RESERVE);
+        p.sent_rate = used.saturating_sub(audio_sent);
         p.loss_ceiling.sending(p.sent_rate);
         if p.estimate.is_some() && differs(p.bwe_targets, (minimum, desired)) {
             p.bwe_targets = (minimum, desired);

@@ -168,6 +168,7 @@ impl Shard {
         s.rooms = self.rooms.len() as u64;
         s.shed_level = u64::from(self.overload.level().as_u8());
         s.overload_episodes = self.overload.episodes();
+        s.video_shed_pct = ((1.0 - self.overload.video_share()) * 100.0).round() as u64;
         s.participants = self.participants.len() as u64;
         s.relayed_tracks = self
             .tracks
@@ -294,28 +295,28 @@ impl Shard {
         }
     }
 
-    /// The worker's backlog: shed, or stop shedding (`overload.rs`). When video comes back,
-    /// every video subscriber resumes as after an unmute: numbering continuous, picture on
-    /// the next keyframe, which is asked for.
+    /// The worker's backlog: shed more, or less (`overload.rs`). The fan-out applies the
+    /// share of video kept packet by packet; this applies it at once to every video
+    /// subscription, asks for keyframes for those that get video back, and tells every
+    /// bandwidth estimator what is sent now.
     fn handle_backlog(&mut self, now: Instant, backlog: std::time::Duration) {
-        let Some((from, to)) = self.overload.observe(now, backlog) else {
+        let Some(change) = self.overload.observe(now, backlog) else {
             return;
         };
-        tracing::warn!(
-            ?from,
-            ?to,
-            backlog_ms = backlog.as_millis() as u64,
-            "media worker overloaded: shedding level changed"
-        );
-        // The bandwidth estimators hear at once what is sent now (`quality.rs`): no padding
-        // in place of shed video, and probing again once it is back.
-        let keys: Vec<PKey> = self.participants.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.allocate(now, key);
-        }
-        let video_back = from.sheds(MediaKind::Video) && !to.sheds(MediaKind::Video);
-        if !video_back {
-            return;
+        if change.from != change.to {
+            tracing::warn!(
+                from = ?change.from,
+                to = ?change.to,
+                video_share = change.share,
+                backlog_ms = backlog.as_millis() as u64,
+                "media worker overloaded: shedding level changed"
+            );
+        } else {
+            tracing::debug!(
+                video_share = change.share,
+                backlog_ms = backlog.as_millis() as u64,
+                "video share kept changed"
+            );
         }
         let video: Vec<TKey> = self
             .tracks
@@ -324,7 +325,18 @@ impl Shard {
             .map(|(k, _)| k)
             .collect();
         for tk in video {
-            self.resume(now, tk);
+            let track = &self.tracks[tk];
+            let kept = self.overload.video_kept(track.subscribers.len());
+            for (i, s) in track.subscribers.iter().enumerate() {
+                if let Some(p) = self.participants.get_mut(s.participant) {
+                    p.slots[s.slot].keep_video(i < kept);
+                }
+            }
+            self.request_wanted_keyframes(now, tk);
+        }
+        let keys: Vec<PKey> = self.participants.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.allocate(now, key);
         }
     }
 

@@ -141,8 +141,13 @@ impl Counters {
     }
 
     pub fn drop(&mut self, reason: DropReason) {
+        self.drop_n(reason, 1);
+    }
+
+    /// `n` drops of one reason at once (one packet not sent to `n` subscribers).
+    pub fn drop_n(&mut self, reason: DropReason, n: u64) {
         if let Some(slot) = self.drops.get_mut(index_of(reason)) {
-            *slot += 1;
+            *slot += n;
         }
     }
 

@@ -1,7 +1,8 @@
-//! A shard whose worker cannot keep up sheds by the policy of `overload.rs`: video first,
-//! then audio, every packet counted; when the backlog is gone and the hold has passed,
-//! video resumes on a keyframe with continuous numbering, and audio never stopped until
-//! the second level.
+//! A shard whose worker cannot keep up sheds by the policy of `overload.rs`: a share of
+//! video subscriptions first (the newest), all video as the backlog stays, then audio,
+//! every forward not made counted and no padding in place of what is shed; when the backlog
+//! is gone, audio comes back first, then video a step at a time, each subscription on a
+//! keyframe with continuous numbering.
 
 mod common;
 
@@ -19,8 +20,16 @@ fn dropped(h: &Harness, reason: &str) -> u64 {
     h.stats().drops_for(reason)
 }
 
+/// The worker reports `backlog` every 100 ms for `d`, as a busy worker would.
+fn backlog_for(h: &mut Harness, backlog: Duration, d: Duration) {
+    for _ in 0..d.as_millis() / 100 {
+        h.backlog(backlog);
+        h.run_for(Duration::from_millis(100));
+    }
+}
+
 #[test]
-fn overload_sheds_video_first_then_audio_and_video_resumes_on_a_keyframe() {
+fn overload_sheds_video_by_share_then_audio_and_video_resumes_on_keyframes() {
     let mut h = Harness::new(config(), 71);
     let publisher = h.add(ClientSpec::publisher("alice", "room"));
     let viewers: Vec<usize> = (0..3)
@@ -36,84 +45,95 @@ fn overload_sheds_video_first_then_audio_and_video_resumes_on_a_keyframe() {
     all.extend(&viewers);
     h.connect(&all, Duration::from_secs(5));
     h.run_for(Duration::from_secs(3));
-    let v = viewers[0];
-    let before = counts(&h, v);
-    assert!(before.iter().all(|&n| n > 50), "{before:?}");
+    let before: Vec<[usize; 2]> = viewers.iter().map(|&v| counts(&h, v)).collect();
+    assert!(before.iter().flatten().all(|&n| n > 50), "{before:?}");
 
     // A backlog under the video threshold changes nothing.
-    h.backlog(Duration::from_millis(100));
-    h.run_for(Duration::from_secs(1));
-    let calm = counts(&h, v);
-    assert!(calm[0] > before[0] + 20 && calm[1] > before[1] + 20);
+    backlog_for(&mut h, Duration::from_millis(100), Duration::from_secs(1));
     assert_eq!(h.stats().shed_level, 0);
-
-    // Past it: video stops, audio goes on.
     let sent_before = h.stats().bytes_out;
     h.run_for(Duration::from_secs(2));
     let sending = h.stats().bytes_out - sent_before;
+
+    // Past it: a share of video subscriptions goes, the newest first.
     h.backlog(Duration::from_millis(200));
     assert_eq!(h.stats().shed_level, 1);
-    // Packets already written to the subscriber's session may still arrive.
+    assert_eq!(h.stats().video_shed_pct, 30);
+    // Packets already written to a subscriber's session may still arrive.
     h.run_for(Duration::from_millis(200));
-    let shedding = counts(&h, v);
+    let cut: Vec<[usize; 2]> = viewers.iter().map(|&v| counts(&h, v)).collect();
+    h.run_for(Duration::from_millis(700));
+    let later: Vec<[usize; 2]> = viewers.iter().map(|&v| counts(&h, v)).collect();
+    assert_eq!(
+        later[2][1], cut[2][1],
+        "the newest subscription loses video"
+    );
+    for i in 0..2 {
+        assert!(later[i][1] > cut[i][1] + 10, "the oldest two keep video");
+    }
+    for i in 0..3 {
+        assert!(later[i][0] > cut[i][0] + 20, "audio goes on for everyone");
+    }
+    assert!(dropped(&h, "shed_video") > 10);
+
+    // The backlog stays: cut after cut, no video is left.
+    backlog_for(&mut h, Duration::from_millis(200), Duration::from_secs(10));
+    assert_eq!(h.stats().video_shed_pct, 100);
+    let none = counts(&h, viewers[0]);
     let shed_from = h.stats().bytes_out;
-    h.run_for(Duration::from_secs(2));
+    backlog_for(&mut h, Duration::from_millis(200), Duration::from_secs(2));
     let shed_bytes = h.stats().bytes_out - shed_from;
+    let a = counts(&h, viewers[0]);
+    assert_eq!(a[1], none[1], "no video at all");
+    assert!(a[0] > none[0] + 50, "audio still goes");
     // Nothing takes video's place: no padding up to the rate video had.
     assert!(
         shed_bytes * 3 < sending,
         "sent while shedding {shed_bytes} bytes against {sending} before"
     );
-    let later = counts(&h, v);
-    assert_eq!(later[1], shedding[1], "no video while shedding video");
-    assert!(
-        later[0] > shedding[0] + 50,
-        "audio goes on: {shedding:?} → {later:?}"
-    );
-    let shed_video = dropped(&h, "shed_video");
-    assert!(shed_video > 20, "shed video is counted: {shed_video}");
     assert_eq!(dropped(&h, "shed_audio"), 0);
 
     // Worse: audio goes too.
     h.backlog(Duration::from_millis(500));
     assert_eq!(h.stats().shed_level, 2);
     h.run_for(Duration::from_millis(200));
-    let worse = counts(&h, v);
+    let worse = counts(&h, viewers[0]);
     h.run_for(Duration::from_millis(700));
-    assert_eq!(counts(&h, v), worse, "nothing while shedding everything");
+    assert_eq!(
+        counts(&h, viewers[0]),
+        worse,
+        "nothing while shedding everything"
+    );
     assert!(dropped(&h, "shed_audio") > 10);
 
-    // The backlog is gone: one level comes back per hold (audio first), then video.
-    h.backlog(Duration::ZERO);
-    assert_eq!(h.stats().shed_level, 2, "held");
-    h.run_for(Duration::from_millis(200));
-    h.backlog(Duration::ZERO);
+    // The backlog is gone: audio comes back after a hold, video a step per hold after it.
+    backlog_for(&mut h, Duration::ZERO, Duration::from_millis(1100));
     assert_eq!(h.stats().shed_level, 1, "audio is back after the hold");
-    let audio_back = counts(&h, v);
+    let audio_back = counts(&h, viewers[0]);
     h.run_for(Duration::from_millis(500));
-    let a = counts(&h, v);
-    assert!(a[0] > audio_back[0] + 10, "audio flows again");
-    assert_eq!(a[1], audio_back[1], "video still shed");
+    assert!(
+        counts(&h, viewers[0])[0] > audio_back[0] + 10,
+        "audio flows again"
+    );
+    let resumed_at: Vec<usize> = viewers.iter().map(|&v| counts(&h, v)[1]).collect();
     let requests = h.stats().keyframe_requests;
-    h.run_for(Duration::from_millis(600));
-    h.backlog(Duration::ZERO);
+    backlog_for(&mut h, Duration::ZERO, Duration::from_secs(12));
     assert_eq!(h.stats().shed_level, 0);
+    assert_eq!(h.stats().video_shed_pct, 0);
     assert!(
         h.stats().keyframe_requests > requests,
-        "recovering asks the publisher for a keyframe"
+        "video coming back asks the publisher for keyframes"
     );
-    let resumed_at = counts(&h, v);
-    h.run_for(Duration::from_secs(3));
     assert_eq!(h.stats().overload_episodes, 1);
-    for &viewer in &viewers {
+    for (n, &viewer) in viewers.iter().enumerate() {
         let c = &h.clients[viewer];
         let video = c.received_of(MediaKind::Video);
         assert!(
-            video.len() > resumed_at[1] + 50,
+            video.len() > resumed_at[n] + 50,
             "video resumes for every viewer"
         );
         assert!(
-            video[resumed_at[1]].is_keyframe_start(),
+            video[resumed_at[n]].is_keyframe_start(),
             "video resumes on a keyframe"
         );
         let check = check_stream(c, MediaKind::Video);
@@ -136,9 +156,8 @@ fn shedding_can_be_turned_off() {
     let viewer = h.add(ClientSpec::subscriber("bob", "room", Source::RoomCurrent));
     h.connect(&[publisher, viewer], Duration::from_secs(5));
     h.run_for(Duration::from_secs(2));
-    h.backlog(Duration::from_secs(5));
     let before = counts(&h, viewer);
-    h.run_for(Duration::from_secs(1));
+    backlog_for(&mut h, Duration::from_secs(5), Duration::from_secs(1));
     let after = counts(&h, viewer);
     assert!(after[0] > before[0] + 20 && after[1] > before[1] + 20);
     assert_eq!(h.stats().shed_level, 0);
