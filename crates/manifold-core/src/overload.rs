@@ -58,11 +58,12 @@ pub struct OverloadConfig {
 impl Default for OverloadConfig {
     fn default() -> Self {
         OverloadConfig {
-            // Far above a healthy worker's backlog (well under a millisecond at rest, a few
-            // with a keyframe fanned out to a hundred), far below the seconds a full socket
-            // buffer holds.
-            shed_video_after: Some(Duration::from_millis(150)),
-            shed_audio_after: Some(Duration::from_millis(400)),
+            // Above a healthy worker's backlog: well under a millisecond at rest, but a
+            // keyframe fanned out to 200 subscribers is some 160 ms of work on a small core,
+            // and shedding must not answer a burst it would only replace by keyframe
+            // requests. Far below the seconds a full socket buffer holds.
+            shed_video_after: Some(Duration::from_millis(250)),
+            shed_audio_after: Some(Duration::from_millis(600)),
             hold: Duration::from_secs(1),
             max_hold: Duration::from_secs(16),
         }
@@ -290,19 +291,19 @@ mod tests {
     #[test]
     fn video_is_cut_by_a_share_and_cut_again_while_the_backlog_stays() {
         let (mut o, t0) = overload();
-        let c = o.observe(t0, 150 * MS).expect("a change");
+        let c = o.observe(t0, 250 * MS).expect("a change");
         assert_eq!((c.from, c.to), (Shed::Nothing, Shed::Video));
         assert!(close(c.share, CUT));
         assert_eq!(o.video_kept(100), 70, "the oldest 70 of 100 keep video");
         assert!(!o.sheds_all(MediaKind::Audio));
         // Not again before the cut had time to drain the queue.
-        assert_eq!(o.observe(t0 + 999 * MS, 200 * MS), None);
-        assert!(o.observe(t0 + 1000 * MS, 200 * MS).is_some());
+        assert_eq!(o.observe(t0 + 999 * MS, 300 * MS), None);
+        assert!(o.observe(t0 + 1000 * MS, 300 * MS).is_some());
         assert!(close(o.video_share(), CUT * CUT));
         assert_eq!(o.video_kept(100), 49);
         // Kept up long enough, nothing is left.
         let mut t = t0 + 1000 * MS;
-        run(&mut o, &mut t, Duration::from_secs(10), 200 * MS);
+        run(&mut o, &mut t, Duration::from_secs(10), 300 * MS);
         assert_eq!(o.video_share(), 0.0);
         assert_eq!(o.video_kept(100), 0);
         assert!(o.sheds_all(MediaKind::Video));
@@ -313,7 +314,7 @@ mod tests {
     #[test]
     fn the_share_grows_back_a_step_per_hold() {
         let (mut o, t0) = overload();
-        o.observe(t0, 200 * MS);
+        o.observe(t0, 300 * MS);
         let mut t = t0;
         // Calm, but not for a hold yet.
         assert!(close(run(&mut o, &mut t, 990 * MS, Duration::ZERO), CUT));
@@ -336,8 +337,8 @@ mod tests {
     #[test]
     fn audio_goes_after_all_video_and_comes_back_before_it() {
         let (mut o, t0) = overload();
-        o.observe(t0, 200 * MS);
-        let c = o.observe(t0 + MS, 400 * MS).expect("a change");
+        o.observe(t0, 300 * MS);
+        let c = o.observe(t0 + MS, 600 * MS).expect("a change");
         assert_eq!((c.from, c.to, c.share), (Shed::Video, Shed::All, 0.0));
         assert!(o.sheds_all(MediaKind::Audio) && o.sheds_all(MediaKind::Video));
         let mut t = t0 + MS;
@@ -364,7 +365,7 @@ mod tests {
     fn overloading_again_soon_after_a_raise_holds_longer_up_to_the_cap() {
         let (mut o, t0) = overload();
         let mut t = t0;
-        o.observe(t, 200 * MS);
+        o.observe(t, 300 * MS);
         // Each raise brings the overload back at once: the waits between raises double.
         let mut waits = Vec::new();
         for _ in 0..7 {
@@ -376,7 +377,7 @@ mod tests {
             }
             waits.push((t - before).as_millis() / 100 * 100);
             t += 10 * MS;
-            o.observe(t, 200 * MS);
+            o.observe(t, 300 * MS);
         }
         assert_eq!(waits, [1000, 2000, 4000, 8000, 16000, 16000, 16000]);
         assert_eq!(o.episodes(), 1);
@@ -386,11 +387,11 @@ mod tests {
     fn an_episode_after_a_long_calm_starts_from_the_short_hold() {
         let (mut o, t0) = overload();
         let mut t = t0;
-        o.observe(t, 200 * MS);
+        o.observe(t, 300 * MS);
         run(&mut o, &mut t, Duration::from_secs(10), Duration::ZERO);
         assert_eq!(o.level(), Shed::Nothing);
         t += Duration::from_secs(60);
-        o.observe(t, 200 * MS);
+        o.observe(t, 300 * MS);
         assert_eq!(o.episodes(), 2);
         let start = t;
         while o.level() != Shed::Nothing {

@@ -297,7 +297,9 @@ impl Shard {
         let mut desired = used;
         let mut next_step = None::<u64>;
         let slots = &self.participants[key].slots;
+        let mut shed_any = false;
         for ((w, c), ch) in wants.iter().zip(&out).zip(&choices) {
+            shed_any |= slots[ch.slot].shed;
             if w.choices == 0 || slots[ch.slot].shed {
                 continue;
             }
@@ -319,7 +321,12 @@ impl Shard {
         let clean = p.loss_ceiling.bps.is_none();
         let probing = clean && next_step.is_some() && p.probe.active(now, used);
         let pad = if probing { next_step.unwrap_or(0) } else { 0 };
-        let minimum = (used + pad).min(desired);
+        let mut minimum = (used + pad).min(desired);
+        if shed_any && used == audio_sent {
+            // Only audio goes out, and audio's reserve is above what Opus sends: no minimum,
+            // or the estimator pads the difference to every shed subscriber.
+            minimum = 0;
+        }
 
         let mut retargeted = Vec::new();
         let mut flush = Vec::new();

@@ -368,8 +368,8 @@ impl Default for Media {
             room_spread_after: 32,
             ice_tcp: false,
             tcp_max_connections: manifold_io::DEFAULT_TCP_MAX_CONNECTIONS,
-            shed_video_after_ms: 150,
-            shed_audio_after_ms: 400,
+            shed_video_after_ms: 250,
+            shed_audio_after_ms: 600,
         }
     }
 }
