@@ -316,7 +316,7 @@ impl Shard {
         // before the layer can be given. Rounded up, so that measurement noise does not
         // move it (each rise would start another probe).
         let desired = (desired as f64 * (1.0 + allocator::UP_HEADROOM + 0.05)) as u64;
-        let desired = desired.div_ceil(DESIRED_STEP) * DESIRED_STEP;
+        let mut desired = desired.div_ceil(DESIRED_STEP) * DESIRED_STEP;
         let p = &mut self.participants[key];
         let clean = p.loss_ceiling.bps.is_none();
         let probing = clean && next_step.is_some() && p.probe.active(now, used);
@@ -324,8 +324,10 @@ impl Shard {
         let mut minimum = (used + pad).min(desired);
         if shed_any && used == audio_sent {
             // Only audio goes out, and audio's reserve is above what Opus sends: no minimum,
-            // or the estimator pads the difference to every shed subscriber.
+            // or the estimator pads the difference to every shed subscriber, and nothing to
+            // probe for (probes are padding too).
             minimum = 0;
+            desired = audio_sent;
         }
 
         let mut retargeted = Vec::new();
