@@ -87,7 +87,8 @@ pub enum QualityRequest {
 pub enum StreamState {
     /// Video flows.
     Active,
-    /// The subscriber's link cannot carry even the lowest layer.
+    /// The subscriber's link cannot carry even the lowest layer, or the server is
+    /// overloaded and sheds this subscription's video for now.
     Paused,
 }
 

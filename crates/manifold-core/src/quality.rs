@@ -453,7 +453,7 @@ impl Shard {
 
     /// Tell a room subscriber what it now receives of each video subscription, once the
     /// switch happened.
-    fn report_stream_states(&mut self, key: PKey) {
+    pub(crate) fn report_stream_states(&mut self, key: PKey) {
         let p = &mut self.participants[key];
         if p.kind != SessionKind::Room {
             return;
@@ -463,6 +463,8 @@ impl Shard {
                 continue;
             };
             let now_state = match (slot.forwarder.target(), slot.forwarder.current()) {
+                // Shed by an overloaded worker (`overload.rs`): nothing flows either.
+                _ if slot.shed => (StreamState::Paused, None),
                 (None, _) => (StreamState::Paused, None),
                 (Some(_), Some(c)) => (StreamState::Active, Some(quality_of(track, c))),
                 (Some(_), None) => continue,

@@ -337,6 +337,7 @@ impl Shard {
         let keys: Vec<PKey> = self.participants.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.allocate(now, key);
+            self.report_stream_states(key);
         }
     }
 

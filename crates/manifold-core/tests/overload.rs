@@ -163,3 +163,54 @@ fn shedding_can_be_turned_off() {
     assert_eq!(h.stats().shed_level, 0);
     assert_eq!(dropped(&h, "shed_video") + dropped(&h, "shed_audio"), 0);
 }
+
+#[test]
+fn a_room_subscriber_hears_its_shed_video_is_paused_and_then_active_again() {
+    use manifold_api::protocol::StreamState;
+    use manifold_api::{CoreEvent, ReplyValue};
+
+    let mut h = Harness::new(config(), 73);
+    let alice = h.add(ClientSpec::room("alice", "room"));
+    let bob = h.add(ClientSpec::room("bob", "room"));
+    h.connect(&[alice, bob], Duration::from_secs(5));
+    assert_eq!(
+        h.publish_layers(alice, MediaKind::Video, "cam", 1),
+        Ok(ReplyValue::Done)
+    );
+    h.run_for(Duration::from_secs(3));
+    let id = h.clients[bob].id;
+    let states = |h: &Harness| -> Vec<StreamState> {
+        h.events_where(
+            |e| matches!(e, CoreEvent::StreamState { participant, .. } if *participant == id),
+        )
+        .iter()
+        .filter_map(|e| match e {
+            CoreEvent::StreamState { state, .. } => Some(*state),
+            _ => None,
+        })
+        .collect()
+    };
+    assert_eq!(states(&h).last(), Some(&StreamState::Active));
+    // One subscription: it goes once the share is below a half (the second cut).
+    backlog_for(
+        &mut h,
+        Duration::from_millis(300),
+        Duration::from_millis(1100),
+    );
+    assert_eq!(
+        states(&h).last(),
+        Some(&StreamState::Paused),
+        "told it is paused"
+    );
+    let paused_at = counts(&h, bob)[1];
+    h.run_for(Duration::from_secs(1));
+    // A packet written before the cut may still arrive.
+    assert!(counts(&h, bob)[1] <= paused_at + 1, "and nothing comes");
+    backlog_for(&mut h, Duration::ZERO, Duration::from_secs(4));
+    assert_eq!(
+        states(&h).last(),
+        Some(&StreamState::Active),
+        "told it is back"
+    );
+    assert!(counts(&h, bob)[1] > paused_at + 20, "and video flows");
+}
