@@ -99,6 +99,13 @@ struct Args {
     /// Scenario `scrape`: GETs of `/metrics` per second in its scraped runs.
     #[arg(long, default_value_t = 10.0)]
     scraper_hz: f64,
+    /// Scenario (j): the ramps tried, joins per second (stepping stops past 1% loss or a
+    /// saturated machine).
+    #[arg(long, value_delimiter = ',', default_value = "50,100,200,400")]
+    join_rates: Vec<usize>,
+    /// Scenario (j): how many listeners join in each run.
+    #[arg(long, default_value_t = 300)]
+    join_listeners: usize,
     /// Scenario `overload`: subscribers of its one publisher, one pair of runs each.
     #[arg(long, value_delimiter = ',', default_value = "200,300")]
     overload_loads: Vec<usize>,
@@ -234,9 +241,6 @@ const VIDEO_FLOOR: (usize, usize) = (1180, 6);
 /// Opus as the floor forwards it: one 120-byte packet per 20 ms.
 const AUDIO_FLOOR: (usize, usize) = (120, 1);
 
-/// Scenario (j): the ramps tried (joins per second), and how many listeners join.
-const JOIN_RATES: [usize; 4] = [50, 100, 200, 400];
-const JOIN_LISTENERS: usize = 300;
 
 /// Ramp rate of every run but scenario (j)'s: joins per second.
 const RAMP: usize = 40;
@@ -731,11 +735,15 @@ fn scenarios(args: &Args) -> Vec<ScenarioDef> {
         },
         ScenarioDef {
             id: "j",
-            title: "joins per second: 300 audio listeners joining at a given rate",
+            title: "joins per second: audio listeners joining at a given rate",
             x_label: "joins per second",
-            steps: JOIN_RATES
+            steps: args
+                .join_rates
                 .iter()
-                .map(|&rate| one_to_n(rate, format!("{rate} joins/s"), JOIN_LISTENERS, true, rate))
+                .map(|&rate| {
+                    let n = args.join_listeners;
+                    one_to_n(rate, format!("{n} at {rate} joins/s"), n, true, rate)
+                })
                 .collect(),
             stepped: true,
             floor_packet: AUDIO_FLOOR,
