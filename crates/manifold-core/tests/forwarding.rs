@@ -137,3 +137,31 @@ fn one_publisher_three_subscribers() {
     }
     assert_eq!(h.stats().panics, 0);
 }
+
+/// A player that offers no video is sent its audio and RTCP, and no padding: str0m pads
+/// only sessions that can send video (Opus is not given transport-cc feedback), to a
+/// 50 kbit/s floor. A player that does offer video, as the loadgen's listeners in bench
+/// scenario (c) do, gets that padding while no video flows (docs/benchmarks.md).
+#[test]
+fn an_audio_only_player_gets_audio_and_no_padding() {
+    let mut h = Harness::new(config(), 74);
+    let publisher = h.add(ClientSpec::publisher("alice", "room"));
+    let mut spec = ClientSpec::subscriber("bob", "room", Source::RoomCurrent);
+    spec.video = false;
+    let viewer = h.add(spec);
+    h.connect(&[publisher, viewer], Duration::from_secs(5));
+    h.run_for(Duration::from_secs(3));
+    let from = h.stats();
+    let audio_from = h.clients[viewer].received_of(MediaKind::Audio).len();
+    h.run_for(Duration::from_secs(4));
+    let to = h.stats();
+    let audio = h.clients[viewer].received_of(MediaKind::Audio).len() - audio_from;
+    assert!(audio > 150, "audio flows: {audio} packets");
+    // What goes out: the audio, and RTCP to both sessions (a few packets a second each).
+    let datagrams = to.datagrams_out - from.datagrams_out;
+    let media = to.rtp_out - from.rtp_out;
+    assert!(
+        datagrams < media + 100,
+        "{datagrams} datagrams sent for {media} media packets"
+    );
+}
