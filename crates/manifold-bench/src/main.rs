@@ -241,7 +241,6 @@ const VIDEO_FLOOR: (usize, usize) = (1180, 6);
 /// Opus as the floor forwards it: one 120-byte packet per 20 ms.
 const AUDIO_FLOOR: (usize, usize) = (120, 1);
 
-
 /// Ramp rate of every run but scenario (j)'s: joins per second.
 const RAMP: usize = 40;
 
