@@ -367,7 +367,7 @@ fn main() -> ExitCode {
     }
     if !args.smoke && args.scenarios.iter().any(|s| s == overload::ID) {
         if servers.iter().any(|s| s == "manifold") {
-            all_ok &= overload::run(&args, &scenarios, &mut summary);
+            all_ok &= overload::run(&args, &mut summary);
         } else {
             eprintln!("== scenario overload runs against Manifold only (its shedding)");
         }
@@ -781,7 +781,7 @@ fn run_one(
     let sampler = Sampler::start(server.child.id(), Duration::from_millis(250));
     std::thread::sleep(Duration::from_millis(500));
     let idle = sampler.latest();
-    let latency_before = batch_latency(&server);
+    let latency_before = metrics_body(&server).map(|b| Buckets::parse(&b, BATCH_LATENCY));
 
     let steady = if args.smoke { 4 } else { args.steady };
     // Ramp, connection set-up, one second of grace, then the steady part.
@@ -829,20 +829,18 @@ fn run_one(
     let loadgen_samples = loadgen_sampler.stop();
     let samples = sampler.stop();
     result.scrape = scraper.map(Scraper::stop);
-    let latency_after = batch_latency(&server);
+    // One scrape after the run: its latency histogram and its shedding counters.
+    let after = metrics_body(&server);
+    let latency_after = after.as_deref().map(|b| Buckets::parse(b, BATCH_LATENCY));
     if let (Some(before), Some(after)) = (&latency_before, &latency_after) {
         let run = after.since(before);
         result.worker_latency_p50_ms = run.quantile(0.50).map(|s| round2(s * 1e3));
         result.worker_latency_p99_ms = run.quantile(0.99).map(|s| round2(s * 1e3));
     }
-    if let Some(body) = server
-        .metrics_addr
-        .as_deref()
-        .and_then(|a| http_get(a, "/metrics"))
-    {
+    if let Some(body) = &after {
         let drops = |reason: &str| {
             scrape::counter_sum(
-                &body,
+                body,
                 "manifold_worker_drops_total",
                 &format!("reason=\"{reason}\""),
             )
@@ -850,7 +848,7 @@ fn run_one(
         result.shed_video = drops("shed_video");
         result.shed_audio = drops("shed_audio");
         result.overload_episodes =
-            scrape::counter_sum(&body, "manifold_worker_overload_episodes_total", "");
+            scrape::counter_sum(body, "manifold_worker_overload_episodes_total", "");
     }
     drop(server);
     let report: Value = match std::fs::read_to_string(&report_path)
@@ -868,10 +866,9 @@ fn run_one(
     result
 }
 
-/// The server's forwarding-latency histogram now (Manifold only: Janus has no `/metrics`).
-fn batch_latency(server: &server::Server) -> Option<Buckets> {
-    let body = http_get(server.metrics_addr.as_deref()?, "/metrics")?;
-    Some(Buckets::parse(&body, BATCH_LATENCY))
+/// The server's `/metrics` body now (Manifold only: Janus has none).
+fn metrics_body(server: &server::Server) -> Option<String> {
+    http_get(server.metrics_addr.as_deref()?, "/metrics")
 }
 
 /// CPU % of a sampled process over the report's steady window.

@@ -31,7 +31,7 @@ const MODES: [Mode; 2] = [
 ];
 
 /// Run it, write `overload.json` and `overload.md`; whether every run joined everyone.
-pub fn run(args: &Args, _scenarios: &[ScenarioDef], summary: &mut String) -> bool {
+pub fn run(args: &Args, summary: &mut String) -> bool {
     let mut one_worker = args.clone();
     one_worker.manifold_workers = 1;
     let mut results: Vec<(String, RunResult)> = Vec::new();

@@ -295,14 +295,8 @@ impl Shard {
         if std::mem::replace(&mut t.label.muted, muted) == muted || muted {
             return;
         }
-        self.resume(now, tk);
-    }
-
-    /// Every receiver of `tk` resumes after a pause the forwarders did not see (a mute, a
-    /// shedding episode): what was kept from before is stale, numbering stays continuous,
-    /// video starts on the next keyframe, which is asked for.
-    pub(crate) fn resume(&mut self, now: Instant, tk: TKey) {
-        let t = &mut self.tracks[tk];
+        // Unmuted: what was kept from before the mute is stale, and every receiver resumes
+        // as after a source switch, numbering continuous, video on the next keyframe.
         t.clear_history();
         for s in &t.subscribers {
             if let Some(p) = self.participants.get_mut(s.participant) {

@@ -36,7 +36,7 @@ pub use manifold_api::command::Publication;
 pub use manifold_api::command::{NegotiatedSession, Negotiator, NewSession};
 pub use negotiate::{NegotiateError, Negotiated, RtcFactory, SdpFragment};
 pub use outbox::{Output, Transmit};
-pub use overload::{OverloadConfig, Shed};
+pub use overload::OverloadConfig;
 pub use relay::{BRIDGE, MAX_RELAY_NACK, RelayMessage, RelayOpen, RelayedPacket};
 pub use shard::{MAX_TRICKLED_CANDIDATES, Shard};
 

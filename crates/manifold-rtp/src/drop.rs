@@ -36,9 +36,10 @@ pub enum DropReason {
     /// The subscriber's link carries no video now; its video is paused. Not a loss.
     Paused,
     /// The worker is overloaded and sheds video first (`manifold-core`'s `overload.rs`):
-    /// counted once per packet not fanned out, however many subscribers it had.
+    /// counted once per subscriber and packet not forwarded.
     ShedVideo,
-    /// The worker is overloaded past shedding video and sheds audio too.
+    /// The worker is overloaded past shedding video and sheds audio too (counted the same
+    /// way).
     ShedAudio,
 }
 
