@@ -194,6 +194,8 @@ impl Shard {
             self.out.reap = true;
         }
         self.retarget(now, &room);
+        // A player the publisher it follows sends no video stays quiet.
+        self.quiet_without_video(key);
         Ok(())
     }
 
@@ -336,11 +338,14 @@ impl Shard {
                 }
             }
         }
-        for (m, i, wanted) in changes {
+        for &(m, i, wanted) in &changes {
             self.detach(m, i);
             if let Some(tk) = wanted {
                 self.attach(now, m, i, tk);
             }
+        }
+        for (m, _, _) in changes {
+            self.quiet_without_video(m);
         }
     }
 
@@ -431,6 +436,9 @@ impl Shard {
                 slot.source = None;
                 slot.forwarder.detach();
             }
+        }
+        for s in &track.subscribers {
+            self.quiet_without_video(s.participant);
         }
         let key = match track.origin {
             Origin::Local(key) => key,

@@ -15,7 +15,7 @@ use manifold_api::{
 };
 use slab::Slab;
 use str0m::format::PayloadParams;
-use str0m::media::{Mid, Pt};
+use str0m::media::{Direction, Mid, Pt};
 use str0m::net::Protocol;
 use str0m::rtp::Ssrc;
 use str0m::{Output as RtcOutput, Rtc};
@@ -86,6 +86,10 @@ pub(crate) struct Slot {
     pub short_since: Option<Instant>,
     /// Video: the overloaded worker sheds this subscription's video (`overload.rs`).
     pub shed: bool,
+    /// While none of the participant's m-lines carries video, the direction this one was
+    /// negotiated with; the `Rtc` holds it as not sending meanwhile, so that str0m neither
+    /// pads nor probes ([`quiet_direction`]).
+    pub quiet: Option<Direction>,
 }
 
 impl Slot {
@@ -165,6 +169,15 @@ pub(crate) struct Participant {
 }
 
 impl Participant {
+    /// The quiet m-lines' negotiated directions, no longer recorded as quiet: to be set
+    /// back (`set_local_direction`) in the `Rtc` before any SDP operation.
+    pub fn take_quiet(&mut self) -> Vec<(Mid, Direction)> {
+        self.slots
+            .iter_mut()
+            .filter_map(|s| s.quiet.take().map(|d| (s.mid, d)))
+            .collect()
+    }
+
     /// Run `f` on the `Rtc`, then drain it to its next timeout, queueing transmits and
     /// events in `out`. A panic anywhere in there dooms this participant only.
     pub fn with_rtc<R>(
@@ -330,6 +343,7 @@ pub(crate) fn new_slot(
         reported: None,
         short_since: None,
         shed: false,
+        quiet: None,
         // Start below 2^15 / 2^31: a fresh SRTP stream must not begin with a non-zero
         // rollover counter.
         forwarder: Forwarder::new(kind, seed & 0x7fff, (seed >> 16) & 0x7fff_ffff),
@@ -357,6 +371,33 @@ pub(crate) fn send_ssrc(rtc: &mut Rtc, mid: Mid, kind: MediaKind) -> Option<Ssrc
         tx.set_unpaced(true);
     }
     Some(tx.ssrc())
+}
+
+/// The direction a quiet m-line is held at: not sending, still receiving if it was.
+///
+/// str0m 0.25 pads every session that has a sending m-line with transport-cc feedback (audio
+/// has it too) to at least 50 kbit/s, whatever its estimator's minimum, on any video stream
+/// it can pad (one with RTX). A player that offered video and receives none gets about 80
+/// padding packets a second, more sends than its audio, and so does a subscriber whose
+/// video the overloaded worker sheds. In RTP mode str0m sends whatever is written on any
+/// direction; the directions decide only whether it pads and probes. So while none of a
+/// session's m-lines carries video, all of them are set not sending, in this `Rtc` only
+/// ([`set_local_direction`]), until one carries video again.
+pub(crate) fn quiet_direction(negotiated: Direction) -> Direction {
+    if negotiated.is_receiving() {
+        Direction::RecvOnly
+    } else {
+        Direction::Inactive
+    }
+}
+
+/// Set `mid`'s direction in this `Rtc` without negotiating it: str0m applies a direction
+/// at once and keeps the change for the next offer, which the `SdpApi` dropped here drops.
+/// Every SDP operation on a room session first gives quiet m-lines their negotiated
+/// direction back (`Participant::take_quiet`), so no offer or answer says what the client
+/// was never told.
+pub(crate) fn set_local_direction(rtc: &mut Rtc, mid: Mid, direction: Direction) {
+    rtc.sdp_api().set_direction(mid, direction);
 }
 
 /// Forget what stream `ssrc` could resend: after a down-switch on a full link, resending

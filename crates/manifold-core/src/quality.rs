@@ -19,7 +19,9 @@ use str0m::bwe::Bitrate;
 use crate::allocator::{self, MAX_CHOICES, Priority, Want};
 use crate::keys::{PKey, TKey};
 use crate::layer;
-use crate::participant::{Participant, forget_resends};
+use crate::participant::{
+    Participant, SlotState, forget_resends, quiet_direction, set_local_direction,
+};
 use crate::shard::Shard;
 use crate::track::Track;
 
@@ -173,6 +175,7 @@ impl Shard {
     /// Choose the layer of each of `key`'s video subscriptions and point its forwarders at
     /// them; keyframes of newly targeted layers are asked for.
     pub(crate) fn allocate(&mut self, now: Instant, key: PKey) {
+        self.quiet_without_video(key);
         let Some(p) = self.participants.get(key) else {
             return;
         };
@@ -391,6 +394,53 @@ impl Shard {
         }
         for tk in retargeted {
             self.request_wanted_keyframes(now, tk);
+        }
+    }
+
+    /// Hold `key`'s session as not sending in its `Rtc` while none of its m-lines carries
+    /// video (no source, or shed), and give it back its negotiated directions once one does:
+    /// str0m pads any session with a sending m-line ([`quiet_direction`]).
+    pub(crate) fn quiet_without_video(&mut self, key: PKey) {
+        let Some(p) = self.participants.get_mut(key) else {
+            return;
+        };
+        let quiet = !p.slots.iter().any(|s| {
+            s.kind == MediaKind::Video
+                && s.state == SlotState::Live
+                && s.source.is_some()
+                && !s.shed
+        });
+        let mut turns = Vec::new();
+        for (i, s) in p.slots.iter().enumerate() {
+            if s.state == SlotState::Live && quiet != s.quiet.is_some() {
+                turns.push((i, s.mid, s.quiet));
+            }
+        }
+        if turns.is_empty() {
+            return;
+        }
+        let applied = p.with_rtc(key, &mut self.out, |rtc| {
+            turns
+                .iter()
+                .map(|&(_, mid, quiet)| match quiet {
+                    Some(negotiated) => {
+                        set_local_direction(rtc, mid, negotiated);
+                        None
+                    }
+                    None => {
+                        let negotiated = rtc.media(mid).map(|m| m.direction())?;
+                        set_local_direction(rtc, mid, quiet_direction(negotiated));
+                        Some(negotiated)
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        let Some(applied) = applied else {
+            self.out.reap = true;
+            return;
+        };
+        for ((i, _, _), quiet) in turns.into_iter().zip(applied) {
+            p.slots[i].quiet = quiet;
         }
     }
 

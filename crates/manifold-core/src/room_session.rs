@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use manifold_api::protocol::MidInfo;
 use manifold_api::{CommandError, CoreEvent, MediaKind, ReplyValue, TrackId};
+use str0m::Rtc;
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, Mid};
 
@@ -15,7 +16,7 @@ use crate::relay::Origin;
 use manifold_api::command::Publication;
 
 use crate::negotiation::{Line, PendingOffer, PendingPublication, Role};
-use crate::participant::{SlotState, new_slot, send_ssrc, splitmix64};
+use crate::participant::{SlotState, new_slot, send_ssrc, set_local_direction, splitmix64};
 use crate::shard::Shard;
 use crate::track::TrackLabel;
 
@@ -228,7 +229,9 @@ impl Shard {
         let answer = SdpAnswer::from_sdp_string(sdp)
             .map_err(|e| CommandError::BadSdp(format!("the answer is not valid SDP: {e}")))?;
         let pending = p.neg.pending.take().expect("checked above");
+        let woken = p.take_quiet();
         let applied = p.with_rtc(key, &mut self.out, |rtc| {
+            wake(rtc, &woken);
             rtc.sdp_api().accept_answer(pending.offer, answer)
         });
         match applied {
@@ -499,7 +502,9 @@ impl Shard {
             .collect();
 
         // Apply to the Rtc.
+        let woken = p.take_quiet();
         let applied = p.with_rtc(key, &mut self.out, |rtc| {
+            wake(rtc, &woken);
             let mut change = rtc.sdp_api();
             for mid in &plan.inactive {
                 change.set_direction(*mid, Direction::Inactive);
@@ -683,4 +688,12 @@ fn simulcast_recv(layers: u8) -> Option<str0m::media::Simulcast> {
         s.add_recv_layer(str0m::media::SimulcastLayer::new(r));
     }
     Some(s)
+}
+
+/// Give quiet m-lines (`participant::quiet_direction`) their negotiated direction back
+/// before an SDP operation, which reads and changes directions.
+fn wake(rtc: &mut Rtc, woken: &[(Mid, Direction)]) {
+    for &(mid, direction) in woken {
+        set_local_direction(rtc, mid, direction);
+    }
 }

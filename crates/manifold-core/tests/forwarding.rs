@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{ClientSpec, Harness, check_stream, config};
-use manifold_api::{ReplyValue, RequestId, Source};
+use manifold_api::{LeaveReason, ReplyValue, RequestId, Source};
 use manifold_core::Command;
 use manifold_core::str0m::media::MediaKind;
 
@@ -163,5 +163,46 @@ fn an_audio_only_player_gets_audio_and_no_padding() {
     assert!(
         datagrams < media + 100,
         "{datagrams} datagrams sent for {media} media packets"
+    );
+}
+
+/// A player that offered video, as browsers and the loadgen do, following a publisher that
+/// sends audio only: its idle video m-line gets no padding (str0m pads every sending video
+/// m-line to 50 kbit/s). When the publisher leaves and one with video arrives, the same
+/// m-line carries video again.
+#[test]
+fn a_player_whose_video_line_carries_nothing_gets_no_padding() {
+    let mut h = Harness::new(config(), 75);
+    let mut spec = ClientSpec::publisher("alice", "room");
+    spec.video = false;
+    let publisher = h.add(spec);
+    let viewer = h.add(ClientSpec::subscriber("bob", "room", Source::RoomCurrent));
+    h.connect(&[publisher, viewer], Duration::from_secs(5));
+    h.run_for(Duration::from_secs(3));
+    let from = h.stats();
+    let audio_from = h.clients[viewer].received_of(MediaKind::Audio).len();
+    h.run_for(Duration::from_secs(4));
+    let to = h.stats();
+    let audio = h.clients[viewer].received_of(MediaKind::Audio).len() - audio_from;
+    assert!(audio > 150, "audio flows: {audio} packets");
+    let datagrams = to.datagrams_out - from.datagrams_out;
+    let media = to.rtp_out - from.rtp_out;
+    assert!(
+        datagrams < media + 100,
+        "{datagrams} datagrams sent for {media} media packets"
+    );
+
+    // A publisher with video takes the room: the quiet m-line carries its video.
+    h.leave(publisher, LeaveReason::Requested);
+    h.stop(publisher);
+    let second = h.add(ClientSpec::publisher("carol", "room"));
+    h.connect(&[second], Duration::from_secs(5));
+    h.run_for(Duration::from_secs(3));
+    let video_from = h.clients[viewer].received_of(MediaKind::Video).len();
+    h.run_for(Duration::from_secs(2));
+    let video = h.clients[viewer].received_of(MediaKind::Video).len() - video_from;
+    assert!(
+        video > 100,
+        "video flows on the m-line once quiet: {video} packets"
     );
 }
