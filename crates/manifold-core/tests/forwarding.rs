@@ -139,9 +139,7 @@ fn one_publisher_three_subscribers() {
 }
 
 /// A player that offers no video is sent its audio and RTCP, and no padding: str0m pads
-/// only sessions that can send video (Opus is not given transport-cc feedback), to a
-/// 50 kbit/s floor. A player that does offer video, as the loadgen's listeners in bench
-/// scenario (c) do, gets that padding while no video flows (docs/benchmarks.md).
+/// on video streams with RTX only, so an audio-only session has nothing to pad on.
 #[test]
 fn an_audio_only_player_gets_audio_and_no_padding() {
     let mut h = Harness::new(config(), 74);
@@ -166,10 +164,11 @@ fn an_audio_only_player_gets_audio_and_no_padding() {
     );
 }
 
-/// A player that offered video, as browsers and the loadgen do, following a publisher that
-/// sends audio only: its idle video m-line gets no padding (str0m pads every sending video
-/// m-line to 50 kbit/s). When the publisher leaves and one with video arrives, the same
-/// m-line carries video again.
+/// A player that offered video, as browsers and the loadgen's listeners in bench scenario
+/// (c) do, following a publisher that sends audio only: no padding on its idle video
+/// m-line (str0m pads every session with a sending m-line to 50 kbit/s; this one is held
+/// not sending, `participant::quiet_direction`). When the publisher leaves and one with
+/// video arrives, the same m-line carries video again.
 #[test]
 fn a_player_whose_video_line_carries_nothing_gets_no_padding() {
     let mut h = Harness::new(config(), 75);
