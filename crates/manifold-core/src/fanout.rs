@@ -363,7 +363,7 @@ fn forward_one(
             Err(e) => tracing::trace!(error = %e, "VP8 descriptor left as is"),
         }
     }
-    let sent = p.with_rtc(s.participant, out, |rtc| {
+    let sent = p.write_rtc(s.participant, out, now, |rtc| {
         let mut api = rtc.direct_api();
         let stream = api.stream_tx(&tx)?;
         stream.write_rtp(write);

@@ -235,6 +235,47 @@ impl Participant {
         }
     }
 
+    /// Run `f`, a write of forwarded media, on the `Rtc` without draining it. Whatever str0m
+    /// writes leaves through its pacer, which releases it on a timeout; so the `Rtc` is made
+    /// due one at `now`, and the shard's next timeout pass (`Shard::handle_timeout`, run
+    /// after every receive batch) drains it once for all that was written to it since. A
+    /// drain here as well would walk the whole session and its timers twice per packet.
+    /// A panic dooms this participant only, as in [`Self::with_rtc`].
+    pub fn write_rtc<R>(
+        &mut self,
+        key: PKey,
+        out: &mut Outbox,
+        now: Instant,
+        f: impl FnOnce(&mut Rtc) -> R,
+    ) -> Option<R> {
+        if self.doomed.is_some() {
+            return None;
+        }
+        let rtc = &mut self.rtc;
+        let injected = std::mem::take(&mut self.panic_next);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            if injected {
+                panic!("injected panic (test hook)");
+            }
+            f(rtc)
+        }));
+        match result {
+            Ok(r) => {
+                if self.timer.is_none_or(|t| t > now) {
+                    self.timer = Some(now);
+                    out.schedule(now, key);
+                }
+                Some(r)
+            }
+            Err(_) => {
+                out.counters.panics += 1;
+                tracing::error!(participant = %self.id, "WebRTC session panicked; removing it");
+                self.doom(LeaveReason::Failed);
+                None
+            }
+        }
+    }
+
     /// End the session politely: RTCP BYE and a DTLS close_notify tell the client at once,
     /// rather than after its ICE consent checks time out. Whatever else the `Rtc` says is
     /// dropped: the participant is gone.
