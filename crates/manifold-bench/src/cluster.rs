@@ -22,10 +22,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::proc::{Sample, Sampler};
+use crate::run::window_cpu_pct;
 use crate::server::{
     DEFAULT_ROOM_SPREAD_AFTER, ManifoldNode, http_get, start_manifold_node, start_server,
 };
-use crate::{Args, RAMP, round2, window_cpu_pct};
+use crate::{Args, RAMP, round2};
 
 /// Its id in `--scenarios` and the results folder.
 pub const ID: &str = "e";

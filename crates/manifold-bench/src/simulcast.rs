@@ -15,8 +15,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::proc::{Sample, Sampler};
+use crate::run::window_cpu_pct;
 use crate::server::start_server;
-use crate::{Args, RAMP, round2, window_cpu_pct};
+use crate::{Args, RAMP, round2};
 
 /// Its id in `--scenarios` and the results folder.
 pub const ID: &str = "d";

@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use manifold_api::{
     CommandError, CoreEvent, LeaveReason, MediaKind, ParticipantId, ReplyValue, RequestId,
@@ -33,6 +33,14 @@ use crate::track::Track;
 /// Most remote candidates one session may trickle over its life (PATCH, room-protocol
 /// `candidate`): str0m keeps every one, and an ICE-lite server needs few.
 pub const MAX_TRICKLED_CANDIDATES: usize = 64;
+
+/// Most timeouts one subscriber's `Rtc` is given in one pass, one per packet its pacer
+/// releases (a keyframe to a subscriber is a few dozen); the rest leave on the next pass.
+const MAX_FOLLOW_UPS: usize = 64;
+
+/// A timeout an `Rtc` asks for within this of the one it was just given is a pacer
+/// follow-up (str0m asks for it one microsecond later) and is given at once.
+const FOLLOW_UP: Duration = Duration::from_micros(5);
 
 /// One worker's rooms, participants and tracks.
 pub struct Shard {
@@ -361,11 +369,22 @@ impl Shard {
             let Some(p) = self.participants.get_mut(key) else {
                 continue;
             };
-            let input = str0m::Input::Timeout(now);
-            if p.with_rtc(key, &mut self.out, |rtc| rtc.handle_input(input))
-                .is_none()
-            {
-                self.out.reap = true;
+            // str0m's pacer releases one packet per timeout and asks for the next one a
+            // microsecond later: that one is given at once, so all a subscriber was written
+            // in this batch (a frame's packets) leaves with it, not one packet per pass.
+            let mut at = now;
+            for _ in 0..MAX_FOLLOW_UPS {
+                let input = str0m::Input::Timeout(at);
+                if p.with_rtc(key, &mut self.out, |rtc| rtc.handle_input(input))
+                    .is_none()
+                {
+                    self.out.reap = true;
+                    break;
+                }
+                match p.timer {
+                    Some(t) if t <= at + FOLLOW_UP => at = t.max(at),
+                    _ => break,
+                }
             }
         }
         self.due = due;

@@ -205,3 +205,45 @@ fn a_player_whose_video_line_carries_nothing_gets_no_padding() {
         "video flows on the m-line once quiet: {video} packets"
     );
 }
+
+/// str0m's pacer releases one packet per timeout and asks for the next a microsecond later.
+/// The shard gives those follow-ups at once, so a frame's packets reach a subscriber
+/// together, not one per timeout pass (each a receive batch apart in the worker).
+#[test]
+fn a_frame_leaves_for_each_subscriber_in_one_pass() {
+    let mut h = Harness::new(config(), 76);
+    let mut spec = ClientSpec::publisher("alice", "room");
+    spec.media.packets_per_frame = 5;
+    let publisher = h.add(spec);
+    let viewers: Vec<usize> = (0..3)
+        .map(|i| {
+            h.add(ClientSpec::subscriber(
+                &format!("viewer{i}"),
+                "room",
+                Source::RoomCurrent,
+            ))
+        })
+        .collect();
+    let mut all = vec![publisher];
+    all.extend(&viewers);
+    h.connect(&all, Duration::from_secs(5));
+    h.run_for(Duration::from_secs(3));
+    for &v in &viewers {
+        let video = h.clients[v].received_of(MediaKind::Video);
+        let mut frames: HashMap<u32, Vec<std::time::Instant>> = HashMap::new();
+        for r in video.iter().rev().take(100) {
+            frames.entry(r.ts).or_default().push(r.at);
+        }
+        let whole: Vec<&Vec<std::time::Instant>> =
+            frames.values().filter(|at| at.len() == 5).collect();
+        assert!(whole.len() > 10, "{} whole frames", whole.len());
+        for at in whole {
+            let first = *at.iter().min().expect("five");
+            assert!(
+                at.iter().all(|t| *t == first),
+                "a frame's packets arrived at different times: {:?}",
+                at.iter().map(|t| *t - first).collect::<Vec<_>>()
+            );
+        }
+    }
+}
