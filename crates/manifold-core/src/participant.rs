@@ -186,16 +186,8 @@ impl Participant {
         out: &mut Outbox,
         f: impl FnOnce(&mut Rtc) -> R,
     ) -> Option<R> {
-        if self.doomed.is_some() {
-            return None;
-        }
-        let rtc = &mut self.rtc;
-        let injected = std::mem::take(&mut self.panic_next);
         let mut sent = 0u64;
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            if injected {
-                panic!("injected panic (test hook)");
-            }
+        let result = self.contained(out, |rtc, out| {
             let r = f(rtc);
             loop {
                 match rtc.poll_output() {
@@ -208,27 +200,21 @@ impl Participant {
                     Err(e) => break Err(e),
                 }
             }
-        }));
+        });
         self.bytes_out += sent;
-        match result {
-            Ok(Ok((r, timeout))) => {
+        match result? {
+            Ok((r, timeout)) => {
                 if self.timer != Some(timeout) {
                     self.timer = Some(timeout);
                     out.schedule(timeout, key);
                 }
                 Some(r)
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 if !self.connected && self.ice_connected_at.is_some() {
                     out.counters.dtls_failures += 1;
                 }
                 tracing::warn!(participant = %self.id, error = %e, "WebRTC session failed");
-                self.doom(LeaveReason::Failed);
-                None
-            }
-            Err(_) => {
-                out.counters.panics += 1;
-                tracing::error!(participant = %self.id, "WebRTC session panicked; removing it");
                 self.doom(LeaveReason::Failed);
                 None
             }
@@ -248,6 +234,21 @@ impl Participant {
         now: Instant,
         f: impl FnOnce(&mut Rtc) -> R,
     ) -> Option<R> {
+        let r = self.contained(out, |rtc, _| f(rtc))?;
+        if self.timer.is_none_or(|t| t > now) {
+            self.timer = Some(now);
+            out.schedule(now, key);
+        }
+        Some(r)
+    }
+
+    /// Run `f` on the `Rtc` unless the participant is doomed; a panic in it (or the test
+    /// hook's) dooms this participant only, is counted, and gives `None`.
+    fn contained<R>(
+        &mut self,
+        out: &mut Outbox,
+        f: impl FnOnce(&mut Rtc, &mut Outbox) -> R,
+    ) -> Option<R> {
         if self.doomed.is_some() {
             return None;
         }
@@ -257,16 +258,10 @@ impl Participant {
             if injected {
                 panic!("injected panic (test hook)");
             }
-            f(rtc)
+            f(rtc, &mut *out)
         }));
         match result {
-            Ok(r) => {
-                if self.timer.is_none_or(|t| t > now) {
-                    self.timer = Some(now);
-                    out.schedule(now, key);
-                }
-                Some(r)
-            }
+            Ok(r) => Some(r),
             Err(_) => {
                 out.counters.panics += 1;
                 tracing::error!(participant = %self.id, "WebRTC session panicked; removing it");
