@@ -2,6 +2,9 @@
 //! set up with a real str0m client in memory, virtual time): from the session's own
 //! address they reach its `Rtc` (DTLS, SRTP/SRTCP, STUN integrity checks), from any other
 //! address the shard's demultiplexer. Nothing may panic, not even contained in a session.
+//! The session is WHIP without a data channel, so its DTLS has freed OpenSSL after the
+//! handshake: DTLS-looking datagrams reach `manifold_dtls`'s released state (alerts
+//! authenticated with the kept key, the final flight resent).
 #![no_main]
 
 use std::net::SocketAddr;

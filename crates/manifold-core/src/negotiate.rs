@@ -104,6 +104,10 @@ impl From<Negotiated> for NegotiatedSession {
 #[derive(Clone)]
 pub struct RtcFactory {
     crypto: Arc<CryptoProvider>,
+    /// For sessions whose offer has no data channel: the same crypto, but DTLS frees its
+    /// OpenSSL state once the handshake is done (`manifold_dtls::media_only_crypto_provider`,
+    /// about 90 KB per session). The same as `crypto` for a factory given its provider.
+    media_only: Arc<CryptoProvider>,
     cert: DtlsCert,
     max_sdp_bytes: usize,
     /// Announce a passive ICE-TCP candidate beside each UDP one (same address and port).
@@ -124,8 +128,10 @@ impl RtcFactory {
             .dtls_provider
             .generate_certificate()
             .expect("the compiled-in crypto provider generates DTLS certificates");
-        Self::with_certificate(crypto, cert, max_sdp_bytes, now)
-            .expect("a freshly generated certificate is usable")
+        let mut factory = Self::with_certificate(crypto, cert, max_sdp_bytes, now)
+            .expect("a freshly generated certificate is usable");
+        factory.media_only = Arc::new(manifold_dtls::media_only_crypto_provider());
+        factory
     }
 
     /// A factory with a given provider and certificate. The certificate is tried once here:
@@ -139,6 +145,7 @@ impl RtcFactory {
         now: Instant,
     ) -> Result<Self, String> {
         let factory = RtcFactory {
+            media_only: crypto.clone(),
             crypto,
             cert,
             max_sdp_bytes,
@@ -147,7 +154,7 @@ impl RtcFactory {
         };
         let probe = factory.clone();
         std::panic::catch_unwind(move || {
-            probe.rtc_config(IceCreds::new()).build(now);
+            probe.rtc_config(IceCreds::new(), &probe.crypto).build(now);
         })
         .map_err(|_| "the DTLS stack cannot use this certificate and key".to_owned())?;
         Ok(factory)
@@ -163,9 +170,9 @@ impl RtcFactory {
 
     /// The configuration every server-side `Rtc` starts from: ICE-lite, RTP mode, the
     /// codecs an SFU can forward untouched.
-    fn rtc_config(&self, creds: IceCreds) -> RtcConfig {
+    fn rtc_config(&self, creds: IceCreds, crypto: &Arc<CryptoProvider>) -> RtcConfig {
         Rtc::builder()
-            .set_crypto_provider(self.crypto.clone())
+            .set_crypto_provider(crypto.clone())
             .set_dtls_cert(self.cert.clone())
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -251,7 +258,15 @@ impl RtcFactory {
 
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
-        let mut rtc = self.rtc_config(creds).build(now);
+        // WHIP and WHEP do not renegotiate: an offer without a data channel never gets one,
+        // so its DTLS state is not needed after the handshake. A room session may add one.
+        let media_only = matches!(kind, SessionKind::Whip | SessionKind::Whep);
+        let crypto = if media_only && !has_data_channel(offer) {
+            &self.media_only
+        } else {
+            &self.crypto
+        };
+        let mut rtc = self.rtc_config(creds, crypto).build(now);
         for c in host_candidates(candidates, self.ice_tcp)? {
             rtc.add_local_candidate(c);
         }
@@ -302,7 +317,7 @@ impl RtcFactory {
     ) -> Result<Negotiated, NegotiateError> {
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
-        let mut rtc = self.rtc_config(creds).build(now);
+        let mut rtc = self.rtc_config(creds, &self.crypto).build(now);
         for c in host_candidates(candidates, self.ice_tcp)? {
             rtc.add_local_candidate(c);
         }
@@ -322,6 +337,11 @@ impl RtcFactory {
             data_mid,
         })
     }
+}
+
+/// Whether an SDP has an `m=application` line (a data channel).
+fn has_data_channel(sdp: &str) -> bool {
+    sdp.lines().any(|l| l.starts_with("m=application"))
 }
 
 /// The `a=mid:` values of an offer, in order. str0m does not list the media of a session,

@@ -16,6 +16,9 @@
 //! were given, so a caller running in real time sees correct retransmissions; a caller in
 //! virtual time sees retransmissions only once real time has passed too (the core's
 //! virtual-time tests lose packets only after the handshake).
+//!
+//! Sessions without a data channel can free OpenSSL's state once the handshake is done
+//! ([`media_only_crypto_provider`], [`released`]): about 90 KB per session.
 
 use std::collections::VecDeque;
 use std::ffi::c_void;
@@ -41,6 +44,10 @@ use str0m::crypto::dtls::{
     ProtocolVersion, SrtpProfile,
 };
 
+mod released;
+
+use released::{Incoming, Released};
+
 /// str0m's crypto provider with the DTLS part replaced by OpenSSL.
 pub fn crypto_provider() -> CryptoProvider {
     CryptoProvider {
@@ -49,8 +56,24 @@ pub fn crypto_provider() -> CryptoProvider {
     }
 }
 
+/// [`crypto_provider`] for sessions that negotiate no data channel: once the handshake is
+/// done (on an AES-GCM suite), each session frees its OpenSSL state and keeps only what
+/// [`released`] lists. Application data is then neither sent nor received.
+pub fn media_only_crypto_provider() -> CryptoProvider {
+    CryptoProvider {
+        dtls_provider: &MEDIA_ONLY,
+        ..str0m::crypto::from_feature_flags()
+    }
+}
+
 static PROVIDER: OpensslDtls = OpensslDtls {
     contexts: Mutex::new(Vec::new()),
+    release: false,
+};
+
+static MEDIA_ONLY: OpensslDtls = OpensslDtls {
+    contexts: Mutex::new(Vec::new()),
+    release: true,
 };
 
 /// The largest datagram taken in: a DTLS record is at most 2^14 bytes of plaintext plus
@@ -98,6 +121,8 @@ unsafe extern "C" fn retransmit_interval(
 /// parsing the key and building the context is the costly part.
 struct OpensslDtls {
     contexts: Mutex<Vec<(Vec<u8>, SslContext)>>,
+    /// Whether its instances free OpenSSL after the handshake ([`media_only_crypto_provider`]).
+    release: bool,
 }
 
 impl fmt::Debug for OpensslDtls {
@@ -161,6 +186,8 @@ impl DtlsProvider for OpensslDtls {
             closing: false,
             started: false,
             may_send: false,
+            release: self.release,
+            peer_closed: false,
         }))
     }
 }
@@ -245,6 +272,9 @@ enum State {
     /// Before str0m has said which side we are.
     Idle(Ssl),
     Running(SslStream<Wire>),
+    /// After the handshake of a media-only session: OpenSSL is freed; what is kept, and
+    /// the datagrams still to send.
+    Released(Box<Released>, VecDeque<Vec<u8>>),
     /// Taken out while switching from idle to running.
     Gone,
 }
@@ -273,6 +303,10 @@ struct OpensslInstance {
     /// session's DTLS on every output poll; without this each poll reaches into the BIO
     /// (`SSL_get_rbio`, `BIO_get_data`), about 6 % of a worker's time in bench (c).
     may_send: bool,
+    /// Whether to free OpenSSL once the handshake is done.
+    release: bool,
+    /// Whether the peer's close_notify (or an alert) was reported after the release.
+    peer_closed: bool,
 }
 
 impl fmt::Debug for OpensslInstance {
@@ -281,6 +315,7 @@ impl fmt::Debug for OpensslInstance {
             .field("active", &self.active)
             .field("connected", &self.connected)
             .field("closing", &self.closing)
+            .field("released", &matches!(self.state, State::Released(..)))
             .finish_non_exhaustive()
     }
 }
@@ -308,7 +343,12 @@ impl OpensslInstance {
                 return Ok(());
             };
             match stream.do_handshake() {
-                Ok(()) => self.on_connected()?,
+                Ok(()) => {
+                    self.on_connected()?;
+                    if self.release {
+                        self.free_openssl();
+                    }
+                }
                 Err(e) if wants_io(e.code()) => return Ok(()),
                 Err(e) => return Err(self.fail("handshake", &e)),
             }
@@ -372,6 +412,69 @@ impl OpensslInstance {
             .push_back(Event::Keys(KeyingMaterial::new(&keys), profile));
         self.connected = true;
         Ok(())
+    }
+
+    /// Free OpenSSL's state, keeping what [`Released`] lists, right after the handshake:
+    /// what OpenSSL has queued then is our final flight. A suite [`Released`] does not
+    /// handle keeps OpenSSL, as does a failure to make the close_notify.
+    fn free_openssl(&mut self) {
+        let State::Running(stream) = &mut self.state else {
+            return;
+        };
+        // As the server we sent the last flight: it is what is queued now, not yet polled.
+        let last_flight: Vec<Vec<u8>> = if self.active {
+            Vec::new()
+        } else {
+            stream.get_ref().outgoing.iter().cloned().collect()
+        };
+        if !self.active && last_flight.is_empty() {
+            return;
+        }
+        let Some(mut kept) = Released::new(stream.ssl(), self.active, last_flight) else {
+            tracing::debug!("DTLS suite not handled after release; OpenSSL kept");
+            return;
+        };
+        // Our close_notify now, while OpenSSL can make it: the next record of our epoch,
+        // sent only when the session closes.
+        let queued = stream.get_ref().outgoing.len();
+        if let Err(e) = stream.shutdown() {
+            tracing::debug!("DTLS close_notify not made: {e}; OpenSSL kept");
+            return;
+        }
+        let outgoing = &mut stream.get_mut().outgoing;
+        kept.set_farewell(outgoing.drain(queued..).collect());
+        let outgoing = std::mem::take(outgoing);
+        // Dropping the stream frees the SSL object and its buffers.
+        self.state = State::Released(Box::new(kept), outgoing);
+        self.may_send = true;
+    }
+
+    /// The datagrams waiting to be polled, in whichever state holds them.
+    fn outgoing(&mut self) -> Option<&mut VecDeque<Vec<u8>>> {
+        match &mut self.state {
+            State::Running(stream) => Some(&mut stream.get_mut().outgoing),
+            State::Released(_, outgoing) => Some(outgoing),
+            _ => None,
+        }
+    }
+
+    /// A datagram after the release: the peer's alert closes, a retransmitted final
+    /// flight is answered with ours, anything else is dropped.
+    fn after_release(&mut self, packet: &[u8]) {
+        let State::Released(kept, outgoing) = &mut self.state else {
+            return;
+        };
+        match kept.classify(packet) {
+            Incoming::Closed if !self.peer_closed => {
+                self.peer_closed = true;
+                self.events.push_back(Event::CloseNotify);
+            }
+            Incoming::Resend if outgoing.len() < MAX_QUEUED => {
+                outgoing.extend(kept.resend());
+                self.may_send = true;
+            }
+            _ => tracing::debug!(len = packet.len(), "DTLS datagram after release dropped"),
+        }
     }
 
     fn fail(&self, what: &str, e: &openssl::ssl::Error) -> DtlsImplError {
@@ -439,6 +542,12 @@ impl DtlsInstance for OpensslInstance {
     }
 
     fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
+        if let State::Released(..) = self.state {
+            if packet.len() <= MAX_DATAGRAM {
+                self.after_release(packet);
+            }
+            return Ok(());
+        }
         let Some(stream) = self.stream() else {
             return Ok(());
         };
@@ -456,16 +565,15 @@ impl DtlsInstance for OpensslInstance {
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
         if self.may_send {
-            if let State::Running(stream) = &mut self.state {
-                let outgoing = &mut stream.get_mut().outgoing;
-                if let Some(d) = outgoing.front() {
-                    if d.len() > buf.len() {
-                        return DtlsOutput::BufferTooSmall { needed: d.len() };
-                    }
-                    let d = outgoing.pop_front().unwrap_or_default();
-                    buf[..d.len()].copy_from_slice(&d);
-                    return DtlsOutput::Packet(&buf[..d.len()]);
+            if let Some(outgoing) = self.outgoing()
+                && let Some(d) = outgoing.front()
+            {
+                if d.len() > buf.len() {
+                    return DtlsOutput::BufferTooSmall { needed: d.len() };
                 }
+                let d = outgoing.pop_front().unwrap_or_default();
+                buf[..d.len()].copy_from_slice(&d);
+                return DtlsOutput::Packet(&buf[..d.len()]);
             }
             self.may_send = false;
         }
@@ -558,6 +666,7 @@ impl DtlsInstance for OpensslInstance {
         self.closing
             && match &self.state {
                 State::Running(s) => s.get_ref().outgoing.is_empty(),
+                State::Released(_, outgoing) => outgoing.is_empty(),
                 _ => true,
             }
     }
@@ -568,6 +677,11 @@ impl DtlsInstance for OpensslInstance {
         }
         self.closing = true;
         if !self.connected {
+            return Ok(());
+        }
+        if let State::Released(kept, outgoing) = &mut self.state {
+            outgoing.extend(kept.take_farewell());
+            self.may_send = true;
             return Ok(());
         }
         if let Some(stream) = self.stream() {

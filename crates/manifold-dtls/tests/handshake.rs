@@ -15,6 +15,11 @@ fn openssl() -> &'static dyn DtlsProvider {
     manifold_dtls::crypto_provider().dtls_provider
 }
 
+/// The provider whose sessions free OpenSSL after the handshake.
+fn media_only() -> &'static dyn DtlsProvider {
+    manifold_dtls::media_only_crypto_provider().dtls_provider
+}
+
 fn dimpl() -> &'static dyn DtlsProvider {
     str0m::crypto::from_feature_flags().dtls_provider
 }
@@ -35,6 +40,8 @@ struct Side {
     pending: Vec<Vec<u8>>,
     seen: Seen,
     timeout: Instant,
+    /// Datagrams of this side lost on the way once it is connected (its final flight).
+    lose_when_connected: usize,
 }
 
 impl Side {
@@ -49,6 +56,7 @@ impl Side {
             pending: Vec::new(),
             seen: Seen::default(),
             timeout: now,
+            lose_when_connected: 0,
         }
     }
 
@@ -91,6 +99,10 @@ fn run(client: &mut Side, server: &mut Side, mut drop_first: usize, deadline: Du
         c.extend(client.drain());
         let mut s = std::mem::take(&mut server.pending);
         s.extend(server.drain());
+        while server.seen.connected && server.lose_when_connected > 0 && !s.is_empty() {
+            s.remove(0);
+            server.lose_when_connected -= 1;
+        }
         if c.is_empty() && s.is_empty() {
             if client.seen.connected && server.seen.connected {
                 return retransmitted;
@@ -277,4 +289,112 @@ fn dtls13_only_is_refused() {
             .new_dtls(&cert, Instant::now(), DtlsVersion::Dtls13, None)
             .is_err()
     );
+}
+
+fn released(side: &Side) -> bool {
+    format!("{:?}", side.dtls).contains("released: true")
+}
+
+/// Handshake `client` with a media-only server, which frees OpenSSL once it is done.
+fn media_only_handshake(client: (&dyn DtlsProvider, &DtlsCert)) -> (Side, Side) {
+    let cert = openssl().generate_certificate().unwrap();
+    let (c, s, _) = handshake(client, (media_only(), &cert), 0);
+    assert!(released(&s), "the server freed OpenSSL");
+    assert!(!released(&c), "the client's provider keeps it");
+    (c, s)
+}
+
+/// Deliver what `from` sends now to `to`, and let `to` report what it makes of it.
+fn deliver(from: &mut Side, to: &mut Side) {
+    for p in from.drain() {
+        to.dtls.handle_packet(&p).unwrap();
+    }
+    to.drain();
+}
+
+/// After the release the session still closes politely both ways: the server's
+/// close_notify (made by OpenSSL before it was freed) reaches the client, and the client's
+/// is authenticated with the key the server kept. With OpenSSL and with dimpl (str0m's own
+/// stack, as the loadgen and the tests' clients use) as the client.
+#[test]
+fn a_released_session_closes_politely_both_ways() {
+    let rsa = certificate(&rcgen::PKCS_RSA_SHA256);
+    let ecdsa = dimpl().generate_certificate().unwrap();
+    let clients: [(&dyn DtlsProvider, &DtlsCert); 2] = [(openssl(), &rsa), (dimpl(), &ecdsa)];
+    for client in clients {
+        let (mut c, mut s) = media_only_handshake(client);
+        c.dtls.close().unwrap();
+        deliver(&mut c, &mut s);
+        assert!(
+            s.seen.close_notify,
+            "the client's close_notify is recognised"
+        );
+
+        let (mut c, mut s) = media_only_handshake(client);
+        s.dtls.close().unwrap();
+        assert!(s.dtls.is_closing());
+        deliver(&mut s, &mut c);
+        assert!(s.dtls.is_closed());
+        assert!(
+            c.seen.close_notify,
+            "the server's close_notify reaches the client"
+        );
+        assert!(!s.seen.close_notify);
+    }
+}
+
+/// An alert the kept key does not authenticate (forged, or a real one altered) is dropped:
+/// only the peer can close the session.
+#[test]
+fn a_forged_alert_does_not_close_a_released_session() {
+    let client = dimpl().generate_certificate().unwrap();
+    let (mut c, mut s) = media_only_handshake((dimpl(), &client));
+    c.dtls.close().unwrap();
+    let real = c.drain();
+    assert_eq!(real.len(), 1, "one close_notify datagram");
+    let real = &real[0];
+    assert_eq!(real[0], 21, "an alert record");
+
+    // An alert of the right shape with a made-up body and tag.
+    let mut forged = real[..13].to_vec();
+    forged.extend((0..real.len() - 13).map(|i| i as u8));
+    // The real one with one bit of its ciphertext, its tag or its header flipped.
+    let mut altered = Vec::new();
+    for i in [real.len() - 1, real.len() - 17, 10] {
+        let mut d = real.clone();
+        d[i] ^= 1;
+        altered.push(d);
+    }
+    for d in std::iter::once(&forged).chain(&altered) {
+        s.dtls.handle_packet(d).unwrap();
+        s.drain();
+        assert!(!s.seen.close_notify, "not authenticated: {d:?}");
+    }
+    s.dtls.handle_packet(real).unwrap();
+    s.drain();
+    assert!(s.seen.close_notify);
+}
+
+/// The server's final flight is lost: the client retransmits its own, and the server,
+/// which freed OpenSSL as it sent that flight, answers with the flight again.
+#[test]
+fn a_lost_final_flight_is_sent_again_after_the_release() {
+    let server_cert = openssl().generate_certificate().unwrap();
+    let rsa = certificate(&rcgen::PKCS_RSA_SHA256);
+    let ecdsa = dimpl().generate_certificate().unwrap();
+    let clients: [(&dyn DtlsProvider, &DtlsCert); 2] = [(openssl(), &rsa), (dimpl(), &ecdsa)];
+    for (provider, cert) in clients {
+        let now = Instant::now();
+        let mut c = Side::new(provider, cert, true, now);
+        let mut s = Side::new(media_only(), &server_cert, false, now);
+        s.lose_when_connected = 1;
+        let retransmitted = run(&mut c, &mut s, 0, Duration::from_secs(10));
+        assert_eq!(s.lose_when_connected, 0, "the final flight was lost once");
+        assert!(retransmitted >= 1, "the client sent its flight again");
+        assert!(c.seen.connected && released(&s));
+        // And the session still closes.
+        c.dtls.close().unwrap();
+        deliver(&mut c, &mut s);
+        assert!(s.seen.close_notify);
+    }
 }
