@@ -22,6 +22,7 @@ use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::media::{Direction, Mid};
 use str0m::net::TcpType;
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
 /// Longest SDP offer accepted, in bytes, unless the caller sets its own limit lower.
@@ -261,12 +262,19 @@ impl RtcFactory {
         // WHIP and WHEP do not renegotiate: an offer without a data channel never gets one,
         // so its DTLS state is not needed after the handshake. A room session may add one.
         let media_only = matches!(kind, SessionKind::Whip | SessionKind::Whep);
-        let crypto = if media_only && !has_data_channel(offer) {
+        let crypto = if media_only && !has_m_line(offer, "application") {
             &self.media_only
         } else {
             &self.crypto
         };
-        let mut rtc = self.rtc_config(creds, crypto).build(now);
+        let mut config = self.rtc_config(creds, crypto);
+        if kind == SessionKind::Whep && !has_m_line(offer, "video") {
+            // An audio-only player: nothing is allocated to it, so it needs no bandwidth
+            // estimate. Without transport-cc str0m neither pads it nor keeps a history of
+            // what it sent (1,000 records, about 90 KB per session).
+            config = without_transport_cc(config);
+        }
+        let mut rtc = config.build(now);
         for c in host_candidates(candidates, self.ice_tcp)? {
             rtc.add_local_candidate(c);
         }
@@ -339,9 +347,23 @@ impl RtcFactory {
     }
 }
 
-/// Whether an SDP has an `m=application` line (a data channel).
-fn has_data_channel(sdp: &str) -> bool {
-    sdp.lines().any(|l| l.starts_with("m=application"))
+/// Whether an SDP has an `m=<kind>` line (`application`: a data channel).
+fn has_m_line(sdp: &str, kind: &str) -> bool {
+    sdp.lines().any(|l| {
+        l.strip_prefix("m=")
+            .is_some_and(|rest| rest.starts_with(kind))
+    })
+}
+
+/// `config` with neither send-side bandwidth estimation nor the transport-cc extension.
+fn without_transport_cc(mut config: RtcConfig) -> RtcConfig {
+    let mut exts = ExtensionMap::empty();
+    for (id, ext) in config.extension_map().iter() {
+        if *ext != Extension::TransportSequenceNumber {
+            exts.set(id, ext.clone());
+        }
+    }
+    config.set_extension_map(exts).enable_bwe(None)
 }
 
 /// The `a=mid:` values of an offer, in order. str0m does not list the media of a session,

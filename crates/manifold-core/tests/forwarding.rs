@@ -206,6 +206,29 @@ fn a_player_whose_video_line_carries_nothing_gets_no_padding() {
     );
 }
 
+/// A player that offers audio only gets no transport-cc (nothing is allocated to it, and
+/// str0m would keep a send history of 1,000 records for it): its answer omits the
+/// extension, and it receives the audio and nothing else. A player offering video gets it.
+#[test]
+fn an_audio_only_player_is_answered_without_transport_cc() {
+    let mut h = Harness::new(config(), 77);
+    let mut spec = ClientSpec::publisher("alice", "room");
+    spec.video = false;
+    let publisher = h.add(spec);
+    let mut spec = ClientSpec::subscriber("bob", "room", Source::RoomCurrent);
+    spec.video = false;
+    let listener = h.add(spec);
+    let viewer = h.add(ClientSpec::subscriber("carol", "room", Source::RoomCurrent));
+    assert!(!h.clients[listener].answer.contains("transport-wide-cc"));
+    assert!(h.clients[viewer].answer.contains("transport-wide-cc"));
+    h.connect(&[publisher, listener, viewer], Duration::from_secs(5));
+    h.run_for(Duration::from_secs(3));
+    let audio_from = h.clients[listener].received_of(MediaKind::Audio).len();
+    h.run_for(Duration::from_secs(4));
+    let audio = h.clients[listener].received_of(MediaKind::Audio).len() - audio_from;
+    assert!(audio > 150, "audio flows: {audio} packets");
+}
+
 /// str0m's pacer releases one packet per timeout and asks for the next a microsecond later.
 /// The shard gives those follow-ups at once, so a frame's packets reach a subscriber
 /// together, not one per timeout pass (each a receive batch apart in the worker).

@@ -104,7 +104,7 @@ impl Janus {
         spec: MediaSpec,
         bind_ip: IpAddr,
     ) -> Result<(Joined, u64, u64), SignalError> {
-        let offering = Offering::new(bind_ip, Some(spec))?;
+        let offering = Offering::new(bind_ip, crate::signal::Offer::Send(spec))?;
         let handle = self.attach().await?;
         let body = json!({
             "request": "joinandconfigure",

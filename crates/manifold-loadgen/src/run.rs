@@ -421,7 +421,7 @@ async fn rejoin(ctx: Arc<Ctx>, publisher: PublisherRef, label: String, setup: Su
 async fn subscribe_as(ctx: &Ctx, publisher: PublisherRef, label: String, setup: SubscriberSetup) {
     let result = ctx
         .target
-        .subscribe(&publisher, ctx.scenario.bind_ip)
+        .subscribe(&publisher, ctx.scenario.spec(), ctx.scenario.bind_ip)
         .await
         .and_then(|(joined, session)| {
             let client = Client::subscriber_with(label.clone(), joined, setup)

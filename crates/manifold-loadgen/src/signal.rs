@@ -63,13 +63,23 @@ impl SignalError {
     }
 }
 
-/// What a client publishes.
+/// What a client publishes or receives.
 #[derive(Clone, Copy, Debug)]
 pub struct MediaSpec {
-    /// Send Opus.
+    /// Opus.
     pub audio: bool,
-    /// Send VP8.
+    /// VP8.
     pub video: bool,
+}
+
+/// What an offer's m-lines are for.
+#[derive(Clone, Copy, Debug)]
+pub enum Offer {
+    /// Sendonly m-lines (WHIP, a Janus publisher).
+    Send(MediaSpec),
+    /// Recvonly m-lines (WHEP): a listener of an audio-only scenario offers audio only, as
+    /// a Janus subscriber of an audio-only feed is offered only audio.
+    Receive(MediaSpec),
 }
 
 /// A negotiated client, ready for the media engine.
@@ -102,25 +112,24 @@ pub struct Offering {
 }
 
 impl Offering {
-    /// Bind a socket on `bind_ip` and make an offer: `publish` selects sendonly media,
-    /// `None` recvonly audio+video.
-    pub fn new(bind_ip: IpAddr, publish: Option<MediaSpec>) -> Result<Offering, SignalError> {
-        Offering::with_layers(bind_ip, publish, &[])
+    /// Bind a socket on `bind_ip` and make an offer of `media`.
+    pub fn new(bind_ip: IpAddr, media: Offer) -> Result<Offering, SignalError> {
+        Offering::with_layers(bind_ip, media, &[])
     }
 
     /// As [`Offering::new`], a publisher's video m-line offering `layers` as simulcast send
     /// layers (`a=rid:<rid> send`, `a=simulcast:send q;h;f`, lowest first); none: one stream.
     pub fn with_layers(
         bind_ip: IpAddr,
-        publish: Option<MediaSpec>,
+        offer: Offer,
         layers: &[&str],
     ) -> Result<Offering, SignalError> {
         let started = Instant::now();
         let (mut rtc, socket) = new_rtc(bind_ip)?;
         let mut change = rtc.sdp_api();
         let mut media = Vec::new();
-        match publish {
-            Some(spec) => {
+        match offer {
+            Offer::Send(spec) => {
                 if spec.audio {
                     media.push((
                         change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None),
@@ -147,15 +156,19 @@ impl Offering {
                     ));
                 }
             }
-            None => {
-                media.push((
-                    change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None),
-                    MediaKind::Audio,
-                ));
-                media.push((
-                    change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None),
-                    MediaKind::Video,
-                ));
+            Offer::Receive(spec) => {
+                if spec.audio {
+                    media.push((
+                        change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None),
+                        MediaKind::Audio,
+                    ));
+                }
+                if spec.video {
+                    media.push((
+                        change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None),
+                        MediaKind::Video,
+                    ));
+                }
             }
         }
         let (offer, pending) = change
@@ -244,16 +257,16 @@ pub(crate) fn new_rtc(bind_ip: IpAddr) -> Result<(Rtc, UdpSocket), SignalError> 
     Ok((rtc, socket))
 }
 
-/// Create a session: `url` is the full WHIP or WHEP endpoint; `publish` selects sendonly
-/// (WHIP) media, `None` recvonly audio+video (WHEP).
+/// Create a session: `url` is the full WHIP or WHEP endpoint; `offer` selects sendonly
+/// (WHIP) or recvonly (WHEP) media.
 pub async fn join(
     http: &reqwest::Client,
     url: &str,
     token: Option<&str>,
     bind_ip: IpAddr,
-    publish: Option<MediaSpec>,
+    offer: Offer,
 ) -> Result<Joined, SignalError> {
-    post_offer(http, url, token, Offering::new(bind_ip, publish)?).await
+    post_offer(http, url, token, Offering::new(bind_ip, offer)?).await
 }
 
 /// Send `offering` to a WHIP or WHEP endpoint (`url`) and apply the answer.

@@ -128,7 +128,8 @@ impl Target {
         match self {
             Target::WhipWhep(w) => {
                 let url = w.url(&w.whip, room, &name);
-                let offering = signal::Offering::with_layers(bind_ip, Some(spec), layers)?;
+                let offering =
+                    signal::Offering::with_layers(bind_ip, signal::Offer::Send(spec), layers)?;
                 let joined = timed(signal::post_offer(
                     &w.http,
                     &url,
@@ -172,10 +173,11 @@ impl Target {
         }
     }
 
-    /// Join a subscriber of `publisher`.
+    /// Join a subscriber of `publisher`, receiving `media` (what the scenario publishes).
     pub async fn subscribe(
         &self,
         publisher: &PublisherRef,
+        media: MediaSpec,
         bind_ip: IpAddr,
     ) -> Result<(Joined, Session), SignalError> {
         match self {
@@ -186,7 +188,7 @@ impl Target {
                     &url,
                     w.token.as_deref(),
                     bind_ip,
-                    None,
+                    signal::Offer::Receive(media),
                 ))
                 .await?;
                 let session = Session::Http(joined.resource.clone());
