@@ -257,9 +257,27 @@ pub(crate) fn new_rtc(bind_ip: IpAddr) -> Result<(Rtc, UdpSocket), SignalError> 
     Ok((rtc, socket))
 }
 
-/// Create a session: `url` is the full WHIP or WHEP endpoint; `offer` selects sendonly
-/// (WHIP) or recvonly (WHEP) media.
+/// Create a session: `url` is the full WHIP or WHEP endpoint; `publish` selects sendonly
+/// (WHIP) media, `None` recvonly audio+video (WHEP).
 pub async fn join(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    bind_ip: IpAddr,
+    publish: Option<MediaSpec>,
+) -> Result<Joined, SignalError> {
+    let offer = match publish {
+        Some(spec) => Offer::Send(spec),
+        None => Offer::Receive(MediaSpec {
+            audio: true,
+            video: true,
+        }),
+    };
+    join_with(http, url, token, bind_ip, offer).await
+}
+
+/// [`join`] with the offer's media given: sendonly (WHIP) or recvonly (WHEP).
+pub async fn join_with(
     http: &reqwest::Client,
     url: &str,
     token: Option<&str>,

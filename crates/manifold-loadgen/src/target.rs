@@ -183,7 +183,7 @@ impl Target {
         match self {
             Target::WhipWhep(w) => {
                 let url = w.url(&w.whep, publisher.room, &publisher.name);
-                let joined = timed(signal::join(
+                let joined = timed(signal::join_with(
                     &w.http,
                     &url,
                     w.token.as_deref(),
