@@ -128,48 +128,29 @@ impl Offering {
         let (mut rtc, socket) = new_rtc(bind_ip)?;
         let mut change = rtc.sdp_api();
         let mut media = Vec::new();
-        match offer {
-            Offer::Send(spec) => {
-                if spec.audio {
-                    media.push((
-                        change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None),
-                        MediaKind::Audio,
-                    ));
+        let (spec, dir) = match offer {
+            Offer::Send(spec) => (spec, Direction::SendOnly),
+            Offer::Receive(spec) => (spec, Direction::RecvOnly),
+        };
+        if spec.audio {
+            media.push((
+                change.add_media(MediaKind::Audio, dir, None, None, None),
+                MediaKind::Audio,
+            ));
+        }
+        if spec.video {
+            // Simulcast layers are offered by publishers only.
+            let simulcast = (dir == Direction::SendOnly && !layers.is_empty()).then(|| {
+                let mut s = Simulcast::new();
+                for rid in layers {
+                    s.add_send_layer(SimulcastLayer::new(rid));
                 }
-                if spec.video {
-                    let simulcast = (!layers.is_empty()).then(|| {
-                        let mut s = Simulcast::new();
-                        for rid in layers {
-                            s.add_send_layer(SimulcastLayer::new(rid));
-                        }
-                        s
-                    });
-                    media.push((
-                        change.add_media(
-                            MediaKind::Video,
-                            Direction::SendOnly,
-                            None,
-                            None,
-                            simulcast,
-                        ),
-                        MediaKind::Video,
-                    ));
-                }
-            }
-            Offer::Receive(spec) => {
-                if spec.audio {
-                    media.push((
-                        change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None),
-                        MediaKind::Audio,
-                    ));
-                }
-                if spec.video {
-                    media.push((
-                        change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None),
-                        MediaKind::Video,
-                    ));
-                }
-            }
+                s
+            });
+            media.push((
+                change.add_media(MediaKind::Video, dir, None, None, simulcast),
+                MediaKind::Video,
+            ));
         }
         let (offer, pending) = change
             .apply()
