@@ -356,9 +356,10 @@ impl Client {
 
     /// A snapshot.
     pub fn report(&self) -> ClientReport {
-        let connect_ms = self
-            .connected_at
-            .map(|t| t.saturating_duration_since(self.started).as_millis() as u64);
+        let since_start = |t: Instant| t.saturating_duration_since(self.started).as_millis() as u64;
+        let connect_ms = self.connected_at.map(since_start);
+        let first_media_ms = self.first_media.map(|(t, _, _)| since_start(t));
+        let started_unix_ms = crate::run::unix_ms().saturating_sub(since_start(Instant::now()));
         let (media_s, received_kbps, media_kbps) = match (self.first_media, self.last_media) {
             (Some((t0, b0, m0)), Some((t1, b1, m1))) if t1 > t0 => {
                 let s = t1.saturating_duration_since(t0).as_secs_f64();
@@ -369,7 +370,9 @@ impl Client {
         };
         let mut r = ClientReport::new(self.label.clone(), "subscriber");
         r.connected = self.connected_at.is_some();
+        r.started_unix_ms = started_unix_ms;
         r.connect_ms = connect_ms;
+        r.first_media_ms = first_media_ms;
         r.failure = self.failure.clone();
         r.bytes_sent = self.bytes_sent;
         r.bytes_received = self.bytes_received;

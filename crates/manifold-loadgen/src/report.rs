@@ -117,6 +117,13 @@ pub struct Aggregate {
     pub subscribers: u64,
     /// Offer to ICE+DTLS connected, milliseconds.
     pub join_ms: Quantiles,
+    /// Offer to the first media packet received, milliseconds (subscribers): join → first
+    /// media.
+    pub first_media_ms: Quantiles,
+    /// Subscriber joins completed per second: subscribers that received media, over the span
+    /// from the first subscriber's offer to the last one's first media packet (`None` with
+    /// fewer than two). With a ramp faster than the node can take, this is its ceiling.
+    pub joins_per_s: Option<f64>,
     /// Media packets publishers sent.
     pub packets_sent: u64,
     /// Media packets subscribers received (duplicates included).
@@ -189,6 +196,10 @@ pub fn aggregate(clients: &[ClientReport], join_failures: &[String]) -> Aggregat
         }
     }
     let mut joins = Histogram::new();
+    let mut first_media = Histogram::new();
+    // Subscribers' first offer and last first-media packet, Unix ms, and how many got media.
+    let mut span: Option<(u64, u64)> = None;
+    let mut with_media = 0u64;
     let mut latency = Histogram::new();
     for r in clients {
         match (&r.failure, r.connected) {
@@ -209,6 +220,12 @@ pub fn aggregate(clients: &[ClientReport], join_failures: &[String]) -> Aggregat
         }
         if r.role != "subscriber" {
             continue;
+        }
+        if let Some(ms) = r.first_media_ms {
+            first_media.record(ms * 1000);
+            with_media += 1;
+            let (from, until) = (r.started_unix_ms, r.started_unix_ms + ms);
+            span = Some(span.map_or((from, until), |(a, b)| (a.min(from), b.max(until))));
         }
         if r.connected && r.failure.is_none() && r.audio.packets + r.video.packets == 0 {
             *a.failures.entry("no_media".into()).or_default() += 1;
@@ -243,6 +260,13 @@ pub fn aggregate(clients: &[ClientReport], join_failures: &[String]) -> Aggregat
         round3(100.0 * a.lost as f64 / a.expected as f64)
     };
     a.join_ms = Quantiles::from_us(&joins);
+    a.first_media_ms = Quantiles::from_us(&first_media);
+    a.joins_per_s = match span {
+        Some((from, until)) if with_media > 1 && until > from => {
+            Some(round3(with_media as f64 * 1000.0 / (until - from) as f64))
+        }
+        _ => None,
+    };
     a.latency_ms = Quantiles::from_us(&latency);
     a
 }
@@ -271,9 +295,12 @@ impl Report {
             out += &format!("  failures: {}\n", reasons.join(", "));
         }
         out += &format!(
-            "  join p50 {} p99 {} | packets sent {} received {} (expected {}) | loss {:.3}%\n",
+            "  join p50 {} p99 {} | first media p50 {} p99 {} | {} joins/s | packets sent {} received {} (expected {}) | loss {:.3}%\n",
             ms(a.join_ms.p50),
             ms(a.join_ms.p99),
+            ms(a.first_media_ms.p50),
+            ms(a.first_media_ms.p99),
+            a.joins_per_s.map_or("-".to_owned(), |r| format!("{r:.0}")),
             a.packets_sent,
             a.unique_received,
             a.expected,
@@ -412,6 +439,33 @@ mod tests {
         assert!((3.8..=4.0).contains(&p50), "{p50}");
         assert_eq!(agg.latency_ms.max, Some(4.0));
         assert_eq!(agg.join_ms.count, 3);
+    }
+
+    #[test]
+    fn joins_per_second_span_the_first_offer_to_the_last_first_media() {
+        let p = publisher("p", (1, 100), (2, 0));
+        let mut subs = Vec::new();
+        // Offers at 0, 100, 200 and 300 ms; first media 50 ms after each, and one never.
+        for i in 0..5u64 {
+            let mut s = subscriber(
+                &format!("s{i}"),
+                stream(1, 0..10, 1_000),
+                RecvStats::default(),
+            );
+            s.started_unix_ms = 10_000 + i * 100;
+            s.first_media_ms = (i < 4).then_some(50);
+            subs.push(s);
+        }
+        let mut all = vec![p];
+        all.extend(subs);
+        let agg = aggregate(&all, &[]);
+        assert_eq!(agg.first_media_ms.count, 4);
+        // 4 joins with media between 10,000 and 10,350 ms.
+        let rate = agg.joins_per_s.unwrap();
+        assert!((rate - 4.0 / 0.35).abs() < 0.01, "{rate}");
+        // One subscriber is not a rate.
+        let one = aggregate(&all[..2], &[]);
+        assert_eq!(one.joins_per_s, None);
     }
 
     #[test]

@@ -187,7 +187,10 @@ struct Ctx {
 
 /// Run `scenario` against `target`; blocks until the run and its clean-up are over.
 pub fn run(scenario: Scenario, target: Target) -> std::io::Result<Report> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Signaling (HTTP, and building each client's `Rtc` and offer) runs on as many threads
+    // as the engine: on one, the loadgen's own set-up would cap the join rate it can offer.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(scenario.threads.max(1))
         .enable_all()
         .build()?;
     let engine = Engine::start(scenario.threads)?;
@@ -223,21 +226,22 @@ async fn drive(ctx: Arc<Ctx>) -> Report {
 
         // Publishers first: subscribers need something to subscribe to.
         let mut joins = JoinSet::new();
-        let pace = pace(sc.ramp_per_s);
+        let mut pace = Pace::new(sc.ramp_per_s);
         for r in 0..sc.rooms {
             for i in 0..sc.publishers {
                 joins.spawn(join_publisher(ctx.clone(), r, i));
-                sleep(pace).await;
+                pace.next().await;
             }
         }
         joins.join_all().await;
         wait_connected(&ctx, Duration::from_secs(10)).await;
 
         let mut joins = JoinSet::new();
+        let mut pace = Pace::new(sc.ramp_per_s);
         for r in 0..sc.rooms {
             for j in 0..sc.subscribers {
                 joins.spawn(join_subscriber(ctx.clone(), r, j, format!("r{r}-s{j}")));
-                sleep(pace).await;
+                pace.next().await;
             }
         }
         joins.join_all().await;
@@ -370,9 +374,9 @@ async fn join_subscriber(ctx: Arc<Ctx>, room: usize, index: usize, label: String
 
 /// Leave and rejoin one random subscriber at the churn rate, forever (the caller stops it).
 async fn churn_loop(ctx: Arc<Ctx>) {
-    let period = pace(ctx.scenario.churn_per_s);
+    let mut pace = Pace::new(ctx.scenario.churn_per_s);
     loop {
-        sleep(period).await;
+        pace.next().await;
         let picked = {
             let mut st = ctx.state.lock().expect("not poisoned");
             if st.subscribers.is_empty() {
@@ -566,15 +570,37 @@ async fn cleanup(ctx: Arc<Ctx>) {
     }
 }
 
-fn pace(per_s: f64) -> Duration {
-    if per_s > 0.0 {
-        Duration::from_secs_f64(1.0 / per_s)
-    } else {
-        Duration::ZERO
+/// Join starts at `per_s` a second, on a schedule from the first: a timer's rounding (a
+/// millisecond) does not add up, so 2,000 a second is 2,000 a second, two per tick.
+struct Pace {
+    from: tokio::time::Instant,
+    every: Duration,
+    n: u32,
+}
+
+impl Pace {
+    fn new(per_s: f64) -> Pace {
+        let every = if per_s > 0.0 {
+            Duration::from_secs_f64(1.0 / per_s)
+        } else {
+            Duration::ZERO
+        };
+        Pace {
+            from: tokio::time::Instant::now(),
+            every,
+            n: 0,
+        }
+    }
+
+    /// Wait for the next start.
+    async fn next(&mut self) {
+        self.n += 1;
+        tokio::time::sleep_until(self.from + self.every * self.n).await;
     }
 }
 
-fn unix_ms() -> u64 {
+/// Now, milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

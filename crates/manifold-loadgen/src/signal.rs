@@ -2,9 +2,11 @@
 //! WHIP or WHEP, apply the answer, and end the session with DELETE.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::{Candidate, Rtc};
 
@@ -221,13 +223,33 @@ pub fn answer_offer(
     ))
 }
 
+/// The crypto every generated client shares: OpenSSL for DTLS (as browsers use BoringSSL),
+/// and one certificate for the process, as a page reuses one `RTCCertificate` across its
+/// peer connections. Per client, str0m's default provider would generate a certificate and
+/// self-test its key exchanges: most of a client's set-up, and on a machine shared with the
+/// server, a join rate the loadgen rather than the server limits.
+fn client_crypto() -> &'static (Arc<CryptoProvider>, DtlsCert) {
+    static CRYPTO: OnceLock<(Arc<CryptoProvider>, DtlsCert)> = OnceLock::new();
+    CRYPTO.get_or_init(|| {
+        let crypto = Arc::new(manifold_dtls::crypto_provider());
+        let cert = crypto
+            .dtls_provider
+            .generate_certificate()
+            .expect("the compiled-in crypto provider generates DTLS certificates");
+        (crypto, cert)
+    })
+}
+
 pub(crate) fn new_rtc(bind_ip: IpAddr) -> Result<(Rtc, UdpSocket), SignalError> {
     let socket =
         UdpSocket::bind(SocketAddr::new(bind_ip, 0)).map_err(|e| SignalError::Io(e.to_string()))?;
     let local = socket
         .local_addr()
         .map_err(|e| SignalError::Io(e.to_string()))?;
+    let (crypto, cert) = client_crypto();
     let mut rtc = Rtc::builder()
+        .set_crypto_provider(crypto.clone())
+        .set_dtls_cert(cert.clone())
         .set_rtp_mode(true)
         .clear_codecs()
         .enable_opus(true, false)

@@ -18,8 +18,12 @@ pub struct ClientReport {
     pub role: &'static str,
     /// ICE+DTLS came up.
     pub connected: bool,
+    /// When its offer was made, milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
     /// Time from offer to connected.
     pub connect_ms: Option<u64>,
+    /// Time from offer to the first media packet received (subscribers): join → first media.
+    pub first_media_ms: Option<u64>,
     /// Why it failed, if it did.
     pub failure: Option<String>,
     /// It left before the end of the run (churn): what its publisher sent after that was
@@ -69,7 +73,9 @@ impl ClientReport {
             label,
             role,
             connected: false,
+            started_unix_ms: 0,
             connect_ms: None,
+            first_media_ms: None,
             failure: None,
             left_early: false,
             audio_sent: 0,
