@@ -18,10 +18,8 @@
 //! Only the AES-GCM suites are handled here (what browsers and str0m negotiate); a session
 //! on any other suite keeps OpenSSL.
 
-use openssl::error::ErrorStack;
+use aws_lc_rs::hmac;
 use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::sign::Signer;
 use openssl::ssl::SslRef;
 use openssl::symm::{Cipher, decrypt_aead};
 
@@ -147,7 +145,7 @@ impl GcmKey {
         let key_len = cipher.key_len();
         // RFC 5246 §6.3 for an AEAD suite (no MAC keys): client key, server key, client
         // IV, server IV.
-        let block = key_expansion(md, &master, &server, &client, 2 * key_len + 8).ok()?;
+        let block = key_expansion(md, &master, &server, &client, 2 * key_len + 8);
         let (key, salt) = if active {
             (&block[key_len..2 * key_len], &block[2 * key_len + 4..])
         } else {
@@ -187,7 +185,7 @@ fn key_expansion(
     server_random: &[u8],
     client_random: &[u8],
     len: usize,
-) -> Result<Vec<u8>, ErrorStack> {
+) -> Vec<u8> {
     p_hash(
         md,
         master,
@@ -198,30 +196,32 @@ fn key_expansion(
 
 /// `P_hash(secret, seed)` of RFC 5246 §5, the seed given in parts (label first), `len`
 /// bytes: `HMAC(secret, A(1) || seed) || HMAC(secret, A(2) || seed) || …` with
-/// `A(0) = seed`, `A(i) = HMAC(secret, A(i-1))`.
-fn p_hash(
-    md: MessageDigest,
-    secret: &[u8],
-    seed: &[&[u8]],
-    len: usize,
-) -> Result<Vec<u8>, ErrorStack> {
-    let key = PKey::hmac(secret)?;
-    let hmac = |first: &[u8], rest: &[&[u8]]| -> Result<Vec<u8>, ErrorStack> {
-        let mut s = Signer::new(md, &key)?;
-        s.update(first)?;
+/// `A(0) = seed`, `A(i) = HMAC(secret, A(i-1))`. On aws-lc-rs's HMAC: one key set-up for the
+/// whole expansion, where OpenSSL's EVP interface fetched and built a MAC per call (a
+/// twentieth of a join's instructions).
+fn p_hash(md: MessageDigest, secret: &[u8], seed: &[&[u8]], len: usize) -> Vec<u8> {
+    let algorithm = if md.size() == 48 {
+        hmac::HMAC_SHA384
+    } else {
+        hmac::HMAC_SHA256
+    };
+    let key = hmac::Key::new(algorithm, secret);
+    let mac = |first: &[u8], rest: &[&[u8]]| {
+        let mut c = hmac::Context::with_key(&key);
+        c.update(first);
         for p in rest {
-            s.update(p)?;
+            c.update(p);
         }
-        s.sign_to_vec()
+        c.sign()
     };
     let mut out = Vec::with_capacity(len + md.size());
-    let mut a = hmac(&[], seed)?;
+    let mut a = mac(&[], seed);
     while out.len() < len {
-        out.extend(hmac(&a, seed)?);
-        a = hmac(&a, &[])?;
+        out.extend_from_slice(mac(a.as_ref(), seed).as_ref());
+        a = mac(a.as_ref(), &[]);
     }
     out.truncate(len);
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -242,8 +242,30 @@ mod tests {
             &secret,
             &[b"test label", &seed],
             expected.len(),
-        )
-        .unwrap();
+        );
+        assert_eq!(out, expected);
+    }
+
+    /// SHA-384 (the AES-256-GCM suites) against the definition computed with OpenSSL's HMAC.
+    #[test]
+    fn p_sha384_matches_its_definition() {
+        use openssl::pkey::PKey;
+        use openssl::sign::Signer;
+        let (secret, seed) = (b"a secret of some length", b"and a seed");
+        let key = PKey::hmac(secret).unwrap();
+        let hmac = |parts: &[&[u8]]| {
+            let mut s = Signer::new(MessageDigest::sha384(), &key).unwrap();
+            for p in parts {
+                s.update(p).unwrap();
+            }
+            s.sign_to_vec().unwrap()
+        };
+        let a1 = hmac(&[b"label", seed]);
+        let a2 = hmac(&[&a1]);
+        let mut expected = hmac(&[&a1, b"label", seed]);
+        expected.extend(hmac(&[&a2, b"label", seed]));
+        expected.truncate(72);
+        let out = p_hash(MessageDigest::sha384(), secret, &[b"label", seed], 72);
         assert_eq!(out, expected);
     }
 
