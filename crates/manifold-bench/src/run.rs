@@ -54,6 +54,11 @@ pub(crate) struct RunResult {
     pub(crate) latency_p99_ms: Option<f64>,
     pub(crate) join_p50_ms: Option<f64>,
     pub(crate) join_p99_ms: Option<f64>,
+    /// Subscriber joins per second the loadgen saw completed (offer to first media), and
+    /// join → first media.
+    pub(crate) joins_per_s: Option<f64>,
+    pub(crate) first_media_p50_ms: Option<f64>,
+    pub(crate) first_media_p99_ms: Option<f64>,
     pub(crate) freezes: u64,
     /// Manifold's own forwarding latency over the run (ramp included), from its
     /// `manifold_worker_batch_latency_seconds` histogram read before and after.
@@ -106,6 +111,9 @@ impl RunResult {
             latency_p99_ms: None,
             join_p50_ms: None,
             join_p99_ms: None,
+            joins_per_s: None,
+            first_media_p50_ms: None,
+            first_media_p99_ms: None,
             freezes: 0,
             worker_latency_p50_ms: None,
             worker_latency_p99_ms: None,
@@ -262,6 +270,9 @@ pub(crate) fn fill(r: &mut RunResult, report: &Value, samples: &[Sample], idle: 
     r.latency_p99_ms = f("/aggregate/latency_ms/p99");
     r.join_p50_ms = f("/aggregate/join_ms/p50");
     r.join_p99_ms = f("/aggregate/join_ms/p99");
+    r.joins_per_s = f("/aggregate/joins_per_s").map(f64::round);
+    r.first_media_p50_ms = f("/aggregate/first_media_ms/p50");
+    r.first_media_p99_ms = f("/aggregate/first_media_ms/p99");
     r.freezes = u("/aggregate/freezes");
     // Without downlink caps every subscriber is in one class.
     r.audio_loss_pct = f("/classes/0/audio_loss_pct");

@@ -6,8 +6,13 @@
 //! in forwarded packets: the shard's instructions per forwarded packet, set-up excluded,
 //! a figure that does not move with machine noise.
 //!
+//! With `--silent` the publisher sends nothing: what is left is set-up, so the same script
+//! divides the difference in instructions between two audiences by the difference in
+//! players, the server's instructions per join (signaling's `RtcFactory::accept`, the
+//! shard's command, ICE, the DTLS handshake).
+//!
 //! ```text
-//! forward_cost --subscribers 20 [--audio-only] [--seconds 2] [--warmup 1]
+//! forward_cost --subscribers 20 [--audio-only] [--silent] [--seconds 2] [--warmup 1]
 //! ```
 //!
 //! Prints one JSON line: `{"subscribers", "audio_only", "seconds", "forwarded", "received"}`
@@ -25,6 +30,7 @@ use manifold_api::Source;
 struct Args {
     subscribers: usize,
     audio_only: bool,
+    silent: bool,
     seconds: f64,
     warmup: f64,
 }
@@ -33,6 +39,7 @@ fn parse() -> Result<Args, String> {
     let mut a = Args {
         subscribers: 10,
         audio_only: false,
+        silent: false,
         seconds: 2.0,
         warmup: 1.0,
     };
@@ -44,6 +51,7 @@ fn parse() -> Result<Args, String> {
             "--seconds" => a.seconds = value()?.parse().map_err(|e| format!("{e}"))?,
             "--warmup" => a.warmup = value()?.parse().map_err(|e| format!("{e}"))?,
             "--audio-only" => a.audio_only = true,
+            "--silent" => a.silent = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -61,7 +69,8 @@ fn main() {
     // The bench's video: about 1.4 Mbps of VP8 in 1150-byte packets (5 per frame at 30 fps),
     // a keyframe every 2 s; Opus every 20 ms.
     let media = MediaConfig {
-        video: !args.audio_only,
+        audio: !args.silent,
+        video: !args.audio_only && !args.silent,
         packets_per_frame: 5,
         packets_per_keyframe: 10,
         video_payload: 1150,
@@ -72,13 +81,14 @@ fn main() {
     let mut cfg = config();
     cfg.max_participants_per_room = cfg.max_participants_per_room.max(args.subscribers + 1);
     let mut h = Harness::new(cfg, 7);
+    let video = media.video;
     let mut publisher = ClientSpec::publisher("publisher", "room").media(media);
-    publisher.video = !args.audio_only;
+    publisher.video = video;
     let publisher = h.add(publisher);
     let mut all = vec![publisher];
     for i in 0..args.subscribers {
         let mut s = ClientSpec::subscriber(&format!("player{i}"), "room", Source::RoomCurrent);
-        s.video = !args.audio_only;
+        s.video = video;
         all.push(h.add(s));
     }
     h.connect(&all, Duration::from_secs(20));

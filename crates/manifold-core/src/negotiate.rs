@@ -201,7 +201,9 @@ impl RtcFactory {
 
     /// Answer `offer` for a session of `kind`, advertising `candidates` (the owning shard's
     /// announced addresses) as host candidates. The offer is checked first
-    /// ([`check_sdp`]); a panic inside the WebRTC stack is caught and counted.
+    /// ([`check_sdp`]); a panic inside the WebRTC stack is caught and counted. Never inlined,
+    /// so that `scripts/instructions.sh` can count a join's instructions in it.
+    #[inline(never)]
     pub fn accept(
         &self,
         kind: SessionKind,
