@@ -282,11 +282,11 @@ impl Shard {
         }
 
         // What the estimator should find out. Desired: whether everything asked for would
-        // fit (str0m probes for it when it rises). Minimum: what is sent, plus, on a link that
-        // shows no loss, the step to the next layer some subscription is held below, sent as
-        // padding where media does not fill it: the estimator grows only with what it sees
-        // delivered, so without it a subscriber held low stays low. Never on a lossy link:
-        // padding into a full queue only fills it.
+        // fit (str0m probes for it when it rises). Minimum, in a probe window on a link that
+        // shows no loss: what is sent plus the step to the next layer some subscription is
+        // held below, sent as padding where media does not fill it: the estimator grows only
+        // with what it sees delivered, so without it a subscriber held low stays low. Never
+        // on a lossy link: padding into a full queue only fills it.
         //
         // What an overloaded worker sheds (`overload.rs`) is not sent, so it counts for
         // nothing here: no padding in its place (str0m pads up to the minimum, and padding
@@ -323,8 +323,17 @@ impl Shard {
         let p = &mut self.participants[key];
         let clean = p.loss_ceiling.bps.is_none();
         let probing = clean && next_step.is_some() && p.probe.active(now, used);
+        // Outside a probe, no minimum: str0m pads up to it whenever media sends less over
+        // its window, and `used` (each layer's cost is the higher of its current and last
+        // active rate, audio its reserve) sits above what is sent, so a subscriber given
+        // everything it asked for got padding all the time. Scenario (b) showed it: 47 %
+        // more RTP datagrams than media, for no layer to climb to.
         let pad = if probing { next_step.unwrap_or(0) } else { 0 };
-        let mut minimum = (used + pad).min(desired);
+        let mut minimum = if pad > 0 {
+            (used + pad).min(desired)
+        } else {
+            0
+        };
         if shed_any && used == audio_sent {
             // Only audio goes out, and audio's reserve is above what Opus sends: no minimum,
             // or the estimator pads the difference to every shed subscriber, and nothing to

@@ -53,6 +53,9 @@ fn two_publishers_four_subscribers() {
     assert!(a.expected > 0 && a.unique_received > 0, "{a:#?}");
     assert!(a.loss_pct < 1.0, "loss {}%", a.loss_pct);
     assert!(a.latency_ms.p50.is_some());
+    // Every subscriber's join → first media, and a rate over them.
+    assert_eq!(a.first_media_ms.count, 4, "{a:#?}");
+    assert!(a.joins_per_s.is_some_and(|r| r > 0.0), "{a:#?}");
     assert!(report.steady.packets_received > 0, "{:?}", report.steady);
     // Each publisher is watched by two subscribers.
     for p in report.clients.iter().filter(|c| c.role == "publisher") {
