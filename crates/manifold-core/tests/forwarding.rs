@@ -138,6 +138,21 @@ fn one_publisher_three_subscribers() {
     assert_eq!(h.stats().panics, 0);
 }
 
+/// Over `span`: packets of `kind` `viewer` received, and the datagrams and media packets
+/// the server sent (both sessions'), for tests of what goes out besides the media.
+fn sent_over(h: &mut Harness, viewer: usize, kind: MediaKind, span: Duration) -> (usize, u64, u64) {
+    let from = h.stats();
+    let received_from = h.clients[viewer].received_of(kind).len();
+    h.run_for(span);
+    let to = h.stats();
+    let received = h.clients[viewer].received_of(kind).len() - received_from;
+    (
+        received,
+        to.datagrams_out - from.datagrams_out,
+        to.rtp_out - from.rtp_out,
+    )
+}
+
 /// A player that offers no video is sent its audio and RTCP, and no padding: str0m pads
 /// on video streams with RTX only, so an audio-only session has nothing to pad on.
 #[test]
@@ -149,15 +164,10 @@ fn an_audio_only_player_gets_audio_and_no_padding() {
     let viewer = h.add(spec);
     h.connect(&[publisher, viewer], Duration::from_secs(5));
     h.run_for(Duration::from_secs(3));
-    let from = h.stats();
-    let audio_from = h.clients[viewer].received_of(MediaKind::Audio).len();
-    h.run_for(Duration::from_secs(4));
-    let to = h.stats();
-    let audio = h.clients[viewer].received_of(MediaKind::Audio).len() - audio_from;
+    let (audio, datagrams, media) =
+        sent_over(&mut h, viewer, MediaKind::Audio, Duration::from_secs(4));
     assert!(audio > 150, "audio flows: {audio} packets");
     // What goes out: the audio, and RTCP to both sessions (a few packets a second each).
-    let datagrams = to.datagrams_out - from.datagrams_out;
-    let media = to.rtp_out - from.rtp_out;
     assert!(
         datagrams < media + 100,
         "{datagrams} datagrams sent for {media} media packets"
@@ -178,14 +188,9 @@ fn a_player_whose_video_line_carries_nothing_gets_no_padding() {
     let viewer = h.add(ClientSpec::subscriber("bob", "room", Source::RoomCurrent));
     h.connect(&[publisher, viewer], Duration::from_secs(5));
     h.run_for(Duration::from_secs(3));
-    let from = h.stats();
-    let audio_from = h.clients[viewer].received_of(MediaKind::Audio).len();
-    h.run_for(Duration::from_secs(4));
-    let to = h.stats();
-    let audio = h.clients[viewer].received_of(MediaKind::Audio).len() - audio_from;
+    let (audio, datagrams, media) =
+        sent_over(&mut h, viewer, MediaKind::Audio, Duration::from_secs(4));
     assert!(audio > 150, "audio flows: {audio} packets");
-    let datagrams = to.datagrams_out - from.datagrams_out;
-    let media = to.rtp_out - from.rtp_out;
     assert!(
         datagrams < media + 100,
         "{datagrams} datagrams sent for {media} media packets"
@@ -218,16 +223,11 @@ fn a_player_given_everything_it_asked_for_is_not_padded() {
     let viewer = h.add(ClientSpec::subscriber("bob", "room", Source::RoomCurrent));
     h.connect(&[publisher, viewer], Duration::from_secs(5));
     h.run_for(Duration::from_secs(5));
-    let from = h.stats();
-    let video_from = h.clients[viewer].received_of(MediaKind::Video).len();
-    h.run_for(Duration::from_secs(10));
-    let to = h.stats();
-    let video = h.clients[viewer].received_of(MediaKind::Video).len() - video_from;
+    let (video, datagrams, media) =
+        sent_over(&mut h, viewer, MediaKind::Video, Duration::from_secs(10));
     assert!(video > 600, "video flows: {video} packets");
     // What goes out besides the media: RTCP to both sessions, transport-cc feedback to the
     // publisher included (about 23 datagrams a second in all).
-    let datagrams = to.datagrams_out - from.datagrams_out;
-    let media = to.rtp_out - from.rtp_out;
     assert!(
         datagrams < media + 280,
         "{datagrams} datagrams sent for {media} media packets"
