@@ -19,7 +19,6 @@
 //! on any other suite keeps OpenSSL.
 
 use aws_lc_rs::hmac;
-use openssl::hash::MessageDigest;
 use openssl::ssl::SslRef;
 use openssl::symm::{Cipher, decrypt_aead};
 
@@ -125,12 +124,12 @@ struct GcmKey {
 impl GcmKey {
     /// The peer's write key: the client's if we are the server, the server's otherwise.
     fn of_peer(ssl: &SslRef, active: bool) -> Option<GcmKey> {
-        let (cipher, md) = match ssl.current_cipher()?.name() {
+        let (cipher, prf) = match ssl.current_cipher()?.name() {
             "ECDHE-ECDSA-AES128-GCM-SHA256" | "ECDHE-RSA-AES128-GCM-SHA256" => {
-                (Cipher::aes_128_gcm(), MessageDigest::sha256())
+                (Cipher::aes_128_gcm(), hmac::HMAC_SHA256)
             }
             "ECDHE-ECDSA-AES256-GCM-SHA384" | "ECDHE-RSA-AES256-GCM-SHA384" => {
-                (Cipher::aes_256_gcm(), MessageDigest::sha384())
+                (Cipher::aes_256_gcm(), hmac::HMAC_SHA384)
             }
             _ => return None,
         };
@@ -145,7 +144,7 @@ impl GcmKey {
         let key_len = cipher.key_len();
         // RFC 5246 §6.3 for an AEAD suite (no MAC keys): client key, server key, client
         // IV, server IV.
-        let block = key_expansion(md, &master, &server, &client, 2 * key_len + 8);
+        let block = key_expansion(prf, &master, &server, &client, 2 * key_len + 8);
         let (key, salt) = if active {
             (&block[key_len..2 * key_len], &block[2 * key_len + 4..])
         } else {
@@ -180,14 +179,14 @@ impl GcmKey {
 
 /// TLS 1.2's PRF with the label "key expansion" (RFC 5246 §5, §6.3), `len` bytes.
 fn key_expansion(
-    md: MessageDigest,
+    prf: hmac::Algorithm,
     master: &[u8],
     server_random: &[u8],
     client_random: &[u8],
     len: usize,
 ) -> Vec<u8> {
     p_hash(
-        md,
+        prf,
         master,
         &[b"key expansion", server_random, client_random],
         len,
@@ -199,13 +198,8 @@ fn key_expansion(
 /// `A(0) = seed`, `A(i) = HMAC(secret, A(i-1))`. On aws-lc-rs's HMAC: one key set-up for the
 /// whole expansion, where OpenSSL's EVP interface fetched and built a MAC per call (a
 /// twentieth of a join's instructions).
-fn p_hash(md: MessageDigest, secret: &[u8], seed: &[&[u8]], len: usize) -> Vec<u8> {
-    let algorithm = if md.size() == 48 {
-        hmac::HMAC_SHA384
-    } else {
-        hmac::HMAC_SHA256
-    };
-    let key = hmac::Key::new(algorithm, secret);
+fn p_hash(prf: hmac::Algorithm, secret: &[u8], seed: &[&[u8]], len: usize) -> Vec<u8> {
+    let key = hmac::Key::new(prf, secret);
     let mac = |first: &[u8], rest: &[&[u8]]| {
         let mut c = hmac::Context::with_key(&key);
         c.update(first);
@@ -214,7 +208,7 @@ fn p_hash(md: MessageDigest, secret: &[u8], seed: &[&[u8]], len: usize) -> Vec<u
         }
         c.sign()
     };
-    let mut out = Vec::with_capacity(len + md.size());
+    let mut out = Vec::with_capacity(len + prf.digest_algorithm().output_len());
     let mut a = mac(&[], seed);
     while out.len() < len {
         out.extend_from_slice(mac(a.as_ref(), seed).as_ref());
@@ -238,7 +232,7 @@ mod tests {
             "e3f229ba727be17b8d122620557cd453c2aab21d07c3d495329b52d4e61edb5a6b301791e90d35c9c9a46b4e14baf9af0fa022f7077def17abfd3797c0564bab4fbc91666e9def9b97fce34f796789baa48082d122ee42c5a72e5a5110fff70187347b66",
         );
         let out = p_hash(
-            MessageDigest::sha256(),
+            hmac::HMAC_SHA256,
             &secret,
             &[b"test label", &seed],
             expected.len(),
@@ -249,6 +243,7 @@ mod tests {
     /// SHA-384 (the AES-256-GCM suites) against the definition computed with OpenSSL's HMAC.
     #[test]
     fn p_sha384_matches_its_definition() {
+        use openssl::hash::MessageDigest;
         use openssl::pkey::PKey;
         use openssl::sign::Signer;
         let (secret, seed) = (b"a secret of some length", b"and a seed");
@@ -265,7 +260,7 @@ mod tests {
         let mut expected = hmac(&[&a1, b"label", seed]);
         expected.extend(hmac(&[&a2, b"label", seed]));
         expected.truncate(72);
-        let out = p_hash(MessageDigest::sha384(), secret, &[b"label", seed], 72);
+        let out = p_hash(hmac::HMAC_SHA384, secret, &[b"label", seed], 72);
         assert_eq!(out, expected);
     }
 
