@@ -605,3 +605,22 @@ pub(crate) fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2,000 starts a second take a second: the timer's millisecond does not add up per
+    /// start, as it did when each start slept its own 0.5 ms (rounded up to 1 ms: two
+    /// seconds). Virtual time, so no clock is asserted on.
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_ramp_keeps_its_rate() {
+        let t0 = tokio::time::Instant::now();
+        let mut pace = Pace::new(2000.0);
+        for _ in 0..2000 {
+            pace.next().await;
+        }
+        let took = t0.elapsed();
+        assert!(took < Duration::from_millis(1010), "{took:?}");
+    }
+}
