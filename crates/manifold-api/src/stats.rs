@@ -99,6 +99,10 @@ pub struct ShardStats {
     /// Overload episodes: times a worker started shedding.
     #[serde(default)]
     pub overload_episodes: u64,
+    /// Backlogs past the video threshold that started no episode: the worker's load would
+    /// drain them within two seconds (`overload.rs`).
+    #[serde(default)]
+    pub overload_spikes: u64,
     /// Share of video subscriptions the overloaded worker sheds now, % (the highest of any
     /// worker, in a sum of snapshots).
     #[serde(default)]
@@ -239,6 +243,7 @@ impl ShardStats {
         self.dtls_handshake.merge(&other.dtls_handshake);
         self.shed_level = self.shed_level.max(other.shed_level);
         self.overload_episodes += other.overload_episodes;
+        self.overload_spikes += other.overload_spikes;
         self.video_shed_pct = self.video_shed_pct.max(other.video_shed_pct);
         for d in &other.drops {
             match self.drops.iter_mut().find(|x| x.reason == d.reason) {

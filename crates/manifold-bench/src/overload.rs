@@ -89,12 +89,12 @@ fn opt(v: Option<f64>, d: usize) -> String {
 /// Each load's run with shedding next to its run without.
 fn markdown(results: &[(String, RunResult)]) -> String {
     let mut t = String::from(
-        "| load | shedding | fwd packets/s | server CPU % | audio loss % | audio latency p99 ms | video loss % | video latency p99 ms | video fps | video frozen % | shed video / audio packets | episodes | note |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| load | shedding | fwd packets/s | server CPU % | audio loss % | audio latency p99 ms | video loss % | video latency p99 ms | video fps | video frozen % | shed video / audio packets | episodes | spikes waited out | note |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for (mode, r) in results {
         t += &format!(
-            "| {} | {mode} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
+            "| {} | {mode} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} |\n",
             r.step,
             r.forwarded_pps,
             r.server_cpu_pct,
@@ -107,6 +107,7 @@ fn markdown(results: &[(String, RunResult)]) -> String {
             r.shed_video.unwrap_or(0),
             r.shed_audio.unwrap_or(0),
             r.overload_episodes.unwrap_or(0),
+            r.overload_spikes.unwrap_or(0),
             r.note.as_deref().unwrap_or(""),
         );
     }

@@ -83,6 +83,7 @@ pub(crate) struct RunResult {
     pub(crate) shed_video: Option<u64>,
     pub(crate) shed_audio: Option<u64>,
     pub(crate) overload_episodes: Option<u64>,
+    pub(crate) overload_spikes: Option<u64>,
 }
 
 impl RunResult {
@@ -129,6 +130,7 @@ impl RunResult {
             shed_video: None,
             shed_audio: None,
             overload_episodes: None,
+            overload_spikes: None,
         }
     }
 }
@@ -224,6 +226,8 @@ pub(crate) fn run_one(
         result.shed_audio = drops("shed_audio");
         result.overload_episodes =
             scrape::counter_sum(body, "manifold_worker_overload_episodes_total", "");
+        result.overload_spikes =
+            scrape::counter_sum(body, "manifold_worker_overload_spikes_total", "");
     }
     drop(server);
     let report: Value = match std::fs::read_to_string(&report_path)

@@ -495,7 +495,7 @@ impl Exposition {
         for (name, help, f) in counters {
             self.counter(name, help, per_worker(s, f));
         }
-        let media: [Field; 10] = [
+        let media: [Field; 11] = [
             (
                 "manifold_worker_nacks_received_total",
                 "NACK messages received from subscribers.",
@@ -535,6 +535,11 @@ impl Exposition {
                 "manifold_worker_overload_episodes_total",
                 "Times the worker started shedding media because it could not keep up.",
                 |w| w.stats.overload_episodes,
+            ),
+            (
+                "manifold_worker_overload_spikes_total",
+                "Times the worker fell behind past the video threshold but shed nothing, as its load would drain the backlog within two seconds.",
+                |w| w.stats.overload_spikes,
             ),
             (
                 "manifold_worker_ice_failures_total",

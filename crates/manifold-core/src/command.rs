@@ -32,6 +32,10 @@ pub enum Input<'a> {
     /// queue, its relay inbox): an upper bound the I/O layer gives before each receive
     /// batch and once per turn. Past the thresholds of `overload.rs` the shard sheds.
     Backlog(Duration),
+    /// The worker has waited this long in all for input (blocked in its poll) since it
+    /// started: the rest of the wall time it was busy. Given once per turn; `overload.rs`
+    /// turns it into the worker's load.
+    Idle(Duration),
     /// The control plane wants something.
     Command(Command),
     /// Another shard of the node says something about a relayed track (`relay.rs`).

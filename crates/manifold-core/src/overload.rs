@@ -4,6 +4,16 @@
 //! what is shed, with hysteresis, and the fan-out (`fanout.rs`) applies it.
 //!
 //! The policy, in order:
+//! 0. **A spike is not saturation.** The worker also says how long it has waited for input
+//!    in all ([`Input::Idle`](crate::Input::Idle)), and from it [`Overload`] keeps its
+//!    **load**, the share of wall time it is busy, averaged over seconds
+//!    ([`LOAD_TIME_CONSTANT`]). A backlog that load would drain within [`DRAIN_WITHIN`]
+//!    (a burst of keyframes or joins on a worker with headroom) starts no episode: the
+//!    worker catches up by itself, and shedding would only trade frozen video and
+//!    keyframe requests for it. The projection: what waits is about `backlog × load` of
+//!    work, and the worker gains `1 − load` per second on it. Past
+//!    [`OverloadConfig::shed_video_after`] twice over, or without a load measured yet, the
+//!    backlog is shed by as below whatever the projection says.
 //! 1. **Video first, a share at a time.** Past [`OverloadConfig::shed_video_after`] of
 //!    backlog, the share of video subscriptions that still get video is cut by
 //!    [`CUT`] (at once, then again every [`CUT_INTERVAL`] the backlog stays), and it grows
@@ -40,6 +50,18 @@ pub const CUT_INTERVAL: Duration = Duration::from_millis(1000);
 pub const RAISE: f64 = 0.1;
 /// A share this small is none: the last few subscriptions are not worth the keyframes.
 const NONE_BELOW: f64 = 0.05;
+/// A backlog the worker's load drains within this long starts no episode. A cut costs
+/// more: its share grows back one [`RAISE`] per hold, three seconds of frozen video for the
+/// subscriptions cut (and a round of keyframes); waiting costs a latency that is below
+/// twice the video threshold and falls.
+pub const DRAIN_WITHIN: Duration = Duration::from_secs(2);
+/// The load is averaged with this time constant: long enough that a spike of a few
+/// hundred milliseconds moves it little, short enough to follow a room that grew.
+pub const LOAD_TIME_CONSTANT: Duration = Duration::from_secs(5);
+/// The load is sampled at most this often (idle time over this much wall time at least).
+const LOAD_SAMPLE: Duration = Duration::from_millis(100);
+/// Wall time measured before the load is trusted.
+const LOAD_WARMUP: Duration = Duration::from_secs(1);
 
 /// When a shard sheds, and for how long it holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +128,61 @@ pub struct Overload {
     /// When the last episode ended.
     calm_since: Option<Instant>,
     episodes: u64,
+    load: Load,
+    /// Backlogs waited out as spikes: times one past the video threshold started no
+    /// episode because the load would drain it.
+    spikes: u64,
+    spike_high: bool,
+}
+
+/// The worker's load: the share of wall time it was busy, a moving average.
+#[derive(Debug, Default)]
+struct Load {
+    /// The last sample: when, and the idle total then.
+    last: Option<(Instant, Duration)>,
+    /// Wall time sampled so far (up to the warm-up).
+    measured: Duration,
+    average: f64,
+}
+
+impl Load {
+    fn note(&mut self, now: Instant, idle: Duration) {
+        let Some((at, idle_then)) = self.last else {
+            self.last = Some((now, idle));
+            return;
+        };
+        let wall = now.saturating_duration_since(at);
+        if wall < LOAD_SAMPLE {
+            return;
+        }
+        let waited = idle.saturating_sub(idle_then).min(wall);
+        let busy = 1.0 - waited.as_secs_f64() / wall.as_secs_f64();
+        let alpha = if self.measured < LOAD_WARMUP {
+            // Until the warm-up is over, the plain average of what was measured.
+            wall.as_secs_f64() / (self.measured + wall).as_secs_f64()
+        } else {
+            1.0 - (-wall.as_secs_f64() / LOAD_TIME_CONSTANT.as_secs_f64()).exp()
+        };
+        self.average += alpha * (busy - self.average);
+        self.measured = (self.measured + wall).min(LOAD_WARMUP);
+        self.last = Some((now, idle));
+    }
+
+    /// The average, once enough was measured.
+    fn get(&self) -> Option<f64> {
+        (self.measured >= LOAD_WARMUP).then_some(self.average.clamp(0.0, 1.0))
+    }
+}
+
+/// How long a worker at `load` takes to drain a backlog of `backlog`: the work waiting is
+/// about `backlog × load`, and it gains `1 − load` per second on it. `None`: never.
+pub fn drain_time(backlog: Duration, load: f64) -> Option<Duration> {
+    let headroom = 1.0 - load;
+    if headroom <= 0.0 {
+        return None;
+    }
+    let s = backlog.as_secs_f64() * load / headroom;
+    (s < 3600.0).then(|| Duration::from_secs_f64(s))
 }
 
 /// What changed in one observation.
@@ -132,7 +209,40 @@ impl Overload {
             last_raise: None,
             calm_since: None,
             episodes: 0,
+            load: Load::default(),
+            spikes: 0,
+            spike_high: false,
         }
+    }
+
+    /// The worker has waited `idle` in all for input by `now` (`Input::Idle`).
+    pub fn note_idle(&mut self, now: Instant, idle: Duration) {
+        self.load.note(now, idle);
+    }
+
+    /// The worker's load, 0 to 1, once measured for a second.
+    pub fn load(&self) -> Option<f64> {
+        self.load.get()
+    }
+
+    /// Backlogs past the video threshold waited out as spikes.
+    pub fn spikes(&self) -> u64 {
+        self.spikes
+    }
+
+    /// Whether a backlog past the video threshold is a spike the worker drains by itself
+    /// within [`DRAIN_WITHIN`], at its load; never past the threshold twice over.
+    fn is_spike(&self, backlog: Duration) -> bool {
+        let Some(threshold) = self.config.shed_video_after else {
+            return false;
+        };
+        if backlog >= threshold * 2 {
+            return false;
+        }
+        self.load
+            .get()
+            .and_then(|load| drain_time(backlog, load))
+            .is_some_and(|d| d <= DRAIN_WITHIN)
     }
 
     /// What is shed now, coarsely.
@@ -180,7 +290,15 @@ impl Overload {
     pub fn observe(&mut self, now: Instant, backlog: Duration) -> Option<Change> {
         let past = |t: Option<Duration>| t.is_some_and(|t| backlog >= t);
         let (from, share_before) = (self.level(), self.share);
-        if past(self.config.shed_video_after) {
+        let video_high = past(self.config.shed_video_after);
+        // Only an episode's start is judged so. Once the worker sheds, its load no longer
+        // says what it would be without shedding, and the steps below apply.
+        let spike = video_high && from == Shed::Nothing && self.is_spike(backlog);
+        if spike && !self.spike_high {
+            self.spikes += 1;
+        }
+        self.spike_high = spike;
+        if video_high && !spike {
             if from == Shed::Nothing {
                 self.episodes += 1;
                 // Overloaded again within two holds of recovering: hold longer this time.
@@ -400,6 +518,82 @@ mod tests {
         }
         // Three raises of a hold each, from 0.7.
         assert_eq!((t - start).as_millis() / 100 * 100, 3000);
+    }
+
+    /// Feed the load: busy `share` of every 10 ms from `*t` for `d`, the idle total in `idle`.
+    fn busy(o: &mut Overload, t: &mut Instant, idle: &mut Duration, d: Duration, share: f64) {
+        let end = *t + d;
+        while *t < end {
+            *t += 10 * MS;
+            *idle += (10 * MS).mul_f64(1.0 - share);
+            o.note_idle(*t, *idle);
+        }
+    }
+
+    #[test]
+    fn the_load_is_the_busy_share_of_wall_time_averaged_over_seconds() {
+        let (mut o, mut t) = overload();
+        let mut idle = Duration::ZERO;
+        o.note_idle(t, idle);
+        busy(&mut o, &mut t, &mut idle, 500 * MS, 0.6);
+        assert_eq!(o.load(), None, "not measured long enough");
+        busy(&mut o, &mut t, &mut idle, Duration::from_secs(2), 0.6);
+        assert!((o.load().unwrap() - 0.6).abs() < 0.02, "{:?}", o.load());
+        // Three hundred milliseconds without a rest move it little.
+        busy(&mut o, &mut t, &mut idle, 300 * MS, 1.0);
+        let after_spike = o.load().unwrap();
+        assert!(after_spike > 0.6 && after_spike < 0.65, "{after_spike}");
+        // Saturated for long, it follows.
+        busy(&mut o, &mut t, &mut idle, Duration::from_secs(20), 1.0);
+        assert!(o.load().unwrap() > 0.98, "{:?}", o.load());
+    }
+
+    #[test]
+    fn the_drain_time_grows_with_the_load_and_is_never_at_saturation() {
+        assert_eq!(drain_time(300 * MS, 0.5), Some(300 * MS));
+        assert_eq!(drain_time(300 * MS, 0.75), Some(900 * MS));
+        assert_eq!(drain_time(300 * MS, 1.0), None);
+        assert!(drain_time(300 * MS, 0.99).unwrap() > Duration::from_secs(29));
+    }
+
+    #[test]
+    fn a_spike_the_load_drains_is_waited_out() {
+        let (mut o, mut t) = overload();
+        let mut idle = Duration::ZERO;
+        o.note_idle(t, idle);
+        busy(&mut o, &mut t, &mut idle, Duration::from_secs(3), 0.6);
+        // 300 ms behind at 60 %: drained in about 450 ms.
+        for b in [250, 300, 350, 200, 50] {
+            t += 10 * MS;
+            assert_eq!(o.observe(t, b * MS), None, "backlog {b} ms");
+        }
+        assert_eq!(o.level(), Shed::Nothing);
+        assert_eq!((o.episodes(), o.spikes()), (0, 1));
+        // Past the threshold twice over, it is shed whatever the load says.
+        let c = o.observe(t + MS, 500 * MS).expect("a change");
+        assert_eq!((c.from, c.to), (Shed::Nothing, Shed::Video));
+        assert_eq!(o.episodes(), 1);
+    }
+
+    #[test]
+    fn a_saturated_worker_sheds_at_the_threshold() {
+        let (mut o, mut t) = overload();
+        let mut idle = Duration::ZERO;
+        o.note_idle(t, idle);
+        // 90 % busy: 250 ms behind takes 2.25 s to drain.
+        busy(&mut o, &mut t, &mut idle, Duration::from_secs(3), 0.9);
+        let c = o.observe(t, 250 * MS).expect("a change");
+        assert_eq!((c.from, c.to), (Shed::Nothing, Shed::Video));
+        assert_eq!(o.spikes(), 0);
+    }
+
+    #[test]
+    fn without_a_load_the_backlog_alone_decides() {
+        let (mut o, t) = overload();
+        o.note_idle(t, Duration::ZERO);
+        o.note_idle(t + 200 * MS, 150 * MS);
+        assert_eq!(o.load(), None);
+        assert!(o.observe(t + 210 * MS, 250 * MS).is_some());
     }
 
     #[test]

@@ -119,6 +119,7 @@ impl Shard {
             } => self.handle_datagram(now, source, destination, contents, proto),
             Input::Timeout => self.handle_timeout(now),
             Input::Backlog(backlog) => self.handle_backlog(now, backlog),
+            Input::Idle(idle) => self.overload.note_idle(now, idle),
             Input::Command(c) => self.handle_command(now, c),
             Input::Relay { from, message } => self.handle_relay(now, from, message),
         }
@@ -176,6 +177,7 @@ impl Shard {
         s.rooms = self.rooms.len() as u64;
         s.shed_level = u64::from(self.overload.level().as_u8());
         s.overload_episodes = self.overload.episodes();
+        s.overload_spikes = self.overload.spikes();
         s.video_shed_pct = ((1.0 - self.overload.video_share()) * 100.0).round() as u64;
         s.participants = self.participants.len() as u64;
         s.relayed_tracks = self
@@ -308,7 +310,16 @@ impl Shard {
     /// subscription, asks for keyframes for those that get video back, and tells every
     /// bandwidth estimator what is sent now.
     fn handle_backlog(&mut self, now: Instant, backlog: std::time::Duration) {
-        let Some(change) = self.overload.observe(now, backlog) else {
+        let spikes = self.overload.spikes();
+        let change = self.overload.observe(now, backlog);
+        if self.overload.spikes() > spikes {
+            tracing::info!(
+                backlog_ms = backlog.as_millis() as u64,
+                load = self.overload.load(),
+                "media worker behind, but its load drains it: nothing shed"
+            );
+        }
+        let Some(change) = change else {
             return;
         };
         if change.from != change.to {

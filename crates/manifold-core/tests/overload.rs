@@ -224,3 +224,40 @@ fn a_room_subscriber_hears_its_shed_video_is_paused_and_then_active_again() {
     );
     assert!(counts(&h, bob)[1] > paused_at + 20, "and video flows");
 }
+
+/// A worker with headroom that falls behind for a moment (a burst of keyframes or joins)
+/// sheds nothing: its load, from the idle time the worker reports, drains the backlog within
+/// a second. The same backlog on a saturated worker is shed.
+#[test]
+fn a_spike_on_a_worker_with_headroom_sheds_nothing() {
+    let mut h = Harness::new(config(), 72);
+    let publisher = h.add(ClientSpec::publisher("alice", "room"));
+    let viewer = h.add(ClientSpec::subscriber("bob", "room", Source::RoomCurrent));
+    h.connect(&[publisher, viewer], Duration::from_secs(5));
+    // Busy half the time, for three seconds.
+    let mut idle = Duration::ZERO;
+    for _ in 0..30 {
+        idle += Duration::from_millis(50);
+        h.idle(idle);
+        h.run_for(Duration::from_millis(100));
+    }
+    let received = counts(&h, viewer);
+    h.backlog(Duration::from_millis(300));
+    h.run_for(Duration::from_millis(100));
+    h.backlog(Duration::ZERO);
+    h.run_for(Duration::from_secs(1));
+    let stats = h.stats();
+    assert_eq!((stats.shed_level, stats.overload_episodes), (0, 0));
+    assert_eq!(stats.overload_spikes, 1);
+    assert_eq!(dropped(&h, "shed_video"), 0);
+    assert!(counts(&h, viewer)[1] > received[1] + 20, "video goes on");
+
+    // Saturated for long (no idle time at all), the same backlog is shed.
+    for _ in 0..100 {
+        h.idle(idle);
+        h.run_for(Duration::from_millis(100));
+    }
+    h.backlog(Duration::from_millis(300));
+    let stats = h.stats();
+    assert_eq!((stats.shed_level, stats.overload_episodes), (1, 1));
+}

@@ -30,12 +30,14 @@
 //! workers.shutdown();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-// The crate needs no unsafe code: quinn-udp, socket2 and mio hold the syscalls. Should some
-// become necessary, each block carries a `// SAFETY:` comment.
+// The crate needs one unsafe call, the `ioctl` that reads a datagram's receive timestamp
+// (`socket.rs`, which quinn-udp does not hand over); quinn-udp, socket2 and mio hold the
+// other syscalls. Each unsafe block carries a `// SAFETY:` comment.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod backlog;
 mod config;
 mod handle;
 mod socket;

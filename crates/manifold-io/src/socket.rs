@@ -3,6 +3,8 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime};
 
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -50,6 +52,9 @@ impl MediaSocket {
             .map_err(fail)?
             .as_socket()
             .ok_or_else(|| fail(io::Error::other("bound socket has no IP address")))?;
+        // Ask once for a receive timestamp: the kernel stamps datagrams from then on (a
+        // moment later), for `last_datagram_age`.
+        let _ = last_receive_stamp(socket.as_raw_fd());
         let socket = mio::net::UdpSocket::from_std(socket.into());
         tracing::debug!(
             %local_addr,
@@ -113,6 +118,16 @@ impl MediaSocket {
             .try_send(UdpSockRef::from(&self.socket), &transmit)
     }
 
+    /// How long the datagram the last receive returned last waited in the kernel: now
+    /// minus its arrival time, which the kernel stamps on every datagram once a socket asked
+    /// (`SIOCGSTAMPNS`; the first call turns the stamping on and finds none yet). quinn-udp
+    /// hands over no receive timestamps, so this asks separately, one `ioctl`; the worker
+    /// calls it only when it may be behind. `None` where the platform gives none.
+    pub fn last_datagram_age(&self) -> Option<Duration> {
+        let stamp = last_receive_stamp(self.socket.as_raw_fd())?;
+        SystemTime::now().duration_since(stamp).ok()
+    }
+
     /// An IPv6 socket reaches IPv4 peers through their v4-mapped address.
     fn reachable(&self, destination: SocketAddr) -> SocketAddr {
         match (self.local_addr, destination) {
@@ -155,6 +170,34 @@ fn size_buffers(socket: &Socket) {
             Err(e) => tracing::info!(error = %e, "cannot size the UDP {which} buffer"),
         }
     }
+}
+
+/// The kernel's arrival time of the last datagram read from `fd` (Linux: `SIOCGSTAMPNS`,
+/// `CLOCK_REALTIME`).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn last_receive_stamp(fd: std::os::fd::RawFd) -> Option<SystemTime> {
+    /// `SIOCGSTAMPNS_OLD` of `linux/sockios.h`: a `struct timespec` with the native
+    /// `time_t`, 64 bits on the 64-bit targets this runs on.
+    const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: the ioctl writes one `timespec` to the pointer given, which points at `ts`,
+    // alive and writable for the call; `fd` is a socket this process owns. Any failure
+    // (no datagram stamped yet, not a socket) is a -1 return, with nothing written.
+    let r = unsafe { libc::ioctl(fd, SIOCGSTAMPNS as _, &mut ts as *mut libc::timespec) };
+    if r != 0 || ts.tv_sec <= 0 {
+        return None;
+    }
+    let nanos = u32::try_from(ts.tv_nsec).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(ts.tv_sec as u64, nanos))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn last_receive_stamp(_fd: std::os::fd::RawFd) -> Option<SystemTime> {
+    None
 }
 
 #[cfg(test)]
@@ -255,5 +298,43 @@ mod tests {
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("bound a port in use"),
         }
+    }
+
+    /// The kernel stamps datagrams once asked, and the age of the last one read is how long
+    /// it sat in the receive queue: here, a datagram left unread for 150 ms.
+    #[test]
+    fn the_age_of_the_last_datagram_read_is_how_long_it_waited() {
+        let socket = MediaSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let local = socket.local_addr();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut storage = vec![0u8; BATCH * 2048];
+        let mut chunks = storage.chunks_mut(2048);
+        let mut bufs: [IoSliceMut<'_>; BATCH] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        let mut meta = [RecvMeta::default(); BATCH];
+        let mut read_one = |socket: &MediaSocket| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match socket.recv(&mut bufs, &mut meta) {
+                    Ok(n) if n > 0 => return,
+                    _ if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    r => panic!("nothing received: {r:?}"),
+                }
+            }
+        };
+        // The first ask turns stamping on (the kernel does so a moment later).
+        let _ = socket.last_datagram_age();
+        std::thread::sleep(Duration::from_millis(100));
+        peer.send_to(b"early", local).unwrap();
+        read_one(&socket);
+        let fresh = socket.last_datagram_age().expect("a stamp");
+        peer.send_to(b"late", local).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        read_one(&socket);
+        let waited = socket.last_datagram_age().expect("a stamp");
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        assert!(waited > fresh, "{fresh:?} then {waited:?}");
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::backlog::Backlog;
 use crossbeam_channel::{Receiver, Sender as ChannelSender, TryRecvError, TrySendError};
 use manifold_api::CoreEvent;
 use manifold_api::{RoomName, TrackId};
@@ -156,11 +157,9 @@ struct Worker {
     relay_pending: bool,
     /// Set by `Command::Shutdown`: exit once the shard is empty, or at this time.
     draining_until: Option<Instant>,
-    /// When the socket's receive queue, and the relay inbox, were last seen empty: whatever
-    /// waits in them now arrived since, so it has waited at most that long. That bound is
-    /// the backlog the shard sheds by (`Input::Backlog`, `manifold-core`'s `overload.rs`).
-    socket_empty_at: Instant,
-    relay_empty_at: Instant,
+    /// How far behind the worker is, and how long it has waited for input: what the shard
+    /// sheds by (`Input::Backlog`, `Input::Idle`; `backlog.rs`).
+    behind: Backlog,
 }
 
 /// The socket side of a worker.
@@ -269,14 +268,8 @@ impl Worker {
             commands_pending: true,
             relay_pending: true,
             draining_until: None,
-            socket_empty_at: now,
-            relay_empty_at: now,
+            behind: Backlog::new(now),
         }
-    }
-
-    /// How long the input waiting for this worker may have waited (see `socket_empty_at`).
-    fn backlog(&self, now: Instant) -> Duration {
-        backlog(now, self.socket_empty_at, self.relay_empty_at)
     }
 
     /// One wake-up: wait for the socket, a command or the next deadline, then handle a
@@ -299,6 +292,7 @@ impl Worker {
             until.saturating_duration_since(now).min(MAX_WAIT)
         };
         let (socket_idle, relay_idle) = (!self.readable, !self.relay_pending);
+        let waiting_from = Instant::now();
         if let Err(e) = self.poll.poll(&mut self.events, Some(timeout))
             && e.kind() != io::ErrorKind::Interrupted
         {
@@ -307,14 +301,16 @@ impl Worker {
             std::thread::sleep(Duration::from_millis(10));
         }
         let woke = Instant::now();
+        self.behind.waited(waiting_from, woke);
+        self.core.input(woke, Input::Idle(self.behind.idle()));
         // Empty before the poll: what arrived during it woke the poll at once.
         if socket_idle {
-            self.socket_empty_at = woke;
+            self.behind.socket_empty(woke);
         }
         if relay_idle {
-            self.relay_empty_at = woke;
+            self.behind.relay_empty(woke);
         }
-        self.core.input(woke, Input::Backlog(self.backlog(woke)));
+        self.core.input(woke, Input::Backlog(self.behind.at(woke)));
         for event in self.events.iter() {
             match event.token() {
                 SOCKET => self.readable = true,
@@ -393,7 +389,7 @@ impl Worker {
         let mut pending = false;
         for i in 0..MAX_RELAY_PER_TURN {
             let Ok((from, message)) = self.relay_rx.try_recv() else {
-                self.relay_empty_at = Instant::now();
+                self.behind.relay_empty(Instant::now());
                 break;
             };
             let now = Instant::now();
@@ -442,8 +438,7 @@ impl Worker {
     }
 
     fn receive(&mut self) {
-        let socket_empty_at = &mut self.socket_empty_at;
-        let relay_empty_at = self.relay_empty_at;
+        let behind = &mut self.behind;
         let Io {
             socket,
             tcp,
@@ -461,7 +456,7 @@ impl Worker {
             let n = match socket.recv(&mut bufs, recv_meta) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    *socket_empty_at = Instant::now();
+                    behind.socket_empty(Instant::now());
                     self.readable = false;
                     return;
                 }
@@ -477,11 +472,13 @@ impl Worker {
             };
             // One clock read per batch: every datagram of a batch arrived together.
             let now = Instant::now();
-            let waited = backlog(now, *socket_empty_at, relay_empty_at);
-            core.input(now, Input::Backlog(waited));
+            if behind.wants_measure(now) {
+                behind.measured(now, socket.last_datagram_age());
+            }
+            core.input(now, Input::Backlog(behind.at(now)));
             if n < BATCH {
                 // A short batch took everything there was.
-                *socket_empty_at = now;
+                behind.socket_empty(now);
             }
             for (buf, meta) in bufs.iter().zip(recv_meta.iter()).take(n) {
                 let data = &buf[..meta.len.min(buf.len())];
@@ -823,11 +820,6 @@ impl Sender {
             }
         }
     }
-}
-
-/// The longest any input may have waited at `now`, given when each queue was last empty.
-fn backlog(now: Instant, socket_empty_at: Instant, relay_empty_at: Instant) -> Duration {
-    now.saturating_duration_since(socket_empty_at.min(relay_empty_at))
 }
 
 /// How many transmits from the front of `queue` can go out as one GSO send: a run of UDP

@@ -967,6 +967,14 @@ impl Harness {
         }
     }
 
+    /// Tell every shard its worker has waited `idle` in all for input (`Input::Idle`).
+    pub fn idle(&mut self, idle: Duration) {
+        for i in 0..self.shards.len() {
+            self.shards[i].handle_input(self.now, Input::Idle(idle));
+            self.drain_shard(i);
+        }
+    }
+
     /// New clients join shard `i` from now on.
     pub fn on_shard(&mut self, i: usize) {
         assert!(i < self.shards.len(), "no shard {i}");
