@@ -100,7 +100,7 @@ pub struct ShardStats {
     #[serde(default)]
     pub overload_episodes: u64,
     /// Backlogs past the video threshold that started no episode: the worker's load would
-    /// drain them within two seconds (`overload.rs`).
+    /// drain them within a second (`overload.rs`).
     #[serde(default)]
     pub overload_spikes: u64,
     /// Share of video subscriptions the overloaded worker sheds now, % (the highest of any

@@ -538,7 +538,7 @@ impl Exposition {
             ),
             (
                 "manifold_worker_overload_spikes_total",
-                "Times the worker fell behind past the video threshold but shed nothing, as its load would drain the backlog within two seconds.",
+                "Times the worker fell behind past the video threshold but shed nothing, as its load would drain the backlog within a second.",
                 |w| w.stats.overload_spikes,
             ),
             (

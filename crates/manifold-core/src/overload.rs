@@ -53,8 +53,9 @@ const NONE_BELOW: f64 = 0.05;
 /// A backlog the worker's load drains within this long starts no episode. A cut costs
 /// more: its share grows back one [`RAISE`] per hold, three seconds of frozen video for the
 /// subscriptions cut (and a round of keyframes); waiting costs a latency that is below
-/// twice the video threshold and falls.
-pub const DRAIN_WITHIN: Duration = Duration::from_secs(2);
+/// twice the video threshold and falls. Longer waits were tried (2 s): the backlog then
+/// reached twice the threshold more often, and was cut too late to spare audio.
+pub const DRAIN_WITHIN: Duration = Duration::from_secs(1);
 /// The load is averaged with this time constant: long enough that a spike of a few
 /// hundred milliseconds moves it little, short enough to follow a room that grew.
 pub const LOAD_TIME_CONSTANT: Duration = Duration::from_secs(5);
