@@ -531,12 +531,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_load_is_the_busy_share_of_wall_time_averaged_over_seconds() {
+    /// A shard whose worker has been busy `share` of the time for `d`: the overload, the
+    /// time now and the idle total so far.
+    fn at_load(share: f64, d: Duration) -> (Overload, Instant, Duration) {
         let (mut o, mut t) = overload();
         let mut idle = Duration::ZERO;
         o.note_idle(t, idle);
-        busy(&mut o, &mut t, &mut idle, 500 * MS, 0.6);
+        busy(&mut o, &mut t, &mut idle, d, share);
+        (o, t, idle)
+    }
+
+    #[test]
+    fn the_load_is_the_busy_share_of_wall_time_averaged_over_seconds() {
+        let (mut o, mut t, mut idle) = at_load(0.6, 500 * MS);
         assert_eq!(o.load(), None, "not measured long enough");
         busy(&mut o, &mut t, &mut idle, Duration::from_secs(2), 0.6);
         assert!((o.load().unwrap() - 0.6).abs() < 0.02, "{:?}", o.load());
@@ -559,10 +566,7 @@ mod tests {
 
     #[test]
     fn a_spike_the_load_drains_is_waited_out() {
-        let (mut o, mut t) = overload();
-        let mut idle = Duration::ZERO;
-        o.note_idle(t, idle);
-        busy(&mut o, &mut t, &mut idle, Duration::from_secs(3), 0.6);
+        let (mut o, mut t, _) = at_load(0.6, Duration::from_secs(3));
         // 300 ms behind at 60 %: drained in about 450 ms.
         for b in [250, 300, 350, 200, 50] {
             t += 10 * MS;
@@ -578,11 +582,8 @@ mod tests {
 
     #[test]
     fn a_saturated_worker_sheds_at_the_threshold() {
-        let (mut o, mut t) = overload();
-        let mut idle = Duration::ZERO;
-        o.note_idle(t, idle);
         // 90 % busy: 250 ms behind takes 2.25 s to drain.
-        busy(&mut o, &mut t, &mut idle, Duration::from_secs(3), 0.9);
+        let (mut o, t, _) = at_load(0.9, Duration::from_secs(3));
         let c = o.observe(t, 250 * MS).expect("a change");
         assert_eq!((c.from, c.to), (Shed::Nothing, Shed::Video));
         assert_eq!(o.spikes(), 0);

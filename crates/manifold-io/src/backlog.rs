@@ -107,6 +107,16 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// A worker busy for 400 ms without its socket queue running dry, its relay inbox
+    /// empty now: the backlog and the time now.
+    fn behind_400_ms() -> (Backlog, Instant) {
+        let t0 = Instant::now();
+        let mut b = Backlog::new(t0);
+        let now = t0 + 400 * MS;
+        b.relay_empty(now);
+        (b, now)
+    }
+
     #[test]
     fn the_bound_is_the_time_since_a_queue_was_last_empty() {
         let t0 = Instant::now();
@@ -121,10 +131,7 @@ mod tests {
 
     #[test]
     fn a_measured_wait_lowers_the_bound_until_the_queue_is_empty_again() {
-        let t0 = Instant::now();
-        let mut b = Backlog::new(t0);
-        let now = t0 + 400 * MS;
-        b.relay_empty(now);
+        let (mut b, now) = behind_400_ms();
         assert!(b.wants_measure(now));
         // Busy for 400 ms without the queue running dry, but what it reads waited 30 ms.
         b.measured(now, Some(30 * MS));
@@ -146,10 +153,7 @@ mod tests {
 
     #[test]
     fn ages_are_trusted_only_once_the_kernel_was_seen_stamping() {
-        let t0 = Instant::now();
-        let mut b = Backlog::new(t0);
-        let now = t0 + 400 * MS;
-        b.relay_empty(now);
+        let (mut b, now) = behind_400_ms();
         // An unstamped datagram reads as just arrived: no proof yet, the bound stays.
         b.measured(now, Some(Duration::from_micros(4)));
         assert_eq!(b.at(now), 400 * MS);

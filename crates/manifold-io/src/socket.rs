@@ -252,6 +252,15 @@ mod tests {
         assert_eq!(n, 100);
 
         peer.send_to(b"hello", local).unwrap();
+        let (n, meta, first) = receive(&socket);
+        assert_eq!(n, 1);
+        assert_eq!(meta.addr, peer.local_addr().unwrap());
+        assert_eq!(first, b"hello");
+    }
+
+    /// One receive call that returns something (waiting up to 10 s for it): how many
+    /// buffers it filled, and the first one's meta and bytes.
+    fn receive(socket: &MediaSocket) -> (usize, RecvMeta, Vec<u8>) {
         let mut storage = vec![0u8; BATCH * 2048];
         let mut chunks = storage.chunks_mut(2048);
         let mut bufs: [IoSliceMut<'_>; BATCH] =
@@ -268,9 +277,7 @@ mod tests {
                 Err(e) => panic!("recv: {e}"),
             }
         };
-        assert_eq!(n, 1);
-        assert_eq!(meta[0].addr, peer.local_addr().unwrap());
-        assert_eq!(&bufs[0][..meta[0].len], b"hello");
+        (n, meta[0], bufs[0][..meta[0].len].to_vec())
     }
 
     #[test]
@@ -307,32 +314,15 @@ mod tests {
         let socket = MediaSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let local = socket.local_addr();
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut storage = vec![0u8; BATCH * 2048];
-        let mut chunks = storage.chunks_mut(2048);
-        let mut bufs: [IoSliceMut<'_>; BATCH] =
-            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-        let mut meta = [RecvMeta::default(); BATCH];
-        let mut read_one = |socket: &MediaSocket| {
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                match socket.recv(&mut bufs, &mut meta) {
-                    Ok(n) if n > 0 => return,
-                    _ if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(1))
-                    }
-                    r => panic!("nothing received: {r:?}"),
-                }
-            }
-        };
         // The first ask turns stamping on (the kernel does so a moment later).
         let _ = socket.last_datagram_age();
         std::thread::sleep(Duration::from_millis(100));
         peer.send_to(b"early", local).unwrap();
-        read_one(&socket);
+        assert_eq!(receive(&socket).2, b"early");
         let fresh = socket.last_datagram_age().expect("a stamp");
         peer.send_to(b"late", local).unwrap();
         std::thread::sleep(Duration::from_millis(150));
-        read_one(&socket);
+        assert_eq!(receive(&socket).2, b"late");
         let waited = socket.last_datagram_age().expect("a stamp");
         assert!(waited >= Duration::from_millis(150), "{waited:?}");
         assert!(waited > fresh, "{fresh:?} then {waited:?}");
